@@ -1,0 +1,25 @@
+//! The maps the programs share with user space. Layouts and names live in
+//! `dataplane::shared`; the loader fills these maps and reads the counters.
+use aya_ebpf::{
+    macros::map,
+    maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+};
+use dataplane::shared::{
+    COUNTERS_LEN, Ipv4Key, MAX_HOST_ADDRS, MAX_ROUTES, MAX_TX_PORTS, NextHop,
+};
+
+#[map]
+pub static ROUTES: LpmTrie<Ipv4Key, NextHop> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+
+#[map]
+pub static HOST_ADDRS: HashMap<Ipv4Key, u32> = HashMap::with_max_entries(MAX_HOST_ADDRS, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+#[map]
+pub static FWD_BY_EGRESS: PerCpuHashMap<u32, u64> =
+    PerCpuHashMap::with_max_entries(MAX_TX_PORTS, 0);

@@ -1,0 +1,89 @@
+//! The routing decision shared by the XDP and TC entry points: parse Ethernet and IPv4,
+//! classify what the kernel must keep, look the destination up, and rewrite for the next hop.
+use aya_ebpf::maps::lpm_trie::Key;
+use dataplane::{
+    shared::{NextHop, counter},
+    checksum::ipv4_decrement_ttl,
+};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+};
+
+use crate::{
+    maps::{HOST_ADDRS, ROUTES},
+    parse::ptr_at,
+};
+
+/// Bytes of header the decision reads: Ethernet plus an option-less IPv4 header.
+pub const HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+
+pub enum Decision {
+    /// Hand the frame to the kernel untouched, counted under this `counter::PASS_*` slot.
+    Pass(u32),
+    /// Forward to `nh`. The frame is not modified yet: the entry point calls [`rewrite`] once
+    /// its redirect is set up, so that a failed redirect passes an untouched frame.
+    Forward { nh: NextHop, eth: *mut EthHdr, ip: *mut Ipv4Hdr },
+}
+
+/// Decides what to do with the frame in `data..data_end`; `frame_len` is its full length
+/// (at TC the linear part can be shorter than the frame).
+#[inline(always)]
+pub fn route(data: usize, data_end: usize, frame_len: usize) -> Decision {
+    let Some(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
+        return Decision::Pass(counter::PASS_MALFORMED);
+    };
+    let (ether_type, dst_mac0) = unsafe { ((*eth).ether_type, (*eth).dst_addr[0]) };
+    if ether_type == EtherType::Arp as u16 {
+        return Decision::Pass(counter::PASS_ARP);
+    }
+    if ether_type != EtherType::Ipv4 as u16 {
+        return Decision::Pass(counter::PASS_NOT_IPV4);
+    }
+    if dst_mac0 & 1 != 0 {
+        // Broadcast or multicast: the kernel's to handle.
+        return Decision::Pass(counter::PASS_NOT_UNICAST);
+    }
+    let Some(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
+        return Decision::Pass(counter::PASS_MALFORMED);
+    };
+    let (vihl, tot_len, ttl, dst) =
+        unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).dst_addr) };
+    let header_len = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4
+        || header_len < Ipv4Hdr::LEN
+        || tot_len < header_len
+        || tot_len > frame_len - EthHdr::LEN
+    {
+        return Decision::Pass(counter::PASS_MALFORMED);
+    }
+    if header_len != Ipv4Hdr::LEN {
+        // Options (record route, timestamps, source routes) need the kernel's processing on
+        // forward; they are rare enough that giving them up costs nothing.
+        return Decision::Pass(counter::PASS_IP_OPTIONS);
+    }
+    if HOST_ADDRS.get_ptr(&dst).is_some() {
+        return Decision::Pass(counter::PASS_HOST_ADDR);
+    }
+    let Some(nh) = ROUTES.get(Key::new(32, dst)) else {
+        return Decision::Pass(counter::PASS_NO_ROUTE);
+    };
+    if ttl <= 1 {
+        // The kernel sends ICMP time exceeded.
+        return Decision::Pass(counter::PASS_TTL_EXPIRED);
+    }
+    Decision::Forward { nh: *nh, eth, ip }
+}
+
+/// Writes the next hop's MACs and decrements the TTL with an incremental checksum update
+/// (which leaves the header's one's-complement sum, and so any CHECKSUM_COMPLETE, valid).
+#[inline(always)]
+pub fn rewrite(eth: *mut EthHdr, ip: *mut Ipv4Hdr, nh: &NextHop) {
+    unsafe {
+        (*eth).dst_addr = nh.dst_mac;
+        (*eth).src_addr = nh.src_mac;
+        let (ttl, check) = ipv4_decrement_ttl((*ip).ttl, (*ip).proto, (*ip).check);
+        (*ip).ttl = ttl;
+        (*ip).check = check;
+    }
+}

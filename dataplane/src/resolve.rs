@@ -1,0 +1,247 @@
+//! Turns a parsed route table into what the maps will hold: interfaces by index, next hops
+//! with their MAC addresses, the host's own addresses. All system lookups happen here, before
+//! anything is loaded or attached, so a table that cannot be realised changes nothing; every
+//! failure names the line of the table it comes from.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use crate::{
+    config::{Attach, Config, Ipv4Prefix, LineError, Role, Target},
+    netinfo::{self, Link, NetInfoError},
+    shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NH_FLAG_VETH_PEER, NextHop},
+};
+
+/// How long to wait for ARP to answer for a next hop or workload.
+pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What resolution needs from the system; a trait so that the logic is tested without one.
+pub trait System {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError>;
+    fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError>;
+    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError>;
+}
+
+/// The current network namespace, read through iproute2.
+pub struct LiveSystem;
+
+impl System for LiveSystem {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+        netinfo::links()
+    }
+    fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError> {
+        netinfo::ipv4_addrs()
+    }
+    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+        netinfo::resolve_neighbour(addr, dev, NEIGHBOUR_TIMEOUT)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub attach: Attach,
+    pub role: Role,
+}
+
+/// A route table resolved against the system: exactly what the maps and attachments will be.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub attachments: Vec<Attachment>,
+    pub routes: BTreeMap<Ipv4Prefix, NextHop>,
+    /// Egress interfaces that routes point at: the XDP device map must hold each of them.
+    pub tx_ports: BTreeSet<u32>,
+    /// This host's own addresses: packets to them are the kernel's.
+    pub host_addrs: BTreeSet<Ipv4Addr>,
+}
+
+/// Resolves `config` against `system`. Reports every problem, each with its line.
+pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineError>> {
+    let fail = |message: String| vec![LineError { line: 0, message }];
+    let links = system.links().map_err(|e| fail(e.to_string()))?;
+    let host_addrs: BTreeSet<Ipv4Addr> =
+        system.ipv4_addrs().map_err(|e| fail(e.to_string()))?.into_iter().collect();
+
+    let mut errors = Vec::new();
+    let find = |name: &str| links.iter().find(|l| l.name == name);
+
+    let mut attachments = Vec::new();
+    for interface in &config.interfaces {
+        match find(&interface.name) {
+            Some(link) => attachments.push(Attachment {
+                ifname: link.name.clone(),
+                ifindex: link.ifindex,
+                attach: interface.attach,
+                role: interface.role,
+            }),
+            None => errors.push(LineError {
+                line: interface.line,
+                message: format!(
+                    "interface `{}` does not exist in this network namespace",
+                    interface.name
+                ),
+            }),
+        }
+    }
+
+    let mut routes = BTreeMap::new();
+    for route in &config.routes {
+        // An undeclared or missing interface was reported above.
+        let Some(link) = find(route.target.dev()) else { continue };
+        match next_hop(route.prefix, &route.target, link, &host_addrs, system) {
+            Ok(nh) => {
+                routes.insert(route.prefix, nh);
+            }
+            Err(message) => errors.push(LineError { line: route.line, message }),
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(errors);
+    }
+    let tx_ports = routes.values().map(|nh| nh.ifindex).collect();
+    Ok(Plan { attachments, routes, tx_ports, host_addrs })
+}
+
+fn next_hop(
+    prefix: Ipv4Prefix,
+    target: &Target,
+    link: &Link,
+    host_addrs: &BTreeSet<Ipv4Addr>,
+    system: &dyn System,
+) -> Result<NextHop, String> {
+    let src_mac = link
+        .mac
+        .ok_or_else(|| format!("interface `{}` has no Ethernet address", link.name))?;
+    let (neighbour, kind, flags) = match target {
+        Target::Local { .. } => {
+            if prefix.len() != 32 {
+                return Err(format!(
+                    "a local route names one workload and must be a /32; {prefix} is not"
+                ));
+            }
+            let flags = if link.is_veth() { NH_FLAG_VETH_PEER } else { 0 };
+            (prefix.addr(), NEXTHOP_LOCAL, flags)
+        }
+        Target::Remote { via, .. } => (*via, NEXTHOP_REMOTE, 0),
+    };
+    if host_addrs.contains(&neighbour) {
+        return Err(format!("{neighbour} is an address of this host, not a neighbour"));
+    }
+    let dst_mac = system
+        .neighbour_mac(neighbour, &link.name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "no MAC address for {neighbour} on `{}`: it did not answer ARP within {} s",
+                link.name,
+                NEIGHBOUR_TIMEOUT.as_secs()
+            )
+        })?;
+    Ok(NextHop { ifindex: link.ifindex, kind, flags, dst_mac, src_mac })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    struct FakeSystem {
+        links: Vec<Link>,
+        addrs: Vec<Ipv4Addr>,
+        neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
+    }
+
+    impl System for FakeSystem {
+        fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+            Ok(self.links.clone())
+        }
+        fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError> {
+            Ok(self.addrs.clone())
+        }
+        fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+            Ok(self.neighbours.iter().find(|(a, d, _)| *a == addr && *d == dev).map(|n| n.2))
+        }
+    }
+
+    fn link(name: &str, ifindex: u32, kind: Option<&str>) -> Link {
+        Link {
+            name: name.into(),
+            ifindex,
+            mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
+            kind: kind.map(Into::into),
+            mtu: 1500,
+            up: true,
+        }
+    }
+
+    fn system() -> FakeSystem {
+        FakeSystem {
+            links: vec![link("lo", 1, None), link("eth0", 2, Some("veth")), link("cali1", 3, Some("veth"))],
+            addrs: vec!["127.0.0.1".parse().unwrap(), "198.19.0.1".parse().unwrap()],
+            neighbours: vec![
+                ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
+                ("198.18.1.2".parse().unwrap(), "cali1", [0xbb; 6]),
+            ],
+        }
+    }
+
+    const TABLE: &str = "interface eth0\ninterface cali1\nroute 198.18.1.2/32 dev cali1\nroute 198.18.2.0/24 via 198.19.0.2 dev eth0\n";
+
+    #[test]
+    fn resolves_next_hops_with_macs_and_kinds() {
+        let plan = resolve(&parse(TABLE).unwrap(), &system()).unwrap();
+        let local = plan.routes[&"198.18.1.2/32".parse().unwrap()];
+        assert_eq!(
+            local,
+            NextHop { ifindex: 3, kind: NEXTHOP_LOCAL, flags: NH_FLAG_VETH_PEER, dst_mac: [0xbb; 6], src_mac: [2, 0, 0, 0, 0, 3] }
+        );
+        let remote = plan.routes[&"198.18.2.0/24".parse().unwrap()];
+        assert_eq!(
+            remote,
+            NextHop { ifindex: 2, kind: NEXTHOP_REMOTE, flags: 0, dst_mac: [0xaa; 6], src_mac: [2, 0, 0, 0, 0, 2] }
+        );
+        assert_eq!(plan.tx_ports, BTreeSet::from([2, 3]));
+        assert_eq!(plan.attachments.iter().map(|a| a.ifindex).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(plan.host_addrs.contains(&"198.19.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_local_route_on_a_non_veth_does_not_use_redirect_peer() {
+        let mut sys = system();
+        sys.links[2].kind = None;
+        let plan = resolve(&parse(TABLE).unwrap(), &sys).unwrap();
+        assert_eq!(plan.routes[&"198.18.1.2/32".parse().unwrap()].flags, 0);
+    }
+
+    fn errors(table: &str, sys: &FakeSystem) -> Vec<(usize, String)> {
+        resolve(&parse(table).unwrap(), sys).unwrap_err().into_iter().map(|e| (e.line, e.message)).collect()
+    }
+
+    #[test]
+    fn missing_interfaces_and_unanswered_arp_name_their_lines() {
+        let table = "interface eth0\ninterface cali9\nroute 198.18.1.9/32 dev cali9\nroute 198.18.3.0/24 via 198.19.0.3 dev eth0\n";
+        let errs = errors(table, &system());
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("`cali9` does not exist"));
+        assert_eq!(errs[1].0, 4);
+        assert!(errs[1].1.contains("no MAC address for 198.19.0.3 on `eth0`"));
+    }
+
+    #[test]
+    fn local_routes_must_be_single_workloads() {
+        let errs = errors("interface cali1\nroute 198.18.1.0/24 dev cali1\n", &system());
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("must be a /32"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_next_hop_that_is_this_host_is_refused() {
+        let errs = errors("interface eth0\nroute 198.18.3.0/24 via 198.19.0.1 dev eth0\n", &system());
+        assert!(errs[0].1.contains("address of this host"), "{errs:?}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Map layouts and counter indices shared by the eBPF programs and user space.
+//!
+//! Every type here is `#[repr(C)]` with no implicit padding (a padding byte in a key makes
+//! lookups miss; in a value it leaks kernel memory into user space), and addresses stay in
+//! network byte order as `[u8; N]`. The size tests at the bottom pin the layouts.
+
+/// Map names, as the programs declare them and user space looks them up.
+pub mod map_names {
+    /// LPM trie: destination prefix -> [`NextHop`](super::NextHop).
+    pub const ROUTES: &str = "ROUTES";
+    /// Device hash map for XDP redirects: egress ifindex -> egress ifindex.
+    pub const TX_PORTS: &str = "TX_PORTS";
+    /// Hash set of this host's own IPv4 addresses (value unused): their packets go to the kernel.
+    pub const HOST_ADDRS: &str = "HOST_ADDRS";
+    /// Per-CPU array of `u64` counters indexed by [`counter_index`](super::counter_index).
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU hash: egress ifindex -> frames forwarded out of it.
+    pub const FWD_BY_EGRESS: &str = "FWD_BY_EGRESS";
+}
+
+/// Program names as the object exports them.
+pub mod program_names {
+    pub const XDP_ROUTE: &str = "xdp_route";
+    pub const TC_ROUTE: &str = "tc_route";
+    /// An XDP program that passes everything: attached to a veth end so that frames
+    /// XDP-redirected into its peer are delivered (see README, "Workload wiring").
+    pub const XDP_PASS: &str = "xdp_pass";
+}
+
+pub const MAX_ROUTES: u32 = 65_536;
+pub const MAX_TX_PORTS: u32 = 4_096;
+pub const MAX_HOST_ADDRS: u32 = 256;
+
+/// Kind of next hop, stored in [`NextHop::kind`].
+pub const NEXTHOP_LOCAL: u32 = 1;
+/// The next hop is another host reached over the underlay, routed (no encapsulation).
+pub const NEXTHOP_REMOTE: u32 = 2;
+
+/// [`NextHop::flags`]: the egress is a veth whose peer is the workload. The TC program then
+/// hands the packet straight to the peer's ingress (`bpf_redirect_peer`), skipping the host
+/// side's transmit path.
+pub const NH_FLAG_VETH_PEER: u32 = 1;
+
+/// Where a route sends a packet: egress interface and the Ethernet addresses to write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    pub ifindex: u32,
+    /// [`NEXTHOP_LOCAL`] or [`NEXTHOP_REMOTE`].
+    pub kind: u32,
+    /// `NH_FLAG_*` bits.
+    pub flags: u32,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// Data part of the LPM key: an IPv4 address in network byte order. The trie key is
+/// `{ prefix_len: u32, addr }` (aya's `Key<[u8; 4]>` on both sides).
+pub type Ipv4Key = [u8; 4];
+
+/// Which program kind counted a packet: counters are kept apart per attach kind.
+pub const HOOK_XDP: u32 = 0;
+pub const HOOK_TC: u32 = 1;
+pub const HOOK_COUNT: u32 = 2;
+
+/// Counter slots. `PASS_*` are frames handed to the kernel untouched; `DROP_*` are frames
+/// the programs refused. Every exit path of every program bumps exactly one of
+/// `FORWARDED`, `PASS_*` or `DROP_*`, and every frame seen bumps `RX`.
+pub mod counter {
+    pub const RX: u32 = 0;
+    pub const FORWARDED: u32 = 1;
+    pub const PASS_ARP: u32 = 2;
+    pub const PASS_NOT_IPV4: u32 = 3;
+    pub const PASS_NOT_UNICAST: u32 = 4;
+    pub const PASS_MALFORMED: u32 = 5;
+    pub const PASS_IP_OPTIONS: u32 = 6;
+    pub const PASS_HOST_ADDR: u32 = 7;
+    pub const PASS_NO_ROUTE: u32 = 8;
+    pub const PASS_TTL_EXPIRED: u32 = 9;
+    pub const PASS_NO_TX_PORT: u32 = 10;
+    pub const DROP_REDIRECT_ERROR: u32 = 11;
+    pub const COUNT: u32 = 12;
+
+    /// Names as `loader stats` prints them, indexed by slot.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "rx",
+        "forwarded",
+        "pass_arp",
+        "pass_not_ipv4",
+        "pass_not_unicast",
+        "pass_malformed",
+        "pass_ip_options",
+        "pass_host_addr",
+        "pass_no_route",
+        "pass_ttl_expired",
+        "pass_no_tx_port",
+        "drop_redirect_error",
+    ];
+}
+
+/// Index into the `COUNTERS` array for a hook and a counter slot.
+#[inline(always)]
+pub const fn counter_index(hook: u32, counter: u32) -> u32 {
+    hook * counter::COUNT + counter
+}
+
+pub const COUNTERS_LEN: u32 = HOOK_COUNT * counter::COUNT;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `NextHop` is `repr(C)`, has no padding (see the size test) and every bit
+    // pattern of its fields is valid.
+    unsafe impl aya::Pod for super::NextHop {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn next_hop_layout_has_no_padding() {
+        assert_eq!(size_of::<NextHop>(), 4 + 4 + 4 + 6 + 6);
+        assert_eq!(align_of::<NextHop>(), 4);
+        assert_eq!(core::mem::offset_of!(NextHop, dst_mac), 12);
+        assert_eq!(core::mem::offset_of!(NextHop, src_mac), 18);
+    }
+
+    #[test]
+    fn counter_names_cover_every_slot_once() {
+        let mut names = counter::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), counter::COUNT as usize);
+        assert_eq!(counter::NAMES[counter::FORWARDED as usize], "forwarded");
+        assert_eq!(counter::NAMES[counter::DROP_REDIRECT_ERROR as usize], "drop_redirect_error");
+    }
+
+    #[test]
+    fn counter_indices_do_not_overlap_between_hooks() {
+        assert_eq!(counter_index(HOOK_XDP, counter::COUNT - 1) + 1, counter_index(HOOK_TC, 0));
+        assert_eq!(counter_index(HOOK_TC, counter::COUNT - 1) + 1, COUNTERS_LEN);
+    }
+}
