@@ -357,7 +357,7 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
             config.routes[2].target,
             Target::Remote { via: "198.19.0.2".parse().unwrap(), dev: "eth0".into() }
         );
-        assert_eq!(config.routes[2].line, 7);
+        assert_eq!(config.routes[2].line, 8);
     }
 
     #[test]

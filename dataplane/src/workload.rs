@@ -1,6 +1,7 @@
 //! Workload wiring, as a CNI plugin does it in Calico's style: a veth pair between the host and
 //! the workload's network namespace, a /32 on the workload, its default route via 169.254.1.1
-//! answered by proxy ARP on the host side, and a host route to the workload.
+//! (proxy ARP on the host side, plus a permanent neighbour entry for it in the workload), and a
+//! host route to the workload.
 //!
 //! The TC attach kind needs nothing else: it works with the workload interface exactly as this
 //! leaves it (default offloads). The XDP attach kind needs two settings inside the workload,
@@ -11,7 +12,7 @@
 //!   frames without the skb's partial-checksum state and would forward them with bad checksums.
 use std::{net::Ipv4Addr, process::Command};
 
-use crate::netinfo::{NetInfoError, ip};
+use crate::netinfo::{self, NetInfoError, ip};
 
 /// The gateway address every workload routes through (as Calico does); no interface owns it.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -54,6 +55,8 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     ip(&create)?;
     ip(&["link", "set", host_ifname, "up"])?;
     sysctl(&format!("net/ipv4/conf/{host_ifname}/proxy_arp"), "1")?;
+    // Answer at once rather than after the default random delay of up to 0.8 s (Calico too).
+    sysctl(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
     // The host side carries no address: proxy ARP answers for the gateway, as in Calico.
     ip(&["route", "replace", &addr32, "dev", host_ifname, "scope", "link"])?;
 
@@ -62,11 +65,27 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     ip(&["-n", netns, "addr", "add", &addr32, "dev", ifname])?;
     ip(&["-n", netns, "link", "set", ifname, "up"])?;
     ip(&["-n", netns, "route", "add", &gw, "dev", ifname, "scope", "link"])?;
+    // Proxy ARP answers for the gateway only where the host has a route to it out of another
+    // interface (a default route, on most hosts); a permanent entry does not depend on that.
+    let host_mac = host_mac(host_ifname)?;
+    ip(&["-n", netns, "neigh", "replace", &gw, "lladdr", &host_mac, "dev", ifname, "nud", "permanent"])?;
     ip(&["-n", netns, "route", "add", "default", "via", &gw, "dev", ifname])?;
     if spec.xdp_ready {
         ethtool_in(netns, &["-K", ifname, "gro", "on", "tx", "off"])?;
     }
     Ok(())
+}
+
+fn host_mac(host_ifname: &str) -> Result<String, WireError> {
+    netinfo::links()?
+        .into_iter()
+        .find(|l| l.name == host_ifname)
+        .and_then(|l| l.mac)
+        .map(|mac| netinfo::format_mac(&mac))
+        .ok_or_else(|| WireError::Step {
+            what: format!("reading the address of {host_ifname}"),
+            message: "no such interface or no Ethernet address".into(),
+        })
 }
 
 fn sysctl(key: &str, value: &str) -> Result<(), WireError> {

@@ -1,0 +1,10 @@
+//! Test networks made of network namespaces, and traffic through them. Used by the bench and
+//! by the end-to-end tests.
+//!
+//! Every namespace is named `dpt-<pid>-<n>-<role>`: unique to the run, removed when its guard
+//! drops (also on panic), and swept by later runs if the process that made it is gone.
+//! Namespaces are joined only to each other: nothing here touches the root namespace's
+//! interfaces, addresses or routes.
+pub mod netns;
+pub mod topology;
+pub mod traffic;

@@ -1,0 +1,98 @@
+//! Traffic between namespaces: ping and iperf3 (parsed from its JSON output).
+use std::{net::Ipv4Addr, thread, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::netns::Netns;
+
+/// Pings `to` until `count` echoes are answered, 0.2 s apart, giving up after `count` + 3
+/// seconds (time for ARP on every hop); true if `count` answers came.
+pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<bool> {
+    let deadline = (count + 3).to_string();
+    let out = from
+        .command("ping")
+        .args(["-q", "-n", "-c", &count.to_string(), "-i", "0.2", "-w", &deadline, &to.to_string()])
+        .output()
+        .context("running ping")?;
+    Ok(out.status.success())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Proto {
+    Tcp,
+    /// UDP at a target rate in bits per second, 1400-byte datagrams.
+    Udp { bits_per_second: u64 },
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IperfResult {
+    pub bits_per_second: f64,
+    pub bytes: u64,
+    /// UDP only: datagrams sent and lost.
+    pub packets: u64,
+    pub lost_packets: u64,
+    /// TCP only.
+    pub retransmits: u64,
+}
+
+/// Runs iperf3 from `client` to a one-off server in `server` at `server_addr`.
+pub fn iperf3(
+    client: &Netns,
+    server: &Netns,
+    server_addr: Ipv4Addr,
+    proto: Proto,
+    seconds: u32,
+) -> Result<IperfResult> {
+    let addr = server_addr.to_string();
+    let port = (5201 + std::process::id() % 1000).to_string();
+    let srv = server.spawn("iperf3", &["-s", "-1", "-B", &addr, "-p", &port])?;
+    let mut args = vec![
+        "30".to_string(), "iperf3".into(), "-J".into(), "-c".into(), addr.clone(), "-p".into(),
+        port.clone(), "-t".into(), seconds.to_string(), "--connect-timeout".into(), "2000".into(),
+    ];
+    if let Proto::Udp { bits_per_second } = proto {
+        args.extend(["-u".into(), "-l".into(), "1400".into(), "-b".into(), bits_per_second.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The server may take a moment to listen: retry the connection a few times.
+    let mut last_error = String::new();
+    for _ in 0..20 {
+        let out = client.command("timeout").args(&args).output().context("running iperf3")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() {
+            drop(srv);
+            return parse(&text, proto);
+        }
+        last_error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{} {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        if !last_error.contains("Connection refused") {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("iperf3 to {addr} failed: {last_error}")
+}
+
+fn parse(text: &str, proto: Proto) -> Result<IperfResult> {
+    let v: Value = serde_json::from_str(text).context("iperf3 printed no JSON")?;
+    let end = &v["end"];
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    Ok(match proto {
+        Proto::Tcp => IperfResult {
+            bits_per_second: num(&end["sum_received"]["bits_per_second"]),
+            bytes: num(&end["sum_received"]["bytes"]) as u64,
+            retransmits: num(&end["sum_sent"]["retransmits"]) as u64,
+            ..Default::default()
+        },
+        Proto::Udp { .. } => IperfResult {
+            bits_per_second: num(&end["sum"]["bits_per_second"]),
+            bytes: num(&end["sum"]["bytes"]) as u64,
+            packets: num(&end["sum"]["packets"]) as u64,
+            lost_packets: num(&end["sum"]["lost_packets"]) as u64,
+            ..Default::default()
+        },
+    })
+}

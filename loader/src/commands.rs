@@ -1,0 +1,253 @@
+//! What each subcommand does.
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use dataplane::{
+    config::{self, LineError},
+    ebpf::{Dataplane, KernelIds},
+    netinfo::{self, format_mac},
+    netns,
+    resolve::{self, LiveSystem},
+    shared::{NEXTHOP_LOCAL, program_names},
+    state::{self, AttachmentRecord, LoaderState, StateError},
+    stats,
+    workload::{self, WorkloadSpec},
+};
+use tracing::{info, warn};
+
+use crate::cli::{Cli, Command, Target};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let target = match &cli.command {
+        Command::Run { target, .. }
+        | Command::Detach { target, .. }
+        | Command::Routes { target, .. }
+        | Command::Stats { target, .. } => target,
+        Command::WireWorkload(args) => &args.target,
+    };
+    enter(target)?;
+    match cli.command {
+        Command::Run { config, .. } => run_dataplane(&config),
+        Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout)),
+        Command::Routes { json, .. } => print_routes(json),
+        Command::Stats { json, .. } => print_stats(json),
+        Command::WireWorkload(args) => workload::wire(&WorkloadSpec {
+            netns: args.workload_netns,
+            host_ifname: args.host_if,
+            ifname: args.ifname,
+            addr: args.addr,
+            mtu: args.mtu,
+            xdp_ready: args.xdp,
+        })
+        .context("wiring the workload"),
+    }
+}
+
+/// Enters the target namespace; must run before any thread is started.
+fn enter(target: &Target) -> Result<()> {
+    if let Some(name) = &target.netns {
+        netns::enter(name)?;
+    }
+    Ok(())
+}
+
+fn render_line_errors(path: &Path, errors: &[LineError]) -> String {
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| match e.line {
+            0 => format!("{}: {}", path.display(), e.message),
+            n => format!("{}:{n}: {}", path.display(), e.message),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+fn run_dataplane(config_path: &Path) -> Result<()> {
+    match state::read_live() {
+        Ok(other) => bail!(
+            "a loader (pid {}) already runs in this network namespace; `loader detach` stops it",
+            other.pid
+        ),
+        Err(StateError::NotRunning { .. } | StateError::Stale { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Everything that can fail on bad input happens before anything is loaded or attached.
+    let config = config::load(config_path)?;
+    let plan = resolve::resolve(&config, &LiveSystem).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot realise the route table:\n{}",
+            render_line_errors(config_path, &errors)
+        )
+    })?;
+
+    let mut dataplane = Dataplane::load()?;
+    // Maps first, then attach: no packet ever meets an empty table.
+    let report = dataplane.apply(&plan)?;
+    dataplane.attach(&plan.attachments)?;
+    for a in &plan.attachments {
+        info!(ifname = %a.ifname, ifindex = a.ifindex, attach = %a.attach, role = ?a.role, "attached");
+    }
+    let pid = std::process::id();
+    let state_path = state::write(&LoaderState {
+        pid,
+        netns: netns::current_id()?,
+        config: config_path.display().to_string(),
+        ids: dataplane.kernel_ids()?,
+        attachments: plan.attachments.iter().map(AttachmentRecord::from).collect(),
+    })?;
+    info!(
+        routes = report.routes_set,
+        ports = report.ports_added,
+        host_addrs = plan.host_addrs.len(),
+        state = %state_path.display(),
+        "dataplane running"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signal = runtime.block_on(wait_for_stop_signal())?;
+    info!(signal, "stopping: detaching everything");
+    drop(dataplane);
+    state::remove_if_owned(pid)?;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+fn detach(timeout: Duration) -> Result<()> {
+    match state::read() {
+        Ok(st) if state::process_alive(st.pid) => {
+            info!(pid = st.pid, "stopping the running loader");
+            signal(st.pid, libc::SIGTERM);
+            let deadline = Instant::now() + timeout;
+            while state::process_alive(st.pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if state::process_alive(st.pid) {
+                warn!(pid = st.pid, "loader did not exit in time; killing it");
+                signal(st.pid, libc::SIGKILL);
+            }
+            state::remove_if_owned(st.pid)?;
+        }
+        Ok(st) => {
+            info!(pid = st.pid, "the recorded loader is gone; removing its record");
+            state::remove_if_owned(st.pid)?;
+        }
+        Err(StateError::NotRunning { .. }) => info!("no loader recorded in this namespace"),
+        Err(e) => return Err(e.into()),
+    }
+    // Our links are fd-based and die with their process; this catches attachments made the
+    // older netlink way (by an older loader, or a kernel without bpf_link for XDP).
+    remove_leftover_xdp()?;
+    info!("detached");
+    Ok(())
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+fn remove_leftover_xdp() -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct LinkXdp {
+        ifname: String,
+        xdp: Option<Xdp>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Xdp {
+        prog: Option<Prog>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Prog {
+        name: Option<String>,
+    }
+    let links: Vec<LinkXdp> = serde_json::from_str(&netinfo::ip(&["-j", "-d", "link", "show"])?)?;
+    for link in links {
+        let name = link.xdp.and_then(|x| x.prog).and_then(|p| p.name);
+        if name.as_deref() == Some(program_names::XDP_ROUTE) {
+            info!(ifname = %link.ifname, "removing a leftover XDP attachment");
+            netinfo::ip(&["link", "set", "dev", &link.ifname, "xdp", "off"])?;
+        }
+    }
+    Ok(())
+}
+
+fn live_ids() -> Result<KernelIds> {
+    Ok(state::read_live()?.ids)
+}
+
+fn ifnames() -> BTreeMap<u32, String> {
+    netinfo::links()
+        .map(|links| links.into_iter().map(|l| (l.ifindex, l.name)).collect())
+        .unwrap_or_default()
+}
+
+fn print_routes(json: bool) -> Result<()> {
+    let routes = stats::routes(&live_ids()?)?;
+    let names = ifnames();
+    let name_of = |ifindex: u32| names.get(&ifindex).cloned().unwrap_or_else(|| ifindex.to_string());
+    if json {
+        let rows: Vec<serde_json::Value> = routes
+            .iter()
+            .map(|(prefix, nh)| {
+                serde_json::json!({
+                    "prefix": prefix.to_string(),
+                    "kind": if nh.kind == NEXTHOP_LOCAL { "local" } else { "remote" },
+                    "ifindex": nh.ifindex,
+                    "dev": name_of(nh.ifindex),
+                    "dst_mac": format_mac(&nh.dst_mac),
+                    "src_mac": format_mac(&nh.src_mac),
+                    "flags": nh.flags,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<20} {:<7} {:<15} {:<17} {:<17}", "PREFIX", "KIND", "DEV", "DST MAC", "SRC MAC");
+    for (prefix, nh) in &routes {
+        let kind = if nh.kind == NEXTHOP_LOCAL { "local" } else { "remote" };
+        println!(
+            "{:<20} {:<7} {:<15} {:<17} {:<17}",
+            prefix.to_string(),
+            kind,
+            name_of(nh.ifindex),
+            format_mac(&nh.dst_mac),
+            format_mac(&nh.src_mac)
+        );
+    }
+    Ok(())
+}
+
+fn print_stats(json: bool) -> Result<()> {
+    let stats = stats::read(&live_ids()?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    let names = ifnames();
+    for (hook, counters) in &stats.hooks {
+        println!("{hook}:");
+        for (name, value) in counters {
+            println!("  {name:<22} {value}");
+        }
+    }
+    println!("forwarded by egress:");
+    for (ifindex, value) in &stats.forwarded_by_egress {
+        let name = names.get(ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
+        println!("  {name:<22} {value}");
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! End to end, as root: two hosts and four workloads in network namespaces (Calico-style
+//! wiring), `iptables -P FORWARD DROP` on both hosts, and the loader forwarding same-host and
+//! cross-host traffic with XDP or TC attach. After `loader detach` the same traffic fails.
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use bench::{
+    netns::{ChildGuard, sweep_stale},
+    topology::{Options, Routed},
+    traffic::{Proto, iperf3, ping},
+};
+use dataplane::{config::Attach, stats::Stats};
+
+/// Root tests run one at a time: their traffic and counters must not mix, and the machine has
+/// two cores. (Their namespace names are unique anyway.)
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const LOADER: &str = env!("CARGO_BIN_EXE_loader");
+
+fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the end-to-end tests need root (they create network namespaces and load eBPF)"
+    );
+}
+
+fn loader(args: &[&str]) -> std::process::Output {
+    Command::new(LOADER).args(args).output().expect("running loader")
+}
+
+fn stats(netns: &str) -> Stats {
+    let out = loader(&["stats", "--json", "--netns", netns]);
+    assert!(out.status.success(), "loader stats: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+/// Starts `loader run` for host `index` and waits until it reports its maps.
+fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Path) -> ChildGuard {
+    let path = dir.join(format!("host{index}.routes"));
+    std::fs::write(&path, topo.route_table(index, attach)).unwrap();
+    let netns = topo.hosts[index].ns.name();
+    let child = Command::new(LOADER)
+        .args(["run", "--config", path.to_str().unwrap(), "--netns", netns])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting loader");
+    let mut guard = ChildGuard::from_child(child, format!("loader for {netns}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(guard.running(), "loader for {netns} exited early");
+        if loader(&["stats", "--netns", netns]).status.success() {
+            return guard;
+        }
+        assert!(Instant::now() < deadline, "loader for {netns} did not come up in 30 s");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpt-e2e-{}-{:?}", std::process::id(), thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn forwarded(s: &Stats, hook: &str) -> u64 {
+    s.hooks[hook]["forwarded"]
+}
+
+fn routed_end_to_end(attach: Attach) {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    sweep_stale();
+    let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
+    let topo = Routed::build(&Options { workloads_per_host: 2, xdp_ready: attach != Attach::Tc })
+        .expect("building the topology");
+    let (a1, a2) = (&topo.hosts[0].workloads[0], &topo.hosts[0].workloads[1]);
+    let b1 = &topo.hosts[1].workloads[0];
+
+    // The kernel path works, then is closed: from here only a bypass can carry traffic.
+    assert!(ping(&a1.ns, b1.addr, 1).unwrap(), "kernel-routed ping should work before FORWARD DROP");
+    topo.set_kernel_forward_policy("DROP").unwrap();
+    assert!(!ping(&a1.ns, b1.addr, 1).unwrap(), "FORWARD DROP should stop kernel forwarding");
+
+    let dir = temp_dir();
+    let loader0 = start_loader(&topo, 0, attach, &dir);
+    let loader1 = start_loader(&topo, 1, attach, &dir);
+    let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+
+    // Counters account for the packets exactly: 5 echo requests and 5 replies cross each host.
+    let before = (stats(h0), stats(h1));
+    assert!(ping(&a1.ns, b1.addr, 5).unwrap(), "cross-host ping through the {hook} path");
+    let after = (stats(h0), stats(h1));
+    assert_eq!(forwarded(&after.0, hook) - forwarded(&before.0, hook), 10, "host 0 forwarded");
+    assert_eq!(forwarded(&after.1, hook) - forwarded(&before.1, hook), 10, "host 1 forwarded");
+    let egress_delta = |ifindex: &u32| {
+        after.0.forwarded_by_egress.get(ifindex).copied().unwrap_or(0)
+            - before.0.forwarded_by_egress.get(ifindex).copied().unwrap_or(0)
+    };
+    let deltas: Vec<u64> = after.0.forwarded_by_egress.keys().map(egress_delta).filter(|d| *d > 0).collect();
+    assert_eq!(deltas, vec![5, 5], "host 0: 5 out of the underlay, 5 out of the workload's veth");
+
+    let before = stats(h0);
+    assert!(ping(&a1.ns, a2.addr, 5).unwrap(), "same-host ping through the {hook} path");
+    assert_eq!(forwarded(&stats(h0), hook) - forwarded(&before, hook), 10, "same-host forwarded");
+
+    for (what, server) in [("same-host", a2), ("cross-host", b1)] {
+        let before = stats(h0);
+        let tcp = iperf3(&a1.ns, &server.ns, server.addr, Proto::Tcp, 2)
+            .unwrap_or_else(|e| panic!("{what} TCP via {hook}: {e:#}"));
+        assert!(tcp.bytes > 1_000_000, "{what} TCP via {hook} moved only {} bytes", tcp.bytes);
+        let udp = iperf3(&a1.ns, &server.ns, server.addr, Proto::Udp { bits_per_second: 100_000_000 }, 2)
+            .unwrap_or_else(|e| panic!("{what} UDP via {hook}: {e:#}"));
+        assert!(udp.packets > 10_000, "{what} UDP via {hook}: only {} datagrams", udp.packets);
+        assert!(
+            (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
+            "{what} UDP via {hook}: {} of {} datagrams lost",
+            udp.lost_packets,
+            udp.packets
+        );
+        let delta = forwarded(&stats(h0), hook) - forwarded(&before, hook);
+        assert!(
+            delta >= udp.packets - udp.lost_packets,
+            "{what}: host 0 forwarded {delta} frames, fewer than the {} UDP datagrams delivered",
+            udp.packets - udp.lost_packets
+        );
+        eprintln!(
+            "{hook} {what}: TCP {:.2} Gbit/s ({} retransmits), UDP {} datagrams {} lost, host 0 forwarded {delta}",
+            tcp.bits_per_second / 1e9,
+            tcp.retransmits,
+            udp.packets,
+            udp.lost_packets
+        );
+    }
+
+    // Detach: the loaders exit cleanly and the same traffic fails again.
+    for netns in [h0, h1] {
+        let out = loader(&["detach", "--netns", netns]);
+        assert!(out.status.success(), "loader detach: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for guard in [loader0, loader1] {
+        let out = guard.wait().unwrap();
+        assert!(out.status.success(), "loader exited with {}", out.status);
+    }
+    assert!(!loader(&["stats", "--netns", h0]).status.success(), "no live dataplane after detach");
+    assert!(!ping(&a1.ns, b1.addr, 2).unwrap(), "cross-host traffic must fail after detach");
+    assert!(!ping(&a1.ns, a2.addr, 2).unwrap(), "same-host traffic must fail after detach");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn routed_forwarding_with_xdp_attach() {
+    routed_end_to_end(Attach::Xdp);
+}
+
+#[test]
+fn routed_forwarding_with_tc_attach() {
+    routed_end_to_end(Attach::Tc);
+}
