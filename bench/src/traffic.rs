@@ -55,19 +55,20 @@ pub fn iperf3(
         args.extend(["-u".into(), "-l".into(), "1400".into(), "-b".into(), bits_per_second.to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // The server may take a moment to listen: retry the connection a few times.
+    // The server may take a moment to listen: retry a refused connection a few times.
+    // (iperf3 3.12 reports some errors in its JSON while exiting 0: read both.)
     let mut last_error = String::new();
-    for _ in 0..20 {
+    for _ in 0..30 {
         let out = client.command("timeout").args(&args).output().context("running iperf3")?;
         let text = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() {
-            drop(srv);
-            return parse(&text, proto);
+        match parse(&text, proto) {
+            Ok(result) if out.status.success() => {
+                drop(srv);
+                return Ok(result);
+            }
+            Ok(_) => last_error = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+            Err(e) => last_error = format!("{e:#}"),
         }
-        last_error = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{} {}", out.status, String::from_utf8_lossy(&out.stderr)));
         if !last_error.contains("Connection refused") {
             break;
         }
@@ -78,6 +79,9 @@ pub fn iperf3(
 
 fn parse(text: &str, proto: Proto) -> Result<IperfResult> {
     let v: Value = serde_json::from_str(text).context("iperf3 printed no JSON")?;
+    if let Some(error) = v["error"].as_str() {
+        bail!("iperf3: {error}");
+    }
     let end = &v["end"];
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     Ok(match proto {

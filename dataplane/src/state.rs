@@ -100,7 +100,15 @@ pub fn remove_if_owned(pid: u32) -> Result<(), StateError> {
     }
 }
 
+/// True if `pid` runs (a zombie, exited but not yet reaped by its parent, does not count).
 pub fn process_alive(pid: u32) -> bool {
     // Signal 0 checks existence and permission without signalling.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    // /proc/PID/stat is `pid (comm) STATE ...`; comm may hold spaces, so read after the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).is_some_and(|r| !r.starts_with('Z')),
+        Err(_) => false,
+    }
 }
