@@ -10,7 +10,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{DevMapHash, HashMap, LpmTrie, MapData, MapError, MapInfo, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode},
 };
 
 use crate::{
@@ -79,6 +79,13 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
         .collect();
     let removals = current.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
     Diff { upserts, removals }
+}
+
+/// The hook a routing program runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    Tc,
 }
 
 /// The loaded programs and maps of one host, and the links attaching them.
@@ -177,6 +184,26 @@ impl Dataplane {
             report.ports_removed += 1;
         }
         Ok(report)
+    }
+
+    /// Runs the routing program of `hook` once on `frame` (BPF_PROG_TEST_RUN; nothing is sent)
+    /// and returns its verdict and the frame as the program left it.
+    pub fn run_on_frame(&self, hook: Hook, frame: &[u8]) -> Result<(u32, Vec<u8>), DataplaneError> {
+        let name = match hook {
+            Hook::Xdp => program_names::XDP_ROUTE,
+            Hook::Tc => program_names::TC_ROUTE,
+        };
+        let program = self.bpf.program(name).ok_or(DataplaneError::Missing { kind: "program", name })?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let result = match program {
+            aya::programs::Program::Xdp(p) => p.test_run(opts),
+            aya::programs::Program::SchedClassifier(p) => p.test_run(opts),
+            _ => return Err(DataplaneError::Missing { kind: "routing program", name }),
+        }
+        .map_err(|source| DataplaneError::Program { name, source })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
     }
 
     /// The kernel IDs of the programs and maps.
