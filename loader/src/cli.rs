@@ -45,6 +45,14 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the running loader's record: pid, attachments, kernel program and map IDs.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print the route map as the kernel holds it.
     Routes {
         /// JSON instead of a table.

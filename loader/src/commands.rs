@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let target = match &cli.command {
         Command::Run { target, .. }
         | Command::Detach { target, .. }
+        | Command::Status { target, .. }
         | Command::Routes { target, .. }
         | Command::Stats { target, .. } => target,
         Command::WireWorkload(args) => &args.target,
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config, .. } => run_dataplane(&config),
         Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout)),
+        Command::Status { json, .. } => print_status(json),
         Command::Routes { json, .. } => print_routes(json),
         Command::Stats { json, .. } => print_stats(json),
         Command::WireWorkload(args) => workload::wire(&WorkloadSpec {
@@ -192,6 +194,25 @@ fn ifnames() -> BTreeMap<u32, String> {
     netinfo::links()
         .map(|links| links.into_iter().map(|l| (l.ifindex, l.name)).collect())
         .unwrap_or_default()
+}
+
+fn print_status(json: bool) -> Result<()> {
+    let st = state::read_live()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!("loader pid {} in {}, route table {}", st.pid, st.netns, st.config);
+    for a in &st.attachments {
+        println!("  attached {:<6} to {} (ifindex {})", a.attach, a.ifname, a.ifindex);
+    }
+    for (name, id) in &st.ids.programs {
+        println!("  program {name} id {id}");
+    }
+    for (name, id) in &st.ids.maps {
+        println!("  map {name} id {id}");
+    }
+    Ok(())
 }
 
 fn print_routes(json: bool) -> Result<()> {

@@ -91,6 +91,9 @@ fn routed_end_to_end(attach: Attach) {
     let loader0 = start_loader(&topo, 0, attach, &dir);
     let loader1 = start_loader(&topo, 1, attach, &dir);
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+    let program = if attach == Attach::Tc { "tc_route" } else { "xdp_route" };
+    let prog_id = program_id(h0, program);
+    assert_eq!(links_of_program(prog_id), 3, "{program} attached to eth0, cali1, cali2");
 
     // Counters account for the packets exactly: 5 echo requests and 5 replies cross each host.
     let before = (stats(h0), stats(h1));
@@ -148,6 +151,7 @@ fn routed_end_to_end(attach: Attach) {
         assert!(out.status.success(), "loader exited with {}", out.status);
     }
     assert!(!loader(&["stats", "--netns", h0]).status.success(), "no live dataplane after detach");
+    assert_eq!(links_of_program(prog_id), 0, "nothing attached after detach");
     assert!(!ping(&a1.ns, b1.addr, 2).unwrap(), "cross-host traffic must fail after detach");
     assert!(!ping(&a1.ns, a2.addr, 2).unwrap(), "same-host traffic must fail after detach");
     std::fs::remove_dir_all(&dir).ok();
@@ -161,4 +165,69 @@ fn routed_forwarding_with_xdp_attach() {
 #[test]
 fn routed_forwarding_with_tc_attach() {
     routed_end_to_end(Attach::Tc);
+}
+
+fn bpftool_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new("bpftool").arg("-j").args(args).output().expect("running bpftool");
+    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// How many links (XDP or tcx attachments) the kernel holds for program `prog_id`.
+fn links_of_program(prog_id: u64) -> usize {
+    bpftool_json(&["link", "show"]).iter().filter(|l| l["prog_id"].as_u64() == Some(prog_id)).count()
+}
+
+/// How many links, machine-wide, attach a program named like one of ours.
+fn links_of_our_programs() -> usize {
+    let ours: Vec<u64> = bpftool_json(&["prog", "show"])
+        .iter()
+        .filter(|p| matches!(p["name"].as_str(), Some("xdp_route" | "tc_route")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    ours.into_iter().map(links_of_program).sum()
+}
+
+/// The kernel ID of `program` in the loader running in `netns`.
+fn program_id(netns: &str, program: &str) -> u64 {
+    let out = loader(&["status", "--json", "--netns", netns]);
+    assert!(out.status.success(), "loader status: {}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["ids"]["programs"][program].as_u64().expect("program id in status")
+}
+
+#[test]
+fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    sweep_stale();
+    let topo = Routed::build(&Options { workloads_per_host: 1, xdp_ready: false }).unwrap();
+    let host = &topo.hosts[0];
+    let dir = temp_dir();
+    let links_before = links_of_our_programs();
+    let cases = [
+        // Does not parse: the prefix on line 3 has host bits set.
+        ("interface eth0\ninterface cali1\nroute 198.18.1.2/24 dev cali1\n", ":3: 198.18.1.2/24 has host bits set"),
+        // Parses, but cannot be realised: no such interface (line 2), next hop that never
+        // answers ARP (line 4). Checked before anything is loaded.
+        (
+            "interface eth0\ninterface cali7\nroute 198.18.1.2/32 dev cali7\nroute 198.18.9.0/24 via 198.19.0.99 dev eth0\n",
+            ":2: interface `cali7` does not exist",
+        ),
+    ];
+    for (table, expected) in cases {
+        let path = dir.join("bad.routes");
+        std::fs::write(&path, table).unwrap();
+        let out = loader(&["run", "--config", path.to_str().unwrap(), "--netns", host.ns.name()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "loader must refuse:\n{table}");
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+        assert_eq!(links_of_our_programs(), links_before, "the refused table attached something");
+        assert!(!host.ns.ip(&["-d", "link", "show"]).unwrap().stdout.windows(8).any(|w| w == b"prog/xdp"));
+        assert!(!loader(&["stats", "--netns", host.ns.name()]).status.success(), "no dataplane recorded");
+    }
+    // The second case reports the unanswered next hop too, by its line.
+    let out = loader(&["run", "--config", dir.join("bad.routes").to_str().unwrap(), "--netns", host.ns.name()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":4: no MAC address for 198.19.0.99 on `eth0`"));
+    std::fs::remove_dir_all(&dir).ok();
 }
