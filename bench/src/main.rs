@@ -86,10 +86,16 @@ fn main() -> Result<()> {
         args.repetitions = 1;
         args.duration = 2;
     }
-    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the bench needs root (namespaces, eBPF)");
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the bench needs root (namespaces, eBPF)"
+    );
     sweep_stale();
     let out = args.out.clone().unwrap_or_else(|| {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         PathBuf::from("bench-out").join(t.to_string())
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -112,7 +118,10 @@ fn main() -> Result<()> {
     }
 
     let report = report(&samples, &args);
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&samples)?)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&samples)?,
+    )?;
     std::fs::write(out.join("report.md"), &report)?;
     println!("{report}");
     println!("results in {}", out.display());
@@ -122,7 +131,10 @@ fn main() -> Result<()> {
 /// One measurement on a fresh topology: the XDP mode gets the workload wiring it needs, the
 /// others leave workloads at a container runtime's default offloads.
 fn measure(mode: Mode, repetition: u32, duration: u32) -> Result<Sample> {
-    let topo = Routed::build(&Options { workloads_per_host: 1, xdp_ready: mode == Mode::EbpfXdp })?;
+    let topo = Routed::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: mode == Mode::EbpfXdp,
+    })?;
     let mut dataplanes = Vec::new();
     if let Some(attach) = mode.attach() {
         topo.set_kernel_forward_policy("DROP")?;
@@ -163,7 +175,11 @@ fn measure(mode: Mode, repetition: u32, duration: u32) -> Result<Sample> {
 
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
-    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
     (median, v[0], v[v.len() - 1])
 }
 
@@ -188,14 +204,30 @@ fn report(samples: &[Sample], args: &Args) -> String {
     writeln!(r, "| mode | TCP Gbit/s median | min | max | vs kernel | retransmits (median) | frames forwarded by eBPF, both hosts (median) |").unwrap();
     writeln!(r, "|---|---|---|---|---|---|---|").unwrap();
     for (mode, v) in &by_mode {
-        let (med, min, max) = median_min_max(v.iter().map(|s| s.iperf.bits_per_second / 1e9).collect());
+        let (med, min, max) =
+            median_min_max(v.iter().map(|s| s.iperf.bits_per_second / 1e9).collect());
         let (retr, _, _) = median_min_max(v.iter().map(|s| s.iperf.retransmits as f64).collect());
         let fwd = match v[0].forwarded_frames {
-            Some(_) => format!("{:.0}", median_min_max(v.iter().map(|s| s.forwarded_frames.unwrap_or(0) as f64).collect()).0),
+            Some(_) => format!(
+                "{:.0}",
+                median_min_max(
+                    v.iter()
+                        .map(|s| s.forwarded_frames.unwrap_or(0) as f64)
+                        .collect()
+                )
+                .0
+            ),
             None => "- (kernel path)".into(),
         };
-        let ratio = kernel_median.map(|k| format!("{:.2}", med * 1e9 / k)).unwrap_or_default();
-        writeln!(r, "| {} | {med:.2} | {min:.2} | {max:.2} | {ratio} | {retr:.0} | {fwd} |", mode.name()).unwrap();
+        let ratio = kernel_median
+            .map(|k| format!("{:.2}", med * 1e9 / k))
+            .unwrap_or_default();
+        writeln!(
+            r,
+            "| {} | {med:.2} | {min:.2} | {max:.2} | {ratio} | {retr:.0} | {fwd} |",
+            mode.name()
+        )
+        .unwrap();
     }
     writeln!(
         r,

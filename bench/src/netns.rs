@@ -51,7 +51,8 @@ impl Netns {
 
     /// Writes a sysctl of this namespace, e.g. `net.ipv4.ip_forward`.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]).map(|_| ())
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .map(|_| ())
     }
 
     /// Starts a command inside; it is killed when the guard drops.
@@ -64,14 +65,19 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {program} in {}", self.name))?;
-        Ok(ChildGuard { child: Some(child), what: format!("{program} in {}", self.name) })
+        Ok(ChildGuard {
+            child: Some(child),
+            what: format!("{program} in {}", self.name),
+        })
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         kill_processes_in(&self.name);
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -88,11 +94,19 @@ fn kill_processes_in(name: &str) {
 
 /// Removes namespaces left by runs whose process is gone (a run killed before its guards ran).
 pub fn sweep_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else { continue };
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
         let alive = unsafe { libc::kill(pid, 0) == 0 };
         if !alive {
             kill_processes_in(name);
@@ -109,7 +123,10 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn from_child(child: Child, what: impl Into<String>) -> Self {
-        Self { child: Some(child), what: what.into() }
+        Self {
+            child: Some(child),
+            what: what.into(),
+        }
     }
 
     /// True while the process runs.
@@ -124,7 +141,9 @@ impl ChildGuard {
     /// Waits for it to exit by itself and returns its output.
     pub fn wait(mut self) -> Result<Output> {
         let child = self.child.take().expect("child present until waited");
-        child.wait_with_output().with_context(|| format!("waiting for {}", self.what))
+        child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {}", self.what))
     }
 }
 
@@ -142,7 +161,11 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("running {shown}"))?;
     if !out.status.success() {
-        bail!("{shown} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }

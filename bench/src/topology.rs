@@ -43,7 +43,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { workloads_per_host: 2, xdp_ready: false }
+        Self {
+            workloads_per_host: 2,
+            xdp_ready: false,
+        }
     }
 }
 
@@ -60,11 +63,25 @@ impl Routed {
         let mut hosts = Vec::new();
         for i in 0..2u8 {
             let ns = Netns::create(&format!("host{i}"))?;
-            hosts.push(Host { ns, underlay_addr: Ipv4Addr::new(198, 19, 0, i + 1), workloads: Vec::new() });
+            hosts.push(Host {
+                ns,
+                underlay_addr: Ipv4Addr::new(198, 19, 0, i + 1),
+                workloads: Vec::new(),
+            });
         }
         crate::netns::run(std::process::Command::new("ip").args([
-            "link", "add", UNDERLAY_IF, "netns", hosts[0].ns.name(), "type", "veth", "peer", "name",
-            UNDERLAY_IF, "netns", hosts[1].ns.name(),
+            "link",
+            "add",
+            UNDERLAY_IF,
+            "netns",
+            hosts[0].ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UNDERLAY_IF,
+            "netns",
+            hosts[1].ns.name(),
         ]))
         .context("creating the underlay veth")?;
         for i in 0..2 {
@@ -74,7 +91,11 @@ impl Routed {
             host.ns.ip(&["addr", "add", &addr, "dev", UNDERLAY_IF])?;
             host.ns.ip(&["link", "set", UNDERLAY_IF, "up"])?;
             host.ns.ip(&[
-                "route", "add", &hosts[other].prefix(), "via", &hosts[other].underlay_addr.to_string(),
+                "route",
+                "add",
+                &hosts[other].prefix(),
+                "via",
+                &hosts[other].underlay_addr.to_string(),
             ])?;
             host.ns.sysctl("net.ipv4.ip_forward", "1")?;
         }
@@ -121,7 +142,13 @@ impl Routed {
         for w in &host.workloads {
             writeln!(t, "route {}/32 dev {}", w.addr, w.host_if).unwrap();
         }
-        writeln!(t, "route {} via {} dev {UNDERLAY_IF}", other.prefix(), other.underlay_addr).unwrap();
+        writeln!(
+            t,
+            "route {} via {} dev {UNDERLAY_IF}",
+            other.prefix(),
+            other.underlay_addr
+        )
+        .unwrap();
         t
     }
 }

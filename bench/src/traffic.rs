@@ -12,7 +12,17 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<bool> {
     let deadline = (count + 3).to_string();
     let out = from
         .command("ping")
-        .args(["-q", "-n", "-c", &count.to_string(), "-i", "0.2", "-w", &deadline, &to.to_string()])
+        .args([
+            "-q",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-w",
+            &deadline,
+            &to.to_string(),
+        ])
         .output()
         .context("running ping")?;
     Ok(out.status.success())
@@ -22,7 +32,9 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<bool> {
 pub enum Proto {
     Tcp,
     /// UDP at a target rate in bits per second, 1400-byte datagrams.
-    Udp { bits_per_second: u64 },
+    Udp {
+        bits_per_second: u64,
+    },
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -48,25 +60,46 @@ pub fn iperf3(
     let port = (5201 + std::process::id() % 1000).to_string();
     let srv = server.spawn("iperf3", &["-s", "-1", "-B", &addr, "-p", &port])?;
     let mut args = vec![
-        "30".to_string(), "iperf3".into(), "-J".into(), "-c".into(), addr.clone(), "-p".into(),
-        port.clone(), "-t".into(), seconds.to_string(), "--connect-timeout".into(), "2000".into(),
+        "30".to_string(),
+        "iperf3".into(),
+        "-J".into(),
+        "-c".into(),
+        addr.clone(),
+        "-p".into(),
+        port.clone(),
+        "-t".into(),
+        seconds.to_string(),
+        "--connect-timeout".into(),
+        "2000".into(),
     ];
     if let Proto::Udp { bits_per_second } = proto {
-        args.extend(["-u".into(), "-l".into(), "1400".into(), "-b".into(), bits_per_second.to_string()]);
+        args.extend([
+            "-u".into(),
+            "-l".into(),
+            "1400".into(),
+            "-b".into(),
+            bits_per_second.to_string(),
+        ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The server may take a moment to listen: retry a refused connection a few times.
     // (iperf3 3.12 reports some errors in its JSON while exiting 0: read both.)
     let mut last_error = String::new();
     for _ in 0..30 {
-        let out = client.command("timeout").args(&args).output().context("running iperf3")?;
+        let out = client
+            .command("timeout")
+            .args(&args)
+            .output()
+            .context("running iperf3")?;
         let text = String::from_utf8_lossy(&out.stdout);
         match parse(&text, proto) {
             Ok(result) if out.status.success() => {
                 drop(srv);
                 return Ok(result);
             }
-            Ok(_) => last_error = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+            Ok(_) => {
+                last_error = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr))
+            }
             Err(e) => last_error = format!("{e:#}"),
         }
         if !last_error.contains("Connection refused") {

@@ -4,9 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
-use dataplane::shared::{
-    COUNTERS_LEN, Ipv4Key, MAX_HOST_ADDRS, MAX_ROUTES, MAX_TX_PORTS, NextHop,
-};
+use dataplane::shared::{COUNTERS_LEN, Ipv4Key, MAX_HOST_ADDRS, MAX_ROUTES, MAX_TX_PORTS, NextHop};
 
 #[map]
 pub static ROUTES: LpmTrie<Ipv4Key, NextHop> = LpmTrie::with_max_entries(MAX_ROUTES, 0);

@@ -2,8 +2,8 @@
 //! classify what the kernel must keep, look the destination up, and rewrite for the next hop.
 use aya_ebpf::maps::lpm_trie::Key;
 use dataplane::{
-    shared::{NextHop, counter},
     checksum::ipv4_decrement_ttl,
+    shared::{NextHop, counter},
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -23,7 +23,11 @@ pub enum Decision {
     Pass(u32),
     /// Forward to `nh`. The frame is not modified yet: the entry point calls [`rewrite`] once
     /// its redirect is set up, so that a failed redirect passes an untouched frame.
-    Forward { nh: NextHop, eth: *mut EthHdr, ip: *mut Ipv4Hdr },
+    Forward {
+        nh: NextHop,
+        eth: *mut EthHdr,
+        ip: *mut Ipv4Hdr,
+    },
 }
 
 /// Decides what to do with the frame in `data..data_end`; `frame_len` is its full length
@@ -47,8 +51,14 @@ pub fn route(data: usize, data_end: usize, frame_len: usize) -> Decision {
     let Some(ip) = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN) else {
         return Decision::Pass(counter::PASS_MALFORMED);
     };
-    let (vihl, tot_len, ttl, dst) =
-        unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).dst_addr) };
+    let (vihl, tot_len, ttl, dst) = unsafe {
+        (
+            (*ip).vihl,
+            u16::from_be_bytes((*ip).tot_len) as usize,
+            (*ip).ttl,
+            (*ip).dst_addr,
+        )
+    };
     let header_len = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4
         || header_len < Ipv4Hdr::LEN

@@ -93,7 +93,11 @@ mod tests {
                     let (new_ttl, new_check) = ipv4_decrement_ttl(ttl, proto, [h[10], h[11]]);
                     let mut expect = header(ttl - 1, proto, src, dst);
                     assert_eq!(new_ttl, ttl - 1);
-                    assert_eq!(new_check, [expect[10], expect[11]], "ttl {ttl} proto {proto}");
+                    assert_eq!(
+                        new_check,
+                        [expect[10], expect[11]],
+                        "ttl {ttl} proto {proto}"
+                    );
                     expect[10..12].copy_from_slice(&new_check);
                     assert_eq!(checksum(&expect), [0, 0]);
                 }

@@ -44,7 +44,7 @@ impl Ipv4Prefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -109,7 +109,9 @@ impl FromStr for Attach {
             "xdp" => Ok(Attach::Xdp),
             "xdp-generic" => Ok(Attach::XdpGeneric),
             "tc" => Ok(Attach::Tc),
-            other => Err(format!("unknown attach kind `{other}` (expected xdp, xdp-generic or tc)")),
+            other => Err(format!(
+                "unknown attach kind `{other}` (expected xdp, xdp-generic or tc)"
+            )),
         }
     }
 }
@@ -188,23 +190,40 @@ pub struct LineError {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{}", render(path, errors))]
-    Invalid { path: String, errors: Vec<LineError> },
+    Invalid {
+        path: String,
+        errors: Vec<LineError>,
+    },
 }
 
 fn render(path: &str, errors: &[LineError]) -> String {
-    let lines: Vec<String> =
-        errors.iter().map(|e| format!("{path}:{}: {}", e.line, e.message)).collect();
-    format!("invalid route table ({} problem(s)):\n{}", errors.len(), lines.join("\n"))
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{path}:{}: {}", e.line, e.message))
+        .collect();
+    format!(
+        "invalid route table ({} problem(s)):\n{}",
+        errors.len(),
+        lines.join("\n")
+    )
 }
 
 /// Reads and parses the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-    parse(&text).map_err(|errors| ConfigError::Invalid { path: shown, errors })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|errors| ConfigError::Invalid {
+        path: shown,
+        errors,
+    })
 }
 
 /// Parses the text of a route table.
@@ -218,13 +237,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
         let line = index + 1;
         let content = raw.split('#').next().unwrap_or("");
         let words: Vec<&str> = content.split_whitespace().collect();
-        let Some((&keyword, args)) = words.split_first() else { continue };
+        let Some((&keyword, args)) = words.split_first() else {
+            continue;
+        };
         let result = match keyword {
             "interface" => parse_interface(args).and_then(|(name, attach)| {
                 match declared.iter().find(|(n, _, _)| *n == name) {
-                    Some((_, _, first)) => {
-                        Err(format!("interface `{name}` is already declared on line {first}"))
-                    }
+                    Some((_, _, first)) => Err(format!(
+                        "interface `{name}` is already declared on line {first}"
+                    )),
                     None => {
                         declared.push((name, attach, line));
                         Ok(())
@@ -243,7 +264,9 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
                     }
                 }
             }),
-            other => Err(format!("unknown statement `{other}` (expected `interface` or `route`)")),
+            other => Err(format!(
+                "unknown statement `{other}` (expected `interface` or `route`)"
+            )),
         };
         if let Err(message) = result {
             errors.push(LineError { line, message });
@@ -275,10 +298,18 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
             let faces_hosts = routes
                 .iter()
                 .any(|r| matches!(&r.target, Target::Remote { dev, .. } if *dev == name));
-            let role =
-                if faces_workloads && !faces_hosts { Role::Workload } else { Role::Underlay };
+            let role = if faces_workloads && !faces_hosts {
+                Role::Workload
+            } else {
+                Role::Underlay
+            };
             let attach = attach.unwrap_or_else(|| Attach::default_for(role));
-            Interface { name, attach, role, line }
+            Interface {
+                name,
+                attach,
+                role,
+                line,
+            }
         })
         .collect();
     Ok(Config { interfaces, routes })
@@ -308,24 +339,41 @@ fn check_ifname(name: &str) -> Result<String, String> {
 fn parse_route(args: &[&str], line: usize) -> Result<Route, String> {
     let usage = "expected `route PREFIX dev IFACE` or `route PREFIX via ADDRESS dev IFACE`";
     let (prefix, target) = match args {
-        [prefix, "dev", dev] => (prefix, Target::Local { dev: check_ifname(dev)? }),
+        [prefix, "dev", dev] => (
+            prefix,
+            Target::Local {
+                dev: check_ifname(dev)?,
+            },
+        ),
         [prefix, "via", via, "dev", dev] => {
             let via = via
                 .parse::<Ipv4Addr>()
                 .map_err(|_| format!("next hop `{via}` is not an IPv4 address"))?;
-            (prefix, Target::Remote { via, dev: check_ifname(dev)? })
+            (
+                prefix,
+                Target::Remote {
+                    via,
+                    dev: check_ifname(dev)?,
+                },
+            )
         }
         [_, "via", _] => return Err(format!("a `via` route needs `dev IFACE`: {usage}")),
         [] => return Err(format!("`route` needs a prefix: {usage}")),
         _ => return Err(format!("cannot read `route {}`: {usage}", args.join(" "))),
     };
     let prefix: Ipv4Prefix = prefix.parse()?;
-    if let Target::Remote { via, .. } = &target {
-        if prefix.contains(*via) {
-            return Err(format!("next hop {via} lies inside the prefix {prefix} it routes"));
-        }
+    if let Target::Remote { via, .. } = &target
+        && prefix.contains(*via)
+    {
+        return Err(format!(
+            "next hop {via} lies inside the prefix {prefix} it routes"
+        ));
     }
-    Ok(Route { prefix, target, line })
+    Ok(Route {
+        prefix,
+        target,
+        line,
+    })
 }
 
 #[cfg(test)]
@@ -348,14 +396,23 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
         let config = parse(GOOD).unwrap();
         assert_eq!(config.interfaces.len(), 3);
         let eth0 = config.interface("eth0").unwrap();
-        assert_eq!((eth0.attach, eth0.role, eth0.line), (Attach::Xdp, Role::Underlay, 2));
+        assert_eq!(
+            (eth0.attach, eth0.role, eth0.line),
+            (Attach::Xdp, Role::Underlay, 2)
+        );
         let cali1 = config.interface("cali1").unwrap();
-        assert_eq!((cali1.attach, cali1.role), (Attach::default_for(Role::Workload), Role::Workload));
+        assert_eq!(
+            (cali1.attach, cali1.role),
+            (Attach::default_for(Role::Workload), Role::Workload)
+        );
         assert_eq!(config.routes.len(), 3);
         assert_eq!(config.routes[1].prefix.to_string(), "198.18.1.3/32");
         assert_eq!(
             config.routes[2].target,
-            Target::Remote { via: "198.19.0.2".parse().unwrap(), dev: "eth0".into() }
+            Target::Remote {
+                via: "198.19.0.2".parse().unwrap(),
+                dev: "eth0".into()
+            }
         );
         assert_eq!(config.routes[2].line, 8);
     }
@@ -373,7 +430,11 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
     }
 
     fn errors_of(text: &str) -> Vec<(usize, String)> {
-        parse(text).unwrap_err().into_iter().map(|e| (e.line, e.message)).collect()
+        parse(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.line, e.message))
+            .collect()
     }
 
     fn assert_error(text: &str, line: usize, needle: &str) {
@@ -387,11 +448,31 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
     #[test]
     fn rejects_bad_prefixes_with_the_line() {
         let base = "interface cali1\n";
-        assert_error(&format!("{base}route 198.18.1.5/24 dev cali1\n"), 2, "host bits set (the prefix is 198.18.1.0/24)");
-        assert_error(&format!("{base}route 198.18.1.0/33 dev cali1\n"), 2, "over 32");
-        assert_error(&format!("{base}route 198.18.1/24 dev cali1\n"), 2, "not an IPv4 address");
-        assert_error(&format!("{base}route 198.18.1.0/x dev cali1\n"), 2, "not a prefix length");
-        assert_error(&format!("{base}route fd00::/64 dev cali1\n"), 2, "not an IPv4 address");
+        assert_error(
+            &format!("{base}route 198.18.1.5/24 dev cali1\n"),
+            2,
+            "host bits set (the prefix is 198.18.1.0/24)",
+        );
+        assert_error(
+            &format!("{base}route 198.18.1.0/33 dev cali1\n"),
+            2,
+            "over 32",
+        );
+        assert_error(
+            &format!("{base}route 198.18.1/24 dev cali1\n"),
+            2,
+            "not an IPv4 address",
+        );
+        assert_error(
+            &format!("{base}route 198.18.1.0/x dev cali1\n"),
+            2,
+            "not a prefix length",
+        );
+        assert_error(
+            &format!("{base}route fd00::/64 dev cali1\n"),
+            2,
+            "not an IPv4 address",
+        );
     }
 
     #[test]
@@ -399,20 +480,52 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
         assert_error("interfaces eth0\n", 1, "unknown statement `interfaces`");
         assert_error("interface\n", 1, "needs a name");
         assert_error("interface eth0 attach\n", 1, "needs a kind");
-        assert_error("interface eth0 attach ebpf\n", 1, "unknown attach kind `ebpf`");
+        assert_error(
+            "interface eth0 attach ebpf\n",
+            1,
+            "unknown attach kind `ebpf`",
+        );
         assert_error("interface eth0 xdp\n", 1, "unexpected `xdp`");
-        assert_error("interface averyveryverylongname\n", 1, "not a valid interface name");
+        assert_error(
+            "interface averyveryverylongname\n",
+            1,
+            "not a valid interface name",
+        );
         assert_error("interface eth0\nroute\n", 2, "needs a prefix");
-        assert_error("interface eth0\nroute 198.18.2.0/24 via 198.19.0.2\n", 2, "needs `dev IFACE`");
-        assert_error("interface eth0\nroute 198.18.2.0/24 via host-b dev eth0\n", 2, "next hop `host-b`");
-        assert_error("interface eth0\nroute 198.18.2.0/24 eth0\n", 2, "cannot read");
-        assert_error("interface eth0\nroute 198.18.2.0/24 dev eth0 extra\n", 2, "cannot read");
-        assert_error("interface eth0\nroute 198.18.2.0/24 via 198.18.2.1 dev eth0\n", 2, "inside the prefix");
+        assert_error(
+            "interface eth0\nroute 198.18.2.0/24 via 198.19.0.2\n",
+            2,
+            "needs `dev IFACE`",
+        );
+        assert_error(
+            "interface eth0\nroute 198.18.2.0/24 via host-b dev eth0\n",
+            2,
+            "next hop `host-b`",
+        );
+        assert_error(
+            "interface eth0\nroute 198.18.2.0/24 eth0\n",
+            2,
+            "cannot read",
+        );
+        assert_error(
+            "interface eth0\nroute 198.18.2.0/24 dev eth0 extra\n",
+            2,
+            "cannot read",
+        );
+        assert_error(
+            "interface eth0\nroute 198.18.2.0/24 via 198.18.2.1 dev eth0\n",
+            2,
+            "inside the prefix",
+        );
     }
 
     #[test]
     fn rejects_duplicates_naming_the_first_line() {
-        assert_error("interface eth0\ninterface eth0\n", 2, "already declared on line 1");
+        assert_error(
+            "interface eth0\ninterface eth0\n",
+            2,
+            "already declared on line 1",
+        );
         assert_error(
             "interface c1\nroute 198.18.1.2/32 dev c1\nroute 198.18.1.2 dev c1\n",
             3,
@@ -422,12 +535,17 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
 
     #[test]
     fn rejects_routes_through_undeclared_interfaces() {
-        assert_error("route 198.18.1.2/32 dev cali9\n", 1, "`cali9` is not declared");
+        assert_error(
+            "route 198.18.1.2/32 dev cali9\n",
+            1,
+            "`cali9` is not declared",
+        );
     }
 
     #[test]
     fn reports_every_problem_in_line_order() {
-        let errors = errors_of("bogus\ninterface eth0\nroute 1.2.3.4/40 dev eth0\nroute 5.6.7.8 dev nope\n");
+        let errors =
+            errors_of("bogus\ninterface eth0\nroute 1.2.3.4/40 dev eth0\nroute 5.6.7.8 dev nope\n");
         let lines: Vec<usize> = errors.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![1, 3, 4]);
     }
@@ -440,7 +558,10 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
         std::fs::write(&path, "interface eth0\nroute 10.0.0.1/8 dev eth0\n").unwrap();
         let message = load(&path).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(message.contains("routes.conf:2: 10.0.0.1/8 has host bits set"), "{message}");
+        assert!(
+            message.contains("routes.conf:2: 10.0.0.1/8 has host bits set"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -450,6 +571,6 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
         assert!(!p.contains("198.20.0.0".parse().unwrap()));
         let all: Ipv4Prefix = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("1.2.3.4".parse().unwrap()));
-        assert_eq!("1.2.3.4".parse::<Ipv4Prefix>().unwrap().len(), 32);
+        assert_eq!("1.2.3.4".parse::<Ipv4Prefix>().unwrap().prefix_len(), 32);
     }
 }

@@ -10,7 +10,9 @@ use std::{
 use aya::{
     Ebpf,
     maps::{DevMapHash, HashMap, LpmTrie, MapData, MapError, MapInfo, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+    },
 };
 
 use crate::{
@@ -20,22 +22,40 @@ use crate::{
 };
 
 /// The eBPF object, built by dataplane's build script from `dataplane-ebpf` (never stale).
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dataplane.bpf.o"));
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dataplane.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program `{name}`: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("attaching `{program}` ({attach}) to `{ifname}`: {source}")]
-    Attach { program: &'static str, attach: Attach, ifname: String, source: ProgramError },
+    Attach {
+        program: &'static str,
+        attach: Attach,
+        ifname: String,
+        source: ProgramError,
+    },
     #[error("map `{name}`: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("adding ifindex {ifindex} to the XDP device map: {source}")]
-    TxPort { ifindex: u32, source: aya::maps::xdp::XdpMapError },
+    TxPort {
+        ifindex: u32,
+        source: aya::maps::xdp::XdpMapError,
+    },
     #[error("the object has no {kind} named `{name}`")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -77,7 +97,11 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
         .filter(|(k, v)| current.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let removals = current.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
+    let removals = current
+        .keys()
+        .filter(|k| !desired.contains_key(*k))
+        .cloned()
+        .collect();
     Diff { upserts, removals }
 }
 
@@ -104,7 +128,10 @@ impl Dataplane {
         }
         tc_program(&mut bpf)?
             .load()
-            .map_err(|source| DataplaneError::Program { name: program_names::TC_ROUTE, source })?;
+            .map_err(|source| DataplaneError::Program {
+                name: program_names::TC_ROUTE,
+                source,
+            })?;
         Ok(Self { bpf })
     }
 
@@ -130,11 +157,20 @@ impl Dataplane {
         let fail = |program: &'static str| {
             let ifname = a.ifname.clone();
             let attach = a.attach;
-            move |source| DataplaneError::Attach { program, attach, ifname, source }
+            move |source| DataplaneError::Attach {
+                program,
+                attach,
+                ifname,
+                source,
+            }
         };
         match a.attach {
             Attach::Xdp | Attach::XdpGeneric => {
-                let mode = if a.attach == Attach::Xdp { XdpMode::Driver } else { XdpMode::Skb };
+                let mode = if a.attach == Attach::Xdp {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                };
                 let id = xdp_program(&mut self.bpf, program_names::XDP_ROUTE)?
                     .attach_to_if_index(a.ifindex, mode)
                     .map_err(fail(program_names::XDP_ROUTE))?;
@@ -157,12 +193,17 @@ impl Dataplane {
         sync_host_addrs(&mut self.bpf, &plan.host_addrs)?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
-        let current_ports: BTreeSet<u32> =
-            ports.keys().collect::<Result<_, _>>().map_err(map_err(map_names::TX_PORTS))?;
+        let current_ports: BTreeSet<u32> = ports
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_names::TX_PORTS))?;
         for port in plan.tx_ports.difference(&current_ports) {
             ports
                 .insert(*port, *port, None, 0)
-                .map_err(|source| DataplaneError::TxPort { ifindex: *port, source })?;
+                .map_err(|source| DataplaneError::TxPort {
+                    ifindex: *port,
+                    source,
+                })?;
             report.ports_added += 1;
         }
 
@@ -170,10 +211,14 @@ impl Dataplane {
         let current = read_routes(&routes)?;
         let change = diff(&current, &plan.routes);
         for (prefix, nh) in &change.upserts {
-            routes.insert(&route_key(prefix), *nh, 0).map_err(map_err(map_names::ROUTES))?;
+            routes
+                .insert(&route_key(prefix), *nh, 0)
+                .map_err(map_err(map_names::ROUTES))?;
         }
         for prefix in &change.removals {
-            routes.remove(&route_key(prefix)).map_err(map_err(map_names::ROUTES))?;
+            routes
+                .remove(&route_key(prefix))
+                .map_err(map_err(map_names::ROUTES))?;
         }
         report.routes_set = change.upserts.len();
         report.routes_removed = change.removals.len();
@@ -193,13 +238,25 @@ impl Dataplane {
             Hook::Xdp => program_names::XDP_ROUTE,
             Hook::Tc => program_names::TC_ROUTE,
         };
-        let program = self.bpf.program(name).ok_or(DataplaneError::Missing { kind: "program", name })?;
+        let program = self.bpf.program(name).ok_or(DataplaneError::Missing {
+            kind: "program",
+            name,
+        })?;
         let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
         let result = match program {
             aya::programs::Program::Xdp(p) => p.test_run(opts),
             aya::programs::Program::SchedClassifier(p) => p.test_run(opts),
-            _ => return Err(DataplaneError::Missing { kind: "routing program", name }),
+            _ => {
+                return Err(DataplaneError::Missing {
+                    kind: "routing program",
+                    name,
+                });
+            }
         }
         .map_err(|source| DataplaneError::Program { name, source })?;
         out.truncate(result.data_size_out as usize);
@@ -210,12 +267,17 @@ impl Dataplane {
     pub fn kernel_ids(&self) -> Result<KernelIds, DataplaneError> {
         let mut ids = KernelIds::default();
         for (name, program) in self.bpf.programs() {
-            let info =
-                program.info().map_err(|source| DataplaneError::Program { name: "info", source })?;
+            let info = program.info().map_err(|source| DataplaneError::Program {
+                name: "info",
+                source,
+            })?;
             ids.programs.insert(name.to_string(), info.id());
             let map_ids = info
                 .map_ids()
-                .map_err(|source| DataplaneError::Program { name: "info", source })?
+                .map_err(|source| DataplaneError::Program {
+                    name: "info",
+                    source,
+                })?
                 .unwrap_or_default();
             for id in map_ids {
                 let info = MapInfo::from_id(id).map_err(map_err("info"))?;
@@ -264,21 +326,31 @@ impl Undo {
 }
 
 fn xdp_program<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
-    let program =
-        bpf.program_mut(name).ok_or(DataplaneError::Missing { kind: "program", name })?;
-    program.try_into().map_err(|source| DataplaneError::Program { name, source })
+    let program = bpf.program_mut(name).ok_or(DataplaneError::Missing {
+        kind: "program",
+        name,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name, source })
 }
 
 fn tc_program(bpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
     let name = program_names::TC_ROUTE;
-    let program =
-        bpf.program_mut(name).ok_or(DataplaneError::Missing { kind: "program", name })?;
-    program.try_into().map_err(|source| DataplaneError::Program { name, source })
+    let program = bpf.program_mut(name).ok_or(DataplaneError::Missing {
+        kind: "program",
+        name,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name, source })
 }
 
 fn sync_host_addrs(bpf: &mut Ebpf, desired: &BTreeSet<Ipv4Addr>) -> Result<(), DataplaneError> {
     let name = map_names::HOST_ADDRS;
-    let map = bpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+    let map = bpf
+        .map_mut(name)
+        .ok_or(DataplaneError::Missing { kind: "map", name })?;
     let mut addrs: HashMap<&mut MapData, Ipv4Key, u32> =
         HashMap::try_from(map).map_err(map_err(name))?;
     let current: BTreeMap<Ipv4Addr, u32> = addrs
@@ -298,7 +370,7 @@ fn sync_host_addrs(bpf: &mut Ebpf, desired: &BTreeSet<Ipv4Addr>) -> Result<(), D
 }
 
 fn route_key(prefix: &Ipv4Prefix) -> Key<Ipv4Key> {
-    Key::new(prefix.len() as u32, prefix.addr().octets())
+    Key::new(prefix.prefix_len() as u32, prefix.addr().octets())
 }
 
 /// Reads a route map (this process's own, or another's opened by ID).
@@ -331,7 +403,13 @@ mod tests {
     #[test]
     fn diff_of_equal_maps_is_empty() {
         let m = BTreeMap::from([(1, 'a')]);
-        assert_eq!(diff(&m, &m), Diff { upserts: vec![], removals: vec![] });
+        assert_eq!(
+            diff(&m, &m),
+            Diff {
+                upserts: vec![],
+                removals: vec![]
+            }
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! reading the counters.
 #![cfg_attr(not(feature = "user"), no_std)]
 
-pub mod shared;
 pub mod checksum;
+pub mod shared;
 
 #[cfg(feature = "user")]
 pub mod config;
@@ -21,8 +21,8 @@ pub mod netns;
 #[cfg(feature = "user")]
 pub mod resolve;
 #[cfg(feature = "user")]
-pub mod workload;
-#[cfg(feature = "user")]
 pub mod state;
 #[cfg(feature = "user")]
 pub mod stats;
+#[cfg(feature = "user")]
+pub mod workload;

@@ -3,7 +3,12 @@
 //! Read through iproute2's JSON output (`ip -j`): iproute2 is on every host this runs on, its
 //! JSON is stable, and it keeps netlink message handling out of this crate. Every call runs in
 //! the network namespace of the calling thread.
-use std::{net::Ipv4Addr, process::Command, thread, time::{Duration, Instant}};
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use serde::Deserialize;
 
@@ -28,7 +33,10 @@ impl Link {
 #[derive(Debug, thiserror::Error)]
 pub enum NetInfoError {
     #[error("cannot run `ip {args}`: {source}")]
-    Spawn { args: String, source: std::io::Error },
+    Spawn {
+        args: String,
+        source: std::io::Error,
+    },
     #[error("`ip {args}` failed: {stderr}")]
     Failed { args: String, stderr: String },
     #[error("cannot read the output of `ip {args}`: {message}")]
@@ -41,7 +49,10 @@ pub fn ip(args: &[&str]) -> Result<String, NetInfoError> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|source| NetInfoError::Spawn { args: shown.clone(), source })?;
+        .map_err(|source| NetInfoError::Spawn {
+            args: shown.clone(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(NetInfoError::Failed {
             args: shown,
@@ -53,9 +64,15 @@ pub fn ip(args: &[&str]) -> Result<String, NetInfoError> {
 
 fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<T, NetInfoError> {
     let text = ip(args)?;
-    let text = if text.trim().is_empty() { "[]" } else { text.as_str() };
-    serde_json::from_str(text)
-        .map_err(|e| NetInfoError::Parse { args: args.join(" "), message: e.to_string() })
+    let text = if text.trim().is_empty() {
+        "[]"
+    } else {
+        text.as_str()
+    };
+    serde_json::from_str(text).map_err(|e| NetInfoError::Parse {
+        args: args.join(" "),
+        message: e.to_string(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -165,7 +182,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -181,7 +201,13 @@ mod tests {
 
     #[test]
     fn bad_macs_are_refused() {
-        for bad in ["", "02:ab:00:10:ff", "02:ab:00:10:ff:09:01", "zz:ab:00:10:ff:09", "0:1:2:3:4:100"] {
+        for bad in [
+            "",
+            "02:ab:00:10:ff",
+            "02:ab:00:10:ff:09:01",
+            "zz:ab:00:10:ff:09",
+            "0:1:2:3:4:100",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }

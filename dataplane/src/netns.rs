@@ -7,9 +7,16 @@ pub const NETNS_DIR: &str = "/run/netns";
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("network namespace `{name}` not found at {path}: {source}")]
-    Open { name: String, path: String, source: std::io::Error },
+    Open {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot enter network namespace `{name}`: {source}")]
-    Enter { name: String, source: std::io::Error },
+    Enter {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("cannot read the current network namespace: {0}")]
     Current(std::io::Error),
 }
@@ -27,7 +34,10 @@ pub fn enter(name: &str) -> Result<(), NetnsError> {
     // SAFETY: setns on a valid fd we own; no memory is shared with the kernel.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(NetnsError::Enter { name: name.into(), source: std::io::Error::last_os_error() });
+        return Err(NetnsError::Enter {
+            name: name.into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

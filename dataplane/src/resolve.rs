@@ -62,8 +62,11 @@ pub struct Plan {
 pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineError>> {
     let fail = |message: String| vec![LineError { line: 0, message }];
     let links = system.links().map_err(|e| fail(e.to_string()))?;
-    let host_addrs: BTreeSet<Ipv4Addr> =
-        system.ipv4_addrs().map_err(|e| fail(e.to_string()))?.into_iter().collect();
+    let host_addrs: BTreeSet<Ipv4Addr> = system
+        .ipv4_addrs()
+        .map_err(|e| fail(e.to_string()))?
+        .into_iter()
+        .collect();
 
     let mut errors = Vec::new();
     let find = |name: &str| links.iter().find(|l| l.name == name);
@@ -90,12 +93,17 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
     let mut routes = BTreeMap::new();
     for route in &config.routes {
         // An undeclared or missing interface was reported above.
-        let Some(link) = find(route.target.dev()) else { continue };
+        let Some(link) = find(route.target.dev()) else {
+            continue;
+        };
         match next_hop(route.prefix, &route.target, link, &host_addrs, system) {
             Ok(nh) => {
                 routes.insert(route.prefix, nh);
             }
-            Err(message) => errors.push(LineError { line: route.line, message }),
+            Err(message) => errors.push(LineError {
+                line: route.line,
+                message,
+            }),
         }
     }
     if !errors.is_empty() {
@@ -103,7 +111,12 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         return Err(errors);
     }
     let tx_ports = routes.values().map(|nh| nh.ifindex).collect();
-    Ok(Plan { attachments, routes, tx_ports, host_addrs })
+    Ok(Plan {
+        attachments,
+        routes,
+        tx_ports,
+        host_addrs,
+    })
 }
 
 fn next_hop(
@@ -118,7 +131,7 @@ fn next_hop(
         .ok_or_else(|| format!("interface `{}` has no Ethernet address", link.name))?;
     let (neighbour, kind, flags) = match target {
         Target::Local { .. } => {
-            if prefix.len() != 32 {
+            if prefix.prefix_len() != 32 {
                 return Err(format!(
                     "a local route names one workload and must be a /32; {prefix} is not"
                 ));
@@ -129,7 +142,9 @@ fn next_hop(
         Target::Remote { via, .. } => (*via, NEXTHOP_REMOTE, 0),
     };
     if host_addrs.contains(&neighbour) {
-        return Err(format!("{neighbour} is an address of this host, not a neighbour"));
+        return Err(format!(
+            "{neighbour} is an address of this host, not a neighbour"
+        ));
     }
     let dst_mac = system
         .neighbour_mac(neighbour, &link.name)
@@ -141,7 +156,13 @@ fn next_hop(
                 NEIGHBOUR_TIMEOUT.as_secs()
             )
         })?;
-    Ok(NextHop { ifindex: link.ifindex, kind, flags, dst_mac, src_mac })
+    Ok(NextHop {
+        ifindex: link.ifindex,
+        kind,
+        flags,
+        dst_mac,
+        src_mac,
+    })
 }
 
 #[cfg(test)]
@@ -162,8 +183,16 @@ mod tests {
         fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError> {
             Ok(self.addrs.clone())
         }
-        fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
-            Ok(self.neighbours.iter().find(|(a, d, _)| *a == addr && *d == dev).map(|n| n.2))
+        fn neighbour_mac(
+            &self,
+            addr: Ipv4Addr,
+            dev: &str,
+        ) -> Result<Option<[u8; 6]>, NetInfoError> {
+            Ok(self
+                .neighbours
+                .iter()
+                .find(|(a, d, _)| *a == addr && *d == dev)
+                .map(|n| n.2))
         }
     }
 
@@ -180,7 +209,11 @@ mod tests {
 
     fn system() -> FakeSystem {
         FakeSystem {
-            links: vec![link("lo", 1, None), link("eth0", 2, Some("veth")), link("cali1", 3, Some("veth"))],
+            links: vec![
+                link("lo", 1, None),
+                link("eth0", 2, Some("veth")),
+                link("cali1", 3, Some("veth")),
+            ],
             addrs: vec!["127.0.0.1".parse().unwrap(), "198.19.0.1".parse().unwrap()],
             neighbours: vec![
                 ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
@@ -197,15 +230,33 @@ mod tests {
         let local = plan.routes[&"198.18.1.2/32".parse().unwrap()];
         assert_eq!(
             local,
-            NextHop { ifindex: 3, kind: NEXTHOP_LOCAL, flags: NH_FLAG_VETH_PEER, dst_mac: [0xbb; 6], src_mac: [2, 0, 0, 0, 0, 3] }
+            NextHop {
+                ifindex: 3,
+                kind: NEXTHOP_LOCAL,
+                flags: NH_FLAG_VETH_PEER,
+                dst_mac: [0xbb; 6],
+                src_mac: [2, 0, 0, 0, 0, 3]
+            }
         );
         let remote = plan.routes[&"198.18.2.0/24".parse().unwrap()];
         assert_eq!(
             remote,
-            NextHop { ifindex: 2, kind: NEXTHOP_REMOTE, flags: 0, dst_mac: [0xaa; 6], src_mac: [2, 0, 0, 0, 0, 2] }
+            NextHop {
+                ifindex: 2,
+                kind: NEXTHOP_REMOTE,
+                flags: 0,
+                dst_mac: [0xaa; 6],
+                src_mac: [2, 0, 0, 0, 0, 2]
+            }
         );
         assert_eq!(plan.tx_ports, BTreeSet::from([2, 3]));
-        assert_eq!(plan.attachments.iter().map(|a| a.ifindex).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            plan.attachments
+                .iter()
+                .map(|a| a.ifindex)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         assert!(plan.host_addrs.contains(&"198.19.0.1".parse().unwrap()));
     }
 
@@ -218,7 +269,11 @@ mod tests {
     }
 
     fn errors(table: &str, sys: &FakeSystem) -> Vec<(usize, String)> {
-        resolve(&parse(table).unwrap(), sys).unwrap_err().into_iter().map(|e| (e.line, e.message)).collect()
+        resolve(&parse(table).unwrap(), sys)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.line, e.message))
+            .collect()
     }
 
     #[test]
@@ -229,19 +284,29 @@ mod tests {
         assert_eq!(errs[0].0, 2);
         assert!(errs[0].1.contains("`cali9` does not exist"));
         assert_eq!(errs[1].0, 4);
-        assert!(errs[1].1.contains("no MAC address for 198.19.0.3 on `eth0`"));
+        assert!(
+            errs[1]
+                .1
+                .contains("no MAC address for 198.19.0.3 on `eth0`")
+        );
     }
 
     #[test]
     fn local_routes_must_be_single_workloads() {
-        let errs = errors("interface cali1\nroute 198.18.1.0/24 dev cali1\n", &system());
+        let errs = errors(
+            "interface cali1\nroute 198.18.1.0/24 dev cali1\n",
+            &system(),
+        );
         assert_eq!(errs[0].0, 2);
         assert!(errs[0].1.contains("must be a /32"), "{errs:?}");
     }
 
     #[test]
     fn a_next_hop_that_is_this_host_is_refused() {
-        let errs = errors("interface eth0\nroute 198.18.3.0/24 via 198.19.0.1 dev eth0\n", &system());
+        let errs = errors(
+            "interface eth0\nroute 198.18.3.0/24 via 198.19.0.1 dev eth0\n",
+            &system(),
+        );
         assert!(errs[0].1.contains("address of this host"), "{errs:?}");
     }
 }

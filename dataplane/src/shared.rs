@@ -133,12 +133,18 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), counter::COUNT as usize);
         assert_eq!(counter::NAMES[counter::FORWARDED as usize], "forwarded");
-        assert_eq!(counter::NAMES[counter::DROP_REDIRECT_ERROR as usize], "drop_redirect_error");
+        assert_eq!(
+            counter::NAMES[counter::DROP_REDIRECT_ERROR as usize],
+            "drop_redirect_error"
+        );
     }
 
     #[test]
     fn counter_indices_do_not_overlap_between_hooks() {
-        assert_eq!(counter_index(HOOK_XDP, counter::COUNT - 1) + 1, counter_index(HOOK_TC, 0));
+        assert_eq!(
+            counter_index(HOOK_XDP, counter::COUNT - 1) + 1,
+            counter_index(HOOK_TC, 0)
+        );
         assert_eq!(counter_index(HOOK_TC, counter::COUNT - 1) + 1, COUNTERS_LEN);
     }
 }

@@ -28,7 +28,11 @@ pub struct AttachmentRecord {
 
 impl From<&Attachment> for AttachmentRecord {
     fn from(a: &Attachment) -> Self {
-        Self { ifname: a.ifname.clone(), ifindex: a.ifindex, attach: a.attach.to_string() }
+        Self {
+            ifname: a.ifname.clone(),
+            ifindex: a.ifindex,
+            attach: a.attach.to_string(),
+        }
     }
 }
 
@@ -37,9 +41,15 @@ pub enum StateError {
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a loader state file: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("no loader is running in this network namespace ({path} does not exist)")]
     NotRunning { path: String },
     #[error("the loader recorded in {path} (pid {pid}) is gone")]
@@ -48,11 +58,16 @@ pub enum StateError {
 
 /// The state file of the current network namespace.
 pub fn path() -> Result<PathBuf, StateError> {
-    Ok(PathBuf::from(STATE_ROOT).join(netns::current_id()?).join("loader.json"))
+    Ok(PathBuf::from(STATE_ROOT)
+        .join(netns::current_id()?)
+        .join("loader.json"))
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.display().to_string(), source }
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Writes the record atomically (write then rename).
@@ -72,7 +87,10 @@ pub fn write(state: &LoaderState) -> Result<PathBuf, StateError> {
 pub fn read_live() -> Result<LoaderState, StateError> {
     let state = read()?;
     if !process_alive(state.pid) {
-        return Err(StateError::Stale { path: path()?.display().to_string(), pid: state.pid });
+        return Err(StateError::Stale {
+            path: path()?.display().to_string(),
+            pid: state.pid,
+        });
     }
     Ok(state)
 }
@@ -83,19 +101,36 @@ pub fn read() -> Result<LoaderState, StateError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StateError::NotRunning { path: path.display().to_string() });
+            return Err(StateError::NotRunning {
+                path: path.display().to_string(),
+            });
         }
-        Err(source) => return Err(StateError::Io { path: path.display().to_string(), source }),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+        }
     };
-    serde_json::from_str(&text)
-        .map_err(|source| StateError::Parse { path: path.display().to_string(), source })
+    serde_json::from_str(&text).map_err(|source| StateError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Removes the record if it is `pid`'s (a newer loader's record is left alone).
 pub fn remove_if_owned(pid: u32) -> Result<(), StateError> {
     let path = path()?;
     match read() {
-        Ok(state) if state.pid == pid => std::fs::remove_file(&path).map_err(io(&path)),
+        Ok(state) if state.pid == pid => {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            // The namespace's directory goes too once empty (it is per namespace, and
+            // namespaces come and go).
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -108,7 +143,10 @@ pub fn process_alive(pid: u32) -> bool {
     }
     // /proc/PID/stat is `pid (comm) STATE ...`; comm may hold spaces, so read after the last ')'.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).is_some_and(|r| !r.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start())
+            .is_some_and(|r| !r.starts_with('Z')),
         Err(_) => false,
     }
 }

@@ -33,7 +33,10 @@ pub fn hook_name(hook: u32) -> &'static str {
 }
 
 fn open(ids: &KernelIds, name: &'static str) -> Result<MapData, DataplaneError> {
-    let id = *ids.maps.get(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+    let id = *ids
+        .maps
+        .get(name)
+        .ok_or(DataplaneError::Missing { kind: "map", name })?;
     MapData::from_id(id).map_err(|source| DataplaneError::Map { name, source })
 }
 
@@ -50,8 +53,13 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
     for hook in 0..HOOK_COUNT {
         let mut by_name = BTreeMap::new();
         for slot in 0..counter::COUNT {
-            let values = counters.get(&counter_index(hook, slot), 0).map_err(map_err(name))?;
-            by_name.insert(counter::NAMES[slot as usize].to_string(), values.iter().sum());
+            let values = counters
+                .get(&counter_index(hook, slot), 0)
+                .map_err(map_err(name))?;
+            by_name.insert(
+                counter::NAMES[slot as usize].to_string(),
+                values.iter().sum(),
+            );
         }
         stats.hooks.insert(hook_name(hook).to_string(), by_name);
     }
@@ -61,7 +69,9 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
         PerCpuHashMap::try_from(Map::PerCpuHashMap(open(ids, name)?)).map_err(map_err(name))?;
     for entry in by_egress.iter() {
         let (ifindex, values) = entry.map_err(map_err(name))?;
-        stats.forwarded_by_egress.insert(ifindex, values.iter().sum());
+        stats
+            .forwarded_by_egress
+            .insert(ifindex, values.iter().sum());
     }
     Ok(stats)
 }

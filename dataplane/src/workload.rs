@@ -41,7 +41,13 @@ pub enum WireError {
 
 /// Wires the workload; runs in the host's network namespace.
 pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
-    let WorkloadSpec { netns, host_ifname, ifname, addr, .. } = spec;
+    let WorkloadSpec {
+        netns,
+        host_ifname,
+        ifname,
+        addr,
+        ..
+    } = spec;
     let addr32 = format!("{addr}/32");
     let mut create = vec!["link", "add", host_ifname.as_str()];
     let mtu = spec.mtu.map(|m| m.to_string());
@@ -58,18 +64,42 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     // Answer at once rather than after the default random delay of up to 0.8 s (Calico too).
     sysctl(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
     // The host side carries no address: proxy ARP answers for the gateway, as in Calico.
-    ip(&["route", "replace", &addr32, "dev", host_ifname, "scope", "link"])?;
+    ip(&[
+        "route",
+        "replace",
+        &addr32,
+        "dev",
+        host_ifname,
+        "scope",
+        "link",
+    ])?;
 
     let gw = GATEWAY.to_string();
     ip(&["-n", netns, "link", "set", "lo", "up"])?;
     ip(&["-n", netns, "addr", "add", &addr32, "dev", ifname])?;
     ip(&["-n", netns, "link", "set", ifname, "up"])?;
-    ip(&["-n", netns, "route", "add", &gw, "dev", ifname, "scope", "link"])?;
+    ip(&[
+        "-n", netns, "route", "add", &gw, "dev", ifname, "scope", "link",
+    ])?;
     // Proxy ARP answers for the gateway only where the host has a route to it out of another
     // interface (a default route, on most hosts); a permanent entry does not depend on that.
     let host_mac = host_mac(host_ifname)?;
-    ip(&["-n", netns, "neigh", "replace", &gw, "lladdr", &host_mac, "dev", ifname, "nud", "permanent"])?;
-    ip(&["-n", netns, "route", "add", "default", "via", &gw, "dev", ifname])?;
+    ip(&[
+        "-n",
+        netns,
+        "neigh",
+        "replace",
+        &gw,
+        "lladdr",
+        &host_mac,
+        "dev",
+        ifname,
+        "nud",
+        "permanent",
+    ])?;
+    ip(&[
+        "-n", netns, "route", "add", "default", "via", &gw, "dev", ifname,
+    ])?;
     if spec.xdp_ready {
         ethtool_in(netns, &["-K", ifname, "gro", "on", "tx", "off"])?;
     }
@@ -102,7 +132,10 @@ fn ethtool_in(netns: &str, args: &[&str]) -> Result<(), WireError> {
         .args(["netns", "exec", netns, "ethtool"])
         .args(args)
         .output()
-        .map_err(|e| WireError::Step { what: "running ethtool".into(), message: e.to_string() })?;
+        .map_err(|e| WireError::Step {
+            what: "running ethtool".into(),
+            message: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(WireError::Step {
             what: format!("ethtool {} in {netns}", args.join(" ")),

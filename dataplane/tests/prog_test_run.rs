@@ -36,18 +36,38 @@ struct Fixture {
 }
 
 fn local_nh() -> NextHop {
-    NextHop { ifindex: 1, kind: NEXTHOP_LOCAL, flags: NH_FLAG_VETH_PEER, dst_mac: WORKLOAD_MAC, src_mac: HOST_VETH_MAC }
+    NextHop {
+        ifindex: 1,
+        kind: NEXTHOP_LOCAL,
+        flags: NH_FLAG_VETH_PEER,
+        dst_mac: WORKLOAD_MAC,
+        src_mac: HOST_VETH_MAC,
+    }
 }
 
 fn remote_nh() -> NextHop {
-    NextHop { ifindex: 1, kind: NEXTHOP_REMOTE, flags: 0, dst_mac: PEER_HOST_MAC, src_mac: UNDERLAY_MAC }
+    NextHop {
+        ifindex: 1,
+        kind: NEXTHOP_REMOTE,
+        flags: 0,
+        dst_mac: PEER_HOST_MAC,
+        src_mac: UNDERLAY_MAC,
+    }
 }
 
 impl Fixture {
     fn new(with_tx_port: bool) -> Self {
-        assert_eq!(unsafe { libc::geteuid() }, 0, "program tests need root (BPF_PROG_TEST_RUN)");
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "program tests need root (BPF_PROG_TEST_RUN)"
+        );
         // SAFETY: unshare affects only this test's thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare(CLONE_NEWNET)"
+        );
         let mut dataplane = Dataplane::load().expect("loading the programs");
         let plan = Plan {
             attachments: vec![],
@@ -55,7 +75,11 @@ impl Fixture {
                 ("198.18.1.2/32".parse().unwrap(), local_nh()),
                 ("198.18.2.0/24".parse().unwrap(), remote_nh()),
             ]),
-            tx_ports: if with_tx_port { BTreeSet::from([1]) } else { BTreeSet::new() },
+            tx_ports: if with_tx_port {
+                BTreeSet::from([1])
+            } else {
+                BTreeSet::new()
+            },
             host_addrs: BTreeSet::from([HOST_ADDR]),
         };
         dataplane.apply(&plan).expect("filling the maps");
@@ -78,7 +102,10 @@ impl Fixture {
         for (name, value) in &after.hooks[h] {
             let delta = value - before.hooks[h][name];
             let expected = u64::from(name == counter || name == "rx");
-            assert_eq!(delta, expected, "{h}: counter {name} moved by {delta} (expected {counter})");
+            assert_eq!(
+                delta, expected,
+                "{h}: counter {name} moved by {delta} (expected {counter})"
+            );
         }
         result
     }
@@ -160,9 +187,17 @@ fn forwards_to_a_local_workload_with_rewritten_macs_ttl_and_checksum() {
         let input = ipv4_frame(LOCAL_WORKLOAD, 64);
         let (verdict, out) = fx.run_counted(hook, &input, "forwarded");
         assert_eq!(verdict, verdicts(hook).1, "{hook:?} verdict");
-        assert_eq!(out, expected_forward(&input, &local_nh()), "{hook:?} output frame");
+        assert_eq!(
+            out,
+            expected_forward(&input, &local_nh()),
+            "{hook:?} output frame"
+        );
         assert_eq!(out[14 + 8], 63);
-        assert_eq!(checksum(&out[14..34]), [0, 0], "the IPv4 header checksum verifies");
+        assert_eq!(
+            checksum(&out[14..34]),
+            [0, 0],
+            "the IPv4 header checksum verifies"
+        );
     });
 }
 
@@ -183,10 +218,17 @@ fn counts_forwarded_frames_per_egress() {
     let fx = Fixture::new(true);
     let ids = fx.dataplane.kernel_ids().unwrap();
     for _ in 0..3 {
-        fx.dataplane.run_on_frame(Hook::Xdp, &ipv4_frame(LOCAL_WORKLOAD, 64)).unwrap();
+        fx.dataplane
+            .run_on_frame(Hook::Xdp, &ipv4_frame(LOCAL_WORKLOAD, 64))
+            .unwrap();
     }
-    fx.dataplane.run_on_frame(Hook::Tc, &ipv4_frame(LOCAL_WORKLOAD, 64)).unwrap();
-    assert_eq!(stats::read(&ids).unwrap().forwarded_by_egress.get(&1), Some(&4));
+    fx.dataplane
+        .run_on_frame(Hook::Tc, &ipv4_frame(LOCAL_WORKLOAD, 64))
+        .unwrap();
+    assert_eq!(
+        stats::read(&ids).unwrap().forwarded_by_egress.get(&1),
+        Some(&4)
+    );
 }
 
 /// Frames the programs leave to the kernel: verdict pass, frame untouched, one counter.
@@ -196,7 +238,11 @@ fn assert_passed(fx: &Fixture, input: &[u8], counter: &str) {
 
 fn assert_passed_at(fx: &Fixture, hook: Hook, input: &[u8], counter: &str) {
     let (verdict, out) = fx.run_counted(hook, input, counter);
-    assert_eq!(verdict, verdicts(hook).0, "{hook:?}: {counter} frames pass to the kernel");
+    assert_eq!(
+        verdict,
+        verdicts(hook).0,
+        "{hook:?}: {counter} frames pass to the kernel"
+    );
     assert_eq!(out, input, "{hook:?}: a passed frame is untouched");
 }
 
@@ -210,8 +256,16 @@ fn ttl_one_and_zero_go_to_the_kernel() {
 #[test]
 fn unknown_destinations_go_to_the_kernel() {
     let fx = Fixture::new(true);
-    assert_passed(&fx, &ipv4_frame(Ipv4Addr::new(203, 0, 113, 1), 64), "pass_no_route");
-    assert_passed(&fx, &ipv4_frame(Ipv4Addr::new(198, 18, 1, 3), 64), "pass_no_route");
+    assert_passed(
+        &fx,
+        &ipv4_frame(Ipv4Addr::new(203, 0, 113, 1), 64),
+        "pass_no_route",
+    );
+    assert_passed(
+        &fx,
+        &ipv4_frame(Ipv4Addr::new(198, 18, 1, 3), 64),
+        "pass_no_route",
+    );
 }
 
 #[test]
@@ -226,22 +280,46 @@ fn arp_and_other_protocols_go_to_the_kernel() {
     let mut arp = frame([0xff; 6], 0x0806, LOCAL_WORKLOAD, 64, 0);
     arp.truncate(14 + 28);
     assert_passed(&fx, &arp, "pass_arp");
-    assert_passed(&fx, &frame(HOST_VETH_MAC, 0x86dd, LOCAL_WORKLOAD, 64, 0), "pass_not_ipv4");
-    assert_passed(&fx, &frame(HOST_VETH_MAC, 0x8100, LOCAL_WORKLOAD, 64, 0), "pass_not_ipv4");
+    assert_passed(
+        &fx,
+        &frame(HOST_VETH_MAC, 0x86dd, LOCAL_WORKLOAD, 64, 0),
+        "pass_not_ipv4",
+    );
+    assert_passed(
+        &fx,
+        &frame(HOST_VETH_MAC, 0x8100, LOCAL_WORKLOAD, 64, 0),
+        "pass_not_ipv4",
+    );
 }
 
 #[test]
 fn broadcast_and_multicast_frames_go_to_the_kernel() {
     let fx = Fixture::new(true);
-    assert_passed(&fx, &frame([0xff; 6], 0x0800, LOCAL_WORKLOAD, 64, 0), "pass_not_unicast");
-    assert_passed(&fx, &frame([0x01, 0x00, 0x5e, 0, 0, 1], 0x0800, LOCAL_WORKLOAD, 64, 0), "pass_not_unicast");
+    assert_passed(
+        &fx,
+        &frame([0xff; 6], 0x0800, LOCAL_WORKLOAD, 64, 0),
+        "pass_not_unicast",
+    );
+    assert_passed(
+        &fx,
+        &frame([0x01, 0x00, 0x5e, 0, 0, 1], 0x0800, LOCAL_WORKLOAD, 64, 0),
+        "pass_not_unicast",
+    );
 }
 
 #[test]
 fn ip_options_go_to_the_kernel() {
     let fx = Fixture::new(true);
-    assert_passed(&fx, &frame(HOST_VETH_MAC, 0x0800, LOCAL_WORKLOAD, 64, 1), "pass_ip_options");
-    assert_passed(&fx, &frame(HOST_VETH_MAC, 0x0800, LOCAL_WORKLOAD, 64, 10), "pass_ip_options");
+    assert_passed(
+        &fx,
+        &frame(HOST_VETH_MAC, 0x0800, LOCAL_WORKLOAD, 64, 1),
+        "pass_ip_options",
+    );
+    assert_passed(
+        &fx,
+        &frame(HOST_VETH_MAC, 0x0800, LOCAL_WORKLOAD, 64, 10),
+        "pass_ip_options",
+    );
 }
 
 #[test]

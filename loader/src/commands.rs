@@ -99,7 +99,11 @@ fn run_dataplane(config_path: &Path) -> Result<()> {
         netns: netns::current_id()?,
         config: config_path.display().to_string(),
         ids: dataplane.kernel_ids()?,
-        attachments: plan.attachments.iter().map(AttachmentRecord::from).collect(),
+        attachments: plan
+            .attachments
+            .iter()
+            .map(AttachmentRecord::from)
+            .collect(),
     })?;
     info!(
         routes = report.routes_set,
@@ -109,7 +113,9 @@ fn run_dataplane(config_path: &Path) -> Result<()> {
         "dataplane running"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let signal = runtime.block_on(wait_for_stop_signal())?;
     info!(signal, "stopping: detaching everything");
     drop(dataplane);
@@ -143,7 +149,10 @@ fn detach(timeout: Duration) -> Result<()> {
             state::remove_if_owned(st.pid)?;
         }
         Ok(st) => {
-            info!(pid = st.pid, "the recorded loader is gone; removing its record");
+            info!(
+                pid = st.pid,
+                "the recorded loader is gone; removing its record"
+            );
             state::remove_if_owned(st.pid)?;
         }
         Err(StateError::NotRunning { .. }) => info!("no loader recorded in this namespace"),
@@ -202,9 +211,15 @@ fn print_status(json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(());
     }
-    println!("loader pid {} in {}, route table {}", st.pid, st.netns, st.config);
+    println!(
+        "loader pid {} in {}, route table {}",
+        st.pid, st.netns, st.config
+    );
     for a in &st.attachments {
-        println!("  attached {:<6} to {} (ifindex {})", a.attach, a.ifname, a.ifindex);
+        println!(
+            "  attached {:<6} to {} (ifindex {})",
+            a.attach, a.ifname, a.ifindex
+        );
     }
     for (name, id) in &st.ids.programs {
         println!("  program {name} id {id}");
@@ -218,7 +233,12 @@ fn print_status(json: bool) -> Result<()> {
 fn print_routes(json: bool) -> Result<()> {
     let routes = stats::routes(&live_ids()?)?;
     let names = ifnames();
-    let name_of = |ifindex: u32| names.get(&ifindex).cloned().unwrap_or_else(|| ifindex.to_string());
+    let name_of = |ifindex: u32| {
+        names
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| ifindex.to_string())
+    };
     if json {
         let rows: Vec<serde_json::Value> = routes
             .iter()
@@ -237,9 +257,16 @@ fn print_routes(json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<20} {:<7} {:<15} {:<17} {:<17}", "PREFIX", "KIND", "DEV", "DST MAC", "SRC MAC");
+    println!(
+        "{:<20} {:<7} {:<15} {:<17} {:<17}",
+        "PREFIX", "KIND", "DEV", "DST MAC", "SRC MAC"
+    );
     for (prefix, nh) in &routes {
-        let kind = if nh.kind == NEXTHOP_LOCAL { "local" } else { "remote" };
+        let kind = if nh.kind == NEXTHOP_LOCAL {
+            "local"
+        } else {
+            "remote"
+        };
         println!(
             "{:<20} {:<7} {:<15} {:<17} {:<17}",
             prefix.to_string(),
@@ -267,7 +294,10 @@ fn print_stats(json: bool) -> Result<()> {
     }
     println!("forwarded by egress:");
     for (ifindex, value) in &stats.forwarded_by_egress {
-        let name = names.get(ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
+        let name = names
+            .get(ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("ifindex {ifindex}"));
         println!("  {name:<22} {value}");
     }
     Ok(())

@@ -30,12 +30,19 @@ fn require_root() {
 }
 
 fn loader(args: &[&str]) -> std::process::Output {
-    Command::new(LOADER).args(args).output().expect("running loader")
+    Command::new(LOADER)
+        .args(args)
+        .output()
+        .expect("running loader")
 }
 
 fn stats(netns: &str) -> Stats {
     let out = loader(&["stats", "--json", "--netns", netns]);
-    assert!(out.status.success(), "loader stats: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "loader stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("stats JSON")
 }
 
@@ -57,13 +64,20 @@ fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Pa
         if loader(&["stats", "--netns", netns]).status.success() {
             return guard;
         }
-        assert!(Instant::now() < deadline, "loader for {netns} did not come up in 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "loader for {netns} did not come up in 30 s"
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dpt-e2e-{}-{:?}", std::process::id(), thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "dpt-e2e-{}-{:?}",
+        std::process::id(),
+        thread::current().id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -77,49 +91,120 @@ fn routed_end_to_end(attach: Attach) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     sweep_stale();
     let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let topo = Routed::build(&Options { workloads_per_host: 2, xdp_ready: attach != Attach::Tc })
-        .expect("building the topology");
+    let topo = Routed::build(&Options {
+        workloads_per_host: 2,
+        xdp_ready: attach != Attach::Tc,
+    })
+    .expect("building the topology");
     let (a1, a2) = (&topo.hosts[0].workloads[0], &topo.hosts[0].workloads[1]);
     let b1 = &topo.hosts[1].workloads[0];
 
     // The kernel path works, then is closed: from here only a bypass can carry traffic.
-    assert!(ping(&a1.ns, b1.addr, 1).unwrap(), "kernel-routed ping should work before FORWARD DROP");
+    assert!(
+        ping(&a1.ns, b1.addr, 1).unwrap(),
+        "kernel-routed ping should work before FORWARD DROP"
+    );
     topo.set_kernel_forward_policy("DROP").unwrap();
-    assert!(!ping(&a1.ns, b1.addr, 1).unwrap(), "FORWARD DROP should stop kernel forwarding");
+    assert!(
+        !ping(&a1.ns, b1.addr, 1).unwrap(),
+        "FORWARD DROP should stop kernel forwarding"
+    );
 
     let dir = temp_dir();
     let loader0 = start_loader(&topo, 0, attach, &dir);
     let loader1 = start_loader(&topo, 1, attach, &dir);
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
-    let program = if attach == Attach::Tc { "tc_route" } else { "xdp_route" };
+    let program = if attach == Attach::Tc {
+        "tc_route"
+    } else {
+        "xdp_route"
+    };
     let prog_id = program_id(h0, program);
-    assert_eq!(links_of_program(prog_id), 3, "{program} attached to eth0, cali1, cali2");
+    assert_eq!(
+        links_of_program(prog_id),
+        3,
+        "{program} attached to eth0, cali1, cali2"
+    );
 
     // Counters account for the packets exactly: 5 echo requests and 5 replies cross each host.
     let before = (stats(h0), stats(h1));
-    assert!(ping(&a1.ns, b1.addr, 5).unwrap(), "cross-host ping through the {hook} path");
+    assert!(
+        ping(&a1.ns, b1.addr, 5).unwrap(),
+        "cross-host ping through the {hook} path"
+    );
     let after = (stats(h0), stats(h1));
-    assert_eq!(forwarded(&after.0, hook) - forwarded(&before.0, hook), 10, "host 0 forwarded");
-    assert_eq!(forwarded(&after.1, hook) - forwarded(&before.1, hook), 10, "host 1 forwarded");
+    assert_eq!(
+        forwarded(&after.0, hook) - forwarded(&before.0, hook),
+        10,
+        "host 0 forwarded"
+    );
+    assert_eq!(
+        forwarded(&after.1, hook) - forwarded(&before.1, hook),
+        10,
+        "host 1 forwarded"
+    );
     let egress_delta = |ifindex: &u32| {
-        after.0.forwarded_by_egress.get(ifindex).copied().unwrap_or(0)
-            - before.0.forwarded_by_egress.get(ifindex).copied().unwrap_or(0)
+        after
+            .0
+            .forwarded_by_egress
+            .get(ifindex)
+            .copied()
+            .unwrap_or(0)
+            - before
+                .0
+                .forwarded_by_egress
+                .get(ifindex)
+                .copied()
+                .unwrap_or(0)
     };
-    let deltas: Vec<u64> = after.0.forwarded_by_egress.keys().map(egress_delta).filter(|d| *d > 0).collect();
-    assert_eq!(deltas, vec![5, 5], "host 0: 5 out of the underlay, 5 out of the workload's veth");
+    let deltas: Vec<u64> = after
+        .0
+        .forwarded_by_egress
+        .keys()
+        .map(egress_delta)
+        .filter(|d| *d > 0)
+        .collect();
+    assert_eq!(
+        deltas,
+        vec![5, 5],
+        "host 0: 5 out of the underlay, 5 out of the workload's veth"
+    );
 
     let before = stats(h0);
-    assert!(ping(&a1.ns, a2.addr, 5).unwrap(), "same-host ping through the {hook} path");
-    assert_eq!(forwarded(&stats(h0), hook) - forwarded(&before, hook), 10, "same-host forwarded");
+    assert!(
+        ping(&a1.ns, a2.addr, 5).unwrap(),
+        "same-host ping through the {hook} path"
+    );
+    assert_eq!(
+        forwarded(&stats(h0), hook) - forwarded(&before, hook),
+        10,
+        "same-host forwarded"
+    );
 
     for (what, server) in [("same-host", a2), ("cross-host", b1)] {
         let before = stats(h0);
         let tcp = iperf3(&a1.ns, &server.ns, server.addr, Proto::Tcp, 2)
             .unwrap_or_else(|e| panic!("{what} TCP via {hook}: {e:#}"));
-        assert!(tcp.bytes > 1_000_000, "{what} TCP via {hook} moved only {} bytes", tcp.bytes);
-        let udp = iperf3(&a1.ns, &server.ns, server.addr, Proto::Udp { bits_per_second: 100_000_000 }, 2)
-            .unwrap_or_else(|e| panic!("{what} UDP via {hook}: {e:#}"));
-        assert!(udp.packets > 10_000, "{what} UDP via {hook}: only {} datagrams", udp.packets);
+        assert!(
+            tcp.bytes > 1_000_000,
+            "{what} TCP via {hook} moved only {} bytes",
+            tcp.bytes
+        );
+        let udp = iperf3(
+            &a1.ns,
+            &server.ns,
+            server.addr,
+            Proto::Udp {
+                bits_per_second: 100_000_000,
+            },
+            2,
+        )
+        .unwrap_or_else(|e| panic!("{what} UDP via {hook}: {e:#}"));
+        assert!(
+            udp.packets > 10_000,
+            "{what} UDP via {hook}: only {} datagrams",
+            udp.packets
+        );
         assert!(
             (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
             "{what} UDP via {hook}: {} of {} datagrams lost",
@@ -144,16 +229,33 @@ fn routed_end_to_end(attach: Attach) {
     // Detach: the loaders exit cleanly and the same traffic fails again.
     for netns in [h0, h1] {
         let out = loader(&["detach", "--netns", netns]);
-        assert!(out.status.success(), "loader detach: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "loader detach: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for guard in [loader0, loader1] {
         let out = guard.wait().unwrap();
         assert!(out.status.success(), "loader exited with {}", out.status);
     }
-    assert!(!loader(&["stats", "--netns", h0]).status.success(), "no live dataplane after detach");
-    assert_eq!(links_of_program(prog_id), 0, "nothing attached after detach");
-    assert!(!ping(&a1.ns, b1.addr, 2).unwrap(), "cross-host traffic must fail after detach");
-    assert!(!ping(&a1.ns, a2.addr, 2).unwrap(), "same-host traffic must fail after detach");
+    assert!(
+        !loader(&["stats", "--netns", h0]).status.success(),
+        "no live dataplane after detach"
+    );
+    assert_eq!(
+        links_of_program(prog_id),
+        0,
+        "nothing attached after detach"
+    );
+    assert!(
+        !ping(&a1.ns, b1.addr, 2).unwrap(),
+        "cross-host traffic must fail after detach"
+    );
+    assert!(
+        !ping(&a1.ns, a2.addr, 2).unwrap(),
+        "same-host traffic must fail after detach"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -168,14 +270,25 @@ fn routed_forwarding_with_tc_attach() {
 }
 
 fn bpftool_json(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new("bpftool").arg("-j").args(args).output().expect("running bpftool");
-    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("bpftool JSON")
 }
 
 /// How many links (XDP or tcx attachments) the kernel holds for program `prog_id`.
 fn links_of_program(prog_id: u64) -> usize {
-    bpftool_json(&["link", "show"]).iter().filter(|l| l["prog_id"].as_u64() == Some(prog_id)).count()
+    bpftool_json(&["link", "show"])
+        .iter()
+        .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
+        .count()
 }
 
 /// How many links, machine-wide, attach a program named like one of ours.
@@ -191,9 +304,15 @@ fn links_of_our_programs() -> usize {
 /// The kernel ID of `program` in the loader running in `netns`.
 fn program_id(netns: &str, program: &str) -> u64 {
     let out = loader(&["status", "--json", "--netns", netns]);
-    assert!(out.status.success(), "loader status: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "loader status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    status["ids"]["programs"][program].as_u64().expect("program id in status")
+    status["ids"]["programs"][program]
+        .as_u64()
+        .expect("program id in status")
 }
 
 #[test]
@@ -201,13 +320,20 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     sweep_stale();
-    let topo = Routed::build(&Options { workloads_per_host: 1, xdp_ready: false }).unwrap();
+    let topo = Routed::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+    })
+    .unwrap();
     let host = &topo.hosts[0];
     let dir = temp_dir();
     let links_before = links_of_our_programs();
     let cases = [
         // Does not parse: the prefix on line 3 has host bits set.
-        ("interface eth0\ninterface cali1\nroute 198.18.1.2/24 dev cali1\n", ":3: 198.18.1.2/24 has host bits set"),
+        (
+            "interface eth0\ninterface cali1\nroute 198.18.1.2/24 dev cali1\n",
+            ":3: 198.18.1.2/24 has host bits set",
+        ),
         // Parses, but cannot be realised: no such interface (line 2), next hop that never
         // answers ARP (line 4). Checked before anything is loaded.
         (
@@ -218,16 +344,51 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
     for (table, expected) in cases {
         let path = dir.join("bad.routes");
         std::fs::write(&path, table).unwrap();
-        let out = loader(&["run", "--config", path.to_str().unwrap(), "--netns", host.ns.name()]);
+        let out = loader(&[
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--netns",
+            host.ns.name(),
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "loader must refuse:\n{table}");
-        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
-        assert_eq!(links_of_our_programs(), links_before, "the refused table attached something");
-        assert!(!host.ns.ip(&["-d", "link", "show"]).unwrap().stdout.windows(8).any(|w| w == b"prog/xdp"));
-        assert!(!loader(&["stats", "--netns", host.ns.name()]).status.success(), "no dataplane recorded");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+        assert_eq!(
+            links_of_our_programs(),
+            links_before,
+            "the refused table attached something"
+        );
+        assert!(
+            !host
+                .ns
+                .ip(&["-d", "link", "show"])
+                .unwrap()
+                .stdout
+                .windows(8)
+                .any(|w| w == b"prog/xdp")
+        );
+        assert!(
+            !loader(&["stats", "--netns", host.ns.name()])
+                .status
+                .success(),
+            "no dataplane recorded"
+        );
     }
     // The second case reports the unanswered next hop too, by its line.
-    let out = loader(&["run", "--config", dir.join("bad.routes").to_str().unwrap(), "--netns", host.ns.name()]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains(":4: no MAC address for 198.19.0.99 on `eth0`"));
+    let out = loader(&[
+        "run",
+        "--config",
+        dir.join("bad.routes").to_str().unwrap(),
+        "--netns",
+        host.ns.name(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(":4: no MAC address for 198.19.0.99 on `eth0`")
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 mod build_ebpf;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, set-up, test and bench entry points")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, set-up, test and bench entry points"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -56,7 +59,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn build() -> Result<()> {

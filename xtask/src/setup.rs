@@ -7,8 +7,16 @@ use anyhow::{Context, Result, bail};
 /// Debian packages the tests and the bench run: iproute2 (ip, and namespaces), iptables and
 /// nftables (the kernel baselines, FORWARD DROP), iperf3 (traffic), ethtool (offloads),
 /// bpftool (inspection), iputils-ping, procps (sysctl).
-const DEBIAN_PACKAGES: &[&str] =
-    &["iproute2", "iptables", "nftables", "iperf3", "ethtool", "bpftool", "iputils-ping", "procps"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iptables",
+    "nftables",
+    "iperf3",
+    "ethtool",
+    "bpftool",
+    "iputils-ping",
+    "procps",
+];
 
 /// bpf-linker release known to build with this toolchain (see ../shared/TOOLCHAIN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -23,7 +31,10 @@ pub fn run() -> Result<()> {
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -49,7 +60,10 @@ fn rust_src() -> Result<()> {
 }
 
 fn bpf_linker_runs() -> bool {
-    Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn bpf_linker() -> Result<()> {
@@ -75,7 +89,9 @@ fn bpf_linker() -> Result<()> {
         .to_string();
     let home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     let prefix = home.join("rust-llvm");
     std::fs::create_dir_all(prefix.join("lib"))?;
     for name in ["libLLVM.so".to_string(), so.clone()] {
@@ -83,11 +99,23 @@ fn bpf_linker() -> Result<()> {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(lib.join(&so), &link)?;
     }
-    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (about 2 minutes)");
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (about 2 minutes)"
+    );
     status(
         Command::new("cargo")
-            .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
             .env("LLVM_PREFIX", &prefix),
     )?;
     if !bpf_linker_runs() {
@@ -101,7 +129,9 @@ fn debian_packages() -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output();
             !out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         })
         .collect();
@@ -110,7 +140,10 @@ fn debian_packages() -> Result<()> {
         return Ok(());
     }
     if unsafe { libc::geteuid() } != 0 {
-        bail!("missing Debian packages: {} (run `cargo xtask setup` as root)", missing.join(" "));
+        bail!(
+            "missing Debian packages: {} (run `cargo xtask setup` as root)",
+            missing.join(" ")
+        );
     }
     println!("setup: installing {}", missing.join(" "));
     status(Command::new("apt-get").args(["update", "-qq"]))?;
