@@ -46,17 +46,24 @@ fn stats(netns: &str) -> Stats {
     serde_json::from_slice(&out.stdout).expect("stats JSON")
 }
 
-/// Starts `loader run` for host `index` and waits until it reports its maps.
+/// Starts `loader run` for host `index` and waits until it reports its maps. Host 0's loader
+/// is pointed at its namespace (`--netns`), host 1's runs inside it (`ip netns exec`): both
+/// ways of running on a host that is a namespace are exercised.
 fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Path) -> ChildGuard {
     let path = dir.join(format!("host{index}.routes"));
     std::fs::write(&path, topo.route_table(index, attach)).unwrap();
     let netns = topo.hosts[index].ns.name();
-    let child = Command::new(LOADER)
-        .args(["run", "--config", path.to_str().unwrap(), "--netns", netns])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting loader");
+    let config = path.to_str().unwrap();
+    let mut cmd = if index == 0 {
+        let mut cmd = Command::new(LOADER);
+        cmd.args(["run", "--config", config, "--netns", netns]);
+        cmd
+    } else {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, LOADER, "run", "--config", config]);
+        cmd
+    };
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("starting loader");
     let mut guard = ChildGuard::from_child(child, format!("loader for {netns}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -64,10 +71,7 @@ fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Pa
         if loader(&["stats", "--netns", netns]).status.success() {
             return guard;
         }
-        assert!(
-            Instant::now() < deadline,
-            "loader for {netns} did not come up in 30 s"
-        );
+        assert!(Instant::now() < deadline, "loader for {netns} did not come up in 30 s");
         thread::sleep(Duration::from_millis(100));
     }
 }
