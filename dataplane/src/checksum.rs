@@ -29,6 +29,41 @@ pub const fn ipv4_decrement_ttl(ttl: u8, proto: u8, check: [u8; 2]) -> (u8, [u8;
     (new_ttl, check.to_be_bytes())
 }
 
+/// The one's-complement sum of an outer IPv4 header's words other than total length and
+/// checksum: version/IHL 0x45, TOS 0, identification 0, DF, `ttl`, `proto`, addresses. Computed
+/// once per tunnel by the loader; [`ipv4_checksum_with_len`] finishes it per packet.
+pub const fn ipv4_fixed_sum(ttl: u8, proto: u8, src: [u8; 4], dst: [u8; 4]) -> u32 {
+    0x4500
+        + 0x4000
+        + (((ttl as u32) << 8) | proto as u32)
+        + u16::from_be_bytes([src[0], src[1]]) as u32
+        + u16::from_be_bytes([src[2], src[3]]) as u32
+        + u16::from_be_bytes([dst[0], dst[1]]) as u32
+        + u16::from_be_bytes([dst[2], dst[3]]) as u32
+}
+
+/// The header checksum bytes for a header whose fixed words sum to `fixed_sum`, with total
+/// length `total_len`.
+#[inline(always)]
+pub const fn ipv4_checksum_with_len(fixed_sum: u32, total_len: u16) -> [u8; 2] {
+    (!fold(fixed_sum + total_len as u32)).to_be_bytes()
+}
+
+/// A 32-bit mix of an inner flow's identity (addresses, protocol, ports), spread over the
+/// VXLAN source-port range as the Linux driver does for ECMP entropy. Any fixed function of
+/// the flow would do; this one is a multiply-xorshift (cheap in eBPF, no tables).
+#[inline(always)]
+pub const fn flow_source_port(src: [u8; 4], dst: [u8; 4], proto: u8, ports: [u8; 4], min: u16, max: u16) -> u16 {
+    let mut h: u32 = 0x9e37_79b9;
+    h = (h ^ u32::from_be_bytes(src)).wrapping_mul(0x85eb_ca6b);
+    h = (h ^ u32::from_be_bytes(dst)).wrapping_mul(0xc2b2_ae35);
+    h = (h ^ u32::from_be_bytes(ports)).wrapping_mul(0x85eb_ca6b);
+    h = (h ^ proto as u32).wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    let span = (max - min) as u32 + 1;
+    min + (h % span) as u16
+}
+
 /// The Internet checksum (RFC 1071) of `bytes`, as the big-endian bytes to store. Used where a
 /// whole header is built (tests, and encapsulation headers of fixed size).
 pub fn checksum(bytes: &[u8]) -> [u8; 2] {
@@ -103,6 +138,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn outer_checksum_from_fixed_sum_matches_full_checksum() {
+        for (len, src, dst) in [(84u16, [198, 19, 0, 1], [198, 19, 0, 2]), (1500, [255; 4], [255; 4]), (36, [0; 4], [10, 0, 0, 1])] {
+            let mut h = [0u8; 20];
+            h[0] = 0x45;
+            h[2..4].copy_from_slice(&len.to_be_bytes());
+            h[6] = 0x40;
+            h[8] = 64;
+            h[9] = 17;
+            h[12..16].copy_from_slice(&src);
+            h[16..20].copy_from_slice(&dst);
+            let c = ipv4_checksum_with_len(ipv4_fixed_sum(64, 17, src, dst), len);
+            assert_eq!(c, checksum(&h), "len {len}");
+        }
+    }
+
+    #[test]
+    fn flow_source_ports_stay_in_range_and_spread() {
+        let mut seen = std::collections::BTreeSet::new();
+        for port in 0..2000u16 {
+            let p = flow_source_port([198, 18, 1, 2], [198, 18, 2, 2], 6, [0x13, 0x88, (port >> 8) as u8, port as u8], 32768, 60999);
+            assert!((32768..=60999).contains(&p));
+            seen.insert(p);
+        }
+        assert!(seen.len() > 1900, "only {} distinct ports for 2000 flows", seen.len());
+        let a = flow_source_port([1, 2, 3, 4], [5, 6, 7, 8], 17, [0, 1, 0, 2], 32768, 60999);
+        assert_eq!(a, flow_source_port([1, 2, 3, 4], [5, 6, 7, 8], 17, [0, 1, 0, 2], 32768, 60999), "same flow, same port");
     }
 
     #[test]

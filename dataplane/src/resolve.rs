@@ -235,7 +235,8 @@ mod tests {
                 kind: NEXTHOP_LOCAL,
                 flags: NH_FLAG_VETH_PEER,
                 dst_mac: [0xbb; 6],
-                src_mac: [2, 0, 0, 0, 0, 3]
+                src_mac: [2, 0, 0, 0, 0, 3],
+                ..Default::default()
             }
         );
         let remote = plan.routes[&"198.18.2.0/24".parse().unwrap()];
@@ -246,7 +247,8 @@ mod tests {
                 kind: NEXTHOP_REMOTE,
                 flags: 0,
                 dst_mac: [0xaa; 6],
-                src_mac: [2, 0, 0, 0, 0, 2]
+                src_mac: [2, 0, 0, 0, 0, 2],
+                ..Default::default()
             }
         );
         assert_eq!(plan.tx_ports, BTreeSet::from([2, 3]));

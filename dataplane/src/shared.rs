@@ -16,6 +16,10 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     /// Per-CPU hash: egress ifindex -> frames forwarded out of it.
     pub const FWD_BY_EGRESS: &str = "FWD_BY_EGRESS";
+    /// One-entry array: this host's [`VxlanConfig`](super::VxlanConfig).
+    pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
+    /// Hash set of the VNIs this host decapsulates (value unused).
+    pub const VXLAN_VNIS: &str = "VXLAN_VNIS";
 }
 
 /// Program names as the object exports them.
@@ -35,6 +39,19 @@ pub const MAX_HOST_ADDRS: u32 = 256;
 pub const NEXTHOP_LOCAL: u32 = 1;
 /// The next hop is another host reached over the underlay, routed (no encapsulation).
 pub const NEXTHOP_REMOTE: u32 = 2;
+/// The next hop is another host's VXLAN tunnel endpoint: encapsulate, then send on the underlay.
+pub const NEXTHOP_VXLAN: u32 = 3;
+
+/// Bytes VXLAN adds in front of the inner IP packet on the wire: outer Ethernet (14) is
+/// replaced, so outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// IANA's VXLAN port; Flannel's vxlan backend uses 8472 (the Linux default before IANA's).
+pub const VXLAN_DEFAULT_PORT: u16 = 4789;
+/// TTL of the outer IPv4 header (the Linux vxlan driver's default when none is set).
+pub const VXLAN_OUTER_TTL: u8 = 64;
+/// UDP source ports come from this range (the Linux local port range the driver uses).
+pub const VXLAN_SPORT_MIN: u16 = 32768;
+pub const VXLAN_SPORT_MAX: u16 = 60999;
 
 /// [`NextHop::flags`]: the egress is a veth whose peer is the workload. The TC program then
 /// hands the packet straight to the peer's ingress (`bpf_redirect_peer`), skipping the host
@@ -42,16 +59,42 @@ pub const NEXTHOP_REMOTE: u32 = 2;
 pub const NH_FLAG_VETH_PEER: u32 = 1;
 
 /// Where a route sends a packet: egress interface and the Ethernet addresses to write.
+///
+/// For [`NEXTHOP_VXLAN`], `dst_mac`/`src_mac` are the *inner* frame's (remote and local VTEP
+/// MACs) and the `outer_*` fields describe the tunnel; for the other kinds those are zero.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NextHop {
     pub ifindex: u32,
-    /// [`NEXTHOP_LOCAL`] or [`NEXTHOP_REMOTE`].
+    /// [`NEXTHOP_LOCAL`], [`NEXTHOP_REMOTE`] or [`NEXTHOP_VXLAN`].
     pub kind: u32,
     /// `NH_FLAG_*` bits.
     pub flags: u32,
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
+    /// Underlay next hop's MAC and the underlay interface's own.
+    pub outer_dst_mac: [u8; 6],
+    pub outer_src_mac: [u8; 6],
+    pub outer_src_ip: [u8; 4],
+    pub outer_dst_ip: [u8; 4],
+    /// Second word of the VXLAN header as sent: VNI << 8, network order.
+    pub vni_word: [u8; 4],
+    /// UDP destination port, network order.
+    pub udp_dport: [u8; 2],
+    /// MTU of the underlay interface: an encapsulated packet must fit it.
+    pub mtu: u16,
+    /// One's-complement sum of every outer IPv4 header word but total length and checksum
+    /// (see `checksum::ipv4_fixed_sum`): the program adds the length and folds.
+    pub outer_csum_base: u32,
+}
+
+/// This host's VXLAN settings for decapsulation (slot 0 of `VXLAN_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// UDP port, network order; 0 when VXLAN is off (nothing is decapsulated).
+    pub port: [u8; 2],
+    pub _pad: [u8; 2],
 }
 
 /// Data part of the LPM key: an IPv4 address in network byte order. The trie key is
@@ -79,7 +122,20 @@ pub mod counter {
     pub const PASS_TTL_EXPIRED: u32 = 9;
     pub const PASS_NO_TX_PORT: u32 = 10;
     pub const DROP_REDIRECT_ERROR: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// An encapsulated packet would not fit the underlay MTU: passed to the kernel.
+    pub const PASS_TOO_BIG: u32 = 12;
+    /// VXLAN to this host's port with a header too short or without the I flag.
+    pub const DROP_VXLAN_MALFORMED: u32 = 13;
+    /// VXLAN for a VNI this host does not serve.
+    pub const DROP_VXLAN_UNKNOWN_VNI: u32 = 14;
+    /// Decapsulated, but the inner packet is not IPv4 unicast for a local workload.
+    pub const DROP_VXLAN_INNER: u32 = 15;
+    /// Adjusting the packet for (de)encapsulation failed in the kernel helper.
+    pub const DROP_ADJUST_FAILED: u32 = 16;
+    /// Informational, on top of `FORWARDED`: frames encapsulated, and decapsulated.
+    pub const VXLAN_ENCAP: u32 = 17;
+    pub const VXLAN_DECAP: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Names as `loader stats` prints them, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -95,6 +151,13 @@ pub mod counter {
         "pass_ttl_expired",
         "pass_no_tx_port",
         "drop_redirect_error",
+        "pass_too_big",
+        "drop_vxlan_malformed",
+        "drop_vxlan_unknown_vni",
+        "drop_vxlan_inner",
+        "drop_adjust_failed",
+        "vxlan_encap",
+        "vxlan_decap",
     ];
 }
 
@@ -111,6 +174,8 @@ mod pod {
     // SAFETY: `NextHop` is `repr(C)`, has no padding (see the size test) and every bit
     // pattern of its fields is valid.
     unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VxlanConfig {}
 }
 
 #[cfg(test)]
@@ -120,10 +185,21 @@ mod tests {
 
     #[test]
     fn next_hop_layout_has_no_padding() {
-        assert_eq!(size_of::<NextHop>(), 4 + 4 + 4 + 6 + 6);
+        assert_eq!(size_of::<NextHop>(), 4 + 4 + 4 + 6 + 6 + 6 + 6 + 4 + 4 + 4 + 2 + 2 + 4);
         assert_eq!(align_of::<NextHop>(), 4);
         assert_eq!(core::mem::offset_of!(NextHop, dst_mac), 12);
         assert_eq!(core::mem::offset_of!(NextHop, src_mac), 18);
+        assert_eq!(core::mem::offset_of!(NextHop, outer_dst_mac), 24);
+        assert_eq!(core::mem::offset_of!(NextHop, outer_src_ip), 36);
+        assert_eq!(core::mem::offset_of!(NextHop, vni_word), 44);
+        assert_eq!(core::mem::offset_of!(NextHop, udp_dport), 48);
+        assert_eq!(core::mem::offset_of!(NextHop, mtu), 50);
+        assert_eq!(core::mem::offset_of!(NextHop, outer_csum_base), 52);
+    }
+
+    #[test]
+    fn vxlan_config_layout_has_no_padding() {
+        assert_eq!(size_of::<VxlanConfig>(), 4);
     }
 
     #[test]

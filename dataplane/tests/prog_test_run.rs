@@ -42,6 +42,7 @@ fn local_nh() -> NextHop {
         flags: NH_FLAG_VETH_PEER,
         dst_mac: WORKLOAD_MAC,
         src_mac: HOST_VETH_MAC,
+        ..Default::default()
     }
 }
 
@@ -52,6 +53,7 @@ fn remote_nh() -> NextHop {
         flags: 0,
         dst_mac: PEER_HOST_MAC,
         src_mac: UNDERLAY_MAC,
+        ..Default::default()
     }
 }
 
