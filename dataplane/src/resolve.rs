@@ -162,6 +162,7 @@ fn next_hop(
         flags,
         dst_mac,
         src_mac,
+        ..Default::default()
     })
 }
 
