@@ -12,7 +12,7 @@ pub fn count(hook: u32, slot: u32) {
 }
 
 #[inline(always)]
-pub fn count_forwarded(hook: u32, egress_ifindex: u32) {
+fn count_forwarded(hook: u32, egress_ifindex: u32) {
     count(hook, counter::FORWARDED);
     match FWD_BY_EGRESS.get_ptr_mut(&egress_ifindex) {
         Some(value) => unsafe { *value += 1 },
@@ -20,6 +20,28 @@ pub fn count_forwarded(hook: u32, egress_ifindex: u32) {
             // First frame out of this port on this CPU; a lost race only loses this one count
             // here, the hook's FORWARDED counter above still has it.
             let _ = FWD_BY_EGRESS.insert(&egress_ifindex, &1, 0);
+        }
+    }
+}
+
+/// How a frame left a program: every exit path ends in exactly one of these.
+pub enum Outcome {
+    Pass(u32),
+    Drop(u32),
+    /// Redirected out of `egress`; `encapsulated` if VXLAN headers were pushed.
+    Redirected { egress: u32, encapsulated: bool },
+}
+
+/// Counts the outcome in `hook`'s counters.
+#[inline(always)]
+pub fn account(hook: u32, outcome: &Outcome) {
+    match outcome {
+        Outcome::Pass(reason) | Outcome::Drop(reason) => count(hook, *reason),
+        Outcome::Redirected { egress, encapsulated } => {
+            if *encapsulated {
+                count(hook, counter::VXLAN_ENCAP);
+            }
+            count_forwarded(hook, *egress);
         }
     }
 }

@@ -2,9 +2,11 @@
 //! `dataplane::shared`; the loader fills these maps and reads the counters.
 use aya_ebpf::{
     macros::map,
-    maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
-use dataplane::shared::{COUNTERS_LEN, Ipv4Key, MAX_HOST_ADDRS, MAX_ROUTES, MAX_TX_PORTS, NextHop};
+use dataplane::shared::{
+    COUNTERS_LEN, Ipv4Key, MAX_HOST_ADDRS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS, NextHop, VxlanConfig,
+};
 
 #[map]
 pub static ROUTES: LpmTrie<Ipv4Key, NextHop> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
@@ -21,3 +23,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_L
 #[map]
 pub static FWD_BY_EGRESS: PerCpuHashMap<u32, u64> =
     PerCpuHashMap::with_max_entries(MAX_TX_PORTS, 0);
+
+#[map]
+pub static VXLAN_CONFIG: Array<VxlanConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static VXLAN_VNIS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VNIS, 0);

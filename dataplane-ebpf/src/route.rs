@@ -13,6 +13,7 @@ use network_types::{
 use crate::{
     maps::{HOST_ADDRS, ROUTES},
     parse::ptr_at,
+    vxlan,
 };
 
 /// Bytes of header the decision reads: Ethernet plus an option-less IPv4 header.
@@ -21,6 +22,11 @@ pub const HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN;
 pub enum Decision {
     /// Hand the frame to the kernel untouched, counted under this `counter::PASS_*` slot.
     Pass(u32),
+    /// Drop the frame, counted under this `counter::DROP_*` slot.
+    Drop(u32),
+    /// VXLAN for this host: remove the first `strip` bytes (everything before the inner
+    /// Ethernet header), then route the inner frame to a local workload.
+    Decap { strip: usize },
     /// Forward to `nh`. The frame is not modified yet: the entry point calls [`rewrite`] once
     /// its redirect is set up, so that a failed redirect passes an untouched frame.
     Forward {
@@ -67,13 +73,16 @@ pub fn route(data: usize, data_end: usize, frame_len: usize) -> Decision {
     {
         return Decision::Pass(counter::PASS_MALFORMED);
     }
+    if HOST_ADDRS.get_ptr(&dst).is_some() {
+        // Ours: VXLAN to our VTEP is decapsulated (outer options allowed), the rest is the
+        // kernel's.
+        return vxlan::classify(data, data_end, ip, header_len)
+            .unwrap_or(Decision::Pass(counter::PASS_HOST_ADDR));
+    }
     if header_len != Ipv4Hdr::LEN {
         // Options (record route, timestamps, source routes) need the kernel's processing on
         // forward; they are rare enough that giving them up costs nothing.
         return Decision::Pass(counter::PASS_IP_OPTIONS);
-    }
-    if HOST_ADDRS.get_ptr(&dst).is_some() {
-        return Decision::Pass(counter::PASS_HOST_ADDR);
     }
     let Some(nh) = ROUTES.get(Key::new(32, dst)) else {
         return Decision::Pass(counter::PASS_NO_ROUTE);
@@ -85,15 +94,39 @@ pub fn route(data: usize, data_end: usize, frame_len: usize) -> Decision {
     Decision::Forward { nh: *nh, eth, ip }
 }
 
-/// Writes the next hop's MACs and decrements the TTL with an incremental checksum update
-/// (which leaves the header's one's-complement sum, and so any CHECKSUM_COMPLETE, valid).
+/// Writes the next hop's MACs.
 #[inline(always)]
-pub fn rewrite(eth: *mut EthHdr, ip: *mut Ipv4Hdr, nh: &NextHop) {
+pub fn set_macs(eth: *mut EthHdr, nh: &NextHop) {
     unsafe {
         (*eth).dst_addr = nh.dst_mac;
         (*eth).src_addr = nh.src_mac;
+    }
+}
+
+/// Decrements the TTL with an incremental checksum update (which leaves the header's
+/// one's-complement sum, and so any CHECKSUM_COMPLETE, valid).
+#[inline(always)]
+pub fn decrement_ttl(ip: *mut Ipv4Hdr) {
+    unsafe {
         let (ttl, check) = ipv4_decrement_ttl((*ip).ttl, (*ip).proto, (*ip).check);
         (*ip).ttl = ttl;
         (*ip).check = check;
+    }
+}
+
+/// A routed hop: MACs for the next hop, TTL one less.
+#[inline(always)]
+pub fn rewrite(eth: *mut EthHdr, ip: *mut Ipv4Hdr, nh: &NextHop) {
+    set_macs(eth, nh);
+    decrement_ttl(ip);
+}
+
+/// After decapsulation only a local workload may receive the inner packet: anything else the
+/// inner frame asks for (another hop, the host, the kernel) is refused.
+#[inline(always)]
+pub fn only_to_local_workload(inner: Decision) -> Decision {
+    match inner {
+        Decision::Forward { nh, .. } if nh.kind == dataplane::shared::NEXTHOP_LOCAL => inner,
+        _ => Decision::Drop(counter::DROP_VXLAN_INNER),
     }
 }

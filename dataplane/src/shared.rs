@@ -34,6 +34,7 @@ pub mod program_names {
 pub const MAX_ROUTES: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 4_096;
 pub const MAX_HOST_ADDRS: u32 = 256;
+pub const MAX_VNIS: u32 = 256;
 
 /// Kind of next hop, stored in [`NextHop::kind`].
 pub const NEXTHOP_LOCAL: u32 = 1;
