@@ -29,7 +29,10 @@ pub enum Outcome {
     Pass(u32),
     Drop(u32),
     /// Redirected out of `egress`; `encapsulated` if VXLAN headers were pushed.
-    Redirected { egress: u32, encapsulated: bool },
+    Redirected {
+        egress: u32,
+        encapsulated: bool,
+    },
 }
 
 /// Counts the outcome in `hook`'s counters.
@@ -37,7 +40,10 @@ pub enum Outcome {
 pub fn account(hook: u32, outcome: &Outcome) {
     match outcome {
         Outcome::Pass(reason) | Outcome::Drop(reason) => count(hook, *reason),
-        Outcome::Redirected { egress, encapsulated } => {
+        Outcome::Redirected {
+            egress,
+            encapsulated,
+        } => {
             if *encapsulated {
                 count(hook, counter::VXLAN_ENCAP);
             }

@@ -9,7 +9,9 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
 };
-use dataplane::shared::{HOOK_TC, NEXTHOP_VXLAN, NH_FLAG_VETH_PEER, NextHop, VXLAN_OVERHEAD, counter};
+use dataplane::shared::{
+    HOOK_TC, NEXTHOP_VXLAN, NH_FLAG_VETH_PEER, NextHop, VXLAN_OVERHEAD, counter,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
@@ -63,7 +65,10 @@ fn decide(ctx: &TcContext, decision: Decision) -> Outcome {
                 return Outcome::Drop(counter::DROP_REDIRECT_ERROR);
             }
             rewrite(eth, ip, &nh);
-            Outcome::Redirected { egress: nh.ifindex, encapsulated: false }
+            Outcome::Redirected {
+                egress: nh.ifindex,
+                encapsulated: false,
+            }
         }
     }
 }
@@ -85,9 +90,13 @@ fn decap(ctx: &TcContext, strip: usize) -> Outcome {
     // Shrinking at the MAC layer removes what follows the outer Ethernet header: outer IPv4,
     // UDP, VXLAN and the inner Ethernet header. The outer Ethernet header stays (its type is
     // IPv4, as the inner one's) and gets the workload's MACs.
-    let shrink = -((strip - EthHdr::LEN) as i32);
+    // `strip` counts the outer Ethernet header, which stays, but not the inner one, which goes.
+    let shrink = -(strip as i32);
     let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
-    if ctx.adjust_room(shrink, mode, BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64).is_err() {
+    if ctx
+        .adjust_room(shrink, mode, BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64)
+        .is_err()
+    {
         return Outcome::Drop(counter::DROP_ADJUST_FAILED);
     }
     count(HOOK_TC, counter::VXLAN_DECAP);
@@ -108,11 +117,13 @@ fn encap(ctx: &TcContext, nh: &NextHop, ip: *mut Ipv4Hdr) -> Outcome {
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let sport = vxlan::source_port(data, data_end, ip);
     decrement_ttl(ip);
-    let flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
-        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
-        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+    let flags =
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
     let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
-    if ctx.adjust_room(VXLAN_OVERHEAD as i32, mode, flags as u64 | ENCAP_L2_ETH_LEN).is_err() {
+    if ctx
+        .adjust_room(VXLAN_OVERHEAD as i32, mode, flags as u64 | ENCAP_L2_ETH_LEN)
+        .is_err()
+    {
         return Outcome::Drop(counter::DROP_ADJUST_FAILED);
     }
     let (data, data_end) = headers(ctx, vxlan::ENCAP_HEADERS_LEN);
@@ -122,5 +133,8 @@ fn encap(ctx: &TcContext, nh: &NextHop, ip: *mut Ipv4Hdr) -> Outcome {
     if unsafe { bpf_redirect(nh.ifindex, 0) } != TC_ACT_REDIRECT as i64 {
         return Outcome::Drop(counter::DROP_REDIRECT_ERROR);
     }
-    Outcome::Redirected { egress: nh.ifindex, encapsulated: true }
+    Outcome::Redirected {
+        egress: nh.ifindex,
+        encapsulated: true,
+    }
 }

@@ -49,7 +49,12 @@ fn config() -> Option<&'static VxlanConfig> {
 /// at `data + 14`: is it VXLAN for us? `None` if it is not VXLAN at all (not UDP, another
 /// port, a fragment, VXLAN off), so the caller carries on; otherwise what to do with it.
 #[inline(always)]
-pub fn classify(data: usize, data_end: usize, ip: *const Ipv4Hdr, ip_header_len: usize) -> Option<Decision> {
+pub fn classify(
+    data: usize,
+    data_end: usize,
+    ip: *const Ipv4Hdr,
+    ip_header_len: usize,
+) -> Option<Decision> {
     let (proto, frags) = unsafe { ((*ip).proto, u16::from_be_bytes((*ip).frags)) };
     // Later fragments carry no UDP header; first fragments need reassembly: the kernel's.
     if proto != IPPROTO_UDP || frags & 0x3fff != 0 {
@@ -84,15 +89,23 @@ pub fn classify(data: usize, data_end: usize, ip: *const Ipv4Hdr, ip_header_len:
         return Some(Decision::Drop(counter::DROP_VXLAN_INNER));
     }
     // Everything before the inner Ethernet header goes.
-    Some(Decision::Decap { strip: inner_eth_off })
+    Some(Decision::Decap {
+        strip: inner_eth_off,
+    })
 }
 
 /// The UDP source port for an inner IPv4 packet (option-less header at `ip`): a hash of its
 /// flow, so that one flow keeps one port and flows spread over ECMP paths.
 #[inline(always)]
 pub fn source_port(data: usize, data_end: usize, ip: *const Ipv4Hdr) -> [u8; 2] {
-    let (src, dst, proto, frags) =
-        unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).proto, u16::from_be_bytes((*ip).frags)) };
+    let (src, dst, proto, frags) = unsafe {
+        (
+            (*ip).src_addr,
+            (*ip).dst_addr,
+            (*ip).proto,
+            u16::from_be_bytes((*ip).frags),
+        )
+    };
     let mut ports = [0u8; 4];
     if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && frags & 0x1fff == 0 {
         if let Some(p) = ptr_at::<[u8; 4]>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN) {
@@ -108,13 +121,23 @@ pub const ENCAP_HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN + VXLA
 /// Writes bytes 0..64 of an encapsulated frame of `frame_len` bytes in all (see module
 /// docs). Returns false if the frame is too short to hold them (the caller drops it).
 #[inline(always)]
-pub fn write_headers(data: usize, data_end: usize, frame_len: usize, nh: &NextHop, sport: [u8; 2]) -> bool {
+pub fn write_headers(
+    data: usize,
+    data_end: usize,
+    frame_len: usize,
+    nh: &NextHop,
+    sport: [u8; 2],
+) -> bool {
     let (Some(outer_eth), Some(outer_ip), Some(udp), Some(vxlan), Some(inner_eth)) = (
         ptr_at::<EthHdr>(data, data_end, 0),
         ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
         ptr_at::<UdpHdr>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN),
         ptr_at::<VxlanHdr>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN),
-        ptr_at::<EthHdr>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN + VXLAN_LEN),
+        ptr_at::<EthHdr>(
+            data,
+            data_end,
+            EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN + VXLAN_LEN,
+        ),
     ) else {
         return false;
     };

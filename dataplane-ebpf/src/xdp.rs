@@ -47,7 +47,10 @@ fn decide(ctx: &XdpContext, decision: Decision, decapsulated: bool) -> Outcome {
                 };
             }
             rewrite(eth, ip, &nh);
-            Outcome::Redirected { egress: nh.ifindex, encapsulated: false }
+            Outcome::Redirected {
+                egress: nh.ifindex,
+                encapsulated: false,
+            }
         }
     }
 }
@@ -84,5 +87,8 @@ fn encap(ctx: &XdpContext, nh: &NextHop, ip: *mut Ipv4Hdr) -> Outcome {
     if !vxlan::write_headers(ctx.data(), ctx.data_end(), total, nh, sport) {
         return Outcome::Drop(counter::DROP_ADJUST_FAILED);
     }
-    Outcome::Redirected { egress: nh.ifindex, encapsulated: true }
+    Outcome::Redirected {
+        egress: nh.ifindex,
+        encapsulated: true,
+    }
 }

@@ -53,7 +53,14 @@ pub const fn ipv4_checksum_with_len(fixed_sum: u32, total_len: u16) -> [u8; 2] {
 /// VXLAN source-port range as the Linux driver does for ECMP entropy. Any fixed function of
 /// the flow would do; this one is a multiply-xorshift (cheap in eBPF, no tables).
 #[inline(always)]
-pub const fn flow_source_port(src: [u8; 4], dst: [u8; 4], proto: u8, ports: [u8; 4], min: u16, max: u16) -> u16 {
+pub const fn flow_source_port(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    ports: [u8; 4],
+    min: u16,
+    max: u16,
+) -> u16 {
     let mut h: u32 = 0x9e37_79b9;
     h = (h ^ u32::from_be_bytes(src)).wrapping_mul(0x85eb_ca6b);
     h = (h ^ u32::from_be_bytes(dst)).wrapping_mul(0xc2b2_ae35);
@@ -142,7 +149,11 @@ mod tests {
 
     #[test]
     fn outer_checksum_from_fixed_sum_matches_full_checksum() {
-        for (len, src, dst) in [(84u16, [198, 19, 0, 1], [198, 19, 0, 2]), (1500, [255; 4], [255; 4]), (36, [0; 4], [10, 0, 0, 1])] {
+        for (len, src, dst) in [
+            (84u16, [198, 19, 0, 1], [198, 19, 0, 2]),
+            (1500, [255; 4], [255; 4]),
+            (36, [0; 4], [10, 0, 0, 1]),
+        ] {
             let mut h = [0u8; 20];
             h[0] = 0x45;
             h[2..4].copy_from_slice(&len.to_be_bytes());
@@ -160,13 +171,28 @@ mod tests {
     fn flow_source_ports_stay_in_range_and_spread() {
         let mut seen = std::collections::BTreeSet::new();
         for port in 0..2000u16 {
-            let p = flow_source_port([198, 18, 1, 2], [198, 18, 2, 2], 6, [0x13, 0x88, (port >> 8) as u8, port as u8], 32768, 60999);
+            let p = flow_source_port(
+                [198, 18, 1, 2],
+                [198, 18, 2, 2],
+                6,
+                [0x13, 0x88, (port >> 8) as u8, port as u8],
+                32768,
+                60999,
+            );
             assert!((32768..=60999).contains(&p));
             seen.insert(p);
         }
-        assert!(seen.len() > 1900, "only {} distinct ports for 2000 flows", seen.len());
+        assert!(
+            seen.len() > 1900,
+            "only {} distinct ports for 2000 flows",
+            seen.len()
+        );
         let a = flow_source_port([1, 2, 3, 4], [5, 6, 7, 8], 17, [0, 1, 0, 2], 32768, 60999);
-        assert_eq!(a, flow_source_port([1, 2, 3, 4], [5, 6, 7, 8], 17, [0, 1, 0, 2], 32768, 60999), "same flow, same port");
+        assert_eq!(
+            a,
+            flow_source_port([1, 2, 3, 4], [5, 6, 7, 8], 17, [0, 1, 0, 2], 32768, 60999),
+            "same flow, same port"
+        );
     }
 
     #[test]

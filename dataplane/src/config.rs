@@ -150,15 +150,40 @@ pub enum Target {
     Local { dev: String },
     /// Another host's prefix, reached through `via` on `dev`.
     Remote { via: Ipv4Addr, dev: String },
+    /// Another host's prefix, reached through VXLAN to its tunnel endpoint `vtep` (underlay
+    /// address) whose VTEP MAC is `mac`, with `vni` (default: this host's first VNI). `dev` is
+    /// the `vxlan` statement's underlay interface.
+    Vxlan {
+        vtep: Ipv4Addr,
+        mac: [u8; 6],
+        vni: Option<u32>,
+        dev: String,
+    },
 }
 
 impl Target {
     pub fn dev(&self) -> &str {
         match self {
-            Target::Local { dev } | Target::Remote { dev, .. } => dev,
+            Target::Local { dev } | Target::Remote { dev, .. } | Target::Vxlan { dev, .. } => dev,
         }
     }
 }
+
+/// This host's VXLAN tunnel endpoint: `vxlan dev IFACE vni N [vni N ...] [port P] [mac MAC]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanDecl {
+    /// Underlay interface: its first IPv4 address is the tunnel's source.
+    pub dev: String,
+    /// VNIs this host decapsulates; the first is the default for routes.
+    pub vnis: Vec<u32>,
+    pub port: u16,
+    /// This host's VTEP MAC (inner source MAC); default derived from the underlay address.
+    pub mac: Option<[u8; 6]>,
+    pub line: usize,
+}
+
+/// The largest VNI (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -171,6 +196,7 @@ pub struct Route {
 pub struct Config {
     pub interfaces: Vec<Interface>,
     pub routes: Vec<Route>,
+    pub vxlan: Option<VxlanDecl>,
 }
 
 impl Config {
@@ -232,6 +258,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
     let mut declared: Vec<(String, Option<Attach>, usize)> = Vec::new();
     let mut routes: Vec<Route> = Vec::new();
     let mut seen_prefix: HashMap<Ipv4Prefix, usize> = HashMap::new();
+    let mut vxlan: Option<VxlanDecl> = None;
 
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -264,8 +291,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
                     }
                 }
             }),
+            "vxlan" => parse_vxlan(args, line).and_then(|decl| match &vxlan {
+                Some(first) => Err(format!("`vxlan` is already given on line {}", first.line)),
+                None => {
+                    vxlan = Some(decl);
+                    Ok(())
+                }
+            }),
             other => Err(format!(
-                "unknown statement `{other}` (expected `interface` or `route`)"
+                "unknown statement `{other}` (expected `interface`, `route` or `vxlan`)"
             )),
         };
         if let Err(message) = result {
@@ -273,7 +307,32 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
         }
     }
 
-    for route in &routes {
+    if let Some(decl) = &vxlan
+        && !declared.iter().any(|(n, _, _)| *n == decl.dev)
+    {
+        errors.push(LineError {
+            line: decl.line,
+            message: format!(
+                "interface `{0}` is not declared (add a line `interface {0}`)",
+                decl.dev
+            ),
+        });
+    }
+    for route in &mut routes {
+        if let Target::Vxlan { dev, .. } = &mut route.target {
+            match &vxlan {
+                Some(decl) => *dev = decl.dev.clone(),
+                None => {
+                    errors.push(LineError {
+                        line: route.line,
+                        message: "a vxlan route needs this host's tunnel endpoint: add \
+                                  `vxlan dev IFACE vni N`"
+                            .into(),
+                    });
+                    continue;
+                }
+            }
+        }
         let dev = route.target.dev();
         if !declared.iter().any(|(n, _, _)| n == dev) {
             errors.push(LineError {
@@ -297,7 +356,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
                 .any(|r| matches!(&r.target, Target::Local { dev } if *dev == name));
             let faces_hosts = routes
                 .iter()
-                .any(|r| matches!(&r.target, Target::Remote { dev, .. } if *dev == name));
+                .any(|r| matches!(&r.target, Target::Remote { dev, .. } | Target::Vxlan { dev, .. } if *dev == name));
             let role = if faces_workloads && !faces_hosts {
                 Role::Workload
             } else {
@@ -312,7 +371,72 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
             }
         })
         .collect();
-    Ok(Config { interfaces, routes })
+    Ok(Config {
+        interfaces,
+        routes,
+        vxlan,
+    })
+}
+
+fn parse_vni(s: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|v| *v <= MAX_VNI)
+        .ok_or_else(|| format!("`{s}` is not a VNI (0-{MAX_VNI})"))
+}
+
+fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
+    let mac = crate::netinfo::parse_mac(s).ok_or_else(|| format!("`{s}` is not a MAC address"))?;
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "{s} is a multicast MAC address; a VTEP needs a unicast one"
+        ));
+    }
+    Ok(mac)
+}
+
+fn parse_vxlan(args: &[&str], line: usize) -> Result<VxlanDecl, String> {
+    let usage = "expected `vxlan dev IFACE vni N [vni N ...] [port P] [mac MAC]`";
+    let mut decl = VxlanDecl {
+        dev: String::new(),
+        vnis: Vec::new(),
+        port: crate::shared::VXLAN_DEFAULT_PORT,
+        mac: None,
+        line,
+    };
+    let mut rest = args;
+    while let [key, value, tail @ ..] = rest {
+        match *key {
+            "dev" => decl.dev = check_ifname(value)?,
+            "vni" => {
+                let vni = parse_vni(value)?;
+                if decl.vnis.contains(&vni) {
+                    return Err(format!("VNI {vni} is given twice"));
+                }
+                decl.vnis.push(vni);
+            }
+            "port" => {
+                decl.port = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("`{value}` is not a UDP port (1-65535)"))?
+            }
+            "mac" => decl.mac = Some(parse_mac_arg(value)?),
+            other => return Err(format!("unknown `vxlan` setting `{other}`: {usage}")),
+        }
+        rest = tail;
+    }
+    if let [dangling] = rest {
+        return Err(format!("`{dangling}` needs a value: {usage}"));
+    }
+    if decl.dev.is_empty() {
+        return Err(format!("`vxlan` needs `dev IFACE`: {usage}"));
+    }
+    if decl.vnis.is_empty() {
+        return Err(format!("`vxlan` needs at least one `vni N`: {usage}"));
+    }
+    Ok(decl)
 }
 
 fn parse_interface(args: &[&str]) -> Result<(String, Option<Attach>), String> {
@@ -337,7 +461,8 @@ fn check_ifname(name: &str) -> Result<String, String> {
 }
 
 fn parse_route(args: &[&str], line: usize) -> Result<Route, String> {
-    let usage = "expected `route PREFIX dev IFACE` or `route PREFIX via ADDRESS dev IFACE`";
+    let usage = "expected `route PREFIX dev IFACE`, `route PREFIX via ADDRESS dev IFACE` or \
+                 `route PREFIX vxlan VTEP mac MAC [vni N]`";
     let (prefix, target) = match args {
         [prefix, "dev", dev] => (
             prefix,
@@ -357,12 +482,40 @@ fn parse_route(args: &[&str], line: usize) -> Result<Route, String> {
                 },
             )
         }
+        [prefix, "vxlan", vtep, "mac", mac, tail @ ..] => {
+            let vtep = vtep
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("VTEP `{vtep}` is not an IPv4 address"))?;
+            let vni = match tail {
+                [] => None,
+                ["vni", vni] => Some(parse_vni(vni)?),
+                _ => {
+                    return Err(format!(
+                        "cannot read `{}` after the VTEP MAC: {usage}",
+                        tail.join(" ")
+                    ));
+                }
+            };
+            // `dev` comes from the `vxlan` statement once the whole file is read.
+            (
+                prefix,
+                Target::Vxlan {
+                    vtep,
+                    mac: parse_mac_arg(mac)?,
+                    vni,
+                    dev: String::new(),
+                },
+            )
+        }
+        [_, "vxlan", ..] => {
+            return Err(format!("a vxlan route needs the VTEP and its MAC: {usage}"));
+        }
         [_, "via", _] => return Err(format!("a `via` route needs `dev IFACE`: {usage}")),
         [] => return Err(format!("`route` needs a prefix: {usage}")),
         _ => return Err(format!("cannot read `route {}`: {usage}", args.join(" "))),
     };
     let prefix: Ipv4Prefix = prefix.parse()?;
-    if let Target::Remote { via, .. } = &target
+    if let Target::Remote { via, .. } | Target::Vxlan { vtep: via, .. } = &target
         && prefix.contains(*via)
     {
         return Err(format!(
@@ -415,6 +568,128 @@ route 198.18.2.0/24 via 198.19.0.2 dev eth0
             }
         );
         assert_eq!(config.routes[2].line, 8);
+    }
+
+    const VXLAN: &str = "\
+interface eth0
+interface cali1
+vxlan dev eth0 vni 1 vni 7 port 8472 mac 02:76:c6:13:00:01
+route 198.18.1.2/32 dev cali1
+route 198.18.2.0/24 vxlan 198.19.0.2 mac 02:76:c6:13:00:02
+route 198.18.3.0/24 vxlan 198.19.0.3 mac 02:76:c6:13:00:03 vni 7
+";
+
+    #[test]
+    fn parses_vxlan_endpoint_and_routes() {
+        let config = parse(VXLAN).unwrap();
+        let decl = config.vxlan.as_ref().unwrap();
+        assert_eq!(
+            (decl.dev.as_str(), decl.vnis.clone(), decl.port),
+            ("eth0", vec![1, 7], 8472)
+        );
+        assert_eq!(decl.mac, Some([2, 0x76, 0xc6, 0x13, 0, 1]));
+        assert_eq!(
+            config.routes[1].target,
+            Target::Vxlan {
+                vtep: "198.19.0.2".parse().unwrap(),
+                mac: [2, 0x76, 0xc6, 0x13, 0, 2],
+                vni: None,
+                dev: "eth0".into()
+            }
+        );
+        assert!(matches!(
+            config.routes[2].target,
+            Target::Vxlan { vni: Some(7), .. }
+        ));
+        assert_eq!(config.interface("eth0").unwrap().role, Role::Underlay);
+    }
+
+    #[test]
+    fn vxlan_defaults_to_the_iana_port() {
+        let config = parse("interface eth0\nvxlan dev eth0 vni 1\n").unwrap();
+        assert_eq!(config.vxlan.unwrap().port, 4789);
+    }
+
+    #[test]
+    fn rejects_bad_vxlan_statements_and_routes() {
+        assert_error(
+            "interface eth0\nvxlan dev eth0\n",
+            2,
+            "at least one `vni N`",
+        );
+        assert_error("interface eth0\nvxlan vni 1\n", 2, "needs `dev IFACE`");
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni 16777216\n",
+            2,
+            "not a VNI",
+        );
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni 1 port 0\n",
+            2,
+            "not a UDP port",
+        );
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni 1 vni 1\n",
+            2,
+            "given twice",
+        );
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni 1 mac 01:00:5e:00:00:01\n",
+            2,
+            "multicast",
+        );
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni 1 ttl 4\n",
+            2,
+            "unknown `vxlan` setting `ttl`",
+        );
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni\n",
+            2,
+            "`vni` needs a value",
+        );
+        assert_error("vxlan dev eth0 vni 1\n", 1, "`eth0` is not declared");
+        assert_error(
+            "interface eth0\nvxlan dev eth0 vni 1\nvxlan dev eth0 vni 2\n",
+            3,
+            "already given on line 2",
+        );
+        assert_error(
+            "interface eth0\nroute 198.18.2.0/24 vxlan 198.19.0.2 mac 02:00:00:00:00:02\n",
+            2,
+            "needs this host's tunnel endpoint",
+        );
+        let base = "interface eth0\nvxlan dev eth0 vni 1\n";
+        assert_error(
+            &format!("{base}route 198.18.2.0/24 vxlan 198.19.0.2\n"),
+            3,
+            "needs the VTEP and its MAC",
+        );
+        assert_error(
+            &format!("{base}route 198.18.2.0/24 vxlan host-b mac 02:00:00:00:00:02\n"),
+            3,
+            "VTEP `host-b`",
+        );
+        assert_error(
+            &format!("{base}route 198.18.2.0/24 vxlan 198.19.0.2 mac 02:00:00:00:02\n"),
+            3,
+            "not a MAC address",
+        );
+        assert_error(
+            &format!("{base}route 198.18.2.0/24 vxlan 198.19.0.2 mac 02:00:00:00:00:02 vni x\n"),
+            3,
+            "not a VNI",
+        );
+        assert_error(
+            &format!("{base}route 198.18.2.0/24 vxlan 198.19.0.2 mac 02:00:00:00:00:02 ttl 3\n"),
+            3,
+            "after the VTEP MAC",
+        );
+        assert_error(
+            &format!("{base}route 198.18.2.0/24 vxlan 198.18.2.1 mac 02:00:00:00:00:02\n"),
+            3,
+            "inside the prefix",
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{DevMapHash, HashMap, LpmTrie, MapData, MapError, MapInfo, lpm_trie::Key},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, MapError, MapInfo, lpm_trie::Key},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
     },
@@ -17,8 +17,8 @@ use aya::{
 
 use crate::{
     config::{Attach, Ipv4Prefix},
-    resolve::{Attachment, Plan},
-    shared::{Ipv4Key, NextHop, map_names, program_names},
+    resolve::{Attachment, Plan, VxlanPlan},
+    shared::{Ipv4Key, NextHop, VxlanConfig, map_names, program_names},
 };
 
 /// The eBPF object, built by dataplane's build script from `dataplane-ebpf` (never stale).
@@ -190,7 +190,12 @@ impl Dataplane {
     /// removed after the routes that used them.
     pub fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, DataplaneError> {
         let mut report = ApplyReport::default();
-        sync_host_addrs(&mut self.bpf, &plan.host_addrs)?;
+        sync_set(
+            &mut self.bpf,
+            map_names::HOST_ADDRS,
+            plan.host_addrs.iter().map(|a| a.octets()),
+        )?;
+        sync_vxlan(&mut self.bpf, plan.vxlan.as_ref())?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         let current_ports: BTreeSet<u32> = ports
@@ -346,25 +351,53 @@ fn tc_program(bpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
         .map_err(|source| DataplaneError::Program { name, source })
 }
 
-fn sync_host_addrs(bpf: &mut Ebpf, desired: &BTreeSet<Ipv4Addr>) -> Result<(), DataplaneError> {
-    let name = map_names::HOST_ADDRS;
+/// Makes the hash map `name`, used as a set (values 1), hold exactly `desired`.
+fn sync_set<K: aya::Pod + Ord>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    desired: impl IntoIterator<Item = K>,
+) -> Result<(), DataplaneError> {
     let map = bpf
         .map_mut(name)
         .ok_or(DataplaneError::Missing { kind: "map", name })?;
-    let mut addrs: HashMap<&mut MapData, Ipv4Key, u32> =
-        HashMap::try_from(map).map_err(map_err(name))?;
-    let current: BTreeMap<Ipv4Addr, u32> = addrs
+    let mut set: HashMap<&mut MapData, K, u32> = HashMap::try_from(map).map_err(map_err(name))?;
+    let current: BTreeMap<K, u32> = set
         .iter()
-        .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)))
         .collect::<Result<_, _>>()
         .map_err(map_err(name))?;
-    let desired: BTreeMap<Ipv4Addr, u32> = desired.iter().map(|a| (*a, 1)).collect();
+    let desired: BTreeMap<K, u32> = desired.into_iter().map(|k| (k, 1)).collect();
     let change = diff(&current, &desired);
-    for (addr, v) in change.upserts {
-        addrs.insert(addr.octets(), v, 0).map_err(map_err(name))?;
+    for (key, value) in change.upserts {
+        set.insert(key, value, 0).map_err(map_err(name))?;
     }
-    for addr in change.removals {
-        addrs.remove(&addr.octets()).map_err(map_err(name))?;
+    for key in change.removals {
+        set.remove(&key).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Writes this host's VXLAN settings: the VNIs first, then the port that turns decapsulation
+/// on (or the port off first, then the VNIs, when VXLAN goes away).
+fn sync_vxlan(bpf: &mut Ebpf, vxlan: Option<&VxlanPlan>) -> Result<(), DataplaneError> {
+    let vnis: Vec<u32> = vxlan
+        .map(|v| v.vnis.iter().copied().collect())
+        .unwrap_or_default();
+    let config = VxlanConfig {
+        port: vxlan.map(|v| v.port.to_be_bytes()).unwrap_or([0, 0]),
+        _pad: [0; 2],
+    };
+    if vxlan.is_some() {
+        sync_set(bpf, map_names::VXLAN_VNIS, vnis.iter().copied())?;
+    }
+    let name = map_names::VXLAN_CONFIG;
+    let map = bpf
+        .map_mut(name)
+        .ok_or(DataplaneError::Missing { kind: "map", name })?;
+    let mut array: Array<&mut MapData, VxlanConfig> =
+        Array::try_from(map).map_err(map_err(name))?;
+    array.set(0, config, 0).map_err(map_err(name))?;
+    if vxlan.is_none() {
+        sync_set(bpf, map_names::VXLAN_VNIS, vnis)?;
     }
     Ok(())
 }

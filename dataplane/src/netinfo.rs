@@ -110,6 +110,7 @@ pub fn links() -> Result<Vec<Link>, NetInfoError> {
 
 #[derive(Deserialize)]
 struct JsonAddrIf {
+    ifname: String,
     #[serde(default)]
     addr_info: Vec<JsonAddr>,
 }
@@ -120,14 +121,19 @@ struct JsonAddr {
     local: String,
 }
 
-/// Every IPv4 address configured in the current namespace (loopback included).
-pub fn ipv4_addrs() -> Result<Vec<Ipv4Addr>, NetInfoError> {
+/// Every IPv4 address configured in the current namespace (loopback included), with the
+/// interface that carries it, in the kernel's order (primary addresses first).
+pub fn ipv4_addrs() -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
     let raw: Vec<JsonAddrIf> = ip_json(&["-j", "-4", "addr", "show"])?;
     Ok(raw
         .into_iter()
-        .flat_map(|i| i.addr_info)
-        .filter(|a| a.family == "inet")
-        .filter_map(|a| a.local.parse().ok())
+        .flat_map(|i| {
+            let ifname = i.ifname;
+            i.addr_info
+                .into_iter()
+                .filter(|a| a.family == "inet")
+                .filter_map(move |a| Some((ifname.clone(), a.local.parse().ok()?)))
+        })
         .collect())
 }
 

@@ -9,9 +9,13 @@ use std::{
 };
 
 use crate::{
-    config::{Attach, Config, Ipv4Prefix, LineError, Role, Target},
+    checksum::ipv4_fixed_sum,
+    config::{Attach, Config, Ipv4Prefix, LineError, Role, Target, VxlanDecl},
     netinfo::{self, Link, NetInfoError},
-    shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NH_FLAG_VETH_PEER, NextHop},
+    shared::{
+        NEXTHOP_LOCAL, NEXTHOP_REMOTE, NEXTHOP_VXLAN, NH_FLAG_VETH_PEER, NextHop, VXLAN_OUTER_TTL,
+        VXLAN_OVERHEAD,
+    },
 };
 
 /// How long to wait for ARP to answer for a next hop or workload.
@@ -20,7 +24,8 @@ pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
 /// What resolution needs from the system; a trait so that the logic is tested without one.
 pub trait System {
     fn links(&self) -> Result<Vec<Link>, NetInfoError>;
-    fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError>;
+    /// Every IPv4 address with the interface that carries it.
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError>;
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError>;
 }
 
@@ -31,7 +36,7 @@ impl System for LiveSystem {
     fn links(&self) -> Result<Vec<Link>, NetInfoError> {
         netinfo::links()
     }
-    fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError> {
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
         netinfo::ipv4_addrs()
     }
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
@@ -54,19 +59,18 @@ pub struct Plan {
     pub routes: BTreeMap<Ipv4Prefix, NextHop>,
     /// Egress interfaces that routes point at: the XDP device map must hold each of them.
     pub tx_ports: BTreeSet<u32>,
-    /// This host's own addresses: packets to them are the kernel's.
+    /// This host's own addresses: packets to them are the kernel's (but VXLAN to our port).
     pub host_addrs: BTreeSet<Ipv4Addr>,
+    /// This host's tunnel endpoint, if the table has a `vxlan` statement.
+    pub vxlan: Option<VxlanPlan>,
 }
 
 /// Resolves `config` against `system`. Reports every problem, each with its line.
 pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineError>> {
     let fail = |message: String| vec![LineError { line: 0, message }];
     let links = system.links().map_err(|e| fail(e.to_string()))?;
-    let host_addrs: BTreeSet<Ipv4Addr> = system
-        .ipv4_addrs()
-        .map_err(|e| fail(e.to_string()))?
-        .into_iter()
-        .collect();
+    let addrs = system.ipv4_addrs().map_err(|e| fail(e.to_string()))?;
+    let host_addrs: BTreeSet<Ipv4Addr> = addrs.iter().map(|(_, a)| *a).collect();
 
     let mut errors = Vec::new();
     let find = |name: &str| links.iter().find(|l| l.name == name);
@@ -90,13 +94,35 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         }
     }
 
+    let vxlan = match &config.vxlan {
+        None => None,
+        Some(decl) => match resolve_vxlan(decl, &links, &addrs) {
+            Ok(plan) => Some(plan),
+            Err(message) => {
+                errors.push(LineError {
+                    line: decl.line,
+                    message,
+                });
+                errors.sort_by_key(|e| e.line);
+                return Err(errors);
+            }
+        },
+    };
+
     let mut routes = BTreeMap::new();
     for route in &config.routes {
         // An undeclared or missing interface was reported above.
         let Some(link) = find(route.target.dev()) else {
             continue;
         };
-        match next_hop(route.prefix, &route.target, link, &host_addrs, system) {
+        match next_hop(
+            route.prefix,
+            &route.target,
+            link,
+            &host_addrs,
+            vxlan.as_ref(),
+            system,
+        ) {
             Ok(nh) => {
                 routes.insert(route.prefix, nh);
             }
@@ -116,6 +142,56 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         routes,
         tx_ports,
         host_addrs,
+        vxlan,
+    })
+}
+
+/// This host's tunnel endpoint, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPlan {
+    pub port: u16,
+    pub vnis: BTreeSet<u32>,
+    /// The default VNI for routes that name none.
+    pub default_vni: u32,
+    pub local_ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// The VTEP MAC a host uses when its table names none: locally administered, derived from
+/// the tunnel's source address (02:76 followed by its four bytes), so stable across restarts
+/// and predictable for the other hosts' tables.
+pub fn default_vtep_mac(local_ip: Ipv4Addr) -> [u8; 6] {
+    let o = local_ip.octets();
+    [0x02, 0x76, o[0], o[1], o[2], o[3]]
+}
+
+fn resolve_vxlan(
+    decl: &VxlanDecl,
+    links: &[Link],
+    addrs: &[(String, Ipv4Addr)],
+) -> Result<VxlanPlan, String> {
+    if !links.iter().any(|l| l.name == decl.dev) {
+        return Err(format!(
+            "interface `{}` does not exist in this network namespace",
+            decl.dev
+        ));
+    }
+    let local_ip = addrs
+        .iter()
+        .find(|(dev, _)| *dev == decl.dev)
+        .map(|(_, a)| *a)
+        .ok_or_else(|| {
+            format!(
+                "interface `{}` has no IPv4 address to source the tunnel from",
+                decl.dev
+            )
+        })?;
+    Ok(VxlanPlan {
+        port: decl.port,
+        vnis: decl.vnis.iter().copied().collect(),
+        default_vni: decl.vnis[0],
+        local_ip,
+        mac: decl.mac.unwrap_or_else(|| default_vtep_mac(local_ip)),
     })
 }
 
@@ -124,29 +200,30 @@ fn next_hop(
     target: &Target,
     link: &Link,
     host_addrs: &BTreeSet<Ipv4Addr>,
+    vxlan: Option<&VxlanPlan>,
     system: &dyn System,
 ) -> Result<NextHop, String> {
-    let src_mac = link
+    let link_mac = link
         .mac
         .ok_or_else(|| format!("interface `{}` has no Ethernet address", link.name))?;
-    let (neighbour, kind, flags) = match target {
+    let neighbour = match target {
         Target::Local { .. } => {
             if prefix.prefix_len() != 32 {
                 return Err(format!(
                     "a local route names one workload and must be a /32; {prefix} is not"
                 ));
             }
-            let flags = if link.is_veth() { NH_FLAG_VETH_PEER } else { 0 };
-            (prefix.addr(), NEXTHOP_LOCAL, flags)
+            prefix.addr()
         }
-        Target::Remote { via, .. } => (*via, NEXTHOP_REMOTE, 0),
+        Target::Remote { via, .. } => *via,
+        Target::Vxlan { vtep, .. } => *vtep,
     };
     if host_addrs.contains(&neighbour) {
         return Err(format!(
             "{neighbour} is an address of this host, not a neighbour"
         ));
     }
-    let dst_mac = system
+    let neighbour_mac = system
         .neighbour_mac(neighbour, &link.name)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
@@ -156,13 +233,50 @@ fn next_hop(
                 NEIGHBOUR_TIMEOUT.as_secs()
             )
         })?;
-    Ok(NextHop {
+    let base = NextHop {
         ifindex: link.ifindex,
-        kind,
-        flags,
-        dst_mac,
-        src_mac,
         ..Default::default()
+    };
+    Ok(match target {
+        Target::Local { .. } => NextHop {
+            kind: NEXTHOP_LOCAL,
+            flags: if link.is_veth() { NH_FLAG_VETH_PEER } else { 0 },
+            dst_mac: neighbour_mac,
+            src_mac: link_mac,
+            ..base
+        },
+        Target::Remote { .. } => NextHop {
+            kind: NEXTHOP_REMOTE,
+            dst_mac: neighbour_mac,
+            src_mac: link_mac,
+            ..base
+        },
+        Target::Vxlan { vtep, mac, vni, .. } => {
+            let v = vxlan.expect("the parser only accepts vxlan routes with a vxlan statement");
+            let vni = vni.unwrap_or(v.default_vni);
+            let (src, dst) = (v.local_ip.octets(), vtep.octets());
+            let mtu = u16::try_from(link.mtu).unwrap_or(u16::MAX);
+            if u32::from(mtu) <= VXLAN_OVERHEAD + 20 {
+                return Err(format!(
+                    "`{}` has an MTU of {} bytes, too small for VXLAN",
+                    link.name, link.mtu
+                ));
+            }
+            NextHop {
+                kind: NEXTHOP_VXLAN,
+                dst_mac: *mac,
+                src_mac: v.mac,
+                outer_dst_mac: neighbour_mac,
+                outer_src_mac: link_mac,
+                outer_src_ip: src,
+                outer_dst_ip: dst,
+                vni_word: (vni << 8).to_be_bytes(),
+                udp_dport: v.port.to_be_bytes(),
+                mtu,
+                outer_csum_base: ipv4_fixed_sum(VXLAN_OUTER_TTL, 17, src, dst),
+                ..base
+            }
+        }
     })
 }
 
@@ -173,7 +287,7 @@ mod tests {
 
     struct FakeSystem {
         links: Vec<Link>,
-        addrs: Vec<Ipv4Addr>,
+        addrs: Vec<(String, Ipv4Addr)>,
         neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
     }
 
@@ -181,7 +295,7 @@ mod tests {
         fn links(&self) -> Result<Vec<Link>, NetInfoError> {
             Ok(self.links.clone())
         }
-        fn ipv4_addrs(&self) -> Result<Vec<Ipv4Addr>, NetInfoError> {
+        fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
             Ok(self.addrs.clone())
         }
         fn neighbour_mac(
@@ -215,7 +329,10 @@ mod tests {
                 link("eth0", 2, Some("veth")),
                 link("cali1", 3, Some("veth")),
             ],
-            addrs: vec!["127.0.0.1".parse().unwrap(), "198.19.0.1".parse().unwrap()],
+            addrs: vec![
+                ("lo".into(), "127.0.0.1".parse().unwrap()),
+                ("eth0".into(), "198.19.0.1".parse().unwrap()),
+            ],
             neighbours: vec![
                 ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
                 ("198.18.1.2".parse().unwrap(), "cali1", [0xbb; 6]),
@@ -311,5 +428,50 @@ mod tests {
             &system(),
         );
         assert!(errs[0].1.contains("address of this host"), "{errs:?}");
+    }
+
+    #[test]
+    fn resolves_a_vxlan_route_into_a_tunnel_next_hop() {
+        let table = "interface eth0\nvxlan dev eth0 vni 5 port 8472\nroute 198.18.2.0/24 vxlan 198.19.0.2 mac 0e:00:00:00:00:02\n";
+        let plan = resolve(&parse(table).unwrap(), &system()).unwrap();
+        let v = plan.vxlan.clone().unwrap();
+        assert_eq!(v.local_ip, "198.19.0.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            v.mac,
+            [0x02, 0x76, 198, 19, 0, 1],
+            "default VTEP MAC from the underlay address"
+        );
+        assert_eq!(v.vnis, BTreeSet::from([5]));
+        let nh = plan.routes[&"198.18.2.0/24".parse().unwrap()];
+        assert_eq!(nh.kind, NEXTHOP_VXLAN);
+        assert_eq!(nh.ifindex, 2);
+        assert_eq!(
+            nh.dst_mac,
+            [0x0e, 0, 0, 0, 0, 2],
+            "inner destination: the remote VTEP MAC"
+        );
+        assert_eq!(nh.src_mac, v.mac, "inner source: our VTEP MAC");
+        assert_eq!(
+            nh.outer_dst_mac, [0xaa; 6],
+            "outer destination: the underlay neighbour's MAC"
+        );
+        assert_eq!(nh.outer_src_mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(
+            (nh.outer_src_ip, nh.outer_dst_ip),
+            ([198, 19, 0, 1], [198, 19, 0, 2])
+        );
+        assert_eq!(nh.vni_word, [0, 0, 5, 0]);
+        assert_eq!(nh.udp_dport, 8472u16.to_be_bytes());
+        assert_eq!(nh.mtu, 1500);
+        assert_eq!(plan.tx_ports, BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn a_vxlan_underlay_without_an_address_is_refused_on_its_line() {
+        let mut sys = system();
+        sys.addrs.retain(|(dev, _)| dev != "eth0");
+        let errs = errors("interface eth0\nvxlan dev eth0 vni 1\n", &sys);
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("no IPv4 address"), "{errs:?}");
     }
 }

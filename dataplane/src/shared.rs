@@ -186,7 +186,10 @@ mod tests {
 
     #[test]
     fn next_hop_layout_has_no_padding() {
-        assert_eq!(size_of::<NextHop>(), 4 + 4 + 4 + 6 + 6 + 6 + 6 + 4 + 4 + 4 + 2 + 2 + 4);
+        assert_eq!(
+            size_of::<NextHop>(),
+            4 + 4 + 4 + 6 + 6 + 6 + 6 + 4 + 4 + 4 + 2 + 2 + 4
+        );
         assert_eq!(align_of::<NextHop>(), 4);
         assert_eq!(core::mem::offset_of!(NextHop, dst_mac), 12);
         assert_eq!(core::mem::offset_of!(NextHop, src_mac), 18);

@@ -9,9 +9,10 @@ use std::{
 
 use dataplane::{
     checksum::checksum,
+    checksum::{flow_source_port, ipv4_fixed_sum},
     ebpf::{Dataplane, Hook},
-    resolve::Plan,
-    shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NH_FLAG_VETH_PEER, NextHop},
+    resolve::{Plan, VxlanPlan},
+    shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NEXTHOP_VXLAN, NH_FLAG_VETH_PEER, NextHop},
     stats,
 };
 
@@ -25,6 +26,14 @@ const HOST_VETH_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0xee, 0x01];
 const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 const UNDERLAY_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const SENDER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x09, 0x09];
+
+const LOCAL_VTEP_MAC: [u8; 6] = [0x02, 0x76, 198, 19, 0, 1];
+const REMOTE_VTEP_MAC: [u8; 6] = [0x0e, 0x00, 0x00, 0x00, 0x00, 0x03];
+const REMOTE_VTEP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
+const VXLAN_PORT: u16 = 4789;
+const VNI: u32 = 42;
+const XDP_DROP: u32 = 1;
+const TC_ACT_SHOT: u32 = 2;
 
 const LOCAL_WORKLOAD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
@@ -57,6 +66,24 @@ fn remote_nh() -> NextHop {
     }
 }
 
+fn vxlan_nh(mtu: u16) -> NextHop {
+    NextHop {
+        ifindex: 1,
+        kind: NEXTHOP_VXLAN,
+        flags: 0,
+        dst_mac: REMOTE_VTEP_MAC,
+        src_mac: LOCAL_VTEP_MAC,
+        outer_dst_mac: PEER_HOST_MAC,
+        outer_src_mac: UNDERLAY_MAC,
+        outer_src_ip: HOST_ADDR.octets(),
+        outer_dst_ip: REMOTE_VTEP.octets(),
+        vni_word: (VNI << 8).to_be_bytes(),
+        udp_dport: VXLAN_PORT.to_be_bytes(),
+        mtu,
+        outer_csum_base: ipv4_fixed_sum(64, 17, HOST_ADDR.octets(), REMOTE_VTEP.octets()),
+    }
+}
+
 impl Fixture {
     fn new(with_tx_port: bool) -> Self {
         assert_eq!(
@@ -76,6 +103,8 @@ impl Fixture {
             routes: BTreeMap::from([
                 ("198.18.1.2/32".parse().unwrap(), local_nh()),
                 ("198.18.2.0/24".parse().unwrap(), remote_nh()),
+                ("198.18.3.0/24".parse().unwrap(), vxlan_nh(1500)),
+                ("198.18.4.0/24".parse().unwrap(), vxlan_nh(120)),
             ]),
             tx_ports: if with_tx_port {
                 BTreeSet::from([1])
@@ -83,6 +112,13 @@ impl Fixture {
                 BTreeSet::new()
             },
             host_addrs: BTreeSet::from([HOST_ADDR]),
+            vxlan: Some(VxlanPlan {
+                port: VXLAN_PORT,
+                vnis: BTreeSet::from([VNI]),
+                default_vni: VNI,
+                local_ip: HOST_ADDR,
+                mac: LOCAL_VTEP_MAC,
+            }),
         };
         dataplane.apply(&plan).expect("filling the maps");
         Self { dataplane }
@@ -94,21 +130,22 @@ impl Fixture {
         stats.hooks[hook_name(hook)][name]
     }
 
-    /// Runs the frame and checks that exactly `counter` moved (besides rx), by one.
-    fn run_counted(&self, hook: Hook, frame: &[u8], counter: &str) -> (u32, Vec<u8>) {
+    /// Runs the frame and checks that exactly `counters` moved (besides rx), each by one.
+    fn run_counted(&self, hook: Hook, frame: &[u8], counters: &[&str]) -> (u32, Vec<u8>) {
         let ids = self.dataplane.kernel_ids().unwrap();
         let before = stats::read(&ids).unwrap();
         let result = self.dataplane.run_on_frame(hook, frame).expect("test run");
         let after = stats::read(&ids).unwrap();
         let h = hook_name(hook);
-        for (name, value) in &after.hooks[h] {
-            let delta = value - before.hooks[h][name];
-            let expected = u64::from(name == counter || name == "rx");
-            assert_eq!(
-                delta, expected,
-                "{h}: counter {name} moved by {delta} (expected {counter})"
-            );
-        }
+        let moved: Vec<(&str, u64)> = after.hooks[h]
+            .iter()
+            .map(|(name, value)| (name.as_str(), value - before.hooks[h][name]))
+            .filter(|(_, delta)| *delta != 0)
+            .collect();
+        let mut expected: Vec<(&str, u64)> = counters.iter().map(|c| (*c, 1)).collect();
+        expected.push(("rx", 1));
+        expected.sort();
+        assert_eq!(moved, expected, "{h}: counters that moved");
         result
     }
 }
@@ -187,7 +224,7 @@ fn forwards_to_a_local_workload_with_rewritten_macs_ttl_and_checksum() {
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = ipv4_frame(LOCAL_WORKLOAD, 64);
-        let (verdict, out) = fx.run_counted(hook, &input, "forwarded");
+        let (verdict, out) = fx.run_counted(hook, &input, &["forwarded"]);
         assert_eq!(verdict, verdicts(hook).1, "{hook:?} verdict");
         assert_eq!(
             out,
@@ -208,7 +245,7 @@ fn forwards_to_a_remote_prefix_by_longest_match() {
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = ipv4_frame(Ipv4Addr::new(198, 18, 2, 77), 2);
-        let (verdict, out) = fx.run_counted(hook, &input, "forwarded");
+        let (verdict, out) = fx.run_counted(hook, &input, &["forwarded"]);
         assert_eq!(verdict, verdicts(hook).1);
         assert_eq!(out, expected_forward(&input, &remote_nh()));
         assert_eq!(out[14 + 8], 1, "TTL 2 forwards with TTL 1");
@@ -239,7 +276,7 @@ fn assert_passed(fx: &Fixture, input: &[u8], counter: &str) {
 }
 
 fn assert_passed_at(fx: &Fixture, hook: Hook, input: &[u8], counter: &str) {
-    let (verdict, out) = fx.run_counted(hook, input, counter);
+    let (verdict, out) = fx.run_counted(hook, input, &[counter]);
     assert_eq!(
         verdict,
         verdicts(hook).0,
@@ -353,7 +390,7 @@ fn ethernet_padding_after_the_packet_is_accepted() {
     both_hooks(|hook| {
         let mut input = ipv4_frame(LOCAL_WORKLOAD, 64);
         input.extend_from_slice(&[0u8; 6]);
-        let (verdict, out) = fx.run_counted(hook, &input, "forwarded");
+        let (verdict, out) = fx.run_counted(hook, &input, &["forwarded"]);
         assert_eq!(verdict, verdicts(hook).1);
         assert_eq!(out, expected_forward(&input, &local_nh()));
     });
@@ -363,8 +400,299 @@ fn ethernet_padding_after_the_packet_is_accepted() {
 fn xdp_passes_an_untouched_frame_when_the_egress_port_is_missing() {
     let fx = Fixture::new(false);
     let input = ipv4_frame(LOCAL_WORKLOAD, 64);
-    let (verdict, out) = fx.run_counted(Hook::Xdp, &input, "pass_no_tx_port");
+    let (verdict, out) = fx.run_counted(Hook::Xdp, &input, &["pass_no_tx_port"]);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(out, input);
     assert_eq!(fx.counter(Hook::Xdp, "forwarded"), 0);
+}
+
+// ---- VXLAN ----
+
+fn drop_verdict(hook: Hook) -> u32 {
+    match hook {
+        Hook::Xdp => XDP_DROP,
+        Hook::Tc => TC_ACT_SHOT,
+    }
+}
+
+/// The frame the encapsulation must produce for `inner` (an Ethernet frame to a 198.18.3.0/24
+/// address), built field by field here, independently of the program's code.
+fn expected_encap(inner: &[u8]) -> Vec<u8> {
+    let mut inner_routed = inner.to_vec();
+    inner_routed[14 + 8] -= 1;
+    inner_routed[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&inner_routed[14..34]);
+    inner_routed[24..26].copy_from_slice(&c);
+    inner_routed[0..6].copy_from_slice(&REMOTE_VTEP_MAC);
+    inner_routed[6..12].copy_from_slice(&LOCAL_VTEP_MAC);
+
+    let total = inner.len() + 50;
+    let mut f = Vec::new();
+    f.extend_from_slice(&PEER_HOST_MAC);
+    f.extend_from_slice(&UNDERLAY_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((total - 14) as u16).to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&HOST_ADDR.octets());
+    ip[16..20].copy_from_slice(&REMOTE_VTEP.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c);
+    f.extend_from_slice(&ip);
+    let ports = [inner[34], inner[35], inner[36], inner[37]];
+    let src: [u8; 4] = inner[26..30].try_into().unwrap();
+    let dst: [u8; 4] = inner[30..34].try_into().unwrap();
+    let sport = flow_source_port(src, dst, inner[23], ports, 32768, 60999);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+    f.extend_from_slice(&((total - 34) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x08, 0, 0, 0]);
+    f.extend_from_slice(&(VNI << 8).to_be_bytes());
+    f.extend_from_slice(&inner_routed);
+    f
+}
+
+#[test]
+fn encapsulates_byte_exact() {
+    let fx = Fixture::new(true);
+    both_hooks(|hook| {
+        let input = ipv4_frame(Ipv4Addr::new(198, 18, 3, 7), 64);
+        let (verdict, out) = fx.run_counted(hook, &input, &["forwarded", "vxlan_encap"]);
+        assert_eq!(verdict, verdicts(hook).1, "{hook:?} verdict");
+        let expected = expected_encap(&input);
+        assert_eq!(out.len(), input.len() + 50);
+        assert_eq!(out, expected, "{hook:?} encapsulated frame");
+        assert_eq!(
+            checksum(&out[14..34]),
+            [0, 0],
+            "outer IPv4 checksum verifies"
+        );
+        assert_eq!(
+            checksum(&out[64..84]),
+            [0, 0],
+            "inner IPv4 checksum verifies"
+        );
+    });
+}
+
+#[test]
+fn the_source_port_follows_the_flow() {
+    let fx = Fixture::new(true);
+    let sport = |src_port: u16| {
+        let mut input = ipv4_frame(Ipv4Addr::new(198, 18, 3, 7), 64);
+        input[34..36].copy_from_slice(&src_port.to_be_bytes());
+        let (_, out) = fx.dataplane.run_on_frame(Hook::Xdp, &input).unwrap();
+        u16::from_be_bytes([out[34], out[35]])
+    };
+    assert_eq!(sport(4000), sport(4000), "one flow, one port");
+    let distinct: BTreeSet<u16> = (4000..4016).map(sport).collect();
+    assert!(
+        distinct.len() >= 12,
+        "16 flows gave only {} source ports",
+        distinct.len()
+    );
+    assert!(distinct.iter().all(|p| (32768..=60999).contains(p)));
+}
+
+#[test]
+fn a_packet_that_would_not_fit_the_underlay_after_encapsulation_goes_to_the_kernel() {
+    let fx = Fixture::new(true);
+    // 198.18.4.0/24's tunnel has an MTU of 120: an inner IP packet of 60 bytes fits
+    // (60 + 50 = 110), one of 80 does not.
+    let small = ipv4_frame(Ipv4Addr::new(198, 18, 4, 1), 64);
+    assert_eq!(small.len() - 14, 60);
+    both_hooks(|hook| {
+        let (verdict, _) = fx.run_counted(hook, &small, &["forwarded", "vxlan_encap"]);
+        assert_eq!(verdict, verdicts(hook).1);
+    });
+    let big = with_payload(&small, 20);
+    assert_eq!(big.len() - 14, 80);
+    assert_passed(&fx, &big, "pass_too_big");
+}
+
+/// Fixes the outer IPv4 total length and checksum (and the UDP length) after the frame's
+/// length changed, so that it is a well-formed packet of its new size.
+fn relength(mut f: Vec<u8>) -> Vec<u8> {
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&c);
+    if f.len() >= 14 + ihl + 6 {
+        let udp_len = (f.len() - 14 - ihl) as u16;
+        f[14 + ihl + 4..14 + ihl + 6].copy_from_slice(&udp_len.to_be_bytes());
+    }
+    f
+}
+
+/// `f` with `extra` more payload bytes, lengths fixed.
+fn with_payload(f: &[u8], extra: usize) -> Vec<u8> {
+    let mut g = f.to_vec();
+    g.extend(std::iter::repeat_n(0x5a, extra));
+    relength(g)
+}
+
+/// A well-formed packet whose UDP payload ends after `len` bytes of frame.
+fn shortened(f: &[u8], len: usize) -> Vec<u8> {
+    relength(f[..len].to_vec())
+}
+
+/// A VXLAN frame as the Linux driver sends it to this host: outer IPv4 with an ID and no DF,
+/// a flow-hash source port, UDP checksum 0, the I flag, and the inner frame addressed from the
+/// remote VTEP's MAC to ours. `outer_options` adds that many 4-byte words of IPv4 options.
+fn kernel_vxlan_frame(vni: u32, dport: u16, inner_dst: Ipv4Addr, outer_options: usize) -> Vec<u8> {
+    let mut inner = ipv4_frame(inner_dst, 63);
+    inner[0..6].copy_from_slice(&LOCAL_VTEP_MAC);
+    inner[6..12].copy_from_slice(&REMOTE_VTEP_MAC);
+    let ihl = 5 + outer_options;
+    let mut f = Vec::new();
+    f.extend_from_slice(&UNDERLAY_MAC);
+    f.extend_from_slice(&PEER_HOST_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0u8; ihl * 4];
+    ip[0] = 0x40 | ihl as u8;
+    ip[2..4].copy_from_slice(&((ihl * 4 + 16 + inner.len()) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&0x6e2au16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&REMOTE_VTEP.octets());
+    ip[16..20].copy_from_slice(&HOST_ADDR.octets());
+    for word in 0..outer_options {
+        ip[20 + word * 4..24 + word * 4].copy_from_slice(&[1, 1, 1, 1]);
+    }
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&51234u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x08, 0, 0, 0]);
+    f.extend_from_slice(&(vni << 8).to_be_bytes());
+    f.extend_from_slice(&inner);
+    f
+}
+
+/// The inner frame routed to the local workload: what decapsulation must deliver.
+fn expected_decap(frame: &[u8]) -> Vec<u8> {
+    let inner_start = frame.len() - (14 + 20 + 8 + 32);
+    let inner = &frame[inner_start..];
+    expected_forward(inner, &local_nh())
+}
+
+#[test]
+fn decapsulates_what_the_kernel_driver_sends() {
+    let fx = Fixture::new(true);
+    both_hooks(|hook| {
+        let input = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
+        let (verdict, out) = fx.run_counted(hook, &input, &["forwarded", "vxlan_decap"]);
+        assert_eq!(verdict, verdicts(hook).1, "{hook:?} verdict");
+        assert_eq!(out, expected_decap(&input), "{hook:?} decapsulated frame");
+        assert_eq!(out[14 + 8], 62, "one routed hop after the tunnel");
+    });
+}
+
+#[test]
+fn decapsulates_with_options_on_the_outer_header() {
+    let fx = Fixture::new(true);
+    both_hooks(|hook| {
+        let input = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 2);
+        let (verdict, out) = fx.run_counted(hook, &input, &["forwarded", "vxlan_decap"]);
+        assert_eq!(verdict, verdicts(hook).1);
+        assert_eq!(out, expected_decap(&input));
+    });
+}
+
+fn assert_dropped(fx: &Fixture, hooks: &[Hook], input: &[u8], counter: &str) {
+    for &hook in hooks {
+        let (verdict, out) = fx.run_counted(hook, input, &[counter]);
+        assert_eq!(
+            verdict,
+            drop_verdict(hook),
+            "{hook:?}: {counter} frames are dropped"
+        );
+        assert_eq!(out, input, "{hook:?}: a dropped frame is left as it came");
+    }
+}
+
+#[test]
+fn vxlan_for_a_vni_this_host_does_not_serve_is_dropped() {
+    let fx = Fixture::new(true);
+    let input = kernel_vxlan_frame(VNI + 1, VXLAN_PORT, LOCAL_WORKLOAD, 0);
+    assert_dropped(
+        &fx,
+        &[Hook::Xdp, Hook::Tc],
+        &input,
+        "drop_vxlan_unknown_vni",
+    );
+}
+
+#[test]
+fn short_or_flagless_vxlan_is_dropped() {
+    let fx = Fixture::new(true);
+    let full = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
+    // UDP payloads that end inside the VXLAN header, right after it (no inner Ethernet
+    // header), and inside the inner Ethernet header.
+    for len in [14 + 20 + 8 + 4, 14 + 20 + 8 + 8, 14 + 20 + 8 + 8 + 10] {
+        assert_dropped(
+            &fx,
+            &[Hook::Xdp, Hook::Tc],
+            &shortened(&full, len),
+            "drop_vxlan_malformed",
+        );
+    }
+    // A frame cut short of what its IPv4 header claims is malformed before anything else.
+    assert_passed(&fx, &full[..full.len() - 10], "pass_malformed");
+    let mut no_i_flag = full;
+    no_i_flag[14 + 20 + 8] = 0;
+    assert_dropped(
+        &fx,
+        &[Hook::Xdp, Hook::Tc],
+        &no_i_flag,
+        "drop_vxlan_malformed",
+    );
+}
+
+#[test]
+fn a_decapsulated_packet_not_for_a_local_workload_is_dropped() {
+    let fx = Fixture::new(true);
+    // The inner destination is another host's prefix: this host is no transit router.
+    let transit = kernel_vxlan_frame(VNI, VXLAN_PORT, Ipv4Addr::new(198, 18, 2, 9), 0);
+    let mut inner_arp = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
+    inner_arp[14 + 20 + 16 + 12..14 + 20 + 16 + 14].copy_from_slice(&[0x08, 0x06]);
+    for hook in [Hook::Xdp, Hook::Tc] {
+        let (verdict, _) = fx.run_counted(hook, &transit, &["vxlan_decap", "drop_vxlan_inner"]);
+        assert_eq!(verdict, drop_verdict(hook));
+    }
+    assert_dropped(&fx, &[Hook::Xdp, Hook::Tc], &inner_arp, "drop_vxlan_inner");
+}
+
+#[test]
+fn udp_to_another_port_is_the_kernels() {
+    let fx = Fixture::new(true);
+    assert_passed(
+        &fx,
+        &kernel_vxlan_frame(VNI, 8472, LOCAL_WORKLOAD, 0),
+        "pass_host_addr",
+    );
+    // A UDP header cut short: not recognisable as VXLAN, so the kernel's too.
+    let full = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
+    let mut short_udp = full[..14 + 20 + 4].to_vec();
+    short_udp[16..18].copy_from_slice(&24u16.to_be_bytes());
+    short_udp[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&short_udp[14..34]);
+    short_udp[24..26].copy_from_slice(&c);
+    assert_passed(&fx, &short_udp, "pass_host_addr");
+    // A later fragment of a datagram to the VXLAN port: the kernel reassembles.
+    let mut fragment = full;
+    fragment[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+    fragment[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&fragment[14..34]);
+    fragment[24..26].copy_from_slice(&c);
+    assert_passed(&fx, &fragment, "pass_host_addr");
 }

@@ -63,7 +63,11 @@ fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Pa
         cmd.args(["netns", "exec", netns, LOADER, "run", "--config", config]);
         cmd
     };
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("starting loader");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting loader");
     let mut guard = ChildGuard::from_child(child, format!("loader for {netns}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -71,7 +75,10 @@ fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Pa
         if loader(&["stats", "--netns", netns]).status.success() {
             return guard;
         }
-        assert!(Instant::now() < deadline, "loader for {netns} did not come up in 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "loader for {netns} did not come up in 30 s"
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
