@@ -1,5 +1,6 @@
-//! The bench: the routed topology forwarded by the kernel (Calico-style), by the eBPF programs
-//! at XDP, and at TC, measured side by side in one run, modes interleaved per repetition.
+//! The bench: two hosts forwarded by the kernel (Calico-style routed, Flannel-style VXLAN) and
+//! by the eBPF programs (XDP and TC, routed and VXLAN), measured side by side in one run, modes
+//! interleaved per repetition.
 //!
 //! For now it measures cross-host TCP throughput (iperf3) and counts what the programs
 //! forwarded; the CPU-per-rate matrix, the VXLAN modes and the charts come with the bench issue.
@@ -13,7 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use bench::{
     netns::{in_netns, sweep_stale},
-    topology::{Options, Routed},
+    topology::{Options, Overlay, Topology},
     traffic::{IperfResult, Proto, iperf3},
 };
 use clap::Parser;
@@ -24,8 +25,9 @@ use dataplane::{
     stats,
 };
 
-/// Routed forwarding: kernel vs eBPF at XDP vs eBPF at TC, cross-host TCP through two hosts
-/// made of network namespaces. Writes results.json and report.md to the output directory.
+/// Kernel vs eBPF forwarding between two hosts made of network namespaces, routed
+/// (calico-style) and VXLAN (flannel-style), eBPF at XDP and at TC: cross-host TCP. Writes
+/// results.json and report.md to the output directory.
 #[derive(Parser, Debug)]
 #[command(name = "bench")]
 struct Args {
@@ -43,28 +45,64 @@ struct Args {
     quick: bool,
 }
 
+/// Who forwards between the workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum Mode {
-    /// The kernel forwards (ip_forward, FORWARD ACCEPT); no eBPF.
-    Kernel,
-    EbpfXdp,
-    EbpfTc,
+    /// Calico-style: the kernel routes (ip_forward, FORWARD ACCEPT); no eBPF.
+    CalicoRouted,
+    EbpfRoutedXdp,
+    EbpfRoutedTc,
+    /// Flannel-style: kernel vxlan devices (port 8472) on both hosts; no eBPF.
+    FlannelVxlan,
+    EbpfVxlanXdp,
+    EbpfVxlanTc,
 }
 
+/// Flannel's VXLAN port, used by every VXLAN mode so that they differ only in who forwards.
+const VXLAN_PORT: u16 = 8472;
+
 impl Mode {
+    const ALL: [Mode; 6] = [
+        Mode::CalicoRouted,
+        Mode::EbpfRoutedXdp,
+        Mode::EbpfRoutedTc,
+        Mode::FlannelVxlan,
+        Mode::EbpfVxlanXdp,
+        Mode::EbpfVxlanTc,
+    ];
+
     fn attach(self) -> Option<Attach> {
         match self {
-            Mode::Kernel => None,
-            Mode::EbpfXdp => Some(Attach::Xdp),
-            Mode::EbpfTc => Some(Attach::Tc),
+            Mode::CalicoRouted | Mode::FlannelVxlan => None,
+            Mode::EbpfRoutedXdp | Mode::EbpfVxlanXdp => Some(Attach::Xdp),
+            Mode::EbpfRoutedTc | Mode::EbpfVxlanTc => Some(Attach::Tc),
         }
     }
+
+    fn overlay(self) -> Overlay {
+        match self {
+            Mode::CalicoRouted | Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc => Overlay::Routed,
+            _ => Overlay::Vxlan { port: VXLAN_PORT },
+        }
+    }
+
+    /// The kernel mode the eBPF mode replaces.
+    fn baseline(self) -> Mode {
+        match self.overlay() {
+            Overlay::Routed => Mode::CalicoRouted,
+            Overlay::Vxlan { .. } => Mode::FlannelVxlan,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
-            Mode::Kernel => "kernel",
-            Mode::EbpfXdp => "ebpf-xdp",
-            Mode::EbpfTc => "ebpf-tc",
+            Mode::CalicoRouted => "calico-routed",
+            Mode::EbpfRoutedXdp => "ebpf-routed-xdp",
+            Mode::EbpfRoutedTc => "ebpf-routed-tc",
+            Mode::FlannelVxlan => "flannel-vxlan",
+            Mode::EbpfVxlanXdp => "ebpf-vxlan-xdp",
+            Mode::EbpfVxlanTc => "ebpf-vxlan-tc",
         }
     }
 }
@@ -100,7 +138,7 @@ fn main() -> Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let modes = [Mode::Kernel, Mode::EbpfXdp, Mode::EbpfTc];
+    let modes = Mode::ALL;
     let total = modes.len() as u32 * args.repetitions;
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -131,10 +169,15 @@ fn main() -> Result<()> {
 /// One measurement on a fresh topology: the XDP mode gets the workload wiring it needs, the
 /// others leave workloads at a container runtime's default offloads.
 fn measure(mode: Mode, repetition: u32, duration: u32) -> Result<Sample> {
-    let topo = Routed::build(&Options {
+    let topo = Topology::build(&Options {
         workloads_per_host: 1,
-        xdp_ready: mode == Mode::EbpfXdp,
+        xdp_ready: mode.attach() == Some(Attach::Xdp),
+        overlay: mode.overlay(),
     })?;
+    if mode == Mode::FlannelVxlan {
+        topo.make_kernel_vxlan_host(0)?;
+        topo.make_kernel_vxlan_host(1)?;
+    }
     let mut dataplanes = Vec::new();
     if let Some(attach) = mode.attach() {
         topo.set_kernel_forward_policy("DROP")?;
@@ -188,16 +231,24 @@ fn report(samples: &[Sample], args: &Args) -> String {
     for s in samples {
         by_mode.entry(s.mode).or_default().push(s);
     }
-    let kernel_median = by_mode
-        .get(&Mode::Kernel)
-        .map(|v| median_min_max(v.iter().map(|s| s.iperf.bits_per_second).collect()).0);
+    let median_of = |mode: Mode| {
+        by_mode
+            .get(&mode)
+            .map(|v| median_min_max(v.iter().map(|s| s.iperf.bits_per_second).collect()).0)
+    };
     let mut r = String::new();
-    writeln!(r, "# Routed forwarding: kernel vs eBPF (XDP, TC)\n").unwrap();
+    writeln!(
+        r,
+        "# Forwarding between two hosts: kernel vs eBPF (XDP, TC), routed and VXLAN\n"
+    )
+    .unwrap();
     writeln!(
         r,
         "Cross-host TCP, one iperf3 stream for {} s, {} repetition(s), modes interleaved; \
          two hosts and one workload each in network namespaces (Calico-style wiring). \
-         eBPF modes run with `iptables -P FORWARD DROP` on both hosts.\n",
+         eBPF modes run with `iptables -P FORWARD DROP` on both hosts. VXLAN modes use port \
+         {VXLAN_PORT} and workload MTU 1450; `vs kernel` compares each mode with the kernel \
+         mode it replaces (calico-routed, flannel-vxlan).\n",
         args.duration, args.repetitions
     )
     .unwrap();
@@ -217,9 +268,9 @@ fn report(samples: &[Sample], args: &Args) -> String {
                 )
                 .0
             ),
-            None => "- (kernel path)".into(),
+            None => "- (kernel)".into(),
         };
-        let ratio = kernel_median
+        let ratio = median_of(mode.baseline())
             .map(|k| format!("{:.2}", med * 1e9 / k))
             .unwrap_or_default();
         writeln!(

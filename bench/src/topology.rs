@@ -1,18 +1,20 @@
-//! The routed (Calico-style) topology: two hosts joined by a veth underlay, workloads on each
-//! wired by the product's own wiring step (`dataplane::workload`).
+//! Two hosts joined by a veth underlay, workloads on each wired by the product's own wiring
+//! step (`dataplane::workload`), Calico-style.
 //!
 //! ```text
-//!  wl 198.18.1.2 ─ cali1 ┐                           ┌ cali1 ─ wl 198.18.2.2
+//!  wl 198.18.1.2 ─ cali1 ┐                               ┌ cali1 ─ wl 198.18.2.2
 //!  wl 198.18.1.3 ─ cali2 ┴ host 0  eth0 ═══ eth0  host 1 ┴ cali2 ─ wl 198.18.2.3
 //!                          198.19.0.1/24   198.19.0.2/24
 //! ```
-//! Addresses are from 198.18.0.0/15, reserved for benchmarking.
+//! Addresses are from 198.18.0.0/15, reserved for benchmarking. Between the hosts, traffic is
+//! either routed (the kernel path: a route to the other host's /24, as BGP would install) or
+//! carried over VXLAN (workload MTU 50 bytes below the underlay's).
 use std::{fmt::Write, net::Ipv4Addr};
 
 use anyhow::{Context, Result};
-use dataplane::{config::Attach, workload};
+use dataplane::{config::Attach, netinfo::format_mac, resolve::default_vtep_mac, workload};
 
-use crate::netns::{Netns, in_netns};
+use crate::netns::{Netns, in_netns, run};
 
 pub struct Workload {
     pub ns: Netns,
@@ -30,15 +32,32 @@ pub struct Host {
 impl Host {
     /// This host's workload prefix, 198.18.<index + 1>.0/24.
     pub fn prefix(&self) -> String {
-        let o = self.underlay_addr.octets()[3];
-        format!("198.18.{o}.0/24")
+        format!("198.18.{}.0/24", self.underlay_addr.octets()[3])
+    }
+
+    /// The VTEP MAC this host's dataplane uses (the loader's default, derived from the
+    /// underlay address).
+    pub fn vtep_mac(&self) -> [u8; 6] {
+        default_vtep_mac(self.underlay_addr)
     }
 }
+
+/// How traffic crosses between the hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    /// Routed: the kernel path has a route to the other host's prefix.
+    Routed,
+    /// VXLAN with VNI 1 on this UDP port; no kernel route between the hosts' prefixes.
+    Vxlan { port: u16 },
+}
+
+pub const VXLAN_VNI: u32 = 1;
 
 pub struct Options {
     pub workloads_per_host: usize,
     /// Wire workloads for the XDP attach kind (see `dataplane::workload`).
     pub xdp_ready: bool,
+    pub overlay: Overlay,
 }
 
 impl Default for Options {
@@ -46,19 +65,23 @@ impl Default for Options {
         Self {
             workloads_per_host: 2,
             xdp_ready: false,
+            overlay: Overlay::Routed,
         }
     }
 }
 
-pub struct Routed {
+pub struct Topology {
     pub hosts: Vec<Host>,
+    pub overlay: Overlay,
 }
 
 pub const UNDERLAY_IF: &str = "eth0";
+/// The kernel vxlan device a Flannel-style host gets (Flannel names it flannel.<VNI>).
+pub const KERNEL_VXLAN_IF: &str = "flannel.1";
 
-impl Routed {
-    /// Builds the topology with the kernel path set up as Calico sets it (host routes,
-    /// routes to the other host's prefix, `ip_forward=1`, FORWARD policy ACCEPT).
+impl Topology {
+    /// Builds the topology. Hosts forward (`ip_forward=1`, FORWARD policy ACCEPT); in the
+    /// routed overlay the kernel path works end to end as Calico sets it up.
     pub fn build(opts: &Options) -> Result<Self> {
         let mut hosts = Vec::new();
         for i in 0..2u8 {
@@ -69,7 +92,7 @@ impl Routed {
                 workloads: Vec::new(),
             });
         }
-        crate::netns::run(std::process::Command::new("ip").args([
+        run(std::process::Command::new("ip").args([
             "link",
             "add",
             UNDERLAY_IF,
@@ -90,13 +113,11 @@ impl Routed {
             let addr = format!("{}/24", host.underlay_addr);
             host.ns.ip(&["addr", "add", &addr, "dev", UNDERLAY_IF])?;
             host.ns.ip(&["link", "set", UNDERLAY_IF, "up"])?;
-            host.ns.ip(&[
-                "route",
-                "add",
-                &hosts[other].prefix(),
-                "via",
-                &hosts[other].underlay_addr.to_string(),
-            ])?;
+            if opts.overlay == Overlay::Routed {
+                let via = hosts[other].underlay_addr.to_string();
+                host.ns
+                    .ip(&["route", "add", &hosts[other].prefix(), "via", &via])?;
+            }
             host.ns.sysctl("net.ipv4.ip_forward", "1")?;
         }
         for (i, host) in hosts.iter_mut().enumerate() {
@@ -104,20 +125,33 @@ impl Routed {
                 let ns = Netns::create(&format!("h{i}w{j}"))?;
                 let addr = Ipv4Addr::new(198, 18, i as u8 + 1, j as u8 + 2);
                 let host_if = format!("cali{}", j + 1);
-                let spec = workload::WorkloadSpec {
-                    netns: ns.name().to_string(),
-                    host_ifname: host_if.clone(),
-                    ifname: "eth0".into(),
-                    addr,
-                    mtu: None,
-                    xdp_ready: opts.xdp_ready,
-                };
-                in_netns(host.ns.name(), || Ok(workload::wire(&spec)?))
-                    .with_context(|| format!("wiring workload {addr}"))?;
+                let host_ns = host.ns.name().to_string();
+                let wl_ns = ns.name().to_string();
+                let overlay = opts.overlay;
+                let xdp_ready = opts.xdp_ready;
+                let if_name = host_if.clone();
+                in_netns(&host_ns, move || {
+                    let mtu = match overlay {
+                        Overlay::Routed => None,
+                        Overlay::Vxlan { .. } => Some(workload::vxlan_mtu(UNDERLAY_IF)?),
+                    };
+                    Ok(workload::wire(&workload::WorkloadSpec {
+                        netns: wl_ns,
+                        host_ifname: if_name,
+                        ifname: "eth0".into(),
+                        addr,
+                        mtu,
+                        xdp_ready,
+                    })?)
+                })
+                .with_context(|| format!("wiring workload {addr}"))?;
                 host.workloads.push(Workload { ns, addr, host_if });
             }
         }
-        Ok(Self { hosts })
+        Ok(Self {
+            hosts,
+            overlay: opts.overlay,
+        })
     }
 
     /// Sets the FORWARD policy of both hosts' netfilter: with DROP, only a path that bypasses
@@ -142,13 +176,104 @@ impl Routed {
         for w in &host.workloads {
             writeln!(t, "route {}/32 dev {}", w.addr, w.host_if).unwrap();
         }
-        writeln!(
-            t,
-            "route {} via {} dev {UNDERLAY_IF}",
-            other.prefix(),
-            other.underlay_addr
-        )
-        .unwrap();
+        match self.overlay {
+            Overlay::Routed => {
+                writeln!(
+                    t,
+                    "route {} via {} dev {UNDERLAY_IF}",
+                    other.prefix(),
+                    other.underlay_addr
+                )
+                .unwrap();
+            }
+            Overlay::Vxlan { port } => {
+                writeln!(t, "vxlan dev {UNDERLAY_IF} vni {VXLAN_VNI} port {port}").unwrap();
+                writeln!(
+                    t,
+                    "route {} vxlan {} mac {}",
+                    other.prefix(),
+                    other.underlay_addr,
+                    format_mac(&other.vtep_mac())
+                )
+                .unwrap();
+            }
+        }
         t
+    }
+
+    /// Makes host `index` a Flannel-style kernel VXLAN host towards the other one: a vxlan
+    /// device (VNI 1, the overlay's port, nolearning) with its own MAC, the device holding the
+    /// .0 address of the host's prefix, a route to the other prefix via the other's .0 address
+    /// (onlink), a permanent neighbour entry for that address with the other's VTEP MAC, and an
+    /// FDB entry sending that MAC to the other's underlay address. This is what flanneld's
+    /// vxlan backend installs for every remote lease.
+    pub fn make_kernel_vxlan_host(&self, index: usize) -> Result<()> {
+        let Overlay::Vxlan { port } = self.overlay else {
+            anyhow::bail!("the topology has no VXLAN overlay");
+        };
+        let host = &self.hosts[index];
+        let other = &self.hosts[1 - index];
+        let (dev, mac) = (KERNEL_VXLAN_IF, format_mac(&host.vtep_mac()));
+        let other_mac = format_mac(&other.vtep_mac());
+        let local = host.underlay_addr.to_string();
+        let gateway = |h: &Host| h.prefix().replace(".0/24", ".0");
+        let port = port.to_string();
+        let vni = VXLAN_VNI.to_string();
+        let mtu = (1500 - 50).to_string();
+        host.ns.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            &local,
+            "dev",
+            UNDERLAY_IF,
+            "dstport",
+            &port,
+            "nolearning",
+        ])?;
+        host.ns
+            .ip(&["link", "set", dev, "address", &mac, "mtu", &mtu, "up"])?;
+        host.ns
+            .ip(&["addr", "add", &format!("{}/32", gateway(host)), "dev", dev])?;
+        host.ns.ip(&[
+            "neigh",
+            "replace",
+            &gateway(other),
+            "lladdr",
+            &other_mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+        run(std::process::Command::new("ip").args([
+            "netns",
+            "exec",
+            host.ns.name(),
+            "bridge",
+            "fdb",
+            "append",
+            &other_mac,
+            "dev",
+            dev,
+            "dst",
+            &other.underlay_addr.to_string(),
+        ]))?;
+        host.ns.ip(&[
+            "route",
+            "add",
+            &other.prefix(),
+            "via",
+            &gateway(other),
+            "dev",
+            dev,
+            "onlink",
+        ])?;
+        Ok(())
     }
 }

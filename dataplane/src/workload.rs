@@ -106,6 +106,25 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     Ok(())
 }
 
+/// The MTU a workload needs so that its packets fit `underlay` after VXLAN encapsulation:
+/// the underlay's MTU less the 50 bytes of overhead. Runs in the host's namespace.
+pub fn vxlan_mtu(underlay: &str) -> Result<u32, WireError> {
+    let link = netinfo::links()?
+        .into_iter()
+        .find(|l| l.name == underlay)
+        .ok_or_else(|| WireError::Step {
+            what: format!("reading the MTU of {underlay}"),
+            message: "no such interface".into(),
+        })?;
+    link.mtu
+        .checked_sub(crate::shared::VXLAN_OVERHEAD)
+        .filter(|m| *m >= 576)
+        .ok_or_else(|| WireError::Step {
+            what: format!("sizing the workload for VXLAN over {underlay}"),
+            message: format!("its MTU of {} leaves too little room", link.mtu),
+        })
+}
+
 fn host_mac(host_ifname: &str) -> Result<String, WireError> {
     netinfo::links()?
         .into_iter()

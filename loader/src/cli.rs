@@ -89,9 +89,13 @@ pub struct WireArgs {
     /// Interface name inside the workload.
     #[arg(long, default_value = "eth0")]
     pub ifname: String,
-    /// MTU of both ends (default: the kernel's veth default).
-    #[arg(long)]
+    /// MTU of both ends (default: the kernel's veth default, or as --vxlan-underlay says).
+    #[arg(long, conflicts_with = "vxlan_underlay")]
     pub mtu: Option<u32>,
+    /// The workload's traffic leaves this host VXLAN-encapsulated over this underlay
+    /// interface: its MTU becomes the underlay's less the 50 bytes of overhead.
+    #[arg(long, value_name = "IFNAME")]
+    pub vxlan_underlay: Option<String>,
     /// Also make the workload end fit the XDP attach kind (GRO on, TX checksum offload off);
     /// not needed for TC.
     #[arg(long)]

@@ -37,15 +37,21 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { json, .. } => print_status(json),
         Command::Routes { json, .. } => print_routes(json),
         Command::Stats { json, .. } => print_stats(json),
-        Command::WireWorkload(args) => workload::wire(&WorkloadSpec {
-            netns: args.workload_netns,
-            host_ifname: args.host_if,
-            ifname: args.ifname,
-            addr: args.addr,
-            mtu: args.mtu,
-            xdp_ready: args.xdp,
-        })
-        .context("wiring the workload"),
+        Command::WireWorkload(args) => {
+            let mtu = match &args.vxlan_underlay {
+                Some(underlay) => Some(workload::vxlan_mtu(underlay)?),
+                None => args.mtu,
+            };
+            workload::wire(&WorkloadSpec {
+                netns: args.workload_netns,
+                host_ifname: args.host_if,
+                ifname: args.ifname,
+                addr: args.addr,
+                mtu,
+                xdp_ready: args.xdp,
+            })
+            .context("wiring the workload")
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use bench::{
     netns::{ChildGuard, sweep_stale},
-    topology::{Options, Routed},
+    topology::{Options, Overlay, Topology},
     traffic::{Proto, iperf3, ping},
 };
 use dataplane::{config::Attach, stats::Stats};
@@ -49,7 +49,12 @@ fn stats(netns: &str) -> Stats {
 /// Starts `loader run` for host `index` and waits until it reports its maps. Host 0's loader
 /// is pointed at its namespace (`--netns`), host 1's runs inside it (`ip netns exec`): both
 /// ways of running on a host that is a namespace are exercised.
-fn start_loader(topo: &Routed, index: usize, attach: Attach, dir: &std::path::Path) -> ChildGuard {
+fn start_loader(
+    topo: &Topology,
+    index: usize,
+    attach: Attach,
+    dir: &std::path::Path,
+) -> ChildGuard {
     let path = dir.join(format!("host{index}.routes"));
     std::fs::write(&path, topo.route_table(index, attach)).unwrap();
     let netns = topo.hosts[index].ns.name();
@@ -102,9 +107,10 @@ fn routed_end_to_end(attach: Attach) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     sweep_stale();
     let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let topo = Routed::build(&Options {
+    let topo = Topology::build(&Options {
         workloads_per_host: 2,
         xdp_ready: attach != Attach::Tc,
+        overlay: Overlay::Routed,
     })
     .expect("building the topology");
     let (a1, a2) = (&topo.hosts[0].workloads[0], &topo.hosts[0].workloads[1]);
@@ -331,9 +337,10 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     sweep_stale();
-    let topo = Routed::build(&Options {
+    let topo = Topology::build(&Options {
         workloads_per_host: 1,
         xdp_ready: false,
+        overlay: Overlay::Routed,
     })
     .unwrap();
     let host = &topo.hosts[0];
