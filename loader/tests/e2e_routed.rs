@@ -1,106 +1,15 @@
 //! End to end, as root: two hosts and four workloads in network namespaces (Calico-style
 //! wiring), `iptables -P FORWARD DROP` on both hosts, and the loader forwarding same-host and
 //! cross-host traffic with XDP or TC attach. After `loader detach` the same traffic fails.
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::Mutex,
-    thread,
-    time::{Duration, Instant},
-};
+mod common;
 
 use bench::{
-    netns::{ChildGuard, sweep_stale},
+    netns::sweep_stale,
     topology::{Options, Overlay, Topology},
     traffic::{Proto, iperf3, ping},
 };
-use dataplane::{config::Attach, stats::Stats};
-
-/// Root tests run one at a time: their traffic and counters must not mix, and the machine has
-/// two cores. (Their namespace names are unique anyway.)
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const LOADER: &str = env!("CARGO_BIN_EXE_loader");
-
-fn require_root() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "the end-to-end tests need root (they create network namespaces and load eBPF)"
-    );
-}
-
-fn loader(args: &[&str]) -> std::process::Output {
-    Command::new(LOADER)
-        .args(args)
-        .output()
-        .expect("running loader")
-}
-
-fn stats(netns: &str) -> Stats {
-    let out = loader(&["stats", "--json", "--netns", netns]);
-    assert!(
-        out.status.success(),
-        "loader stats: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stats JSON")
-}
-
-/// Starts `loader run` for host `index` and waits until it reports its maps. Host 0's loader
-/// is pointed at its namespace (`--netns`), host 1's runs inside it (`ip netns exec`): both
-/// ways of running on a host that is a namespace are exercised.
-fn start_loader(
-    topo: &Topology,
-    index: usize,
-    attach: Attach,
-    dir: &std::path::Path,
-) -> ChildGuard {
-    let path = dir.join(format!("host{index}.routes"));
-    std::fs::write(&path, topo.route_table(index, attach)).unwrap();
-    let netns = topo.hosts[index].ns.name();
-    let config = path.to_str().unwrap();
-    let mut cmd = if index == 0 {
-        let mut cmd = Command::new(LOADER);
-        cmd.args(["run", "--config", config, "--netns", netns]);
-        cmd
-    } else {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", netns, LOADER, "run", "--config", config]);
-        cmd
-    };
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting loader");
-    let mut guard = ChildGuard::from_child(child, format!("loader for {netns}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(guard.running(), "loader for {netns} exited early");
-        if loader(&["stats", "--netns", netns]).status.success() {
-            return guard;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "loader for {netns} did not come up in 30 s"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "dpt-e2e-{}-{:?}",
-        std::process::id(),
-        thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn forwarded(s: &Stats, hook: &str) -> u64 {
-    s.hooks[hook]["forwarded"]
-}
+use common::*;
+use dataplane::config::Attach;
 
 fn routed_end_to_end(attach: Attach) {
     require_root();
@@ -284,52 +193,6 @@ fn routed_forwarding_with_xdp_attach() {
 #[test]
 fn routed_forwarding_with_tc_attach() {
     routed_end_to_end(Attach::Tc);
-}
-
-fn bpftool_json(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new("bpftool")
-        .arg("-j")
-        .args(args)
-        .output()
-        .expect("running bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
-}
-
-/// How many links (XDP or tcx attachments) the kernel holds for program `prog_id`.
-fn links_of_program(prog_id: u64) -> usize {
-    bpftool_json(&["link", "show"])
-        .iter()
-        .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
-        .count()
-}
-
-/// How many links, machine-wide, attach a program named like one of ours.
-fn links_of_our_programs() -> usize {
-    let ours: Vec<u64> = bpftool_json(&["prog", "show"])
-        .iter()
-        .filter(|p| matches!(p["name"].as_str(), Some("xdp_route" | "tc_route")))
-        .filter_map(|p| p["id"].as_u64())
-        .collect();
-    ours.into_iter().map(links_of_program).sum()
-}
-
-/// The kernel ID of `program` in the loader running in `netns`.
-fn program_id(netns: &str, program: &str) -> u64 {
-    let out = loader(&["status", "--json", "--netns", netns]);
-    assert!(
-        out.status.success(),
-        "loader status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    status["ids"]["programs"][program]
-        .as_u64()
-        .expect("program id in status")
 }
 
 #[test]

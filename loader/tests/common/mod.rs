@@ -1,0 +1,169 @@
+//! Helpers shared by the end-to-end tests: running the loader binary, reading its counters,
+//! and what the kernel says is attached.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use bench::{
+    netns::{ChildGuard, sweep_stale},
+    topology::Topology,
+};
+use dataplane::{config::Attach, stats::Stats};
+
+/// Root tests run one at a time: their traffic and counters must not mix, and the machine has
+/// two cores. (Their namespace names are unique anyway.)
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub const LOADER: &str = env!("CARGO_BIN_EXE_loader");
+
+/// Starts a root test: checks root, takes the serial lock, sweeps what killed runs left.
+pub fn root_test() -> std::sync::MutexGuard<'static, ()> {
+    require_root();
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    sweep_stale();
+    guard
+}
+
+/// A counter of one hook, by name.
+pub fn counter(s: &Stats, hook: &str, name: &str) -> u64 {
+    s.hooks[hook][name]
+}
+
+/// `loader detach` for a host, which must succeed.
+pub fn detach(netns: &str) {
+    let out = loader(&["detach", "--netns", netns]);
+    assert!(out.status.success(), "loader detach: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the end-to-end tests need root (they create network namespaces and load eBPF)"
+    );
+}
+
+pub fn loader(args: &[&str]) -> std::process::Output {
+    Command::new(LOADER)
+        .args(args)
+        .output()
+        .expect("running loader")
+}
+
+pub fn stats(netns: &str) -> Stats {
+    let out = loader(&["stats", "--json", "--netns", netns]);
+    assert!(
+        out.status.success(),
+        "loader stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+/// Starts `loader run` for host `index` and waits until it reports its maps. Host 0's loader
+/// is pointed at its namespace (`--netns`), host 1's runs inside it (`ip netns exec`): both
+/// ways of running on a host that is a namespace are exercised.
+pub fn start_loader(
+    topo: &Topology,
+    index: usize,
+    attach: Attach,
+    dir: &std::path::Path,
+) -> ChildGuard {
+    let path = dir.join(format!("host{index}.routes"));
+    std::fs::write(&path, topo.route_table(index, attach)).unwrap();
+    let netns = topo.hosts[index].ns.name();
+    let config = path.to_str().unwrap();
+    let mut cmd = if index == 0 {
+        let mut cmd = Command::new(LOADER);
+        cmd.args(["run", "--config", config, "--netns", netns]);
+        cmd
+    } else {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, LOADER, "run", "--config", config]);
+        cmd
+    };
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting loader");
+    let mut guard = ChildGuard::from_child(child, format!("loader for {netns}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(guard.running(), "loader for {netns} exited early");
+        if loader(&["stats", "--netns", netns]).status.success() {
+            return guard;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "loader for {netns} did not come up in 30 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "dpt-e2e-{}-{:?}",
+        std::process::id(),
+        thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn forwarded(s: &Stats, hook: &str) -> u64 {
+    s.hooks[hook]["forwarded"]
+}
+
+pub fn bpftool_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// How many links (XDP or tcx attachments) the kernel holds for program `prog_id`.
+pub fn links_of_program(prog_id: u64) -> usize {
+    bpftool_json(&["link", "show"])
+        .iter()
+        .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
+        .count()
+}
+
+/// How many links, machine-wide, attach a program named like one of ours.
+pub fn links_of_our_programs() -> usize {
+    let ours: Vec<u64> = bpftool_json(&["prog", "show"])
+        .iter()
+        .filter(|p| matches!(p["name"].as_str(), Some("xdp_route" | "tc_route")))
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    ours.into_iter().map(links_of_program).sum()
+}
+
+/// The kernel ID of `program` in the loader running in `netns`.
+pub fn program_id(netns: &str, program: &str) -> u64 {
+    let out = loader(&["status", "--json", "--netns", netns]);
+    assert!(
+        out.status.success(),
+        "loader status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["ids"]["programs"][program]
+        .as_u64()
+        .expect("program id in status")
+}
+
