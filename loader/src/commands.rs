@@ -12,7 +12,7 @@ use dataplane::{
     netinfo::{self, format_mac},
     netns,
     resolve::{self, LiveSystem},
-    shared::{NEXTHOP_LOCAL, program_names},
+    shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NEXTHOP_VXLAN, program_names},
     state::{self, AttachmentRecord, LoaderState, StateError},
     stats,
     workload::{self, WorkloadSpec},
@@ -236,50 +236,69 @@ fn print_status(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// One route as `loader routes` shows it.
+#[derive(serde::Serialize)]
+struct RouteRow {
+    prefix: String,
+    kind: &'static str,
+    dev: String,
+    ifindex: u32,
+    /// The next hop's MAC (routed), or the remote VTEP's MAC (vxlan: the inner frame's).
+    dst_mac: String,
+    src_mac: String,
+    /// VXLAN only: the remote VTEP's underlay address, the VNI, the UDP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vtep: Option<std::net::Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vni: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+}
+
 fn print_routes(json: bool) -> Result<()> {
     let routes = stats::routes(&live_ids()?)?;
     let names = ifnames();
-    let name_of = |ifindex: u32| {
-        names
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| ifindex.to_string())
-    };
+    let rows: Vec<RouteRow> = routes
+        .iter()
+        .map(|(prefix, nh)| {
+            let vxlan = nh.kind == NEXTHOP_VXLAN;
+            RouteRow {
+                prefix: prefix.to_string(),
+                kind: match nh.kind {
+                    NEXTHOP_LOCAL => "local",
+                    NEXTHOP_REMOTE => "remote",
+                    NEXTHOP_VXLAN => "vxlan",
+                    _ => "unknown",
+                },
+                dev: names
+                    .get(&nh.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| nh.ifindex.to_string()),
+                ifindex: nh.ifindex,
+                dst_mac: format_mac(&nh.dst_mac),
+                src_mac: format_mac(&nh.src_mac),
+                vtep: vxlan.then(|| std::net::Ipv4Addr::from(nh.outer_dst_ip)),
+                vni: vxlan.then(|| u32::from_be_bytes(nh.vni_word) >> 8),
+                port: vxlan.then(|| u16::from_be_bytes(nh.udp_dport)),
+            }
+        })
+        .collect();
     if json {
-        let rows: Vec<serde_json::Value> = routes
-            .iter()
-            .map(|(prefix, nh)| {
-                serde_json::json!({
-                    "prefix": prefix.to_string(),
-                    "kind": if nh.kind == NEXTHOP_LOCAL { "local" } else { "remote" },
-                    "ifindex": nh.ifindex,
-                    "dev": name_of(nh.ifindex),
-                    "dst_mac": format_mac(&nh.dst_mac),
-                    "src_mac": format_mac(&nh.src_mac),
-                    "flags": nh.flags,
-                })
-            })
-            .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<20} {:<7} {:<15} {:<17} {:<17}",
+        "{:<20} {:<7} {:<15} {:<17} {:<17} VXLAN",
         "PREFIX", "KIND", "DEV", "DST MAC", "SRC MAC"
     );
-    for (prefix, nh) in &routes {
-        let kind = if nh.kind == NEXTHOP_LOCAL {
-            "local"
-        } else {
-            "remote"
+    for r in &rows {
+        let tunnel = match (r.vtep, r.vni, r.port) {
+            (Some(vtep), Some(vni), Some(port)) => format!("vtep {vtep} vni {vni} port {port}"),
+            _ => String::new(),
         };
         println!(
-            "{:<20} {:<7} {:<15} {:<17} {:<17}",
-            prefix.to_string(),
-            kind,
-            name_of(nh.ifindex),
-            format_mac(&nh.dst_mac),
-            format_mac(&nh.src_mac)
+            "{:<20} {:<7} {:<15} {:<17} {:<17} {tunnel}",
+            r.prefix, r.kind, r.dev, r.dst_mac, r.src_mac
         );
     }
     Ok(())

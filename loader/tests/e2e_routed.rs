@@ -45,6 +45,19 @@ fn routed_end_to_end(attach: Attach) {
     } else {
         "xdp_route"
     };
+    let table = routes(h0);
+    let kinds: Vec<(&str, &str)> = table
+        .iter()
+        .map(|r| (r["prefix"].as_str().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("198.18.1.2/32", "local"),
+            ("198.18.1.3/32", "local"),
+            ("198.18.2.0/24", "remote")
+        ]
+    );
     let prog_id = program_id(h0, program);
     assert_eq!(
         links_of_program(prog_id),

@@ -32,13 +32,33 @@ fn moved(before: &Stats, after: &Stats, hook: &str, name: &str) -> u64 {
 }
 
 /// TCP and UDP from `client` to `server`; asserts they carried what they should.
-fn traffic_works(what: &str, topo_client: &bench::topology::Workload, server: &bench::topology::Workload) {
+fn traffic_works(
+    what: &str,
+    topo_client: &bench::topology::Workload,
+    server: &bench::topology::Workload,
+) {
     let tcp = iperf3(&topo_client.ns, &server.ns, server.addr, Proto::Tcp, 2)
         .unwrap_or_else(|e| panic!("{what}: TCP: {e:#}"));
-    assert!(tcp.bytes > 1_000_000, "{what}: TCP moved only {} bytes", tcp.bytes);
-    let udp = iperf3(&topo_client.ns, &server.ns, server.addr, Proto::Udp { bits_per_second: 100_000_000 }, 2)
-        .unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
-    assert!(udp.packets > 10_000, "{what}: UDP sent only {} datagrams", udp.packets);
+    assert!(
+        tcp.bytes > 1_000_000,
+        "{what}: TCP moved only {} bytes",
+        tcp.bytes
+    );
+    let udp = iperf3(
+        &topo_client.ns,
+        &server.ns,
+        server.addr,
+        Proto::Udp {
+            bits_per_second: 100_000_000,
+        },
+        2,
+    )
+    .unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
+    assert!(
+        udp.packets > 10_000,
+        "{what}: UDP sent only {} datagrams",
+        udp.packets
+    );
     assert!(
         (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
         "{what}: UDP lost {} of {} datagrams",
@@ -59,21 +79,70 @@ fn vxlan_between_ebpf_hosts(attach: Attach) {
     let topo = vxlan_topology(attach, 4789);
     topo.set_kernel_forward_policy("DROP").unwrap();
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
-    assert!(!ping(&a.ns, b.addr, 1).unwrap(), "no path exists before the loaders run");
+    assert!(
+        !ping(&a.ns, b.addr, 1).unwrap(),
+        "no path exists before the loaders run"
+    );
 
     let dir = temp_dir();
-    let loaders = [start_loader(&topo, 0, attach, &dir), start_loader(&topo, 1, attach, &dir)];
+    let loaders = [
+        start_loader(&topo, 0, attach, &dir),
+        start_loader(&topo, 1, attach, &dir),
+    ];
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+    let table = routes(h0);
+    let tunnel = table
+        .iter()
+        .find(|r| r["prefix"] == "198.18.2.0/24")
+        .expect("route to host 1");
+    assert_eq!(
+        (
+            &tunnel["kind"],
+            &tunnel["vtep"],
+            &tunnel["vni"],
+            &tunnel["port"],
+            &tunnel["dev"]
+        ),
+        (
+            &"vxlan".into(),
+            &"198.19.0.2".into(),
+            &1.into(),
+            &4789.into(),
+            &"eth0".into()
+        )
+    );
+    assert_eq!(
+        tunnel["dst_mac"], "02:76:c6:13:00:02",
+        "host 1's default VTEP MAC"
+    );
 
     // 5 echo requests out and 5 replies in on each host: exactly that many encapsulations and
     // decapsulations, each also a forwarded frame.
     let before = (stats(h0), stats(h1));
-    assert!(ping(&a.ns, b.addr, 5).unwrap(), "cross-host ping over eBPF VXLAN ({hook})");
+    assert!(
+        ping(&a.ns, b.addr, 5).unwrap(),
+        "cross-host ping over eBPF VXLAN ({hook})"
+    );
     let after = (stats(h0), stats(h1));
-    for (host, (before, after)) in [("host 0", (&before.0, &after.0)), ("host 1", (&before.1, &after.1))] {
-        assert_eq!(moved(before, after, hook, "vxlan_encap"), 5, "{host} encapsulated");
-        assert_eq!(moved(before, after, hook, "vxlan_decap"), 5, "{host} decapsulated");
-        assert_eq!(moved(before, after, hook, "forwarded"), 10, "{host} forwarded");
+    for (host, (before, after)) in [
+        ("host 0", (&before.0, &after.0)),
+        ("host 1", (&before.1, &after.1)),
+    ] {
+        assert_eq!(
+            moved(before, after, hook, "vxlan_encap"),
+            5,
+            "{host} encapsulated"
+        );
+        assert_eq!(
+            moved(before, after, hook, "vxlan_decap"),
+            5,
+            "{host} decapsulated"
+        );
+        assert_eq!(
+            moved(before, after, hook, "forwarded"),
+            10,
+            "{host} forwarded"
+        );
     }
     traffic_works(&format!("eBPF VXLAN ({hook}) host 0 -> host 1"), a, b);
 
@@ -103,11 +172,17 @@ fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
     let hook = hook_of(attach);
     let topo = vxlan_topology(attach, port);
     topo.make_kernel_vxlan_host(1).unwrap();
-    topo.hosts[0].ns.exec("iptables", &["-P", "FORWARD", "DROP"]).unwrap();
+    topo.hosts[0]
+        .ns
+        .exec("iptables", &["-P", "FORWARD", "DROP"])
+        .unwrap();
     if attach != Attach::Tc {
         // Host 0's XDP redirects frames into the underlay veth; the kernel host's end must run
         // NAPI to receive them (see README, "Attach kinds").
-        topo.hosts[1].ns.exec("ethtool", &["-K", UNDERLAY_IF, "gro", "on"]).unwrap();
+        topo.hosts[1]
+            .ns
+            .exec("ethtool", &["-K", UNDERLAY_IF, "gro", "on"])
+            .unwrap();
     }
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     let dir = temp_dir();
@@ -116,12 +191,30 @@ fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
     let what = format!("port {port}, eBPF ({hook}) host <-> kernel vxlan host");
 
     let before = stats(h0);
-    assert!(ping(&a.ns, b.addr, 5).unwrap(), "{what}: ping from the eBPF side");
-    assert!(ping(&b.ns, a.addr, 5).unwrap(), "{what}: ping from the kernel side");
+    assert!(
+        ping(&a.ns, b.addr, 5).unwrap(),
+        "{what}: ping from the eBPF side"
+    );
+    assert!(
+        ping(&b.ns, a.addr, 5).unwrap(),
+        "{what}: ping from the kernel side"
+    );
     let after = stats(h0);
-    assert_eq!(moved(&before, &after, hook, "vxlan_encap"), 10, "{what}: encapsulated on host 0");
-    assert_eq!(moved(&before, &after, hook, "vxlan_decap"), 10, "{what}: decapsulated on host 0");
-    for name in ["drop_vxlan_malformed", "drop_vxlan_unknown_vni", "drop_vxlan_inner"] {
+    assert_eq!(
+        moved(&before, &after, hook, "vxlan_encap"),
+        10,
+        "{what}: encapsulated on host 0"
+    );
+    assert_eq!(
+        moved(&before, &after, hook, "vxlan_decap"),
+        10,
+        "{what}: decapsulated on host 0"
+    );
+    for name in [
+        "drop_vxlan_malformed",
+        "drop_vxlan_unknown_vni",
+        "drop_vxlan_inner",
+    ] {
         assert_eq!(moved(&before, &after, hook, name), 0, "{what}: {name}");
     }
 
@@ -130,7 +223,10 @@ fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
 
     detach(h0);
     assert!(loader0.wait().unwrap().status.success());
-    assert!(!ping(&a.ns, b.addr, 2).unwrap(), "{what}: no path after detach");
+    assert!(
+        !ping(&a.ns, b.addr, 2).unwrap(),
+        "{what}: no path after detach"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

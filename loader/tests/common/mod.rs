@@ -30,6 +30,17 @@ pub fn root_test() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
+/// `loader routes --json` for a host.
+pub fn routes(netns: &str) -> Vec<serde_json::Value> {
+    let out = loader(&["routes", "--json", "--netns", netns]);
+    assert!(
+        out.status.success(),
+        "loader routes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("routes JSON")
+}
+
 /// A counter of one hook, by name.
 pub fn counter(s: &Stats, hook: &str, name: &str) -> u64 {
     s.hooks[hook][name]
@@ -38,7 +49,11 @@ pub fn counter(s: &Stats, hook: &str, name: &str) -> u64 {
 /// `loader detach` for a host, which must succeed.
 pub fn detach(netns: &str) {
     let out = loader(&["detach", "--netns", netns]);
-    assert!(out.status.success(), "loader detach: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "loader detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn require_root() {
@@ -166,4 +181,3 @@ pub fn program_id(netns: &str, program: &str) -> u64 {
         .as_u64()
         .expect("program id in status")
 }
-
