@@ -11,6 +11,7 @@ use network_types::{
 };
 
 use crate::{
+    counters::Outcome,
     maps::{HOST_ADDRS, ROUTES},
     parse::ptr_at,
     vxlan,
@@ -34,6 +35,20 @@ pub enum Decision {
         eth: *mut EthHdr,
         ip: *mut Ipv4Hdr,
     },
+}
+
+impl Decision {
+    /// The next hop and headers of a forwarding decision, or how the frame leaves otherwise.
+    /// A `Decap` here is a tunnel found inside a tunnel (the hooks decapsulate once): refused.
+    #[inline(always)]
+    pub fn into_forward(self) -> Result<(NextHop, *mut EthHdr, *mut Ipv4Hdr), Outcome> {
+        match self {
+            Decision::Forward { nh, eth, ip } => Ok((nh, eth, ip)),
+            Decision::Pass(reason) => Err(Outcome::Pass(reason)),
+            Decision::Drop(reason) => Err(Outcome::Drop(reason)),
+            Decision::Decap { .. } => Err(Outcome::Drop(counter::DROP_VXLAN_INNER)),
+        }
+    }
 }
 
 /// Decides what to do with the frame in `data..data_end`; `frame_len` is its full length

@@ -52,24 +52,20 @@ fn headers(ctx: &TcContext, want: usize) -> (usize, usize) {
 
 #[inline(always)]
 fn decide(ctx: &TcContext, decision: Decision) -> Outcome {
-    match decision {
-        Decision::Pass(reason) => Outcome::Pass(reason),
-        Decision::Drop(reason) => Outcome::Drop(reason),
-        // Only reachable for a tunnel inside a tunnel: refused.
-        Decision::Decap { .. } => Outcome::Drop(counter::DROP_VXLAN_INNER),
-        Decision::Forward { nh, eth, ip } => {
-            if nh.kind == NEXTHOP_VXLAN {
-                return encap(ctx, &nh, ip);
-            }
-            if !redirect(&nh) {
-                return Outcome::Drop(counter::DROP_REDIRECT_ERROR);
-            }
-            rewrite(eth, ip, &nh);
-            Outcome::Redirected {
-                egress: nh.ifindex,
-                encapsulated: false,
-            }
-        }
+    let (nh, eth, ip) = match decision.into_forward() {
+        Ok(forward) => forward,
+        Err(outcome) => return outcome,
+    };
+    if nh.kind == NEXTHOP_VXLAN {
+        return encap(ctx, &nh, ip);
+    }
+    if !redirect(&nh) {
+        return Outcome::Drop(counter::DROP_REDIRECT_ERROR);
+    }
+    rewrite(eth, ip, &nh);
+    Outcome::Redirected {
+        egress: nh.ifindex,
+        encapsulated: false,
     }
 }
 

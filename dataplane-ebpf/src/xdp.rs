@@ -28,30 +28,26 @@ pub fn run(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn decide(ctx: &XdpContext, decision: Decision, decapsulated: bool) -> Outcome {
-    match decision {
-        Decision::Pass(reason) => Outcome::Pass(reason),
-        Decision::Drop(reason) => Outcome::Drop(reason),
-        // Only reachable for a tunnel inside a tunnel: refused.
-        Decision::Decap { .. } => Outcome::Drop(counter::DROP_VXLAN_INNER),
-        Decision::Forward { nh, eth, ip } => {
-            if nh.kind == NEXTHOP_VXLAN {
-                return encap(ctx, &nh, ip);
-            }
-            // Redirect first: it only records the target. If the port is missing the frame
-            // goes to the kernel still untouched (or, stripped of its tunnel, is dropped).
-            if TX_PORTS.redirect(nh.ifindex, 0).is_err() {
-                return if decapsulated {
-                    Outcome::Drop(counter::DROP_VXLAN_INNER)
-                } else {
-                    Outcome::Pass(counter::PASS_NO_TX_PORT)
-                };
-            }
-            rewrite(eth, ip, &nh);
-            Outcome::Redirected {
-                egress: nh.ifindex,
-                encapsulated: false,
-            }
-        }
+    let (nh, eth, ip) = match decision.into_forward() {
+        Ok(forward) => forward,
+        Err(outcome) => return outcome,
+    };
+    if nh.kind == NEXTHOP_VXLAN {
+        return encap(ctx, &nh, ip);
+    }
+    // Redirect first: it only records the target. If the port is missing the frame goes to
+    // the kernel still untouched (or, stripped of its tunnel, is dropped).
+    if TX_PORTS.redirect(nh.ifindex, 0).is_err() {
+        return if decapsulated {
+            Outcome::Drop(counter::DROP_VXLAN_INNER)
+        } else {
+            Outcome::Pass(counter::PASS_NO_TX_PORT)
+        };
+    }
+    rewrite(eth, ip, &nh);
+    Outcome::Redirected {
+        egress: nh.ifindex,
+        encapsulated: false,
     }
 }
 

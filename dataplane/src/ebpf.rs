@@ -330,7 +330,11 @@ impl Undo {
     }
 }
 
-fn xdp_program<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+/// The loaded program `name` as its type `P` (`Xdp`, `SchedClassifier`).
+fn program_mut<'a, P>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DataplaneError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
     let program = bpf.program_mut(name).ok_or(DataplaneError::Missing {
         kind: "program",
         name,
@@ -340,15 +344,12 @@ fn xdp_program<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp,
         .map_err(|source| DataplaneError::Program { name, source })
 }
 
+fn xdp_program<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+    program_mut(bpf, name)
+}
+
 fn tc_program(bpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
-    let name = program_names::TC_ROUTE;
-    let program = bpf.program_mut(name).ok_or(DataplaneError::Missing {
-        kind: "program",
-        name,
-    })?;
-    program
-        .try_into()
-        .map_err(|source| DataplaneError::Program { name, source })
+    program_mut(bpf, program_names::TC_ROUTE)
 }
 
 /// Makes the hash map `name`, used as a set (values 1), hold exactly `desired`.

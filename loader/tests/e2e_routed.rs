@@ -6,7 +6,7 @@ mod common;
 use bench::{
     netns::sweep_stale,
     topology::{Options, Overlay, Topology},
-    traffic::{Proto, iperf3, ping},
+    traffic::ping,
 };
 use common::*;
 use dataplane::config::Attach;
@@ -122,46 +122,12 @@ fn routed_end_to_end(attach: Attach) {
 
     for (what, server) in [("same-host", a2), ("cross-host", b1)] {
         let before = stats(h0);
-        let tcp = iperf3(&a1.ns, &server.ns, server.addr, Proto::Tcp, 2)
-            .unwrap_or_else(|e| panic!("{what} TCP via {hook}: {e:#}"));
-        assert!(
-            tcp.bytes > 1_000_000,
-            "{what} TCP via {hook} moved only {} bytes",
-            tcp.bytes
-        );
-        let udp = iperf3(
-            &a1.ns,
-            &server.ns,
-            server.addr,
-            Proto::Udp {
-                bits_per_second: 100_000_000,
-            },
-            2,
-        )
-        .unwrap_or_else(|e| panic!("{what} UDP via {hook}: {e:#}"));
-        assert!(
-            udp.packets > 10_000,
-            "{what} UDP via {hook}: only {} datagrams",
-            udp.packets
-        );
-        assert!(
-            (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
-            "{what} UDP via {hook}: {} of {} datagrams lost",
-            udp.lost_packets,
-            udp.packets
-        );
+        let (_, udp) = traffic_works(&format!("{hook} {what}"), a1, server);
         let delta = forwarded(&stats(h0), hook) - forwarded(&before, hook);
         assert!(
             delta >= udp.packets - udp.lost_packets,
             "{what}: host 0 forwarded {delta} frames, fewer than the {} UDP datagrams delivered",
             udp.packets - udp.lost_packets
-        );
-        eprintln!(
-            "{hook} {what}: TCP {:.2} Gbit/s ({} retransmits), UDP {} datagrams {} lost, host 0 forwarded {delta}",
-            tcp.bits_per_second / 1e9,
-            tcp.retransmits,
-            udp.packets,
-            udp.lost_packets
         );
     }
 

@@ -8,7 +8,7 @@ mod common;
 
 use bench::{
     topology::{Options, Overlay, Topology, UNDERLAY_IF},
-    traffic::{Proto, iperf3, ping},
+    traffic::ping,
 };
 use common::*;
 use dataplane::{config::Attach, stats::Stats};
@@ -29,48 +29,6 @@ fn vxlan_topology(attach: Attach, port: u16) -> Topology {
 /// Counters of host `netns` that moved between `before` and `after`.
 fn moved(before: &Stats, after: &Stats, hook: &str, name: &str) -> u64 {
     counter(after, hook, name) - counter(before, hook, name)
-}
-
-/// TCP and UDP from `client` to `server`; asserts they carried what they should.
-fn traffic_works(
-    what: &str,
-    topo_client: &bench::topology::Workload,
-    server: &bench::topology::Workload,
-) {
-    let tcp = iperf3(&topo_client.ns, &server.ns, server.addr, Proto::Tcp, 2)
-        .unwrap_or_else(|e| panic!("{what}: TCP: {e:#}"));
-    assert!(
-        tcp.bytes > 1_000_000,
-        "{what}: TCP moved only {} bytes",
-        tcp.bytes
-    );
-    let udp = iperf3(
-        &topo_client.ns,
-        &server.ns,
-        server.addr,
-        Proto::Udp {
-            bits_per_second: 100_000_000,
-        },
-        2,
-    )
-    .unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
-    assert!(
-        udp.packets > 10_000,
-        "{what}: UDP sent only {} datagrams",
-        udp.packets
-    );
-    assert!(
-        (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
-        "{what}: UDP lost {} of {} datagrams",
-        udp.lost_packets,
-        udp.packets
-    );
-    eprintln!(
-        "{what}: TCP {:.2} Gbit/s, UDP {} datagrams, {} lost",
-        tcp.bits_per_second / 1e9,
-        udp.packets,
-        udp.lost_packets
-    );
 }
 
 fn vxlan_between_ebpf_hosts(attach: Attach) {

@@ -13,6 +13,7 @@ use std::{
 use bench::{
     netns::{ChildGuard, sweep_stale},
     topology::Topology,
+    traffic::{IperfResult, Proto, iperf3},
 };
 use dataplane::{config::Attach, stats::Stats};
 
@@ -180,4 +181,49 @@ pub fn program_id(netns: &str, program: &str) -> u64 {
     status["ids"]["programs"][program]
         .as_u64()
         .expect("program id in status")
+}
+
+/// iperf3 TCP and UDP (100 Mbit/s) from `client` to `server` for 2 s each; asserts that TCP
+/// moved more than a megabyte and UDP lost under 5 %, and returns both results.
+pub fn traffic_works(
+    what: &str,
+    client: &bench::topology::Workload,
+    server: &bench::topology::Workload,
+) -> (IperfResult, IperfResult) {
+    let tcp = iperf3(&client.ns, &server.ns, server.addr, Proto::Tcp, 2)
+        .unwrap_or_else(|e| panic!("{what}: TCP: {e:#}"));
+    assert!(
+        tcp.bytes > 1_000_000,
+        "{what}: TCP moved only {} bytes",
+        tcp.bytes
+    );
+    let udp = iperf3(
+        &client.ns,
+        &server.ns,
+        server.addr,
+        Proto::Udp {
+            bits_per_second: 100_000_000,
+        },
+        2,
+    )
+    .unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
+    assert!(
+        udp.packets > 10_000,
+        "{what}: UDP sent only {} datagrams",
+        udp.packets
+    );
+    assert!(
+        (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
+        "{what}: UDP lost {} of {} datagrams",
+        udp.lost_packets,
+        udp.packets
+    );
+    eprintln!(
+        "{what}: TCP {:.2} Gbit/s ({} retransmits), UDP {} datagrams, {} lost",
+        tcp.bits_per_second / 1e9,
+        tcp.retransmits,
+        udp.packets,
+        udp.lost_packets
+    );
+    (tcp, udp)
 }
