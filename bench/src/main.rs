@@ -1,291 +1,210 @@
-//! The bench: two hosts forwarded by the kernel (Calico-style routed, Flannel-style VXLAN) and
-//! by the eBPF programs (XDP and TC, routed and VXLAN), measured side by side in one run, modes
-//! interleaved per repetition.
-//!
-//! For now it measures cross-host TCP throughput (iperf3) and counts what the programs
-//! forwarded; the CPU-per-rate matrix, the VXLAN modes and the charts come with the bench issue.
+//! The bench: CPU per throughput from 5 Mbit/s to 1 Gbit/s for the kernel's dataplanes
+//! (Calico-style routed, Flannel-style vxlan and host-gw, macvlan) and ours (eBPF routed and
+//! VXLAN, at XDP and at TC), against a bare veth floor, side by side in one run.
 use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
 use bench::{
-    netns::{in_netns, sweep_stale},
-    topology::{Options, Overlay, Topology},
-    traffic::{IperfResult, Proto, iperf3},
+    charts,
+    measure::{self, Point},
+    modes::{Bed, Mode},
+    netns::sweep_stale,
+    probe, report,
+    results::{LatencyPoint, Results, SCHEMA_VERSION, Settings},
+    traffic::{Proto, ping},
 };
-use clap::Parser;
-use dataplane::{
-    config::{self, Attach},
-    ebpf::Dataplane,
-    resolve::{self, LiveSystem},
-    stats,
-};
+use clap::{Args, Parser, Subcommand};
+use dataplane::softirq::SoftirqMeter;
 
-/// Kernel vs eBPF forwarding between two hosts made of network namespaces, routed
-/// (calico-style) and VXLAN (flannel-style), eBPF at XDP and at TC: cross-host TCP. Writes
-/// results.json and report.md to the output directory.
+/// Measures what forwarding costs: the kernel's dataplanes and the eBPF ones, at fixed rates,
+/// CPU accounted in the kernel. Writes results.json, results.csv, report.md and charts (PNG,
+/// SVG) to a directory it prints. Needs root (namespaces, eBPF).
 #[derive(Parser, Debug)]
-#[command(name = "bench")]
-struct Args {
-    /// Repetitions of each mode (modes interleaved within a repetition).
-    #[arg(long, default_value_t = 3)]
-    repetitions: u32,
-    /// Seconds of traffic per measurement.
-    #[arg(long, default_value_t = 5)]
-    duration: u32,
+#[command(name = "bench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Redraw report.md and the charts from an existing results.json, without measuring.
+    Report {
+        /// The directory holding results.json.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A short run (under 3 minutes): floor, calico, flannel-vxlan and the eBPF TC modes,
+    /// three rates, one repetition of 1 s.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Every mode and rate, 3 repetitions of 5 s (longer than the default's 20 minutes).
+    #[arg(long)]
+    full: bool,
+    /// Modes to measure, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    modes: Option<Vec<String>>,
+    /// Offered rates in Mbit/s, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u64>>,
+    /// Repetitions of every point.
+    #[arg(long)]
+    repetitions: Option<u32>,
+    /// Seconds of traffic per point.
+    #[arg(long)]
+    duration: Option<u32>,
+    /// Policy rules in each Calico workload chain that the traffic does not match.
+    #[arg(long, default_value_t = 10)]
+    calico_rules: usize,
     /// Output directory (default: bench-out/<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// One repetition of 2 seconds: a smoke run.
-    #[arg(long)]
-    quick: bool,
 }
 
-/// Who forwards between the workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-enum Mode {
-    /// Calico-style: the kernel routes (ip_forward, FORWARD ACCEPT); no eBPF.
-    CalicoRouted,
-    EbpfRoutedXdp,
-    EbpfRoutedTc,
-    /// Flannel-style: kernel vxlan devices (port 8472) on both hosts; no eBPF.
-    FlannelVxlan,
-    EbpfVxlanXdp,
-    EbpfVxlanTc,
-}
+const ALL_RATES: [u64; 7] = [5, 10, 50, 100, 500, 800, 1000];
+const LATENCY_SIZES: [usize; 3] = [50, 100, 500];
 
-/// Flannel's VXLAN port, used by every VXLAN mode so that they differ only in who forwards.
-const VXLAN_PORT: u16 = 8472;
-
-impl Mode {
-    const ALL: [Mode; 6] = [
-        Mode::CalicoRouted,
-        Mode::EbpfRoutedXdp,
-        Mode::EbpfRoutedTc,
-        Mode::FlannelVxlan,
-        Mode::EbpfVxlanXdp,
-        Mode::EbpfVxlanTc,
-    ];
-
-    fn attach(self) -> Option<Attach> {
-        match self {
-            Mode::CalicoRouted | Mode::FlannelVxlan => None,
-            Mode::EbpfRoutedXdp | Mode::EbpfVxlanXdp => Some(Attach::Xdp),
-            Mode::EbpfRoutedTc | Mode::EbpfVxlanTc => Some(Attach::Tc),
-        }
-    }
-
-    fn overlay(self) -> Overlay {
-        match self {
-            Mode::CalicoRouted | Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc => Overlay::Routed,
-            _ => Overlay::Vxlan { port: VXLAN_PORT },
-        }
-    }
-
-    /// The kernel mode the eBPF mode replaces.
-    fn baseline(self) -> Mode {
-        match self.overlay() {
-            Overlay::Routed => Mode::CalicoRouted,
-            Overlay::Vxlan { .. } => Mode::FlannelVxlan,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Mode::CalicoRouted => "calico-routed",
-            Mode::EbpfRoutedXdp => "ebpf-routed-xdp",
-            Mode::EbpfRoutedTc => "ebpf-routed-tc",
-            Mode::FlannelVxlan => "flannel-vxlan",
-            Mode::EbpfVxlanXdp => "ebpf-vxlan-xdp",
-            Mode::EbpfVxlanTc => "ebpf-vxlan-tc",
-        }
-    }
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Sample {
-    mode: Mode,
-    protocol: &'static str,
-    repetition: u32,
-    duration_s: u32,
-    iperf: IperfResult,
-    /// Frames the eBPF programs of both hosts forwarded during the run (None for kernel).
-    forwarded_frames: Option<u64>,
-}
-
-fn main() -> Result<()> {
-    let mut args = Args::parse();
-    if args.quick {
-        args.repetitions = 1;
-        args.duration = 2;
-    }
-    anyhow::ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "the bench needs root (namespaces, eBPF)"
-    );
-    sweep_stale();
-    let out = args.out.clone().unwrap_or_else(|| {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        PathBuf::from("bench-out").join(t.to_string())
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-
-    let modes = Mode::ALL;
-    let total = modes.len() as u32 * args.repetitions;
-    let started = Instant::now();
-    let mut samples = Vec::new();
-    for repetition in 0..args.repetitions {
-        for mode in modes {
-            let n = samples.len() as u32 + 1;
-            eprintln!(
-                "[{n}/{total}] {} repetition {} ({:.0} s elapsed)",
-                mode.name(),
-                repetition + 1,
-                started.elapsed().as_secs_f64()
-            );
-            samples.push(measure(mode, repetition, args.duration)?);
-        }
-    }
-
-    let report = report(&samples, &args);
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&samples)?,
-    )?;
-    std::fs::write(out.join("report.md"), &report)?;
-    println!("{report}");
-    println!("results in {}", out.display());
-    Ok(())
-}
-
-/// One measurement on a fresh topology: the XDP mode gets the workload wiring it needs, the
-/// others leave workloads at a container runtime's default offloads.
-fn measure(mode: Mode, repetition: u32, duration: u32) -> Result<Sample> {
-    let topo = Topology::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: mode.attach() == Some(Attach::Xdp),
-        overlay: mode.overlay(),
-    })?;
-    if mode == Mode::FlannelVxlan {
-        topo.make_kernel_vxlan_host(0)?;
-        topo.make_kernel_vxlan_host(1)?;
-    }
-    let mut dataplanes = Vec::new();
-    if let Some(attach) = mode.attach() {
-        topo.set_kernel_forward_policy("DROP")?;
-        for index in 0..topo.hosts.len() {
-            let table = config::parse(&topo.route_table(index, attach))
-                .map_err(|e| anyhow::anyhow!("generated route table: {e:?}"))?;
-            let dp = in_netns(topo.hosts[index].ns.name(), || {
-                let plan = resolve::resolve(&table, &LiveSystem)
-                    .map_err(|e| anyhow::anyhow!("resolving: {e:?}"))?;
-                let mut dp = Dataplane::load()?;
-                dp.apply(&plan)?;
-                dp.attach(&plan.attachments)?;
-                Ok(dp)
-            })?;
-            dataplanes.push(dp);
-        }
-    }
-    let forwarded = |dps: &[Dataplane]| -> Result<u64> {
-        let mut sum = 0;
-        for dp in dps {
-            sum += stats::read(&dp.kernel_ids()?)?.total("forwarded");
-        }
-        Ok(sum)
+fn settings(a: &RunArgs) -> Result<Settings> {
+    let (modes, rates, repetitions, duration, latency_count) = if a.quick {
+        (
+            vec![Mode::Floor, Mode::Calico, Mode::FlannelVxlan, Mode::EbpfRoutedTc, Mode::EbpfVxlanTc],
+            vec![10, 100, 1000],
+            1,
+            1,
+            300,
+        )
+    } else if a.full {
+        (Mode::ALL.to_vec(), ALL_RATES.to_vec(), 3, 5, 2000)
+    } else {
+        (Mode::ALL.to_vec(), ALL_RATES.to_vec(), 3, 2, 1000)
     };
-    let before = forwarded(&dataplanes)?;
-    let (client, server) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
-    let iperf = iperf3(&client.ns, &server.ns, server.addr, Proto::Tcp, duration)?;
-    let after = forwarded(&dataplanes)?;
-    Ok(Sample {
-        mode,
-        protocol: "tcp",
-        repetition,
-        duration_s: duration,
-        iperf,
-        forwarded_frames: mode.attach().map(|_| after - before),
+    let modes = match &a.modes {
+        Some(names) => names.iter().map(|n| Mode::parse(n)).collect::<Result<Vec<_>>>()?,
+        None => modes,
+    };
+    let rates = a.rates.clone().unwrap_or(rates);
+    anyhow::ensure!(rates.iter().all(|r| (1..=100_000).contains(r)), "rates are Mbit/s from 1 to 100000");
+    anyhow::ensure!(!modes.is_empty(), "no modes to measure");
+    Ok(Settings {
+        modes,
+        rates_mbps: rates,
+        protocols: vec!["udp".into(), "tcp".into()],
+        repetitions: a.repetitions.unwrap_or(repetitions).max(1),
+        duration_s: a.duration.unwrap_or(duration).max(1),
+        calico_rules: a.calico_rules,
+        latency_sizes: LATENCY_SIZES.to_vec(),
+        latency_count,
     })
 }
 
-fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let median = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    (median, v[0], v[v.len() - 1])
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Report { dir }) => {
+            let results = Results::load(&dir)?;
+            write_outputs(&results, &dir)
+        }
+        None => run(&cli.run),
+    }
 }
 
-fn report(samples: &[Sample], args: &Args) -> String {
-    let mut by_mode: BTreeMap<Mode, Vec<&Sample>> = BTreeMap::new();
-    for s in samples {
-        by_mode.entry(s.mode).or_default().push(s);
+fn write_outputs(results: &Results, dir: &Path) -> Result<()> {
+    results.save(dir)?;
+    std::fs::write(dir.join("report.md"), report::render(results))?;
+    let charts = charts::draw_all(results, dir)?;
+    println!("wrote {}/results.json, results.csv, report.md and {} chart files", dir.display(), charts.len());
+    Ok(())
+}
+
+fn run(args: &RunArgs) -> Result<()> {
+    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the bench needs root (network namespaces, eBPF)");
+    let settings = settings(args)?;
+    sweep_stale();
+    let out = args.out.clone().unwrap_or_else(|| {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        PathBuf::from("bench-out").join(t.to_string())
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    println!("bench: writing to {}", out.display());
+
+    let meter = SoftirqMeter::start().context("attaching the softirq timing programs")?;
+    // BPF run-time statistics are on while this fd lives.
+    let _bpf_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF statistics")?;
+
+    let per_bed = settings.rates_mbps.len() * settings.protocols.len() + 1;
+    let total = settings.modes.len() * settings.repetitions as usize * per_bed;
+    let started = Instant::now();
+    let mut points: Vec<Point> = Vec::new();
+    let mut latency: Vec<LatencyPoint> = Vec::new();
+    for repetition in 0..settings.repetitions {
+        for &mode in &settings.modes {
+            let bed = Bed::build(mode, settings.calico_rules).with_context(|| format!("building {}", mode.name()))?;
+            // Warm up: neighbour entries, and proof of a path before measuring.
+            anyhow::ensure!(
+                ping(bed.client(), bed.server_addr, 2)?,
+                "{}: no connectivity between the workloads",
+                mode.name()
+            );
+            let mut plan: Vec<Proto> = Vec::new();
+            for protocol in &settings.protocols {
+                for &rate in &settings.rates_mbps {
+                    let bps = rate * 1_000_000;
+                    plan.push(match protocol.as_str() {
+                        "udp" => Proto::Udp { bits_per_second: bps },
+                        _ => Proto::TcpAt { bits_per_second: bps },
+                    });
+                }
+            }
+            plan.push(Proto::Tcp);
+            for proto in plan {
+                let done = points.len() + 1;
+                let elapsed = started.elapsed().as_secs_f64();
+                let eta = if done > 1 { elapsed / (done - 1) as f64 * (total - done + 1) as f64 } else { 0.0 };
+                eprint!(
+                    "\r[{done}/{total}] rep {}/{} {:<16} {:<28} {:>5.0} s elapsed, ~{:>4.0} s left   ",
+                    repetition + 1,
+                    settings.repetitions,
+                    mode.name(),
+                    format!("{proto:?}"),
+                    elapsed,
+                    eta
+                );
+                let p = measure::point(&bed, &meter, proto, repetition, settings.duration_s)
+                    .with_context(|| format!("{} {proto:?}", mode.name()))?;
+                points.push(p);
+            }
+            for &size in &settings.latency_sizes {
+                let l = probe::udp_rr(bed.client(), bed.server(), bed.server_addr, size, settings.latency_count)?;
+                latency.push(LatencyPoint { mode: mode.name().to_string(), size, repetition, latency: l });
+            }
+        }
     }
-    let median_of = |mode: Mode| {
-        by_mode
-            .get(&mode)
-            .map(|v| median_min_max(v.iter().map(|s| s.iperf.bits_per_second).collect()).0)
+    eprintln!();
+    let results = Results {
+        schema: SCHEMA_VERSION,
+        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        settings,
+        points,
+        latency,
     };
-    let mut r = String::new();
-    writeln!(
-        r,
-        "# Forwarding between two hosts: kernel vs eBPF (XDP, TC), routed and VXLAN\n"
-    )
-    .unwrap();
-    writeln!(
-        r,
-        "Cross-host TCP, one iperf3 stream for {} s, {} repetition(s), modes interleaved; \
-         two hosts and one workload each in network namespaces (Calico-style wiring). \
-         eBPF modes run with `iptables -P FORWARD DROP` on both hosts. VXLAN modes use port \
-         {VXLAN_PORT} and workload MTU 1450; `vs kernel` compares each mode with the kernel \
-         mode it replaces (calico-routed, flannel-vxlan).\n",
-        args.duration, args.repetitions
-    )
-    .unwrap();
-    writeln!(r, "| mode | TCP Gbit/s median | min | max | vs kernel | retransmits (median) | frames forwarded by eBPF, both hosts (median) |").unwrap();
-    writeln!(r, "|---|---|---|---|---|---|---|").unwrap();
-    for (mode, v) in &by_mode {
-        let (med, min, max) =
-            median_min_max(v.iter().map(|s| s.iperf.bits_per_second / 1e9).collect());
-        let (retr, _, _) = median_min_max(v.iter().map(|s| s.iperf.retransmits as f64).collect());
-        let fwd = match v[0].forwarded_frames {
-            Some(_) => format!(
-                "{:.0}",
-                median_min_max(
-                    v.iter()
-                        .map(|s| s.forwarded_frames.unwrap_or(0) as f64)
-                        .collect()
-                )
-                .0
-            ),
-            None => "- (kernel)".into(),
-        };
-        let ratio = median_of(mode.baseline())
-            .map(|k| format!("{:.2}", med * 1e9 / k))
-            .unwrap_or_default();
-        writeln!(
-            r,
-            "| {} | {med:.2} | {min:.2} | {max:.2} | {ratio} | {retr:.0} | {fwd} |",
-            mode.name()
-        )
-        .unwrap();
-    }
-    writeln!(
-        r,
-        "\nXDP on veth gives up GSO/TSO (the workload's TX checksum offload must be off for it), so a \
-         TCP stream costs it many more, smaller frames; TC keeps GSO and hands packets to the \
-         workload with bpf_redirect_peer."
-    )
-    .unwrap();
-    r
+    write_outputs(&results, &out)?;
+    let off = results.points.iter().filter(|p| p.off_target).count();
+    println!(
+        "done in {:.0} s: {} points, {} off their target rate; report: {}",
+        started.elapsed().as_secs_f64(),
+        results.points.len(),
+        off,
+        out.join("report.md").display()
+    );
+    Ok(())
 }

@@ -30,7 +30,10 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<bool> {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Proto {
+    /// TCP as fast as it goes.
     Tcp,
+    /// TCP paced by iperf3 to a target rate in bits per second.
+    TcpAt { bits_per_second: u64 },
     /// UDP at a target rate in bits per second, 1400-byte datagrams.
     Udp {
         bits_per_second: u64,
@@ -46,6 +49,8 @@ pub struct IperfResult {
     pub lost_packets: u64,
     /// TCP only.
     pub retransmits: u64,
+    /// UDP only, as the receiver saw it.
+    pub jitter_ms: f64,
 }
 
 /// Runs iperf3 from `client` to a one-off server in `server` at `server_addr`.
@@ -72,6 +77,9 @@ pub fn iperf3(
         "--connect-timeout".into(),
         "2000".into(),
     ];
+    if let Proto::TcpAt { bits_per_second } = proto {
+        args.extend(["-b".into(), bits_per_second.to_string()]);
+    }
     if let Proto::Udp { bits_per_second } = proto {
         args.extend([
             "-u".into(),
@@ -118,7 +126,7 @@ fn parse(text: &str, proto: Proto) -> Result<IperfResult> {
     let end = &v["end"];
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     Ok(match proto {
-        Proto::Tcp => IperfResult {
+        Proto::Tcp | Proto::TcpAt { .. } => IperfResult {
             bits_per_second: num(&end["sum_received"]["bits_per_second"]),
             bytes: num(&end["sum_received"]["bytes"]) as u64,
             retransmits: num(&end["sum_sent"]["retransmits"]) as u64,
@@ -129,6 +137,7 @@ fn parse(text: &str, proto: Proto) -> Result<IperfResult> {
             bytes: num(&end["sum"]["bytes"]) as u64,
             packets: num(&end["sum"]["packets"]) as u64,
             lost_packets: num(&end["sum"]["lost_packets"]) as u64,
+            jitter_ms: num(&end["sum"]["jitter_ms"]),
             ..Default::default()
         },
     })

@@ -11,6 +11,7 @@ mod counters;
 mod maps;
 mod parse;
 mod route;
+mod softirq;
 mod tc;
 mod vxlan;
 mod xdp;

@@ -268,6 +268,21 @@ impl Dataplane {
         Ok((result.return_value, out))
     }
 
+    /// Run time and run count of the routing programs so far, summed over both hooks, as the
+    /// kernel's BPF statistics have them (zero unless `kernel.bpf_stats_enabled` is on or a
+    /// stats fd is held, see `aya::sys::enable_stats`).
+    pub fn run_stats(&self) -> Result<(u64, u64), DataplaneError> {
+        let mut time = 0;
+        let mut count = 0;
+        for name in [program_names::XDP_ROUTE, program_names::TC_ROUTE] {
+            let program = self.bpf.program(name).ok_or(DataplaneError::Missing { kind: "program", name })?;
+            let info = program.info().map_err(|source| DataplaneError::Program { name, source })?;
+            time += info.run_time().as_nanos() as u64;
+            count += info.run_count();
+        }
+        Ok((time, count))
+    }
+
     /// The kernel IDs of the programs and maps.
     pub fn kernel_ids(&self) -> Result<KernelIds, DataplaneError> {
         let mut ids = KernelIds::default();

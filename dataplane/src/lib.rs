@@ -21,6 +21,8 @@ pub mod netns;
 #[cfg(feature = "user")]
 pub mod resolve;
 #[cfg(feature = "user")]
+pub mod softirq;
+#[cfg(feature = "user")]
 pub mod state;
 #[cfg(feature = "user")]
 pub mod stats;

@@ -20,6 +20,8 @@ pub mod map_names {
     pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
     /// Hash set of the VNIs this host decapsulates (value unused).
     pub const VXLAN_VNIS: &str = "VXLAN_VNIS";
+    /// Per-CPU array: nanoseconds spent in each softirq vector (the bench's CPU accounting).
+    pub const SOFTIRQ_NS: &str = "SOFTIRQ_NS";
 }
 
 /// Program names as the object exports them.
@@ -29,7 +31,15 @@ pub mod program_names {
     /// An XDP program that passes everything: attached to a veth end so that frames
     /// XDP-redirected into its peer are delivered (see README, "Workload wiring").
     pub const XDP_PASS: &str = "xdp_pass";
+    /// Raw tracepoint programs timing softirqs (bench only).
+    pub const SOFTIRQ_ENTRY: &str = "softirq_entry";
+    pub const SOFTIRQ_EXIT: &str = "softirq_exit";
 }
+
+/// Softirq vectors the kernel has (NR_SOFTIRQS) and the two of the network stack.
+pub const SOFTIRQ_VECTORS: u32 = 10;
+pub const SOFTIRQ_NET_TX: u32 = 2;
+pub const SOFTIRQ_NET_RX: u32 = 3;
 
 pub const MAX_ROUTES: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 4_096;

@@ -6,8 +6,9 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages the tests and the bench run: iproute2 (ip, and namespaces), iptables and
 /// nftables (the kernel baselines, FORWARD DROP), iperf3 (traffic), ethtool (offloads),
-/// bpftool (inspection), iputils-ping, procps (sysctl).
+/// bpftool (inspection), iputils-ping, procps (sysctl), fonts-dejavu-core (chart text).
 const DEBIAN_PACKAGES: &[&str] = &[
+    "fonts-dejavu-core",
     "iproute2",
     "iptables",
     "nftables",

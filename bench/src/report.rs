@@ -1,0 +1,212 @@
+//! report.md: the tables, drawn from results.json alone (so `bench report DIR` redraws them).
+use std::fmt::Write;
+
+use crate::{
+    modes::Mode,
+    results::{Results, Spread},
+};
+
+fn cell(s: Option<Spread>, flagged: bool, digits: usize) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) => {
+            let flag = if flagged { " ⚑" } else { "" };
+            format!("{:.d$} ({:.d$}-{:.d$}){flag}", s.median, s.min, s.max, d = digits)
+        }
+    }
+}
+
+fn rate_name(rate: u64) -> String {
+    if rate == 0 { "max".into() } else { format!("{rate}") }
+}
+
+/// A table: one row per mode, one column per rate.
+fn rate_table(r: &Results, protocol: &str, title: &str, f: impl Fn(Mode, u64) -> (Option<Spread>, bool), digits: usize) -> String {
+    let mut t = String::new();
+    writeln!(t, "\n#### {title}\n").unwrap();
+    let rates = &r.settings.rates_mbps;
+    write!(t, "| mode \\ Mbit/s |").unwrap();
+    for rate in rates {
+        write!(t, " {} |", rate_name(*rate)).unwrap();
+    }
+    writeln!(t).unwrap();
+    writeln!(t, "|---|{}", "---|".repeat(rates.len())).unwrap();
+    for mode in r.modes() {
+        write!(t, "| {} |", mode.name()).unwrap();
+        for rate in rates {
+            let (s, flagged) = f(mode, *rate);
+            write!(t, " {} |", cell(s, flagged, digits)).unwrap();
+        }
+        writeln!(t).unwrap();
+    }
+    let _ = protocol;
+    t
+}
+
+pub fn render(r: &Results) -> String {
+    let s = &r.settings;
+    let mut t = String::new();
+    writeln!(t, "# Bench: CPU per throughput, kernel vs eBPF dataplanes\n").unwrap();
+    writeln!(
+        t,
+        "Kernel {}, {} CPUs. Modes: {}. Rates {:?} Mbit/s, {} repetition(s) of {} s per point, modes \
+         interleaved within each repetition, each mode on a fresh topology per repetition; traffic \
+         cross-host (client workload on host 0, server on host 1; floor: a bare veth pair). TCP and \
+         UDP (1400-byte datagrams) from iperf3 at fixed rates. Cells: median (min-max) over \
+         repetitions; ⚑ marks a point whose achieved rate was more than 2 % off its target in at \
+         least one repetition: read it as not holding its rate.\n",
+        r.kernel,
+        r.cpus,
+        s.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
+        s.rates_mbps,
+        s.repetitions,
+        s.duration_s
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "CPU is read three ways. **Kernel level** (the headline): nanoseconds spent in the NET_RX \
+         and NET_TX softirqs on all CPUs, from raw tracepoint programs on softirq_entry/exit, as % \
+         of one CPU. It is the network stack's own work wherever the kernel ran it; this kernel has \
+         no IRQ time accounting and ticks at 250 Hz, so /proc/stat charges softirq work done on the \
+         way out of a syscall to the task that ran it (often iperf3). **BPF run time**: our programs' \
+         own time per run from the kernel's BPF statistics. **Machine busy**: /proc/stat, whole \
+         machine, % of one CPU (up to {}00 %), with the traffic generator's own time (iperf3 client \
+         and server) beside it: most of the machine time is the generator's, not the dataplane's.\n",
+        r.cpus
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "TCP and UDP are shown apart: in calico, flannel-*, macvlan and the eBPF TC modes a TCP \
+         stream rides on GSO/TSO (a few large packets); the eBPF XDP modes on veth give GSO up and \
+         carry the same stream in many MTU-sized frames, so their TCP cost is a packet-count effect, \
+         not a per-packet one. Compare per-packet costs on UDP.\n"
+    )
+    .unwrap();
+
+    for protocol in &s.protocols {
+        let p = protocol.as_str();
+        writeln!(t, "\n## {}\n", p.to_uppercase()).unwrap();
+        t.push_str(&rate_table(
+            r,
+            p,
+            &format!("{p}: kernel-level CPU above the floor, % of one CPU (the dataplane's own cost)"),
+            |m, rate| (r.above_floor(m, p, rate), r.any_off_target(m, p, rate)),
+            2,
+        ));
+        // Ratios of the eBPF modes to the kernel mode they replace, above the floor.
+        writeln!(t, "\n#### {p}: eBPF above floor / kernel baseline above floor (median)\n").unwrap();
+        write!(t, "| mode \\ Mbit/s |").unwrap();
+        for rate in &s.rates_mbps {
+            write!(t, " {} |", rate_name(*rate)).unwrap();
+        }
+        writeln!(t, "\n|---|{}", "---|".repeat(s.rates_mbps.len())).unwrap();
+        for mode in r.modes() {
+            let Some(base) = mode.baseline() else { continue };
+            write!(t, "| {} / {} |", mode.name(), base.name()).unwrap();
+            for rate in &s.rates_mbps {
+                let ratio = match (r.above_floor(mode, p, *rate), r.above_floor(base, p, *rate)) {
+                    (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+                    _ => "-".into(),
+                };
+                write!(t, " {ratio} |").unwrap();
+            }
+            writeln!(t).unwrap();
+        }
+        t.push_str(&rate_table(
+            r,
+            p,
+            &format!("{p}: kernel-level CPU (NET_RX + NET_TX softirq), % of one CPU"),
+            |m, rate| (r.spread(m, p, rate, |x| x.softirq_cpu_pct), r.any_off_target(m, p, rate)),
+            2,
+        ));
+        t.push_str(&rate_table(
+            r,
+            p,
+            &format!("{p}: BPF run time per program run, ns (eBPF modes)"),
+            |m, rate| {
+                let s = if m.attach().is_some() { r.spread(m, p, rate, |x| x.bpf_ns_per_run) } else { None };
+                (s, false)
+            },
+            0,
+        ));
+        t.push_str(&rate_table(
+            r,
+            p,
+            &format!("{p}: whole machine busy (/proc/stat), % of one CPU"),
+            |m, rate| (r.spread(m, p, rate, |x| x.machine_busy_pct), r.any_off_target(m, p, rate)),
+            1,
+        ));
+        t.push_str(&rate_table(
+            r,
+            p,
+            &format!("{p}: traffic generator (iperf3) time, % of one CPU"),
+            |m, rate| (r.spread(m, p, rate, |x| x.generator_cpu_pct), false),
+            1,
+        ));
+        t.push_str(&rate_table(
+            r,
+            p,
+            &format!("{p}: achieved rate, Mbit/s"),
+            |m, rate| (r.spread(m, p, rate, |x| x.achieved_mbps), r.any_off_target(m, p, rate)),
+            1,
+        ));
+    }
+
+    writeln!(t, "\n## Bandwidth, loss, latency\n").unwrap();
+    writeln!(t, "| mode | max TCP Gbit/s | UDP loss % at 100 Mbit/s | UDP jitter ms at 100 Mbit/s |").unwrap();
+    writeln!(t, "|---|---|---|---|").unwrap();
+    for mode in r.modes() {
+        let max_tcp = r.spread(mode, "tcp", 0, |p| p.achieved_mbps / 1000.0);
+        let loss = r.spread(mode, "udp", 100, |p| {
+            if p.packets > 0 { p.lost_packets as f64 / p.packets as f64 * 100.0 } else { f64::NAN }
+        });
+        let jitter = r.spread(mode, "udp", 100, |p| p.jitter_ms);
+        writeln!(t, "| {} | {} | {} | {} |", mode.name(), cell(max_tcp, false, 2), cell(loss, false, 3), cell(jitter, false, 4)).unwrap();
+    }
+    if !s.latency_sizes.is_empty() {
+        writeln!(
+            t,
+            "\nRequest-response latency (UDP echo, {} round trips per size and repetition), µs, p50 / p99:\n",
+            s.latency_count
+        )
+        .unwrap();
+        write!(t, "| mode |").unwrap();
+        for size in &s.latency_sizes {
+            write!(t, " {size} B p50 | {size} B p99 |").unwrap();
+        }
+        writeln!(t, "\n|---|{}", "---|---|".repeat(s.latency_sizes.len())).unwrap();
+        for mode in r.modes() {
+            write!(t, "| {} |", mode.name()).unwrap();
+            for size in &s.latency_sizes {
+                let p50 = r.latency_spread(mode, *size, |l| l.p50_us);
+                let p99 = r.latency_spread(mode, *size, |l| l.p99_us);
+                write!(t, " {} | {} |", cell(p50, false, 1), cell(p99, false, 1)).unwrap();
+            }
+            writeln!(t).unwrap();
+        }
+    }
+
+    let flagged: Vec<String> = r
+        .points
+        .iter()
+        .filter(|p| p.off_target)
+        .map(|p| format!("{} {} {} Mbit/s rep {}: {:.1} Mbit/s", p.mode, p.protocol, p.rate_mbps, p.repetition, p.achieved_mbps))
+        .collect();
+    writeln!(t, "\n## Points off their target rate (more than 2 %)\n").unwrap();
+    if flagged.is_empty() {
+        writeln!(t, "None.").unwrap();
+    } else {
+        for f in flagged {
+            writeln!(t, "- {f}").unwrap();
+        }
+    }
+    writeln!(
+        t,
+        "\nCharts: cpu_vs_rate_<proto>, above_floor_<proto>, latency (PNG and SVG). Raw data: \
+         results.json, results.csv."
+    )
+    .unwrap();
+    t
+}
