@@ -21,9 +21,11 @@ const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 fn register_fonts() -> Result<()> {
     static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
-        let bytes = std::fs::read(FONT_PATH).map_err(|e| format!("{FONT_PATH}: {e} (install fonts-dejavu-core)"))?;
+        let bytes = std::fs::read(FONT_PATH)
+            .map_err(|e| format!("{FONT_PATH}: {e} (install fonts-dejavu-core)"))?;
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{FONT_PATH}: not a font"))
+        register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{FONT_PATH}: not a font"))
     })
     .clone()
     .map_err(anyhow::Error::msg)
@@ -64,13 +66,27 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let xs: Vec<f64> = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
-    let ys: Vec<f64> = chart.series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1.min, p.1.max])).collect();
+    let xs: Vec<f64> = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().flat_map(|p| [p.1.min, p.1.max]))
+        .collect();
     if xs.is_empty() {
         return Ok(());
     }
-    let (x0, x1) = (xs.iter().cloned().fold(f64::MAX, f64::min), xs.iter().cloned().fold(f64::MIN, f64::max));
-    let (y0, y1) = (ys.iter().cloned().fold(0.0, f64::min), ys.iter().cloned().fold(f64::MIN, f64::max));
+    let (x0, x1) = (
+        xs.iter().cloned().fold(f64::MAX, f64::min),
+        xs.iter().cloned().fold(f64::MIN, f64::max),
+    );
+    let (y0, y1) = (
+        ys.iter().cloned().fold(0.0, f64::min),
+        ys.iter().cloned().fold(f64::MIN, f64::max),
+    );
     let y_range = y0..(y1 * 1.1).max(y0 + 1e-6);
     let mut builder = ChartBuilder::on(&root);
     builder
@@ -89,13 +105,18 @@ where
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             for (i, s) in chart.series.iter().enumerate() {
                 let c = color(i);
-                ctx.draw_series(LineSeries::new(s.points.iter().map(|(x, sp)| (*x, sp.median)), c.stroke_width(2)))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-                ctx.draw_series(
-                    s.points.iter().map(|(x, sp)| ErrorBar::new_vertical(*x, sp.min, sp.median, sp.max, c.filled(), 6)),
-                )
+                ctx.draw_series(LineSeries::new(
+                    s.points.iter().map(|(x, sp)| (*x, sp.median)),
+                    c.stroke_width(2),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(s.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+                ctx.draw_series(s.points.iter().map(|(x, sp)| {
+                    ErrorBar::new_vertical(*x, sp.min, sp.median, sp.max, c.filled(), 6)
+                }))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             ctx.configure_series_labels()
@@ -108,10 +129,18 @@ where
         }};
     }
     if chart.log_x {
-        finish!(builder.build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), y_range).map_err(|e| anyhow::anyhow!("{e}"))?);
+        finish!(
+            builder
+                .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), y_range)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        );
     } else {
         let pad = (x1 - x0) * 0.05 + 1.0;
-        finish!(builder.build_cartesian_2d(x0 - pad..x1 + pad, y_range).map_err(|e| anyhow::anyhow!("{e}"))?);
+        finish!(
+            builder
+                .build_cartesian_2d(x0 - pad..x1 + pad, y_range)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        );
     }
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -120,12 +149,24 @@ where
 fn write(dir: &Path, name: &str, chart: &Chart) -> Result<Vec<String>> {
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
-    draw(BitMapBackend::new(&png, (1100, 700)).into_drawing_area(), chart).with_context(|| format!("drawing {}", png.display()))?;
-    draw(SVGBackend::new(&svg, (1100, 700)).into_drawing_area(), chart).with_context(|| format!("drawing {}", svg.display()))?;
+    draw(
+        BitMapBackend::new(&png, (1100, 700)).into_drawing_area(),
+        chart,
+    )
+    .with_context(|| format!("drawing {}", png.display()))?;
+    draw(
+        SVGBackend::new(&svg, (1100, 700)).into_drawing_area(),
+        chart,
+    )
+    .with_context(|| format!("drawing {}", svg.display()))?;
     Ok(vec![png.display().to_string(), svg.display().to_string()])
 }
 
-fn rate_series(r: &Results, protocol: &str, f: impl Fn(Mode, u64) -> Option<Spread>) -> Vec<Series> {
+fn rate_series(
+    r: &Results,
+    protocol: &str,
+    f: impl Fn(Mode, u64) -> Option<Spread>,
+) -> Vec<Series> {
     r.modes()
         .into_iter()
         .map(|mode| Series {
@@ -139,7 +180,10 @@ fn rate_series(r: &Results, protocol: &str, f: impl Fn(Mode, u64) -> Option<Spre
                 .collect(),
         })
         .filter(|s| !s.points.is_empty())
-        .map(|s| Series { label: format!("{} ({protocol})", s.label), ..s })
+        .map(|s| Series {
+            label: format!("{} ({protocol})", s.label),
+            ..s
+        })
         .collect()
 }
 
@@ -153,7 +197,10 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             dir,
             &format!("cpu_vs_rate_{p}"),
             &Chart {
-                title: &format!("{}: kernel-level CPU (NET_RX+NET_TX softirq) vs rate", p.to_uppercase()),
+                title: &format!(
+                    "{}: kernel-level CPU (NET_RX+NET_TX softirq) vs rate",
+                    p.to_uppercase()
+                ),
                 x_label: "offered rate, Mbit/s (log)",
                 y_label: "softirq CPU, % of one CPU",
                 log_x: true,
@@ -164,11 +211,20 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             dir,
             &format!("above_floor_{p}"),
             &Chart {
-                title: &format!("{}: dataplane cost above the floor vs rate", p.to_uppercase()),
+                title: &format!(
+                    "{}: dataplane cost above the floor vs rate",
+                    p.to_uppercase()
+                ),
                 x_label: "offered rate, Mbit/s (log)",
                 y_label: "softirq CPU above floor, % of one CPU",
                 log_x: true,
-                series: rate_series(r, p, |m, rate| if m == Mode::Floor { None } else { r.above_floor(m, p, rate) }),
+                series: rate_series(r, p, |m, rate| {
+                    if m == Mode::Floor {
+                        None
+                    } else {
+                        r.above_floor(m, p, rate)
+                    }
+                }),
             },
         )?);
     }
@@ -182,7 +238,10 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                     .settings
                     .latency_sizes
                     .iter()
-                    .filter_map(|size| r.latency_spread(mode, *size, |l| l.p50_us).map(|s| (*size as f64, s)))
+                    .filter_map(|size| {
+                        r.latency_spread(mode, *size, |l| l.p50_us)
+                            .map(|s| (*size as f64, s))
+                    })
                     .collect(),
             })
             .filter(|s| !s.points.is_empty())

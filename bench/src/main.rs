@@ -75,7 +75,13 @@ const LATENCY_SIZES: [usize; 3] = [50, 100, 500];
 fn settings(a: &RunArgs) -> Result<Settings> {
     let (modes, rates, repetitions, duration, latency_count) = if a.quick {
         (
-            vec![Mode::Floor, Mode::Calico, Mode::FlannelVxlan, Mode::EbpfRoutedTc, Mode::EbpfVxlanTc],
+            vec![
+                Mode::Floor,
+                Mode::Calico,
+                Mode::FlannelVxlan,
+                Mode::EbpfRoutedTc,
+                Mode::EbpfVxlanTc,
+            ],
             vec![10, 100, 1000],
             1,
             1,
@@ -87,11 +93,17 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         (Mode::ALL.to_vec(), ALL_RATES.to_vec(), 3, 2, 1000)
     };
     let modes = match &a.modes {
-        Some(names) => names.iter().map(|n| Mode::parse(n)).collect::<Result<Vec<_>>>()?,
+        Some(names) => names
+            .iter()
+            .map(|n| Mode::parse(n))
+            .collect::<Result<Vec<_>>>()?,
         None => modes,
     };
     let rates = a.rates.clone().unwrap_or(rates);
-    anyhow::ensure!(rates.iter().all(|r| (1..=100_000).contains(r)), "rates are Mbit/s from 1 to 100000");
+    anyhow::ensure!(
+        rates.iter().all(|r| (1..=100_000).contains(r)),
+        "rates are Mbit/s from 1 to 100000"
+    );
     anyhow::ensure!(!modes.is_empty(), "no modes to measure");
     Ok(Settings {
         modes,
@@ -120,16 +132,26 @@ fn write_outputs(results: &Results, dir: &Path) -> Result<()> {
     results.save(dir)?;
     std::fs::write(dir.join("report.md"), report::render(results))?;
     let charts = charts::draw_all(results, dir)?;
-    println!("wrote {}/results.json, results.csv, report.md and {} chart files", dir.display(), charts.len());
+    println!(
+        "wrote {}/results.json, results.csv, report.md and {} chart files",
+        dir.display(),
+        charts.len()
+    );
     Ok(())
 }
 
 fn run(args: &RunArgs) -> Result<()> {
-    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the bench needs root (network namespaces, eBPF)");
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the bench needs root (network namespaces, eBPF)"
+    );
     let settings = settings(args)?;
     sweep_stale();
     let out = args.out.clone().unwrap_or_else(|| {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         PathBuf::from("bench-out").join(t.to_string())
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -137,7 +159,8 @@ fn run(args: &RunArgs) -> Result<()> {
 
     let meter = SoftirqMeter::start().context("attaching the softirq timing programs")?;
     // BPF run-time statistics are on while this fd lives.
-    let _bpf_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF statistics")?;
+    let _bpf_stats =
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF statistics")?;
 
     let per_bed = settings.rates_mbps.len() * settings.protocols.len() + 1;
     let total = settings.modes.len() * settings.repetitions as usize * per_bed;
@@ -146,7 +169,8 @@ fn run(args: &RunArgs) -> Result<()> {
     let mut latency: Vec<LatencyPoint> = Vec::new();
     for repetition in 0..settings.repetitions {
         for &mode in &settings.modes {
-            let bed = Bed::build(mode, settings.calico_rules).with_context(|| format!("building {}", mode.name()))?;
+            let bed = Bed::build(mode, settings.calico_rules)
+                .with_context(|| format!("building {}", mode.name()))?;
             // Warm up: neighbour entries, and proof of a path before measuring.
             anyhow::ensure!(
                 ping(bed.client(), bed.server_addr, 2)?,
@@ -158,8 +182,12 @@ fn run(args: &RunArgs) -> Result<()> {
                 for &rate in &settings.rates_mbps {
                     let bps = rate * 1_000_000;
                     plan.push(match protocol.as_str() {
-                        "udp" => Proto::Udp { bits_per_second: bps },
-                        _ => Proto::TcpAt { bits_per_second: bps },
+                        "udp" => Proto::Udp {
+                            bits_per_second: bps,
+                        },
+                        _ => Proto::TcpAt {
+                            bits_per_second: bps,
+                        },
                     });
                 }
             }
@@ -167,7 +195,11 @@ fn run(args: &RunArgs) -> Result<()> {
             for proto in plan {
                 let done = points.len() + 1;
                 let elapsed = started.elapsed().as_secs_f64();
-                let eta = if done > 1 { elapsed / (done - 1) as f64 * (total - done + 1) as f64 } else { 0.0 };
+                let eta = if done > 1 {
+                    elapsed / (done - 1) as f64 * (total - done + 1) as f64
+                } else {
+                    0.0
+                };
                 eprint!(
                     "\r[{done}/{total}] rep {}/{} {:<16} {:<28} {:>5.0} s elapsed, ~{:>4.0} s left   ",
                     repetition + 1,
@@ -182,17 +214,36 @@ fn run(args: &RunArgs) -> Result<()> {
                 points.push(p);
             }
             for &size in &settings.latency_sizes {
-                let l = probe::udp_rr(bed.client(), bed.server(), bed.server_addr, size, settings.latency_count)?;
-                latency.push(LatencyPoint { mode: mode.name().to_string(), size, repetition, latency: l });
+                let l = probe::udp_rr(
+                    bed.client(),
+                    bed.server(),
+                    bed.server_addr,
+                    size,
+                    settings.latency_count,
+                )?;
+                latency.push(LatencyPoint {
+                    mode: mode.name().to_string(),
+                    size,
+                    repetition,
+                    latency: l,
+                });
             }
         }
     }
     eprintln!();
     let results = Results {
         schema: SCHEMA_VERSION,
-        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         settings,
         points,
         latency,

@@ -51,7 +51,11 @@ pub struct Point {
 fn proc_stat() -> Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat")?;
     let line = text.lines().next().unwrap_or_default();
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     anyhow::ensure!(v.len() >= 5, "unexpected /proc/stat: {line}");
     let total: u64 = v.iter().take(8).sum();
     let idle = v[3] + v[4];
@@ -99,14 +103,20 @@ pub fn point(
     let secs = duration as f64;
     let (protocol, rate_mbps, achieved_mbps) = match proto {
         Proto::Tcp => ("tcp", 0, r.bits_per_second / 1e6),
-        Proto::TcpAt { bits_per_second } => ("tcp", bits_per_second / 1_000_000, r.bits_per_second / 1e6),
+        Proto::TcpAt { bits_per_second } => {
+            ("tcp", bits_per_second / 1_000_000, r.bits_per_second / 1e6)
+        }
         Proto::Udp { bits_per_second } => {
             let delivered = r.packets.saturating_sub(r.lost_packets);
-            ("udp", bits_per_second / 1_000_000, (delivered * UDP_PAYLOAD * 8) as f64 / secs / 1e6)
+            (
+                "udp",
+                bits_per_second / 1_000_000,
+                (delivered * UDP_PAYLOAD * 8) as f64 / secs / 1e6,
+            )
         }
     };
-    let off_target =
-        rate_mbps > 0 && (achieved_mbps - rate_mbps as f64).abs() > RATE_TOLERANCE * rate_mbps as f64;
+    let off_target = rate_mbps > 0
+        && (achieved_mbps - rate_mbps as f64).abs() > RATE_TOLERANCE * rate_mbps as f64;
     let (bpf_run_ns, bpf_run_count) = (bpf1.0 - bpf0.0, bpf1.1 - bpf0.1);
     Ok(Point {
         mode: bed.mode.name().to_string(),
@@ -121,7 +131,11 @@ pub fn point(
         softirq_cpu_pct: soft.total_ns() as f64 / (secs * 1e9) * 100.0,
         bpf_run_ns,
         bpf_run_count,
-        bpf_ns_per_run: if bpf_run_count > 0 { bpf_run_ns as f64 / bpf_run_count as f64 } else { 0.0 },
+        bpf_ns_per_run: if bpf_run_count > 0 {
+            bpf_run_ns as f64 / bpf_run_count as f64
+        } else {
+            0.0
+        },
         // Over the whole iperf3 run (its start-up included), as the generator's time is.
         machine_busy_pct: (busy1 - busy0) as f64 / ticks / elapsed * 100.0,
         generator_cpu_pct: (gen1 - gen0) / elapsed * 100.0,

@@ -16,7 +16,9 @@ use crate::{
     topology::{Options, Overlay, Topology, UNDERLAY_IF},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Two workloads on one bare veth pair: no forwarding at all.
@@ -66,10 +68,13 @@ impl Mode {
     }
 
     pub fn parse(s: &str) -> Result<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == s).with_context(|| {
-            let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown mode `{s}` (one of: {})", names.join(", "))
-        })
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .with_context(|| {
+                let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode `{s}` (one of: {})", names.join(", "))
+            })
     }
 
     pub fn attach(self) -> Option<Attach> {
@@ -117,7 +122,11 @@ impl Bed {
     fn ns(&self, e: &Endpoint) -> &Netns {
         match e {
             Endpoint::Workload { host, index } => {
-                &self.topology.as_ref().expect("workload endpoints have a topology").hosts[*host]
+                &self
+                    .topology
+                    .as_ref()
+                    .expect("workload endpoints have a topology")
+                    .hosts[*host]
                     .workloads[*index]
                     .ns
             }
@@ -149,7 +158,18 @@ fn floor() -> Result<Bed> {
     let a = Netns::create("floor-a")?;
     let b = Netns::create("floor-b")?;
     run(Command::new("ip").args([
-        "link", "add", "eth0", "netns", a.name(), "type", "veth", "peer", "name", "eth0", "netns", b.name(),
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        b.name(),
     ]))?;
     for (ns, addr) in [(&a, "198.18.0.1/24"), (&b, "198.18.0.2/24")] {
         ns.ip(&["addr", "add", addr, "dev", "eth0"])?;
@@ -173,11 +193,27 @@ fn two_hosts(role: &str) -> Result<Vec<Netns>> {
         v.push(Netns::create(&format!("{role}-{name}"))?);
     }
     run(Command::new("ip").args([
-        "link", "add", UNDERLAY_IF, "netns", v[0].name(), "type", "veth", "peer", "name", UNDERLAY_IF,
-        "netns", v[1].name(),
+        "link",
+        "add",
+        UNDERLAY_IF,
+        "netns",
+        v[0].name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        UNDERLAY_IF,
+        "netns",
+        v[1].name(),
     ]))?;
     for (i, host) in v[..2].iter().enumerate() {
-        host.ip(&["addr", "add", &format!("198.19.0.{}/24", i + 1), "dev", UNDERLAY_IF])?;
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("198.19.0.{}/24", i + 1),
+            "dev",
+            UNDERLAY_IF,
+        ])?;
         host.ip(&["link", "set", UNDERLAY_IF, "up"])?;
         host.sysctl("net.ipv4.ip_forward", "1")?;
     }
@@ -194,13 +230,30 @@ fn host_gw() -> Result<Bed> {
         host.ip(&["link", "add", "cni0", "type", "bridge"])?;
         host.ip(&["addr", "add", &format!("198.18.{net}.1/24"), "dev", "cni0"])?;
         host.ip(&["link", "set", "cni0", "up"])?;
-        host.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", wl.name()])?;
+        host.ip(&[
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            wl.name(),
+        ])?;
         host.ip(&["link", "set", "veth0", "master", "cni0", "up"])?;
         wl.ip(&["addr", "add", &format!("198.18.{net}.2/24"), "dev", "eth0"])?;
         wl.ip(&["link", "set", "eth0", "up"])?;
         wl.ip(&["route", "add", "default", "via", &format!("198.18.{net}.1")])?;
         let other = 2 - i;
-        host.ip(&["route", "add", &format!("198.18.{other}.0/24"), "via", &format!("198.19.0.{other}")])?;
+        host.ip(&[
+            "route",
+            "add",
+            &format!("198.18.{other}.0/24"),
+            "via",
+            &format!("198.19.0.{other}"),
+        ])?;
     }
     Ok(Bed {
         mode: Mode::FlannelHostGw,
@@ -218,10 +271,26 @@ fn macvlan() -> Result<Bed> {
     let v = two_hosts("macvlan")?;
     for i in 0..2usize {
         let (host, wl) = (&v[i], &v[2 + i]);
-        host.ip(&["link", "add", "mv0", "link", UNDERLAY_IF, "type", "macvlan", "mode", "bridge"])?;
+        host.ip(&[
+            "link",
+            "add",
+            "mv0",
+            "link",
+            UNDERLAY_IF,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ])?;
         host.ip(&["link", "set", "mv0", "netns", wl.name()])?;
         wl.ip(&["link", "set", "mv0", "name", "eth0"])?;
-        wl.ip(&["addr", "add", &format!("198.18.100.{}/24", i + 1), "dev", "eth0"])?;
+        wl.ip(&[
+            "addr",
+            "add",
+            &format!("198.18.100.{}/24", i + 1),
+            "dev",
+            "eth0",
+        ])?;
         wl.ip(&["link", "set", "eth0", "up"])?;
     }
     Ok(Bed {
@@ -238,7 +307,9 @@ fn macvlan() -> Result<Bed> {
 fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
     let overlay = match mode {
         Mode::Calico | Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc => Overlay::Routed,
-        Mode::FlannelVxlan | Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc => Overlay::Vxlan { port: VXLAN_PORT },
+        Mode::FlannelVxlan | Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc => {
+            Overlay::Vxlan { port: VXLAN_PORT }
+        }
         other => bail!("{} is not built on the two-host topology", other.name()),
     };
     let topo = Topology::build(&Options {
@@ -293,15 +364,16 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
 /// Applied atomically with iptables-restore.
 fn calico_chains(host: &crate::topology::Host, rules: usize) -> Result<()> {
     let mut t = String::from("*filter\n:cali-from-wl - [0:0]\n:cali-to-wl - [0:0]\n");
-    let mut body = String::from(
-        "-A FORWARD -i cali+ -j cali-from-wl\n-A FORWARD -o cali+ -j cali-to-wl\n",
-    );
+    let mut body =
+        String::from("-A FORWARD -i cali+ -j cali-from-wl\n-A FORWARD -o cali+ -j cali-to-wl\n");
     for w in &host.workloads {
         for (dir, chain, flag) in [("fw", "cali-from-wl", "-i"), ("tw", "cali-to-wl", "-o")] {
             let own = format!("cali-{dir}-{}", w.host_if);
             t.push_str(&format!(":{own} - [0:0]\n"));
             body.push_str(&format!("-A {chain} {flag} {} -g {own}\n", w.host_if));
-            body.push_str(&format!("-A {own} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"));
+            body.push_str(&format!(
+                "-A {own} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            ));
             for r in 0..rules {
                 // TEST-NET-3 peers on ports nobody uses here: never matched by bench traffic.
                 body.push_str(&format!(
@@ -323,7 +395,11 @@ fn calico_chains(host: &crate::topology::Host, rules: usize) -> Result<()> {
         .spawn()
         .context("running iptables-restore")?;
     use std::io::Write;
-    child.stdin.take().expect("piped stdin").write_all(t.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(t.as_bytes())?;
     let status = child.wait()?;
     anyhow::ensure!(status.success(), "iptables-restore failed ({status})");
     Ok(())

@@ -25,7 +25,13 @@ pub struct Latency {
 }
 
 /// `count` round trips of `size`-byte messages from `client` to an echo server in `server`.
-pub fn udp_rr(client: &Netns, server: &Netns, server_addr: Ipv4Addr, size: usize, count: usize) -> Result<Latency> {
+pub fn udp_rr(
+    client: &Netns,
+    server: &Netns,
+    server_addr: Ipv4Addr,
+    size: usize,
+    count: usize,
+) -> Result<Latency> {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
     let server_name = server.name().to_string();
@@ -68,8 +74,17 @@ pub fn udp_rr(client: &Netns, server: &Netns, server_addr: Ipv4Addr, size: usize
             }
         }
         rtts.sort_by(|a, b| a.total_cmp(b));
-        let pick = |q: f64| rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
-        Ok(Latency { samples: rtts.len(), lost, p50_us: pick(0.5), p99_us: pick(0.99) })
+        let pick = |q: f64| {
+            rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        Ok(Latency {
+            samples: rtts.len(),
+            lost,
+            p50_us: pick(0.5),
+            p99_us: pick(0.99),
+        })
     });
     stop.store(true, Ordering::Relaxed);
     echo.join().expect("echo thread panicked")?;

@@ -11,17 +11,33 @@ fn cell(s: Option<Spread>, flagged: bool, digits: usize) -> String {
         None => "-".into(),
         Some(s) => {
             let flag = if flagged { " ⚑" } else { "" };
-            format!("{:.d$} ({:.d$}-{:.d$}){flag}", s.median, s.min, s.max, d = digits)
+            format!(
+                "{:.d$} ({:.d$}-{:.d$}){flag}",
+                s.median,
+                s.min,
+                s.max,
+                d = digits
+            )
         }
     }
 }
 
 fn rate_name(rate: u64) -> String {
-    if rate == 0 { "max".into() } else { format!("{rate}") }
+    if rate == 0 {
+        "max".into()
+    } else {
+        format!("{rate}")
+    }
 }
 
 /// A table: one row per mode, one column per rate.
-fn rate_table(r: &Results, protocol: &str, title: &str, f: impl Fn(Mode, u64) -> (Option<Spread>, bool), digits: usize) -> String {
+fn rate_table(
+    r: &Results,
+    protocol: &str,
+    title: &str,
+    f: impl Fn(Mode, u64) -> (Option<Spread>, bool),
+    digits: usize,
+) -> String {
     let mut t = String::new();
     writeln!(t, "\n#### {title}\n").unwrap();
     let rates = &r.settings.rates_mbps;
@@ -46,7 +62,11 @@ fn rate_table(r: &Results, protocol: &str, title: &str, f: impl Fn(Mode, u64) ->
 pub fn render(r: &Results) -> String {
     let s = &r.settings;
     let mut t = String::new();
-    writeln!(t, "# Bench: CPU per throughput, kernel vs eBPF dataplanes\n").unwrap();
+    writeln!(
+        t,
+        "# Bench: CPU per throughput, kernel vs eBPF dataplanes\n"
+    )
+    .unwrap();
     writeln!(
         t,
         "Kernel {}, {} CPUs. Modes: {}. Rates {:?} Mbit/s, {} repetition(s) of {} s per point, modes \
@@ -72,7 +92,10 @@ pub fn render(r: &Results) -> String {
          way out of a syscall to the task that ran it (often iperf3). **BPF run time**: our programs' \
          own time per run from the kernel's BPF statistics. **Machine busy**: /proc/stat, whole \
          machine, % of one CPU (up to {}00 %), with the traffic generator's own time (iperf3 client \
-         and server) beside it: most of the machine time is the generator's, not the dataplane's.\n",
+         and server, from getrusage: precise) beside it: most of the machine time is the \
+         generator's, not the dataplane's. /proc/stat samples at the tick, and work paced in step \
+         with the tick (iperf3's pacing timers) can escape it: where it reads below the \
+         generator's own time, it missed work. Context only.\n",
         r.cpus
     )
     .unwrap();
@@ -91,19 +114,27 @@ pub fn render(r: &Results) -> String {
         t.push_str(&rate_table(
             r,
             p,
-            &format!("{p}: kernel-level CPU above the floor, % of one CPU (the dataplane's own cost)"),
+            &format!(
+                "{p}: kernel-level CPU above the floor, % of one CPU (the dataplane's own cost)"
+            ),
             |m, rate| (r.above_floor(m, p, rate), r.any_off_target(m, p, rate)),
             2,
         ));
         // Ratios of the eBPF modes to the kernel mode they replace, above the floor.
-        writeln!(t, "\n#### {p}: eBPF above floor / kernel baseline above floor (median)\n").unwrap();
+        writeln!(
+            t,
+            "\n#### {p}: eBPF above floor / kernel baseline above floor (median)\n"
+        )
+        .unwrap();
         write!(t, "| mode \\ Mbit/s |").unwrap();
         for rate in &s.rates_mbps {
             write!(t, " {} |", rate_name(*rate)).unwrap();
         }
         writeln!(t, "\n|---|{}", "---|".repeat(s.rates_mbps.len())).unwrap();
         for mode in r.modes() {
-            let Some(base) = mode.baseline() else { continue };
+            let Some(base) = mode.baseline() else {
+                continue;
+            };
             write!(t, "| {} / {} |", mode.name(), base.name()).unwrap();
             for rate in &s.rates_mbps {
                 let ratio = match (r.above_floor(mode, p, *rate), r.above_floor(base, p, *rate)) {
@@ -118,7 +149,12 @@ pub fn render(r: &Results) -> String {
             r,
             p,
             &format!("{p}: kernel-level CPU (NET_RX + NET_TX softirq), % of one CPU"),
-            |m, rate| (r.spread(m, p, rate, |x| x.softirq_cpu_pct), r.any_off_target(m, p, rate)),
+            |m, rate| {
+                (
+                    r.spread(m, p, rate, |x| x.softirq_cpu_pct),
+                    r.any_off_target(m, p, rate),
+                )
+            },
             2,
         ));
         t.push_str(&rate_table(
@@ -126,7 +162,11 @@ pub fn render(r: &Results) -> String {
             p,
             &format!("{p}: BPF run time per program run, ns (eBPF modes)"),
             |m, rate| {
-                let s = if m.attach().is_some() { r.spread(m, p, rate, |x| x.bpf_ns_per_run) } else { None };
+                let s = if m.attach().is_some() {
+                    r.spread(m, p, rate, |x| x.bpf_ns_per_run)
+                } else {
+                    None
+                };
                 (s, false)
             },
             0,
@@ -135,7 +175,12 @@ pub fn render(r: &Results) -> String {
             r,
             p,
             &format!("{p}: whole machine busy (/proc/stat), % of one CPU"),
-            |m, rate| (r.spread(m, p, rate, |x| x.machine_busy_pct), r.any_off_target(m, p, rate)),
+            |m, rate| {
+                (
+                    r.spread(m, p, rate, |x| x.machine_busy_pct),
+                    r.any_off_target(m, p, rate),
+                )
+            },
             1,
         ));
         t.push_str(&rate_table(
@@ -149,21 +194,42 @@ pub fn render(r: &Results) -> String {
             r,
             p,
             &format!("{p}: achieved rate, Mbit/s"),
-            |m, rate| (r.spread(m, p, rate, |x| x.achieved_mbps), r.any_off_target(m, p, rate)),
+            |m, rate| {
+                (
+                    r.spread(m, p, rate, |x| x.achieved_mbps),
+                    r.any_off_target(m, p, rate),
+                )
+            },
             1,
         ));
     }
 
     writeln!(t, "\n## Bandwidth, loss, latency\n").unwrap();
-    writeln!(t, "| mode | max TCP Gbit/s | UDP loss % at 100 Mbit/s | UDP jitter ms at 100 Mbit/s |").unwrap();
+    writeln!(
+        t,
+        "| mode | max TCP Gbit/s | UDP loss % at 100 Mbit/s | UDP jitter ms at 100 Mbit/s |"
+    )
+    .unwrap();
     writeln!(t, "|---|---|---|---|").unwrap();
     for mode in r.modes() {
         let max_tcp = r.spread(mode, "tcp", 0, |p| p.achieved_mbps / 1000.0);
         let loss = r.spread(mode, "udp", 100, |p| {
-            if p.packets > 0 { p.lost_packets as f64 / p.packets as f64 * 100.0 } else { f64::NAN }
+            if p.packets > 0 {
+                p.lost_packets as f64 / p.packets as f64 * 100.0
+            } else {
+                f64::NAN
+            }
         });
         let jitter = r.spread(mode, "udp", 100, |p| p.jitter_ms);
-        writeln!(t, "| {} | {} | {} | {} |", mode.name(), cell(max_tcp, false, 2), cell(loss, false, 3), cell(jitter, false, 4)).unwrap();
+        writeln!(
+            t,
+            "| {} | {} | {} | {} |",
+            mode.name(),
+            cell(max_tcp, false, 2),
+            cell(loss, false, 3),
+            cell(jitter, false, 4)
+        )
+        .unwrap();
     }
     if !s.latency_sizes.is_empty() {
         writeln!(
@@ -192,7 +258,12 @@ pub fn render(r: &Results) -> String {
         .points
         .iter()
         .filter(|p| p.off_target)
-        .map(|p| format!("{} {} {} Mbit/s rep {}: {:.1} Mbit/s", p.mode, p.protocol, p.rate_mbps, p.repetition, p.achieved_mbps))
+        .map(|p| {
+            format!(
+                "{} {} {} Mbit/s rep {}: {:.1} Mbit/s",
+                p.mode, p.protocol, p.rate_mbps, p.repetition, p.achieved_mbps
+            )
+        })
         .collect();
     writeln!(t, "\n## Points off their target rate (more than 2 %)\n").unwrap();
     if flagged.is_empty() {

@@ -43,14 +43,24 @@ pub struct Results {
 impl Results {
     pub fn load(dir: &Path) -> Result<Results> {
         let path = dir.join("results.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let r: Results = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        anyhow::ensure!(r.schema == SCHEMA_VERSION, "{} has schema {}, expected {SCHEMA_VERSION}", path.display(), r.schema);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let r: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            r.schema == SCHEMA_VERSION,
+            "{} has schema {}, expected {SCHEMA_VERSION}",
+            path.display(),
+            r.schema
+        );
         Ok(r)
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(self)?,
+        )?;
         std::fs::write(dir.join("results.csv"), self.csv())?;
         Ok(())
     }
@@ -65,10 +75,25 @@ impl Results {
         for p in &self.points {
             out.push_str(&format!(
                 "{},{},{},{},{},{:.3},{},{},{},{:.3},{},{},{:.1},{:.3},{:.3},{},{},{:.4},{}\n",
-                p.mode, p.protocol, p.rate_mbps, p.repetition, p.duration_s, p.achieved_mbps, p.off_target,
-                p.softirq_net_rx_ns, p.softirq_net_tx_ns, p.softirq_cpu_pct, p.bpf_run_ns, p.bpf_run_count,
-                p.bpf_ns_per_run, p.machine_busy_pct, p.generator_cpu_pct, p.packets, p.lost_packets,
-                p.jitter_ms, p.retransmits
+                p.mode,
+                p.protocol,
+                p.rate_mbps,
+                p.repetition,
+                p.duration_s,
+                p.achieved_mbps,
+                p.off_target,
+                p.softirq_net_rx_ns,
+                p.softirq_net_tx_ns,
+                p.softirq_cpu_pct,
+                p.bpf_run_ns,
+                p.bpf_run_count,
+                p.bpf_ns_per_run,
+                p.machine_busy_pct,
+                p.generator_cpu_pct,
+                p.packets,
+                p.lost_packets,
+                p.jitter_ms,
+                p.retransmits
             ));
         }
         out
@@ -83,22 +108,42 @@ impl Results {
     }
 
     /// A measure over the repetitions of one point.
-    pub fn spread(&self, mode: Mode, protocol: &str, rate: u64, f: impl Fn(&Point) -> f64) -> Option<Spread> {
-        Spread::of(self.points_at(mode, protocol, rate).into_iter().map(f).collect())
+    pub fn spread(
+        &self,
+        mode: Mode,
+        protocol: &str,
+        rate: u64,
+        f: impl Fn(&Point) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.points_at(mode, protocol, rate)
+                .into_iter()
+                .map(f)
+                .collect(),
+        )
     }
 
     /// Kernel-level CPU above the floor: each repetition's softirq CPU less the floor's median
     /// at the same protocol and rate.
     pub fn above_floor(&self, mode: Mode, protocol: &str, rate: u64) -> Option<Spread> {
-        let floor = self.spread(Mode::Floor, protocol, rate, |p| p.softirq_cpu_pct)?.median;
+        let floor = self
+            .spread(Mode::Floor, protocol, rate, |p| p.softirq_cpu_pct)?
+            .median;
         self.spread(mode, protocol, rate, |p| p.softirq_cpu_pct - floor)
     }
 
     pub fn any_off_target(&self, mode: Mode, protocol: &str, rate: u64) -> bool {
-        self.points_at(mode, protocol, rate).iter().any(|p| p.off_target)
+        self.points_at(mode, protocol, rate)
+            .iter()
+            .any(|p| p.off_target)
     }
 
-    pub fn latency_spread(&self, mode: Mode, size: usize, f: impl Fn(&Latency) -> f64) -> Option<Spread> {
+    pub fn latency_spread(
+        &self,
+        mode: Mode,
+        size: usize,
+        f: impl Fn(&Latency) -> f64,
+    ) -> Option<Spread> {
         Spread::of(
             self.latency
                 .iter()
@@ -130,8 +175,17 @@ impl Spread {
         }
         v.sort_by(|a, b| a.total_cmp(b));
         let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Spread { median, min: v[0], max: v[n - 1], n })
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
     }
 }
 

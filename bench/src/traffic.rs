@@ -35,9 +35,7 @@ pub enum Proto {
     /// TCP paced by iperf3 to a target rate in bits per second.
     TcpAt { bits_per_second: u64 },
     /// UDP at a target rate in bits per second, 1400-byte datagrams.
-    Udp {
-        bits_per_second: u64,
-    },
+    Udp { bits_per_second: u64 },
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -275,8 +275,13 @@ impl Dataplane {
         let mut time = 0;
         let mut count = 0;
         for name in [program_names::XDP_ROUTE, program_names::TC_ROUTE] {
-            let program = self.bpf.program(name).ok_or(DataplaneError::Missing { kind: "program", name })?;
-            let info = program.info().map_err(|source| DataplaneError::Program { name, source })?;
+            let program = self.bpf.program(name).ok_or(DataplaneError::Missing {
+                kind: "program",
+                name,
+            })?;
+            let info = program
+                .info()
+                .map_err(|source| DataplaneError::Program { name, source })?;
             time += info.run_time().as_nanos() as u64;
             count += info.run_count();
         }

@@ -45,11 +45,18 @@ impl SoftirqMeter {
         ] {
             let program: &mut RawTracePoint = bpf
                 .program_mut(name)
-                .ok_or(DataplaneError::Missing { kind: "program", name })?
+                .ok_or(DataplaneError::Missing {
+                    kind: "program",
+                    name,
+                })?
                 .try_into()
                 .map_err(|source| DataplaneError::Program { name, source })?;
-            program.load().map_err(|source| DataplaneError::Program { name, source })?;
-            program.attach(tracepoint).map_err(|source| DataplaneError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+            program
+                .attach(tracepoint)
+                .map_err(|source| DataplaneError::Program { name, source })?;
         }
         Ok(Self { bpf })
     }
@@ -57,11 +64,17 @@ impl SoftirqMeter {
     pub fn read(&self) -> Result<SoftirqTime, DataplaneError> {
         let name = map_names::SOFTIRQ_NS;
         let err = |source| DataplaneError::Map { name, source };
-        let map = self.bpf.map(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
         let ns: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
         let sum = |vector: u32| -> Result<u64, DataplaneError> {
             Ok(ns.get(&vector, 0).map_err(err)?.iter().sum())
         };
-        Ok(SoftirqTime { net_rx_ns: sum(SOFTIRQ_NET_RX)?, net_tx_ns: sum(SOFTIRQ_NET_TX)? })
+        Ok(SoftirqTime {
+            net_rx_ns: sum(SOFTIRQ_NET_RX)?,
+            net_tx_ns: sum(SOFTIRQ_NET_TX)?,
+        })
     }
 }
