@@ -31,10 +31,12 @@ fn register_fonts() -> Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-/// One line of a chart: a mode's medians with their spread.
+/// One line of a chart: a mode's medians with their spread. Points in `off_target` did not
+/// hold their offered rate: they are drawn with a cross so nobody reads them as if they did.
 struct Series {
     label: String,
     points: Vec<(f64, Spread)>,
+    off_target: Vec<f64>,
 }
 
 struct Chart<'a> {
@@ -118,6 +120,13 @@ where
                     ErrorBar::new_vertical(*x, sp.min, sp.median, sp.max, c.filled(), 6)
                 }))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+                ctx.draw_series(
+                    s.points
+                        .iter()
+                        .filter(|(x, _)| s.off_target.contains(x))
+                        .map(|(x, sp)| Cross::new((*x, sp.median), 9, c.stroke_width(3))),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             ctx.configure_series_labels()
                 .background_style(WHITE.mix(0.85))
@@ -167,16 +176,25 @@ fn rate_series(
     protocol: &str,
     f: impl Fn(Mode, u64) -> Option<Spread>,
 ) -> Vec<Series> {
+    let rates: Vec<u64> = r
+        .settings
+        .rates_mbps
+        .iter()
+        .copied()
+        .filter(|rate| *rate > 0)
+        .collect();
     r.modes()
         .into_iter()
         .map(|mode| Series {
             label: mode.name().to_string(),
-            points: r
-                .settings
-                .rates_mbps
+            points: rates
                 .iter()
-                .filter(|rate| **rate > 0)
                 .filter_map(|rate| f(mode, *rate).map(|s| (*rate as f64, s)))
+                .collect(),
+            off_target: rates
+                .iter()
+                .filter(|rate| r.any_off_target(mode, protocol, **rate))
+                .map(|rate| *rate as f64)
                 .collect(),
         })
         .filter(|s| !s.points.is_empty())
@@ -198,7 +216,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             &format!("cpu_vs_rate_{p}"),
             &Chart {
                 title: &format!(
-                    "{}: kernel-level CPU (NET_RX+NET_TX softirq) vs rate",
+                    "{}: kernel-level CPU (NET_RX+NET_TX softirq) vs rate (x: rate not held)",
                     p.to_uppercase()
                 ),
                 x_label: "offered rate, Mbit/s (log)",
@@ -212,7 +230,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             &format!("above_floor_{p}"),
             &Chart {
                 title: &format!(
-                    "{}: dataplane cost above the floor vs rate",
+                    "{}: dataplane cost above the floor vs rate (x: rate not held)",
                     p.to_uppercase()
                 ),
                 x_label: "offered rate, Mbit/s (log)",
@@ -243,6 +261,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                             .map(|s| (*size as f64, s))
                     })
                     .collect(),
+                off_target: vec![],
             })
             .filter(|s| !s.points.is_empty())
             .collect();

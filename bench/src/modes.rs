@@ -2,7 +2,7 @@
 //!
 //! Every bed has a client workload on host 0 and a server workload on host 1 (cross-host),
 //! except `floor`, two namespaces joined by a bare veth pair: the lower bound.
-use std::{net::Ipv4Addr, process::Command};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, bail};
 use dataplane::{
@@ -12,7 +12,7 @@ use dataplane::{
 };
 
 use crate::{
-    netns::{Netns, in_netns, run},
+    netns::{Netns, in_netns, veth_between},
     topology::{Options, Overlay, Topology, UNDERLAY_IF},
 };
 
@@ -157,20 +157,7 @@ impl Bed {
 fn floor() -> Result<Bed> {
     let a = Netns::create("floor-a")?;
     let b = Netns::create("floor-b")?;
-    run(Command::new("ip").args([
-        "link",
-        "add",
-        "eth0",
-        "netns",
-        a.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        b.name(),
-    ]))?;
+    veth_between(&a, "eth0", &b, "eth0")?;
     for (ns, addr) in [(&a, "198.18.0.1/24"), (&b, "198.18.0.2/24")] {
         ns.ip(&["addr", "add", addr, "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
@@ -192,20 +179,7 @@ fn two_hosts(role: &str) -> Result<Vec<Netns>> {
     for name in ["host0", "host1", "h0w0", "h1w0"] {
         v.push(Netns::create(&format!("{role}-{name}"))?);
     }
-    run(Command::new("ip").args([
-        "link",
-        "add",
-        UNDERLAY_IF,
-        "netns",
-        v[0].name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        UNDERLAY_IF,
-        "netns",
-        v[1].name(),
-    ]))?;
+    veth_between(&v[0], UNDERLAY_IF, &v[1], UNDERLAY_IF)?;
     for (i, host) in v[..2].iter().enumerate() {
         host.ip(&[
             "addr",

@@ -81,6 +81,27 @@ impl Drop for Netns {
     }
 }
 
+/// Joins two namespaces with a veth pair: `a_if` in `a`, `b_if` in `b` (created in place,
+/// never in the root namespace).
+pub fn veth_between(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]))
+    .with_context(|| format!("creating a veth between {} and {}", a.name(), b.name()))?;
+    Ok(())
+}
+
 /// Kills whatever still runs in the namespace, so that deleting it frees it.
 fn kill_processes_in(name: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {

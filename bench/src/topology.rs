@@ -14,7 +14,7 @@ use std::{fmt::Write, net::Ipv4Addr};
 use anyhow::{Context, Result};
 use dataplane::{config::Attach, netinfo::format_mac, resolve::default_vtep_mac, workload};
 
-use crate::netns::{Netns, in_netns, run};
+use crate::netns::{Netns, in_netns, run, veth_between};
 
 pub struct Workload {
     pub ns: Netns,
@@ -92,21 +92,7 @@ impl Topology {
                 workloads: Vec::new(),
             });
         }
-        run(std::process::Command::new("ip").args([
-            "link",
-            "add",
-            UNDERLAY_IF,
-            "netns",
-            hosts[0].ns.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UNDERLAY_IF,
-            "netns",
-            hosts[1].ns.name(),
-        ]))
-        .context("creating the underlay veth")?;
+        veth_between(&hosts[0].ns, UNDERLAY_IF, &hosts[1].ns, UNDERLAY_IF)?;
         for i in 0..2 {
             let other = 1 - i;
             let host = &hosts[i];
