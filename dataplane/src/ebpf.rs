@@ -292,10 +292,17 @@ impl Dataplane {
     pub fn kernel_ids(&self) -> Result<KernelIds, DataplaneError> {
         let mut ids = KernelIds::default();
         for (name, program) in self.bpf.programs() {
-            let info = program.info().map_err(|source| DataplaneError::Program {
-                name: "info",
-                source,
-            })?;
+            let info = match program.info() {
+                Ok(info) => info,
+                // The object's other programs (the bench's softirq timers) are not loaded here.
+                Err(ProgramError::NotLoaded) => continue,
+                Err(source) => {
+                    return Err(DataplaneError::Program {
+                        name: "info",
+                        source,
+                    });
+                }
+            };
             ids.programs.insert(name.to_string(), info.id());
             let map_ids = info
                 .map_ids()
