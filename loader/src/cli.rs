@@ -25,7 +25,10 @@ pub struct Target {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the programs, fill the maps from the route table, attach to the interfaces it
-    /// names, and stay in the foreground. SIGINT or SIGTERM detach everything and exit.
+    /// names, and stay in the foreground, following the file: each change is applied as a
+    /// difference within a second; a change that does not parse or resolve is logged with its
+    /// line and the running tables stay as they were. SIGINT or SIGTERM detach everything and
+    /// exit.
     ///
     /// A route table that does not parse or cannot be resolved (missing interface, next hop
     /// that does not answer ARP) is reported with its line numbers, and nothing is attached.

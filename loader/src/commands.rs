@@ -19,7 +19,10 @@ use dataplane::{
 };
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, Target};
+use crate::{
+    cli::{Cli, Command, Target},
+    watch::{self, Watcher},
+};
 
 pub fn run(cli: Cli) -> Result<()> {
     let target = match &cli.command {
@@ -122,7 +125,18 @@ fn run_dataplane(config_path: &Path) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signal = runtime.block_on(wait_for_stop_signal())?;
+    let mut watcher = Watcher::new(config_path, plan);
+    let signal = runtime.block_on(async {
+        let stop = wait_for_stop_signal();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(watch::POLL);
+        loop {
+            tokio::select! {
+                signal = &mut stop => break signal,
+                _ = tick.tick() => watcher.poll(&mut dataplane),
+            }
+        }
+    })?;
     info!(signal, "stopping: detaching everything");
     drop(dataplane);
     state::remove_if_owned(pid)?;

@@ -2,13 +2,16 @@
 //! for one) and reads its state.
 mod cli;
 mod commands;
+mod watch;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOADER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

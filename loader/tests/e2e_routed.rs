@@ -10,6 +10,10 @@ use bench::{
 };
 use common::*;
 use dataplane::config::Attach;
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
 
 fn routed_end_to_end(attach: Attach) {
     require_root();
@@ -250,5 +254,130 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
         String::from_utf8_lossy(&out.stderr)
             .contains(":4: no MAC address for 198.19.0.99 on `eth0`")
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Waits up to `within` for `loader routes` of `netns` to satisfy `ok`; returns whether it did.
+fn routes_become(netns: &str, within: Duration, ok: impl Fn(&[serde_json::Value]) -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        // Until the loader is up, `loader routes` fails: that counts as not yet.
+        let out = loader(&["routes", "--json", "--netns", netns]);
+        let table: Vec<serde_json::Value> = if out.status.success() {
+            serde_json::from_slice(&out.stdout).unwrap()
+        } else {
+            vec![]
+        };
+        if ok(&table) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn has_route(table: &[serde_json::Value], prefix: &str) -> bool {
+    table.iter().any(|r| r["prefix"] == prefix)
+}
+
+#[test]
+fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
+    let _serial = root_test();
+    let topo = Topology::build(&Options {
+        workloads_per_host: 2,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    })
+    .unwrap();
+    topo.set_kernel_forward_policy("DROP").unwrap();
+    let host = &topo.hosts[0];
+    let (a1, a2) = (&host.workloads[0], &host.workloads[1]);
+    let h0 = host.ns.name();
+    let dir = temp_dir();
+    let path = dir.join("host0.routes");
+    let full = topo.route_table(0, Attach::Tc);
+    // Start without the route to the second workload: same-host traffic has no path.
+    let without: String = full
+        .lines()
+        .filter(|l| !l.contains("198.18.1.3/32"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, &without).unwrap();
+    let child = std::process::Command::new(LOADER)
+        .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    assert!(
+        routes_become(h0, Duration::from_secs(30), |t| has_route(
+            t,
+            "198.18.1.2/32"
+        )),
+        "loader up"
+    );
+    assert!(
+        !ping(&a1.ns, a2.addr, 1).unwrap(),
+        "no route to 198.18.1.3 yet"
+    );
+
+    // Add the route: applied within a second, and traffic flows.
+    std::fs::write(&path, &full).unwrap();
+    assert!(
+        routes_become(h0, Duration::from_secs(1), |t| has_route(
+            t,
+            "198.18.1.3/32"
+        )),
+        "the added route shows in `loader routes` within a second"
+    );
+    assert!(
+        ping(&a1.ns, a2.addr, 3).unwrap(),
+        "same-host traffic after the live update"
+    );
+
+    // A broken edit: reported, and the running table stays exactly as it was.
+    let before = routes(h0);
+    std::fs::write(&path, format!("{full}route 198.18.1.99/24 dev cali1\n")).unwrap();
+    let bad_line = full.lines().count() + 1;
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        routes(h0),
+        before,
+        "a table that does not parse changes nothing"
+    );
+    assert!(
+        ping(&a1.ns, a2.addr, 2).unwrap(),
+        "traffic unaffected by the bad edit"
+    );
+
+    // Remove the route again: gone within a second, traffic stops.
+    std::fs::write(&path, &without).unwrap();
+    assert!(
+        routes_become(h0, Duration::from_secs(1), |t| !has_route(
+            t,
+            "198.18.1.3/32"
+        )),
+        "the removed route leaves `loader routes` within a second"
+    );
+    assert!(
+        !ping(&a1.ns, a2.addr, 1).unwrap(),
+        "no path once the route is removed"
+    );
+
+    detach(h0);
+    let out = guard.wait().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("route added") && log.contains("198.18.1.3/32"),
+        "log of the added route:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("line={bad_line}")) && log.contains("host bits set"),
+        "log names the bad line {bad_line}:\n{log}"
+    );
+    assert!(log.contains("route removed"), "log of the removal:\n{log}");
     std::fs::remove_dir_all(&dir).ok();
 }
