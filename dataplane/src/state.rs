@@ -86,7 +86,7 @@ pub fn write(state: &LoaderState) -> Result<PathBuf, StateError> {
 /// is none or its process is gone.
 pub fn read_live() -> Result<LoaderState, StateError> {
     let state = read()?;
-    if !process_alive(state.pid) {
+    if !recorded_loader_runs(&state) {
         return Err(StateError::Stale {
             path: path()?.display().to_string(),
             pid: state.pid,
@@ -132,6 +132,25 @@ pub fn remove_if_owned(pid: u32) -> Result<(), StateError> {
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// True if the recorded loader still runs: its pid is a live process in this network
+/// namespace (a recycled pid of some other process does not count, and is never signalled).
+pub fn recorded_loader_runs(state: &LoaderState) -> bool {
+    process_alive(state.pid) && process_in_current_netns(state.pid)
+}
+
+/// True if `pid`'s network namespace is the calling thread's.
+fn process_in_current_netns(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    match (
+        ino(format!("/proc/{pid}/ns/net")),
+        ino("/proc/thread-self/ns/net".into()),
+    ) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
     }
 }
 

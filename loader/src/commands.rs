@@ -155,7 +155,7 @@ async fn wait_for_stop_signal() -> Result<&'static str> {
 
 fn detach(timeout: Duration) -> Result<()> {
     match state::read() {
-        Ok(st) if state::process_alive(st.pid) => {
+        Ok(st) if state::recorded_loader_runs(&st) => {
             info!(pid = st.pid, "stopping the running loader");
             signal(st.pid, libc::SIGTERM);
             let deadline = Instant::now() + timeout;
