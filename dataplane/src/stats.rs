@@ -83,3 +83,68 @@ pub fn routes(ids: &KernelIds) -> Result<BTreeMap<Ipv4Prefix, NextHop>, Dataplan
         LpmTrie::try_from(Map::LpmTrie(open(ids, name)?)).map_err(map_err(name))?;
     read_routes(&trie)
 }
+
+/// How full one map is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// Entries against capacity for every hash-like map of the dataplane (a full map refuses
+/// updates: operators watch this).
+pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
+    use aya::maps::{DevMapHash, HashMap};
+    let capacity = |name: &'static str| -> Result<u64, DataplaneError> {
+        let id = *ids
+            .maps
+            .get(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let info = aya::maps::MapInfo::from_id(id).map_err(map_err(name))?;
+        Ok(info.max_entries() as u64)
+    };
+    let count = |name: &'static str,
+                 n: Result<usize, aya::maps::MapError>|
+     -> Result<MapFill, DataplaneError> {
+        Ok(MapFill {
+            name,
+            entries: n.map_err(map_err(name))? as u64,
+            capacity: capacity(name)?,
+        })
+    };
+    let mut out = vec![MapFill {
+        name: map_names::ROUTES,
+        entries: routes(ids)?.len() as u64,
+        capacity: capacity(map_names::ROUTES)?,
+    }];
+    let ports: DevMapHash<MapData> =
+        DevMapHash::try_from(Map::DevMapHash(open(ids, map_names::TX_PORTS)?))
+            .map_err(map_err(map_names::TX_PORTS))?;
+    out.push(count(
+        map_names::TX_PORTS,
+        ports.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
+    )?);
+    let addrs: HashMap<MapData, Ipv4Key, u32> =
+        HashMap::try_from(Map::HashMap(open(ids, map_names::HOST_ADDRS)?))
+            .map_err(map_err(map_names::HOST_ADDRS))?;
+    out.push(count(
+        map_names::HOST_ADDRS,
+        addrs.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
+    )?);
+    let vnis: HashMap<MapData, u32, u32> =
+        HashMap::try_from(Map::HashMap(open(ids, map_names::VXLAN_VNIS)?))
+            .map_err(map_err(map_names::VXLAN_VNIS))?;
+    out.push(count(
+        map_names::VXLAN_VNIS,
+        vnis.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
+    )?);
+    let egress: PerCpuHashMap<MapData, u32, u64> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(ids, map_names::FWD_BY_EGRESS)?))
+            .map_err(map_err(map_names::FWD_BY_EGRESS))?;
+    out.push(count(
+        map_names::FWD_BY_EGRESS,
+        egress.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
+    )?);
+    Ok(out)
+}

@@ -36,6 +36,10 @@ pub enum Command {
         /// The route table (format: README.md, "Route table").
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Serve Prometheus metrics (counters, map fill levels, routes, apply errors) at
+        /// http://ADDR/metrics, ADDR taken in the host's network namespace.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         #[command(flatten)]
         target: Target,
     },

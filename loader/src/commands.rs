@@ -19,8 +19,11 @@ use dataplane::{
 };
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use crate::{
     cli::{Cli, Command, Target},
+    metrics::{self, LoaderCounters},
     watch::{self, Watcher},
 };
 
@@ -35,7 +38,9 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     enter(target)?;
     match cli.command {
-        Command::Run { config, .. } => run_dataplane(&config),
+        Command::Run {
+            config, metrics, ..
+        } => run_dataplane(&config, metrics),
         Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout)),
         Command::Status { json, .. } => print_status(json),
         Command::Routes { json, .. } => print_routes(json),
@@ -77,7 +82,7 @@ fn render_line_errors(path: &Path, errors: &[LineError]) -> String {
     lines.join("\n")
 }
 
-fn run_dataplane(config_path: &Path) -> Result<()> {
+fn run_dataplane(config_path: &Path, metrics_addr: Option<std::net::SocketAddr>) -> Result<()> {
     match state::read_live() {
         Ok(other) => bail!(
             "a loader (pid {}) already runs in this network namespace; `loader detach` stops it",
@@ -125,7 +130,16 @@ fn run_dataplane(config_path: &Path) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut watcher = Watcher::new(config_path, plan);
+    let counters = Arc::new(LoaderCounters::default());
+    if let Some(addr) = metrics_addr {
+        runtime.block_on(metrics::serve(
+            addr,
+            dataplane.kernel_ids()?,
+            counters.clone(),
+        ))?;
+        info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    let mut watcher = Watcher::new(config_path, plan, counters);
     let signal = runtime.block_on(async {
         let stop = wait_for_stop_signal();
         tokio::pin!(stop);

@@ -2,6 +2,7 @@
 //! for one) and reads its state.
 mod cli;
 mod commands;
+mod metrics;
 mod watch;
 
 use clap::Parser;

@@ -2,7 +2,12 @@
 //! resolved in full first; a table that fails is reported (file and line) and the running
 //! dataplane keeps its last good table untouched; a good one is applied as a difference, each
 //! change logged.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+};
+
+use crate::metrics::LoaderCounters;
 
 use dataplane::{
     config,
@@ -21,16 +26,23 @@ pub struct Watcher {
     seen: Option<Vec<u8>>,
     /// What the maps hold now.
     applied: Plan,
+    counters: Arc<LoaderCounters>,
 }
 
 impl Watcher {
-    pub fn new(path: &Path, applied: Plan) -> Self {
+    pub fn new(path: &Path, applied: Plan, counters: Arc<LoaderCounters>) -> Self {
         let seen = std::fs::read(path).ok();
         Self {
             path: path.to_path_buf(),
             seen,
             applied,
+            counters,
         }
+    }
+
+    /// Counts a change that was not applied (for the metrics).
+    fn refused(&self) {
+        self.counters.apply_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Re-reads the file; if it changed, tries to apply it.
@@ -42,6 +54,7 @@ impl Watcher {
                 if self.seen.is_some() {
                     warn!(%file, error = %e, "cannot read the route table; keeping the last good one");
                     self.seen = None;
+                    self.refused();
                 }
                 return;
             }
@@ -61,6 +74,7 @@ impl Watcher {
                 for e in errors {
                     error!(%file, line = e.line, problem = %e.message, "route table not applied; keeping the last good one");
                 }
+                self.refused();
                 return;
             }
         };
@@ -70,6 +84,7 @@ impl Watcher {
         let change = diff(&self.applied.routes, &plan.routes);
         if let Err(e) = dataplane.apply(&plan) {
             error!(%file, error = %e, "applying the route table failed");
+            self.refused();
             return;
         }
         for (prefix, nh) in &change.upserts {

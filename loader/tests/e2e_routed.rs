@@ -278,6 +278,24 @@ fn routes_become(netns: &str, within: Duration, ok: impl Fn(&[serde_json::Value]
     }
 }
 
+/// GET /metrics from `addr` inside `netns`.
+fn scrape(netns: &str, addr: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = addr.to_string();
+    bench::netns::in_netns(netns, move || {
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        anyhow::ensure!(
+            response.starts_with("HTTP/1.0 200 OK"),
+            "metrics answered: {response}"
+        );
+        Ok(response)
+    })
+    .expect("scraping the metrics")
+}
+
 fn has_route(table: &[serde_json::Value], prefix: &str) -> bool {
     table.iter().any(|r| r["prefix"] == prefix)
 }
@@ -306,7 +324,15 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
         .collect();
     std::fs::write(&path, &without).unwrap();
     let child = std::process::Command::new(LOADER)
-        .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--netns",
+            h0,
+            "--metrics",
+            "127.0.0.1:9464",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -352,6 +378,28 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
         ping(&a1.ns, a2.addr, 2).unwrap(),
         "traffic unaffected by the bad edit"
     );
+
+    // The metrics endpoint (inside the host's namespace) counts the refused edit and shows the
+    // maps' fill levels.
+    let metrics = scrape(h0, "127.0.0.1:9464");
+    for line in [
+        "dataplane_route_table_apply_errors_total 1",
+        "dataplane_routes_installed 3",
+        "dataplane_map_entries{map=\"ROUTES\"} 3",
+        "dataplane_map_capacity{map=\"ROUTES\"} 65536",
+        "dataplane_map_entries{map=\"TX_PORTS\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{metrics}"
+        );
+    }
+    let forwarded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dataplane_packets_total{hook=\"tc\",counter=\"forwarded\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("forwarded counter in the metrics");
+    assert!(forwarded >= 10, "forwarded {forwarded}");
 
     // Remove the route again: gone within a second, traffic stops.
     std::fs::write(&path, &without).unwrap();

@@ -1,0 +1,147 @@
+//! `--metrics ADDR`: the dataplane's counters in Prometheus text format over plain HTTP.
+//!
+//! A deliberately small responder (read the request, answer GET /metrics, close): the
+//! endpoint serves one scraper a few times a minute, which does not justify an HTTP stack
+//! as a dependency.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use anyhow::{Context, Result};
+use dataplane::{ebpf::KernelIds, stats};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use tracing::warn;
+
+/// Counters the loader itself keeps.
+#[derive(Default)]
+pub struct LoaderCounters {
+    pub apply_errors: AtomicU64,
+}
+
+/// Renders every metric.
+pub fn render(
+    ids: &KernelIds,
+    ifnames: &BTreeMap<u32, String>,
+    loader: &LoaderCounters,
+) -> Result<String> {
+    let st = stats::read(ids)?;
+    let mut t = String::new();
+    writeln!(
+        t,
+        "# HELP dataplane_packets_total Frames seen by the eBPF programs, by hook and outcome (rx counts every frame)."
+    )?;
+    writeln!(t, "# TYPE dataplane_packets_total counter")?;
+    for (hook, counters) in &st.hooks {
+        for (name, value) in counters {
+            writeln!(
+                t,
+                "dataplane_packets_total{{hook=\"{hook}\",counter=\"{name}\"}} {value}"
+            )?;
+        }
+    }
+    writeln!(
+        t,
+        "# HELP dataplane_forwarded_by_egress_total Frames forwarded out of each interface."
+    )?;
+    writeln!(t, "# TYPE dataplane_forwarded_by_egress_total counter")?;
+    for (ifindex, value) in &st.forwarded_by_egress {
+        let name = ifnames.get(ifindex).map(String::as_str).unwrap_or("");
+        writeln!(
+            t,
+            "dataplane_forwarded_by_egress_total{{ifindex=\"{ifindex}\",ifname=\"{name}\"}} {value}"
+        )?;
+    }
+    let fills = stats::map_fill(ids)?;
+    writeln!(
+        t,
+        "# HELP dataplane_map_entries Entries in each map; compare with dataplane_map_capacity (a full map refuses updates)."
+    )?;
+    writeln!(t, "# TYPE dataplane_map_entries gauge")?;
+    for f in &fills {
+        writeln!(
+            t,
+            "dataplane_map_entries{{map=\"{}\"}} {}",
+            f.name, f.entries
+        )?;
+    }
+    writeln!(
+        t,
+        "# HELP dataplane_map_capacity Maximum entries of each map."
+    )?;
+    writeln!(t, "# TYPE dataplane_map_capacity gauge")?;
+    for f in &fills {
+        writeln!(
+            t,
+            "dataplane_map_capacity{{map=\"{}\"}} {}",
+            f.name, f.capacity
+        )?;
+    }
+    let routes = fills
+        .iter()
+        .find(|f| f.name == dataplane::shared::map_names::ROUTES)
+        .map(|f| f.entries)
+        .unwrap_or(0);
+    writeln!(
+        t,
+        "# HELP dataplane_routes_installed Routes in the route map."
+    )?;
+    writeln!(t, "# TYPE dataplane_routes_installed gauge")?;
+    writeln!(t, "dataplane_routes_installed {routes}")?;
+    writeln!(
+        t,
+        "# HELP dataplane_route_table_apply_errors_total Route table changes refused (parse, resolution or map errors)."
+    )?;
+    writeln!(t, "# TYPE dataplane_route_table_apply_errors_total counter")?;
+    writeln!(
+        t,
+        "dataplane_route_table_apply_errors_total {}",
+        loader.apply_errors.load(Ordering::Relaxed)
+    )?;
+    Ok(t)
+}
+
+/// Binds `addr` (in the host's network namespace) and serves until the process ends.
+pub async fn serve(addr: SocketAddr, ids: KernelIds, loader: Arc<LoaderCounters>) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut buf = [0u8; 2048];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics") {
+                let names = dataplane::netinfo::links()
+                    .map(|l| l.into_iter().map(|l| (l.ifindex, l.name)).collect())
+                    .unwrap_or_default();
+                match render(&ids, &names, &loader) {
+                    Ok(body) => ("200 OK", body),
+                    Err(e) => {
+                        warn!(error = %e, "rendering metrics");
+                        ("500 Internal Server Error", format!("{e:#}\n"))
+                    }
+                }
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    Ok(())
+}
