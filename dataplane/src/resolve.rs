@@ -44,6 +44,39 @@ impl System for LiveSystem {
     }
 }
 
+/// A [`System`] that asks its inner one once per neighbour and interface.
+struct NeighbourCache<'a> {
+    inner: &'a dyn System,
+    known: std::cell::RefCell<std::collections::HashMap<(Ipv4Addr, String), Option<[u8; 6]>>>,
+}
+
+impl<'a> NeighbourCache<'a> {
+    fn new(inner: &'a dyn System) -> Self {
+        Self {
+            inner,
+            known: Default::default(),
+        }
+    }
+}
+
+impl System for NeighbourCache<'_> {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+        self.inner.links()
+    }
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
+        self.inner.ipv4_addrs()
+    }
+    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+        let key = (addr, dev.to_string());
+        if let Some(mac) = self.known.borrow().get(&key) {
+            return Ok(*mac);
+        }
+        let mac = self.inner.neighbour_mac(addr, dev)?;
+        self.known.borrow_mut().insert(key, mac);
+        Ok(mac)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Attachment {
     pub ifname: String,
@@ -67,6 +100,8 @@ pub struct Plan {
 
 /// Resolves `config` against `system`. Reports every problem, each with its line.
 pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineError>> {
+    // Many routes share a next hop (10 000 prefixes behind one neighbour): ask once each.
+    let system = &NeighbourCache::new(system);
     let fail = |message: String| vec![LineError { line: 0, message }];
     let links = system.links().map_err(|e| fail(e.to_string()))?;
     let addrs = system.ipv4_addrs().map_err(|e| fail(e.to_string()))?;
@@ -289,6 +324,7 @@ mod tests {
         links: Vec<Link>,
         addrs: Vec<(String, Ipv4Addr)>,
         neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
+        lookups: std::cell::Cell<usize>,
     }
 
     impl System for FakeSystem {
@@ -303,6 +339,7 @@ mod tests {
             addr: Ipv4Addr,
             dev: &str,
         ) -> Result<Option<[u8; 6]>, NetInfoError> {
+            self.lookups.set(self.lookups.get() + 1);
             Ok(self
                 .neighbours
                 .iter()
@@ -337,7 +374,24 @@ mod tests {
                 ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
                 ("198.18.1.2".parse().unwrap(), "cali1", [0xbb; 6]),
             ],
+            lookups: std::cell::Cell::new(0),
         }
+    }
+
+    #[test]
+    fn many_routes_behind_one_next_hop_ask_for_its_mac_once() {
+        let mut table = String::from("interface eth0\n");
+        for i in 0..1000u32 {
+            table.push_str(&format!(
+                "route 10.{}.{}.0/24 via 198.19.0.2 dev eth0\n",
+                i / 256,
+                i % 256
+            ));
+        }
+        let sys = system();
+        let plan = resolve(&parse(&table).unwrap(), &sys).unwrap();
+        assert_eq!(plan.routes.len(), 1000);
+        assert_eq!(sys.lookups.get(), 1);
     }
 
     const TABLE: &str = "interface eth0\ninterface cali1\nroute 198.18.1.2/32 dev cali1\nroute 198.18.2.0/24 via 198.19.0.2 dev eth0\n";

@@ -63,6 +63,7 @@ impl Watcher {
             return;
         }
         self.seen = Some(bytes.clone());
+        let started = std::time::Instant::now();
         let text = String::from_utf8_lossy(&bytes);
         let plan = match config::parse(&text) {
             Ok(config) => resolve::resolve(&config, &LiveSystem),
@@ -82,6 +83,7 @@ impl Watcher {
             warn!(%file, "the interface list changed: attachments change only when the loader restarts");
         }
         let change = diff(&self.applied.routes, &plan.routes);
+        let resolved_ms = started.elapsed().as_secs_f64() * 1e3;
         if let Err(e) = dataplane.apply(&plan) {
             error!(%file, error = %e, "applying the route table failed");
             self.refused();
@@ -98,7 +100,15 @@ impl Watcher {
         for prefix in &change.removals {
             info!(%prefix, "route removed");
         }
-        info!(%file, set = change.upserts.len(), removed = change.removals.len(), "route table applied");
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        info!(
+            %file,
+            set = change.upserts.len(),
+            removed = change.removals.len(),
+            parse_resolve_ms = format!("{resolved_ms:.1}"),
+            total_ms = format!("{total_ms:.1}"),
+            "route table applied"
+        );
         let attachments = std::mem::take(&mut self.applied.attachments);
         self.applied = Plan {
             attachments,

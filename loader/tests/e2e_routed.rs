@@ -429,3 +429,131 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
     assert!(log.contains("route removed"), "log of the removal:\n{log}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The loader's `route table applied` log lines: (routes set, routes removed, total ms).
+fn applied_lines(log: &str) -> Vec<(usize, usize, f64)> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        let rest = line.split(&format!(" {key}=")).nth(1)?;
+        Some(
+            rest.split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .to_string(),
+        )
+    };
+    log.lines()
+        .filter(|l| l.contains("route table applied"))
+        .filter_map(|l| {
+            Some((
+                field(l, "set")?.parse().ok()?,
+                field(l, "removed")?.parse().ok()?,
+                field(l, "total_ms")?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
+    let _serial = root_test();
+    let topo = Topology::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    })
+    .unwrap();
+    topo.set_kernel_forward_policy("DROP").unwrap();
+    let dir = temp_dir();
+    let log_path = dir.join("loader0.log");
+    let path = dir.join("host0.routes");
+    let base = topo.route_table(0, Attach::Tc);
+    std::fs::write(&path, &base).unwrap();
+    let h0 = topo.hosts[0].ns.name();
+    // Host 0's log goes to a file: 10 000 lines would fill a pipe nobody drains.
+    let child = std::process::Command::new(LOADER)
+        .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let loader0 = bench::netns::ChildGuard::from_child(child, "loader 0");
+    let loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    let count_is = |n: usize| move |t: &[serde_json::Value]| t.len() == n;
+    assert!(
+        routes_become(h0, Duration::from_secs(30), count_is(2)),
+        "loader 0 up"
+    );
+    let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
+    assert!(ping(&a.ns, b.addr, 2).unwrap(), "path up before the churn");
+
+    // 10 000 /32s in 198.19.128.0/17, away from both hosts' prefixes and the underlay.
+    let mut churned = base.clone();
+    for i in 0..10_000u32 {
+        churned.push_str(&format!(
+            "route 198.19.{}.{}/32 via 198.19.0.2 dev eth0\n",
+            128 + i / 256,
+            i % 256
+        ));
+    }
+    let stream = thread::scope(|s| {
+        let stream = s.spawn(|| iperf3_udp_100m(a, b, 8));
+        thread::sleep(Duration::from_secs(1));
+        std::fs::write(&path, &churned).unwrap();
+        assert!(
+            routes_become(h0, Duration::from_secs(20), count_is(10_002)),
+            "10 000 routes added"
+        );
+        std::fs::write(&path, &base).unwrap();
+        assert!(
+            routes_become(h0, Duration::from_secs(20), count_is(2)),
+            "10 000 routes removed"
+        );
+        stream.join().unwrap()
+    });
+    assert!(
+        stream.packets > 50_000,
+        "the stream ran through the churn: {} datagrams",
+        stream.packets
+    );
+    assert_eq!(
+        stream.lost_packets, 0,
+        "datagrams lost to a prefix the churn never touched"
+    );
+
+    detach(h0);
+    detach(topo.hosts[1].ns.name());
+    drop(loader0);
+    drop(loader1);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let applied = applied_lines(&log);
+    let add = applied
+        .iter()
+        .find(|(set, _, _)| *set == 10_000)
+        .expect("the 10 000-route apply was logged");
+    let remove = applied
+        .iter()
+        .find(|(_, removed, _)| *removed == 10_000)
+        .expect("the removal was logged");
+    eprintln!(
+        "10 000 routes: added in {:.1} ms, removed in {:.1} ms (parse + resolve + map writes); stream {} datagrams, {} lost",
+        add.2, remove.2, stream.packets, stream.lost_packets
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn iperf3_udp_100m(
+    a: &bench::topology::Workload,
+    b: &bench::topology::Workload,
+    seconds: u32,
+) -> bench::traffic::IperfResult {
+    bench::traffic::iperf3(
+        &a.ns,
+        &b.ns,
+        b.addr,
+        bench::traffic::Proto::Udp {
+            bits_per_second: 100_000_000,
+        },
+        seconds,
+    )
+    .expect("iperf3 UDP through the churn")
+}
