@@ -44,10 +44,13 @@ impl System for LiveSystem {
     }
 }
 
+/// Neighbour MACs already asked for, by address and interface (`None`: no answer).
+type KnownNeighbours = std::collections::HashMap<(Ipv4Addr, String), Option<[u8; 6]>>;
+
 /// A [`System`] that asks its inner one once per neighbour and interface.
 struct NeighbourCache<'a> {
     inner: &'a dyn System,
-    known: std::cell::RefCell<std::collections::HashMap<(Ipv4Addr, String), Option<[u8; 6]>>>,
+    known: std::cell::RefCell<KnownNeighbours>,
 }
 
 impl<'a> NeighbourCache<'a> {
