@@ -40,6 +40,15 @@ fn open(ids: &KernelIds, name: &'static str) -> Result<MapData, DataplaneError> 
     MapData::from_id(id).map_err(|source| DataplaneError::Map { name, source })
 }
 
+/// Opens map `name` by ID as its typed form (`wrap` is the `Map` variant of its kind).
+fn typed<M: TryFrom<Map, Error = aya::maps::MapError>>(
+    ids: &KernelIds,
+    name: &'static str,
+    wrap: fn(MapData) -> Map,
+) -> Result<M, DataplaneError> {
+    M::try_from(wrap(open(ids, name)?)).map_err(map_err(name))
+}
+
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
@@ -47,8 +56,7 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError
 /// Reads every counter of the dataplane whose maps are `ids`.
 pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
     let name = map_names::COUNTERS;
-    let counters: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(ids, name)?)).map_err(map_err(name))?;
+    let counters: PerCpuArray<MapData, u64> = typed(ids, name, Map::PerCpuArray)?;
     let mut stats = Stats::default();
     for hook in 0..HOOK_COUNT {
         let mut by_name = BTreeMap::new();
@@ -65,8 +73,7 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
     }
 
     let name = map_names::FWD_BY_EGRESS;
-    let by_egress: PerCpuHashMap<MapData, u32, u64> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(ids, name)?)).map_err(map_err(name))?;
+    let by_egress: PerCpuHashMap<MapData, u32, u64> = typed(ids, name, Map::PerCpuHashMap)?;
     for entry in by_egress.iter() {
         let (ifindex, values) = entry.map_err(map_err(name))?;
         stats
@@ -79,8 +86,7 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
 /// Reads the route map of the dataplane whose maps are `ids`.
 pub fn routes(ids: &KernelIds) -> Result<BTreeMap<Ipv4Prefix, NextHop>, DataplaneError> {
     let name = map_names::ROUTES;
-    let trie: LpmTrie<MapData, Ipv4Key, NextHop> =
-        LpmTrie::try_from(Map::LpmTrie(open(ids, name)?)).map_err(map_err(name))?;
+    let trie: LpmTrie<MapData, Ipv4Key, NextHop> = typed(ids, name, Map::LpmTrie)?;
     read_routes(&trie)
 }
 
@@ -96,55 +102,34 @@ pub struct MapFill {
 /// updates: operators watch this).
 pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
     use aya::maps::{DevMapHash, HashMap};
-    let capacity = |name: &'static str| -> Result<u64, DataplaneError> {
+    let fill = |name: &'static str, entries: Result<u64, aya::maps::MapError>| {
         let id = *ids
             .maps
             .get(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })?;
         let info = aya::maps::MapInfo::from_id(id).map_err(map_err(name))?;
-        Ok(info.max_entries() as u64)
-    };
-    let count = |name: &'static str,
-                 n: Result<usize, aya::maps::MapError>|
-     -> Result<MapFill, DataplaneError> {
-        Ok(MapFill {
+        let entries = entries.map_err(map_err(name))?;
+        Ok::<_, DataplaneError>(MapFill {
             name,
-            entries: n.map_err(map_err(name))? as u64,
-            capacity: capacity(name)?,
+            entries,
+            capacity: info.max_entries() as u64,
         })
     };
-    let mut out = vec![MapFill {
-        name: map_names::ROUTES,
-        entries: routes(ids)?.len() as u64,
-        capacity: capacity(map_names::ROUTES)?,
-    }];
-    let ports: DevMapHash<MapData> =
-        DevMapHash::try_from(Map::DevMapHash(open(ids, map_names::TX_PORTS)?))
-            .map_err(map_err(map_names::TX_PORTS))?;
-    out.push(count(
-        map_names::TX_PORTS,
-        ports.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
-    )?);
-    let addrs: HashMap<MapData, Ipv4Key, u32> =
-        HashMap::try_from(Map::HashMap(open(ids, map_names::HOST_ADDRS)?))
-            .map_err(map_err(map_names::HOST_ADDRS))?;
-    out.push(count(
-        map_names::HOST_ADDRS,
-        addrs.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
-    )?);
-    let vnis: HashMap<MapData, u32, u32> =
-        HashMap::try_from(Map::HashMap(open(ids, map_names::VXLAN_VNIS)?))
-            .map_err(map_err(map_names::VXLAN_VNIS))?;
-    out.push(count(
-        map_names::VXLAN_VNIS,
-        vnis.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
-    )?);
-    let egress: PerCpuHashMap<MapData, u32, u64> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(ids, map_names::FWD_BY_EGRESS)?))
-            .map_err(map_err(map_names::FWD_BY_EGRESS))?;
-    out.push(count(
-        map_names::FWD_BY_EGRESS,
-        egress.keys().try_fold(0, |n, k| k.map(|_| n + 1)),
-    )?);
-    Ok(out)
+    fn count<T>(
+        mut keys: impl Iterator<Item = Result<T, aya::maps::MapError>>,
+    ) -> Result<u64, aya::maps::MapError> {
+        keys.try_fold(0, |n, k| k.map(|_| n + 1))
+    }
+    use map_names::{FWD_BY_EGRESS, HOST_ADDRS, ROUTES, TX_PORTS, VXLAN_VNIS};
+    let ports: DevMapHash<MapData> = typed(ids, TX_PORTS, Map::DevMapHash)?;
+    let addrs: HashMap<MapData, Ipv4Key, u32> = typed(ids, HOST_ADDRS, Map::HashMap)?;
+    let vnis: HashMap<MapData, u32, u32> = typed(ids, VXLAN_VNIS, Map::HashMap)?;
+    let egress: PerCpuHashMap<MapData, u32, u64> = typed(ids, FWD_BY_EGRESS, Map::PerCpuHashMap)?;
+    Ok(vec![
+        fill(ROUTES, Ok(routes(ids)?.len() as u64))?,
+        fill(TX_PORTS, count(ports.keys()))?,
+        fill(HOST_ADDRS, count(addrs.keys()))?,
+        fill(VXLAN_VNIS, count(vnis.keys()))?,
+        fill(FWD_BY_EGRESS, count(egress.keys()))?,
+    ])
 }
