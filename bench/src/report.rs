@@ -2,6 +2,7 @@
 use std::fmt::Write;
 
 use crate::{
+    measure::Point,
     modes::Mode,
     results::{Results, Spread},
 };
@@ -30,23 +31,27 @@ fn rate_name(rate: u64) -> String {
     }
 }
 
-/// A table: one row per mode, one column per rate.
+/// The title and header rows of a table with one column per rate.
+fn rate_header(t: &mut String, title: &str, rates: &[u64]) {
+    writeln!(t, "\n#### {title}\n").unwrap();
+    write!(t, "| mode \\ Mbit/s |").unwrap();
+    for rate in rates {
+        write!(t, " {} |", rate_name(*rate)).unwrap();
+    }
+    writeln!(t, "\n|---|{}", "---|".repeat(rates.len())).unwrap();
+}
+
+/// A table: one row per mode, one column per rate, cells from `f` (a spread and whether the
+/// point missed its rate).
 fn rate_table(
     r: &Results,
-    protocol: &str,
     title: &str,
     f: impl Fn(Mode, u64) -> (Option<Spread>, bool),
     digits: usize,
 ) -> String {
     let mut t = String::new();
-    writeln!(t, "\n#### {title}\n").unwrap();
     let rates = &r.settings.rates_mbps;
-    write!(t, "| mode \\ Mbit/s |").unwrap();
-    for rate in rates {
-        write!(t, " {} |", rate_name(*rate)).unwrap();
-    }
-    writeln!(t).unwrap();
-    writeln!(t, "|---|{}", "---|".repeat(rates.len())).unwrap();
+    rate_header(&mut t, title, rates);
     for mode in r.modes() {
         write!(t, "| {} |", mode.name()).unwrap();
         for rate in rates {
@@ -55,8 +60,28 @@ fn rate_table(
         }
         writeln!(t).unwrap();
     }
-    let _ = protocol;
     t
+}
+
+/// A table of one measure of the points of `protocol`, flagged where the rate was not held
+/// if `flag` is set.
+fn measure_table(
+    r: &Results,
+    protocol: &str,
+    title: &str,
+    measure: fn(&Point) -> f64,
+    flag: bool,
+    digits: usize,
+) -> String {
+    rate_table(
+        r,
+        title,
+        |m, rate| {
+            let flagged = flag && r.any_off_target(m, protocol, rate);
+            (r.spread(m, protocol, rate, measure), flagged)
+        },
+        digits,
+    )
 }
 
 pub fn render(r: &Results) -> String {
@@ -113,7 +138,6 @@ pub fn render(r: &Results) -> String {
         writeln!(t, "\n## {}\n", p.to_uppercase()).unwrap();
         t.push_str(&rate_table(
             r,
-            p,
             &format!(
                 "{p}: kernel-level CPU above the floor, % of one CPU (the dataplane's own cost)"
             ),
@@ -121,16 +145,11 @@ pub fn render(r: &Results) -> String {
             2,
         ));
         // Ratios of the eBPF modes to the kernel mode they replace, above the floor.
-        writeln!(
-            t,
-            "\n#### {p}: eBPF above floor / kernel baseline above floor (median)\n"
-        )
-        .unwrap();
-        write!(t, "| mode \\ Mbit/s |").unwrap();
-        for rate in &s.rates_mbps {
-            write!(t, " {} |", rate_name(*rate)).unwrap();
-        }
-        writeln!(t, "\n|---|{}", "---|".repeat(s.rates_mbps.len())).unwrap();
+        rate_header(
+            &mut t,
+            &format!("{p}: eBPF above floor / kernel baseline above floor (median)"),
+            &s.rates_mbps,
+        );
         for mode in r.modes() {
             let Some(base) = mode.baseline() else {
                 continue;
@@ -145,61 +164,49 @@ pub fn render(r: &Results) -> String {
             }
             writeln!(t).unwrap();
         }
-        t.push_str(&rate_table(
+        t.push_str(&measure_table(
             r,
             p,
             &format!("{p}: kernel-level CPU (NET_RX + NET_TX softirq), % of one CPU"),
-            |m, rate| {
-                (
-                    r.spread(m, p, rate, |x| x.softirq_cpu_pct),
-                    r.any_off_target(m, p, rate),
-                )
-            },
+            |x| x.softirq_cpu_pct,
+            true,
             2,
         ));
+        // Kernel modes run no program: their cells stay empty rather than 0.
         t.push_str(&rate_table(
             r,
-            p,
             &format!("{p}: BPF run time per program run, ns (eBPF modes)"),
             |m, rate| {
-                let s = if m.attach().is_some() {
-                    r.spread(m, p, rate, |x| x.bpf_ns_per_run)
-                } else {
-                    None
-                };
-                (s, false)
+                (
+                    m.attach()
+                        .and_then(|_| r.spread(m, p, rate, |x| x.bpf_ns_per_run)),
+                    false,
+                )
             },
             0,
         ));
-        t.push_str(&rate_table(
+        t.push_str(&measure_table(
             r,
             p,
             &format!("{p}: whole machine busy (/proc/stat), % of one CPU"),
-            |m, rate| {
-                (
-                    r.spread(m, p, rate, |x| x.machine_busy_pct),
-                    r.any_off_target(m, p, rate),
-                )
-            },
+            |x| x.machine_busy_pct,
+            true,
             1,
         ));
-        t.push_str(&rate_table(
+        t.push_str(&measure_table(
             r,
             p,
             &format!("{p}: traffic generator (iperf3) time, % of one CPU"),
-            |m, rate| (r.spread(m, p, rate, |x| x.generator_cpu_pct), false),
+            |x| x.generator_cpu_pct,
+            false,
             1,
         ));
-        t.push_str(&rate_table(
+        t.push_str(&measure_table(
             r,
             p,
             &format!("{p}: achieved rate, Mbit/s"),
-            |m, rate| {
-                (
-                    r.spread(m, p, rate, |x| x.achieved_mbps),
-                    r.any_off_target(m, p, rate),
-                )
-            },
+            |x| x.achieved_mbps,
+            true,
             1,
         ));
     }
