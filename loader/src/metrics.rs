@@ -27,6 +27,12 @@ pub struct LoaderCounters {
     pub apply_errors: AtomicU64,
 }
 
+/// Writes the `# HELP` and `# TYPE` lines that open a metric family.
+fn family(t: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
+    writeln!(t, "# HELP {name} {help}")?;
+    writeln!(t, "# TYPE {name} {kind}")
+}
+
 /// Renders every metric.
 pub fn render(
     ids: &KernelIds,
@@ -34,12 +40,14 @@ pub fn render(
     loader: &LoaderCounters,
 ) -> Result<String> {
     let st = stats::read(ids)?;
+    let fills = stats::map_fill(ids)?;
     let mut t = String::new();
-    writeln!(
-        t,
-        "# HELP dataplane_packets_total Frames seen by the eBPF programs, by hook and outcome (rx counts every frame)."
+    family(
+        &mut t,
+        "dataplane_packets_total",
+        "counter",
+        "Frames seen by the eBPF programs, by hook and outcome (rx counts every frame).",
     )?;
-    writeln!(t, "# TYPE dataplane_packets_total counter")?;
     for (hook, counters) in &st.hooks {
         for (name, value) in counters {
             writeln!(
@@ -48,11 +56,12 @@ pub fn render(
             )?;
         }
     }
-    writeln!(
-        t,
-        "# HELP dataplane_forwarded_by_egress_total Frames forwarded out of each interface."
+    family(
+        &mut t,
+        "dataplane_forwarded_by_egress_total",
+        "counter",
+        "Frames forwarded out of each interface.",
     )?;
-    writeln!(t, "# TYPE dataplane_forwarded_by_egress_total counter")?;
     for (ifindex, value) in &st.forwarded_by_egress {
         let name = ifnames.get(ifindex).map(String::as_str).unwrap_or("");
         writeln!(
@@ -60,12 +69,12 @@ pub fn render(
             "dataplane_forwarded_by_egress_total{{ifindex=\"{ifindex}\",ifname=\"{name}\"}} {value}"
         )?;
     }
-    let fills = stats::map_fill(ids)?;
-    writeln!(
-        t,
-        "# HELP dataplane_map_entries Entries in each map; compare with dataplane_map_capacity (a full map refuses updates)."
+    family(
+        &mut t,
+        "dataplane_map_entries",
+        "gauge",
+        "Entries in each map; compare with dataplane_map_capacity (a full map refuses updates).",
     )?;
-    writeln!(t, "# TYPE dataplane_map_entries gauge")?;
     for f in &fills {
         writeln!(
             t,
@@ -73,11 +82,12 @@ pub fn render(
             f.name, f.entries
         )?;
     }
-    writeln!(
-        t,
-        "# HELP dataplane_map_capacity Maximum entries of each map."
+    family(
+        &mut t,
+        "dataplane_map_capacity",
+        "gauge",
+        "Maximum entries of each map.",
     )?;
-    writeln!(t, "# TYPE dataplane_map_capacity gauge")?;
     for f in &fills {
         writeln!(
             t,
@@ -90,17 +100,19 @@ pub fn render(
         .find(|f| f.name == dataplane::shared::map_names::ROUTES)
         .map(|f| f.entries)
         .unwrap_or(0);
-    writeln!(
-        t,
-        "# HELP dataplane_routes_installed Routes in the route map."
+    family(
+        &mut t,
+        "dataplane_routes_installed",
+        "gauge",
+        "Routes in the route map.",
     )?;
-    writeln!(t, "# TYPE dataplane_routes_installed gauge")?;
     writeln!(t, "dataplane_routes_installed {routes}")?;
-    writeln!(
-        t,
-        "# HELP dataplane_route_table_apply_errors_total Route table changes refused (parse, resolution or map errors)."
+    family(
+        &mut t,
+        "dataplane_route_table_apply_errors_total",
+        "counter",
+        "Route table changes refused (parse, resolution or map errors).",
     )?;
-    writeln!(t, "# TYPE dataplane_route_table_apply_errors_total counter")?;
     writeln!(
         t,
         "dataplane_route_table_apply_errors_total {}",
