@@ -51,6 +51,11 @@ impl Ipv4Prefix {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & Self::mask(self.len) == u32::from(self.addr)
     }
+
+    /// True if `other` lies wholly inside this prefix.
+    pub fn covers(&self, other: &Ipv4Prefix) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
 }
 
 impl FromStr for Ipv4Prefix {

@@ -1,24 +1,34 @@
 //! Loading the eBPF object, attaching its programs, and keeping its maps equal to a [`Plan`].
 //!
-//! Attachments are fd-based links (XDP through `bpf_link`, TC through tcx), owned by the
-//! [`Dataplane`]: dropping it, or the process ending however it ends, detaches everything.
+//! Attachments are fd-based links (XDP through `bpf_link`, TC through tcx). Loaded with
+//! [`Dataplane::load`], everything belongs to the process and goes when it ends however it
+//! ends (the bench and the program tests work this way). Loaded with
+//! [`Dataplane::load_pinned`], maps and links are pinned in a bpffs ([`PinDir`]) and outlive
+//! the process: a later load adopts them, reusing the maps (routes and counters carry on) and
+//! swapping its programs into the existing links atomically (`BPF_LINK_UPDATE`), so a restart
+//! or an upgrade of the loader never leaves an interface without its program.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    path::{Path, PathBuf},
 };
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, MapError, MapInfo, lpm_trie::Key},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
 };
 
 use crate::{
     config::{Attach, Ipv4Prefix},
+    pins::{PINNED_MAPS, PinDir, PinError},
     resolve::{Attachment, Plan, VxlanPlan},
-    shared::{Ipv4Key, NextHop, VxlanConfig, map_names, program_names},
+    shared::{Ipv4Key, MAX_ROUTES, NextHop, VxlanConfig, map_names, program_names},
 };
 
 /// The eBPF object, built by dataplane's build script from `dataplane-ebpf` (never stale).
@@ -56,6 +66,31 @@ pub enum DataplaneError {
         kind: &'static str,
         name: &'static str,
     },
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error(
+        "the pinned map {path} has {what} {pinned}, this loader needs {wanted}: the pinned \
+         dataplane was made by an incompatible loader or with other sizes; `loader detach` \
+         removes it (traffic stops until the new loader attaches)"
+    )]
+    PinnedMapMismatch {
+        path: String,
+        what: &'static str,
+        pinned: u32,
+        wanted: u32,
+    },
+    #[error(
+        "the table needs {needed} entries in map {map}, which holds {capacity}: not applied \
+         (nothing was changed){hint}"
+    )]
+    MapFull {
+        map: &'static str,
+        needed: usize,
+        capacity: u32,
+        hint: &'static str,
+    },
+    #[error("pinned link {path}: {reason}")]
+    PinnedLink { path: String, reason: String },
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -112,15 +147,67 @@ pub enum Hook {
     Tc,
 }
 
+/// Sizes chosen at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Capacity of the route map (LPM trie entries).
+    pub max_routes: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_routes: MAX_ROUTES,
+        }
+    }
+}
+
+/// How [`Dataplane::attach`] found each interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachReport {
+    /// Interfaces whose pinned link now runs this loader's program (swapped atomically).
+    pub adopted: Vec<String>,
+    /// Interfaces attached anew.
+    pub attached: Vec<String>,
+    /// Pinned links of interfaces the table no longer names, or whose interface is gone:
+    /// unpinned (which detaches them).
+    pub released: Vec<PathBuf>,
+}
+
 /// The loaded programs and maps of one host, and the links attaching them.
 pub struct Dataplane {
     bpf: Ebpf,
+    options: LoadOptions,
+    pins: Option<PinDir>,
+    /// Links this process attached and pinned; dropping them closes our descriptors only.
+    pinned_links: Vec<(PathBuf, PinnedLink)>,
 }
 
 impl Dataplane {
-    /// Loads the object and verifies every program; attaches nothing.
+    /// Loads the object and verifies every program; attaches nothing. Nothing is pinned:
+    /// maps and attachments end with the process.
     pub fn load() -> Result<Self, DataplaneError> {
-        let mut bpf = Ebpf::load(OBJECT)?;
+        Self::load_with(None, LoadOptions::default())
+    }
+
+    /// Loads the object with its maps pinned in `pins`, reusing the maps already pinned there
+    /// (their entries and counters carry on). Refuses, changing nothing, if a pinned map does
+    /// not have the layout and size this object and `options` need.
+    pub fn load_pinned(pins: &PinDir, options: LoadOptions) -> Result<Self, DataplaneError> {
+        check_pinned_maps(pins, options)?;
+        pins.create()?;
+        Self::load_with(Some(pins), options)
+    }
+
+    fn load_with(pins: Option<&PinDir>, options: LoadOptions) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(map_names::ROUTES, options.max_routes);
+        if let Some(pins) = pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut bpf = loader.load(OBJECT)?;
         for name in [program_names::XDP_ROUTE, program_names::XDP_PASS] {
             xdp_program(&mut bpf, name)?
                 .load()
@@ -132,25 +219,152 @@ impl Dataplane {
                 name: program_names::TC_ROUTE,
                 source,
             })?;
-        Ok(Self { bpf })
+        Ok(Self {
+            bpf,
+            options,
+            pins: pins.cloned(),
+            pinned_links: Vec::new(),
+        })
     }
 
-    /// Attaches the routing program to every interface of the plan. On any failure the
-    /// attachments made so far are undone before the error returns.
-    pub fn attach(&mut self, attachments: &[Attachment]) -> Result<(), DataplaneError> {
+    /// The sizes this dataplane was loaded with.
+    pub fn options(&self) -> LoadOptions {
+        self.options
+    }
+
+    /// Attaches the routing program to every interface of the plan. Pinned, an interface
+    /// whose link is already pinned keeps that link and gets this program swapped in
+    /// atomically; new links are pinned; pinned links the plan no longer names are released
+    /// once the rest is in place. On any failure the attachments made anew so far are undone
+    /// before the error returns (swapped links keep running the new program, which uses the
+    /// same maps).
+    pub fn attach(&mut self, attachments: &[Attachment]) -> Result<AttachReport, DataplaneError> {
+        let mut report = AttachReport::default();
         let mut done: Vec<Undo> = Vec::new();
         for a in attachments {
-            match self.attach_one(a) {
-                Ok(undo) => done.push(undo),
+            match self.attach_or_adopt(a) {
+                Ok((undo, adopted)) => {
+                    done.push(undo);
+                    let list = if adopted {
+                        &mut report.adopted
+                    } else {
+                        &mut report.attached
+                    };
+                    list.push(a.ifname.clone());
+                }
                 Err(e) => {
                     for undo in done {
-                        undo.run(&mut self.bpf);
+                        undo.run(self);
                     }
                     return Err(e);
                 }
             }
         }
+        if let Some(pins) = &self.pins {
+            let keep: BTreeSet<PathBuf> = attachments
+                .iter()
+                .map(|a| pins.link(a.attach, a.ifindex))
+                .collect();
+            for path in pins.links()? {
+                if !keep.contains(&path) {
+                    remove_pin(&path)?;
+                    report.released.push(path);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Attaches `a`, through its pinned link if there is one. Returns how to undo it and
+    /// whether an existing link was adopted.
+    fn attach_or_adopt(&mut self, a: &Attachment) -> Result<(Undo, bool), DataplaneError> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok((self.attach_one(a)?, false));
+        };
+        let path = pins.link(a.attach, a.ifindex);
+        if path.exists() {
+            match self.swap_into_pinned_link(a, &path) {
+                Ok(()) => return Ok((Undo::Nothing, true)),
+                // A link whose interface went away (the kernel answers ENOLINK), or that is
+                // not ours: released, then attached anew below.
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "pinned link unusable; attaching anew");
+                    remove_pin(&path)?;
+                }
+            }
+        }
+        let undo = self.attach_one(a)?;
+        let link = self.take_fd_link(undo)?;
+        let pinned = link.pin(&path).map_err(|e| DataplaneError::PinnedLink {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.pinned_links.push((path.clone(), pinned));
+        Ok((Undo::Unpin(path), false))
+    }
+
+    /// Makes the link pinned at `path` run this dataplane's program (one atomic update).
+    fn swap_into_pinned_link(&mut self, a: &Attachment, path: &Path) -> Result<(), DataplaneError> {
+        let link_err = |e: LinkError| DataplaneError::PinnedLink {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let link: FdLink = PinnedLink::from_pin(path).map_err(link_err)?.into();
+        let fail = |program: &'static str| {
+            let ifname = a.ifname.clone();
+            let attach = a.attach;
+            move |source| DataplaneError::Attach {
+                program,
+                attach,
+                ifname,
+                source,
+            }
+        };
+        match a.attach {
+            Attach::Xdp | Attach::XdpGeneric => {
+                let link = XdpLink::try_from(link).map_err(link_err)?;
+                xdp_program(&mut self.bpf, program_names::XDP_ROUTE)?
+                    .attach_to_link(link)
+                    .map_err(fail(program_names::XDP_ROUTE))?;
+            }
+            Attach::Tc => {
+                let link = SchedClassifierLink::try_from(link).map_err(link_err)?;
+                tc_program(&mut self.bpf)?
+                    .attach_to_link(link)
+                    .map_err(fail(program_names::TC_ROUTE))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Takes a link just attached out of its program's keeping, as a plain fd link to pin.
+    fn take_fd_link(&mut self, undo: Undo) -> Result<FdLink, DataplaneError> {
+        let not_fd = |e: LinkError| DataplaneError::PinnedLink {
+            path: String::new(),
+            reason: format!("the kernel attached without a bpf_link, which cannot be pinned: {e}"),
+        };
+        match undo {
+            Undo::Xdp(id) => {
+                let program = xdp_program(&mut self.bpf, program_names::XDP_ROUTE)?;
+                let link = program
+                    .take_link(id)
+                    .map_err(|source| DataplaneError::Program {
+                        name: program_names::XDP_ROUTE,
+                        source,
+                    })?;
+                FdLink::try_from(link).map_err(not_fd)
+            }
+            Undo::Tc(id) => {
+                let link = tc_program(&mut self.bpf)?.take_link(id).map_err(|source| {
+                    DataplaneError::Program {
+                        name: program_names::TC_ROUTE,
+                        source,
+                    }
+                })?;
+                FdLink::try_from(link).map_err(not_fd)
+            }
+            Undo::Unpin(_) | Undo::Nothing => unreachable!("attach_one returns program links"),
+        }
     }
 
     fn attach_one(&mut self, a: &Attachment) -> Result<Undo, DataplaneError> {
@@ -188,7 +402,11 @@ impl Dataplane {
     /// Makes the maps hold exactly the plan. Order keeps every packet's view consistent:
     /// host addresses and egress ports are added before the routes that need them, and
     /// removed after the routes that used them.
+    ///
+    /// A plan that does not fit a map is refused whole before anything is written
+    /// ([`DataplaneError::MapFull`]): a full map never drops part of a table silently.
     pub fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, DataplaneError> {
+        self.check_fits(plan)?;
         let mut report = ApplyReport::default();
         sync_set(
             &mut self.bpf,
@@ -234,6 +452,55 @@ impl Dataplane {
             report.ports_removed += 1;
         }
         Ok(report)
+    }
+
+    /// Refuses a plan with more entries than a map it fills can hold.
+    fn check_fits(&self, plan: &Plan) -> Result<(), DataplaneError> {
+        let vnis = plan.vxlan.as_ref().map_or(0, |v| v.vnis.len());
+        for (map, needed, hint) in [
+            (
+                map_names::ROUTES,
+                plan.routes.len(),
+                " (raise it with `loader run --max-routes`)",
+            ),
+            (map_names::TX_PORTS, plan.tx_ports.len(), ""),
+            (map_names::HOST_ADDRS, plan.host_addrs.len(), ""),
+            (map_names::VXLAN_VNIS, vnis, ""),
+        ] {
+            let capacity = self.capacity(map)?;
+            if needed > capacity as usize {
+                return Err(DataplaneError::MapFull {
+                    map,
+                    needed,
+                    capacity,
+                    hint,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of entries map `name` holds at most.
+    pub fn capacity(&self, name: &'static str) -> Result<u32, DataplaneError> {
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let fd = match map {
+            aya::maps::Map::LpmTrie(m)
+            | aya::maps::Map::HashMap(m)
+            | aya::maps::Map::DevMapHash(m)
+            | aya::maps::Map::Array(m)
+            | aya::maps::Map::PerCpuArray(m)
+            | aya::maps::Map::PerCpuHashMap(m) => m,
+            _ => {
+                return Err(DataplaneError::Missing {
+                    kind: "sized map",
+                    name,
+                });
+            }
+        };
+        Ok(fd.info().map_err(map_err(name))?.max_entries())
     }
 
     /// Runs the routing program of `hook` once on `frame` (BPF_PROG_TEST_RUN; nothing is sent)
@@ -337,11 +604,16 @@ impl Dataplane {
 enum Undo {
     Xdp(aya::programs::xdp::XdpLinkId),
     Tc(aya::programs::tc::SchedClassifierLinkId),
+    /// A link attached and pinned by this process: unpin it and close our descriptor.
+    Unpin(PathBuf),
+    /// A pinned link adopted: it keeps running, now with this process's program.
+    Nothing,
 }
 
 impl Undo {
-    fn run(self, bpf: &mut Ebpf) {
-        // Best effort: the links are also released when the Dataplane is dropped.
+    fn run(self, dataplane: &mut Dataplane) {
+        // Best effort: unpinned links are also released when the Dataplane is dropped.
+        let bpf = &mut dataplane.bpf;
         match self {
             Undo::Xdp(id) => {
                 if let Ok(p) = xdp_program(bpf, program_names::XDP_ROUTE) {
@@ -353,8 +625,85 @@ impl Undo {
                     let _ = p.detach(id);
                 }
             }
+            Undo::Unpin(path) => {
+                let _ = std::fs::remove_file(&path);
+                dataplane.pinned_links.retain(|(p, _)| *p != path);
+            }
+            Undo::Nothing => {}
         }
     }
+}
+
+fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
+    std::fs::remove_file(path).map_err(|source| {
+        DataplaneError::Pins(PinError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    })
+}
+
+/// Checks that every map already pinned in `pins` has the key size, value size and capacity
+/// this object (with `options`) declares, so that programs are never loaded against a map of
+/// another layout.
+fn check_pinned_maps(pins: &PinDir, options: LoadOptions) -> Result<(), DataplaneError> {
+    let object = aya_obj::Object::parse(OBJECT)
+        .map_err(|e| DataplaneError::Load(aya::EbpfError::ParseError(e)))?;
+    for name in PINNED_MAPS {
+        let path = pins.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let pinned = MapInfo::from_pin(&path).map_err(map_err(name))?;
+        let declared = object
+            .maps
+            .get(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let max_entries = if name == map_names::ROUTES {
+            options.max_routes
+        } else {
+            declared.max_entries()
+        };
+        for (what, have, want) in [
+            ("key size", pinned.key_size(), declared.key_size()),
+            ("value size", pinned.value_size(), declared.value_size()),
+            ("capacity", pinned.max_entries(), max_entries),
+        ] {
+            if have != want {
+                return Err(DataplaneError::PinnedMapMismatch {
+                    path: path.display().to_string(),
+                    what,
+                    pinned: have,
+                    wanted: want,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kernel IDs of a pinned dataplane's maps and programs, read from its pins: how other
+/// processes find a host's dataplane whether or not a loader runs.
+pub fn kernel_ids_from_pins(pins: &PinDir) -> Result<KernelIds, DataplaneError> {
+    let mut ids = KernelIds::default();
+    for name in PINNED_MAPS {
+        let info = MapInfo::from_pin(pins.map(name)).map_err(map_err(name))?;
+        ids.maps.insert(name.to_string(), info.id());
+    }
+    for path in pins.links()? {
+        let link_err = |e: LinkError| DataplaneError::PinnedLink {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let link: FdLink = PinnedLink::from_pin(&path).map_err(link_err)?.into();
+        let info = link.info().map_err(link_err)?;
+        let name = match info.link_type().map_err(link_err)? {
+            aya::programs::links::LinkType::Xdp => program_names::XDP_ROUTE,
+            _ => program_names::TC_ROUTE,
+        };
+        ids.programs.insert(name.to_string(), info.program_id());
+    }
+    Ok(ids)
 }
 
 /// The loaded program `name` as its type `P` (`Xdp`, `SchedClassifier`).

@@ -15,9 +15,13 @@ pub mod config;
 #[cfg(feature = "user")]
 pub mod ebpf;
 #[cfg(feature = "user")]
+pub mod kernel_routes;
+#[cfg(feature = "user")]
 pub mod netinfo;
 #[cfg(feature = "user")]
 pub mod netns;
+#[cfg(feature = "user")]
+pub mod pins;
 #[cfg(feature = "user")]
 pub mod resolve;
 #[cfg(feature = "user")]

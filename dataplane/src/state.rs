@@ -15,6 +15,8 @@ pub struct LoaderState {
     pub pid: u32,
     pub netns: String,
     pub config: String,
+    /// The pin directory of the dataplane the loader runs.
+    pub pins: String,
     pub ids: KernelIds,
     pub attachments: Vec<AttachmentRecord>,
 }

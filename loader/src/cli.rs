@@ -20,6 +20,13 @@ pub struct Target {
     /// Act on this named network namespace (as under /run/netns) instead of the current one.
     #[arg(long, value_name = "NAME", global = true)]
     pub netns: Option<String>,
+    /// The BPF filesystem the dataplane is pinned in (mounted by `run` if it is not yet).
+    /// Each host (network namespace) gets its own directory under DIR/ebpf-dataplane, named
+    /// by the namespace's cookie. Under `ip netns exec`, /sys is private to the command: give a
+    /// bpffs mounted elsewhere beforehand, or use --netns.
+    #[arg(long, value_name = "DIR", global = true, env = "LOADER_BPFFS",
+          default_value = dataplane::pins::DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -27,15 +34,27 @@ pub enum Command {
     /// Load the programs, fill the maps from the route table, attach to the interfaces it
     /// names, and stay in the foreground, following the file: each change is applied as a
     /// difference within a second; a change that does not parse or resolve is logged with its
-    /// line and the running tables stay as they were. SIGINT or SIGTERM detach everything and
-    /// exit.
+    /// line and the running tables stay as they were.
+    ///
+    /// Maps and links are pinned (see --bpffs), so the dataplane keeps forwarding when the
+    /// loader stops, whether by SIGINT, SIGTERM or SIGKILL; only `loader detach` removes it.
+    /// A loader started on a pinned dataplane adopts it: same maps (routes and counters carry
+    /// on), its programs swapped into the existing links atomically, no packet lost.
     ///
     /// A route table that does not parse or cannot be resolved (missing interface, next hop
-    /// that does not answer ARP) is reported with its line numbers, and nothing is attached.
+    /// that does not answer ARP), or does not fit the maps, is reported with its line numbers,
+    /// and nothing is loaded, attached or changed.
     Run {
         /// The route table (format: README.md, "Route table").
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Capacity of the route map. Fixed when the dataplane is first pinned: changing it
+        /// needs `loader detach` first.
+        #[arg(long, value_name = "N", default_value_t = dataplane::shared::MAX_ROUTES,
+              value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        max_routes: u32,
+        #[command(flatten)]
+        kernel: KernelRoutesArgs,
         /// Serve Prometheus metrics (counters, map fill levels, routes, apply errors) at
         /// http://ADDR/metrics, ADDR taken in the host's network namespace.
         #[arg(long, value_name = "ADDR")]
@@ -44,7 +63,8 @@ pub enum Command {
         target: Target,
     },
     /// Detach the dataplane of this host: stop its loader if one runs (SIGTERM, then SIGKILL
-    /// after --timeout) and remove any program of ours still attached to an interface.
+    /// after --timeout), unpin its links and maps (which detaches the programs), and remove
+    /// any program of ours still attached to an interface the older netlink way.
     Detach {
         /// Seconds to wait for a running loader to exit before killing it.
         #[arg(long, default_value_t = 10)]
@@ -52,7 +72,8 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Print the running loader's record: pid, attachments, kernel program and map IDs.
+    /// Print this host's dataplane: where it is pinned, its links and map IDs, and the running
+    /// loader's record (pid, route table, attachments) if one runs.
     Status {
         /// JSON instead of text.
         #[arg(long)]
@@ -60,7 +81,7 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Print the route map as the kernel holds it.
+    /// Print the route map as the kernel holds it (works whether or not a loader runs).
     Routes {
         /// JSON instead of a table.
         #[arg(long)]
@@ -80,6 +101,60 @@ pub enum Command {
     /// Wire a workload namespace to this host as a CNI plugin would (Calico style): veth pair,
     /// /32 address, default route via 169.254.1.1 answered by proxy ARP, host route.
     WireWorkload(WireArgs),
+}
+
+/// Mirroring the kernel's routes into the maps.
+#[derive(Args, Debug, Clone)]
+pub struct KernelRoutesArgs {
+    /// Also take routes from the kernel's routing table and follow their changes (netlink
+    /// notifications through `ip monitor route`), so that a BGP daemon such as BIRD, or `ip
+    /// route` commands, drive the dataplane. Only the protocols named by --kernel-proto are
+    /// taken, only through interfaces the route table declares, only unicast routes with one
+    /// next hop; the default route never unless --kernel-default. Routes of the file win over
+    /// the kernel's for the same prefix.
+    #[arg(long, requires = "kernel_proto")]
+    pub routes_from_kernel: bool,
+    /// Routing table to read (`main`, a number, a name from rt_tables).
+    #[arg(
+        long,
+        value_name = "TABLE",
+        default_value = "main",
+        requires = "routes_from_kernel"
+    )]
+    pub kernel_table: String,
+    /// Route protocols to take, as `ip route` names them (`bird`, `static`, `boot` for plain
+    /// `ip route add`, `kernel` for the host's own link routes, or a number). Comma-separated
+    /// or repeated; required with --routes-from-kernel.
+    #[arg(
+        long,
+        value_name = "PROTO",
+        value_delimiter = ',',
+        requires = "routes_from_kernel"
+    )]
+    pub kernel_proto: Vec<String>,
+    /// Take only routes inside these prefixes (comma-separated or repeated; default: any).
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_delimiter = ',',
+        requires = "routes_from_kernel"
+    )]
+    pub kernel_prefix: Vec<dataplane::config::Ipv4Prefix>,
+    /// Take the default route (0.0.0.0/0) too.
+    #[arg(long, requires = "routes_from_kernel")]
+    pub kernel_default: bool,
+}
+
+impl KernelRoutesArgs {
+    pub fn filter(&self) -> Option<dataplane::kernel_routes::KernelRouteFilter> {
+        self.routes_from_kernel
+            .then(|| dataplane::kernel_routes::KernelRouteFilter {
+                table: self.kernel_table.clone(),
+                protocols: self.kernel_proto.clone(),
+                within: self.kernel_prefix.clone(),
+                include_default: self.kernel_default,
+            })
+    }
 }
 
 #[derive(Args, Debug)]

@@ -8,10 +8,11 @@ use std::{
 use anyhow::{Context, Result, bail};
 use dataplane::{
     config::{self, LineError},
-    ebpf::{Dataplane, KernelIds},
+    ebpf::{self, Dataplane, KernelIds, LoadOptions},
     netinfo::{self, format_mac},
     netns,
-    resolve::{self, LiveSystem},
+    pins::{self, PinDir},
+    resolve,
     shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NEXTHOP_VXLAN, program_names},
     state::{self, AttachmentRecord, LoaderState, StateError},
     stats,
@@ -23,9 +24,13 @@ use std::sync::Arc;
 
 use crate::{
     cli::{Cli, Command, Target},
+    kernel_watch,
     metrics::{self, LoaderCounters},
-    watch::{self, Watcher},
+    source,
+    watch::{self, KernelFeed, Watcher},
 };
+use dataplane::kernel_routes::KernelRouteFilter;
+use std::sync::atomic::AtomicBool;
 
 pub fn run(cli: Cli) -> Result<()> {
     let target = match &cli.command {
@@ -37,14 +42,25 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::WireWorkload(args) => &args.target,
     };
     enter(target)?;
+    let bpffs = target.bpffs.clone();
     match cli.command {
         Command::Run {
-            config, metrics, ..
-        } => run_dataplane(&config, metrics),
-        Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout)),
-        Command::Status { json, .. } => print_status(json),
-        Command::Routes { json, .. } => print_routes(json),
-        Command::Stats { json, .. } => print_stats(json),
+            config,
+            metrics,
+            max_routes,
+            kernel,
+            ..
+        } => run_dataplane(
+            &config,
+            metrics,
+            &bpffs,
+            LoadOptions { max_routes },
+            kernel.filter(),
+        ),
+        Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout), &bpffs),
+        Command::Status { json, .. } => print_status(json, &bpffs),
+        Command::Routes { json, .. } => print_routes(json, &bpffs),
+        Command::Stats { json, .. } => print_stats(json, &bpffs),
         Command::WireWorkload(args) => {
             let mtu = match &args.vxlan_underlay {
                 Some(underlay) => Some(workload::vxlan_mtu(underlay)?),
@@ -82,10 +98,16 @@ fn render_line_errors(path: &Path, errors: &[LineError]) -> String {
     lines.join("\n")
 }
 
-fn run_dataplane(config_path: &Path, metrics_addr: Option<std::net::SocketAddr>) -> Result<()> {
+fn run_dataplane(
+    config_path: &Path,
+    metrics_addr: Option<std::net::SocketAddr>,
+    bpffs: &Path,
+    options: LoadOptions,
+    kernel_filter: Option<KernelRouteFilter>,
+) -> Result<()> {
     match state::read_live() {
         Ok(other) => bail!(
-            "a loader (pid {}) already runs in this network namespace; `loader detach` stops it",
+            "a loader (pid {}) already runs in this network namespace; stop it first",
             other.pid
         ),
         Err(StateError::NotRunning { .. } | StateError::Stale { .. }) => {}
@@ -93,25 +115,36 @@ fn run_dataplane(config_path: &Path, metrics_addr: Option<std::net::SocketAddr>)
     }
     // Everything that can fail on bad input happens before anything is loaded or attached.
     let config = config::load(config_path)?;
-    let plan = resolve::resolve(&config, &LiveSystem).map_err(|errors| {
+    let desired = source::desired(&config, kernel_filter.as_ref()).map_err(|errors| {
         anyhow::anyhow!(
             "cannot realise the route table:\n{}",
             render_line_errors(config_path, &errors)
         )
     })?;
+    let plan = desired.plan;
 
-    let mut dataplane = Dataplane::load()?;
-    // Maps first, then attach: no packet ever meets an empty table.
-    let report = dataplane.apply(&plan)?;
-    dataplane.attach(&plan.attachments)?;
-    for a in &plan.attachments {
-        info!(ifname = %a.ifname, ifindex = a.ifindex, attach = %a.attach, role = ?a.role, "attached");
+    if pins::ensure_bpffs(bpffs)? {
+        info!(bpffs = %bpffs.display(), "mounted a BPF filesystem");
     }
+    let pins = PinDir::for_current_netns(bpffs)?;
+    let adopting = pins.exists();
+    let mut dataplane = match load_and_attach(&pins, options, &plan) {
+        Ok(dataplane) => dataplane,
+        Err(e) => {
+            // A first start that failed leaves nothing behind; a failed adoption leaves the
+            // pinned dataplane forwarding as it was.
+            if !adopting {
+                let _ = pins.remove();
+            }
+            return Err(e);
+        }
+    };
     let pid = std::process::id();
     let state_path = state::write(&LoaderState {
         pid,
         netns: netns::current_id()?,
         config: config_path.display().to_string(),
+        pins: pins.root().display().to_string(),
         ids: dataplane.kernel_ids()?,
         attachments: plan
             .attachments
@@ -120,9 +153,11 @@ fn run_dataplane(config_path: &Path, metrics_addr: Option<std::net::SocketAddr>)
             .collect(),
     })?;
     info!(
-        routes = report.routes_set,
-        ports = report.ports_added,
+        routes = plan.routes.len(),
+        from_kernel = desired.from_kernel,
         host_addrs = plan.host_addrs.len(),
+        adopted = adopting,
+        pins = %pins.root().display(),
         state = %state_path.display(),
         "dataplane running"
     );
@@ -139,7 +174,17 @@ fn run_dataplane(config_path: &Path, metrics_addr: Option<std::net::SocketAddr>)
         ))?;
         info!(%addr, "metrics at http://{addr}/metrics");
     }
-    let mut watcher = Watcher::new(config_path, plan, counters);
+    let kernel = kernel_filter.map(|filter| KernelFeed {
+        filter,
+        changed: Arc::new(AtomicBool::new(false)),
+    });
+    if let Some(feed) = &kernel {
+        let _guard = runtime.enter();
+        kernel_watch::spawn(feed.changed.clone());
+        info!(filter = ?feed.filter, "following the kernel's routes");
+    }
+    let mut watcher = Watcher::new(config_path, config, plan, kernel, counters);
+    watcher.warn_once(desired.warnings);
     let signal = runtime.block_on(async {
         let stop = wait_for_stop_signal();
         tokio::pin!(stop);
@@ -151,10 +196,41 @@ fn run_dataplane(config_path: &Path, metrics_addr: Option<std::net::SocketAddr>)
             }
         }
     })?;
-    info!(signal, "stopping: detaching everything");
+    info!(
+        signal,
+        pins = %pins.root().display(),
+        "stopping; the dataplane stays pinned and keeps forwarding (`loader detach` removes it)"
+    );
     drop(dataplane);
     state::remove_if_owned(pid)?;
     Ok(())
+}
+
+/// Loads the programs on the pinned maps (adopting those already there), makes the maps hold
+/// the plan, then attaches (maps first: no packet ever meets an empty table).
+fn load_and_attach(pins: &PinDir, options: LoadOptions, plan: &resolve::Plan) -> Result<Dataplane> {
+    let mut dataplane = Dataplane::load_pinned(pins, options)?;
+    let report = dataplane.apply(plan)?;
+    info!(
+        set = report.routes_set,
+        removed = report.routes_removed,
+        ports_added = report.ports_added,
+        ports_removed = report.ports_removed,
+        "maps hold the route table"
+    );
+    let attached = dataplane.attach(&plan.attachments)?;
+    for a in &plan.attachments {
+        let how = if attached.adopted.contains(&a.ifname) {
+            "adopted pinned link, program swapped in"
+        } else {
+            "attached"
+        };
+        info!(ifname = %a.ifname, ifindex = a.ifindex, attach = %a.attach, role = ?a.role, "{how}");
+    }
+    for path in &attached.released {
+        info!(link = %path.display(), "released a pinned link the table no longer names");
+    }
+    Ok(dataplane)
 }
 
 async fn wait_for_stop_signal() -> Result<&'static str> {
@@ -167,7 +243,7 @@ async fn wait_for_stop_signal() -> Result<&'static str> {
     })
 }
 
-fn detach(timeout: Duration) -> Result<()> {
+fn detach(timeout: Duration, bpffs: &Path) -> Result<()> {
     match state::read() {
         Ok(st) if state::recorded_loader_runs(&st) => {
             info!(pid = st.pid, "stopping the running loader");
@@ -192,8 +268,15 @@ fn detach(timeout: Duration) -> Result<()> {
         Err(StateError::NotRunning { .. }) => info!("no loader recorded in this namespace"),
         Err(e) => return Err(e.into()),
     }
-    // Our links are fd-based and die with their process; this catches attachments made the
-    // older netlink way (by an older loader, or a kernel without bpf_link for XDP).
+    let pins = PinDir::for_current_netns(bpffs)?;
+    if pins.root().exists() {
+        pins.remove()?;
+        info!(pins = %pins.root().display(), "unpinned links and maps");
+    } else {
+        info!(bpffs = %bpffs.display(), "nothing pinned for this namespace");
+    }
+    // Catches attachments made the older netlink way (by an older loader, or a kernel
+    // without bpf_link for XDP), which no pin holds.
     remove_leftover_xdp()?;
     info!("detached");
     Ok(())
@@ -229,8 +312,17 @@ fn remove_leftover_xdp() -> Result<()> {
     Ok(())
 }
 
-fn live_ids() -> Result<KernelIds> {
-    Ok(state::read_live()?.ids)
+/// The kernel IDs of this host's pinned dataplane, running loader or not.
+fn pinned_ids(bpffs: &Path) -> Result<KernelIds> {
+    let pins = PinDir::for_current_netns(bpffs)?;
+    if !pins.exists() {
+        bail!(
+            "no dataplane is pinned for this network namespace under {} (is it running, with \
+             this --bpffs?)",
+            bpffs.display()
+        );
+    }
+    Ok(ebpf::kernel_ids_from_pins(&pins)?)
 }
 
 fn ifnames() -> BTreeMap<u32, String> {
@@ -239,21 +331,44 @@ fn ifnames() -> BTreeMap<u32, String> {
         .unwrap_or_default()
 }
 
-fn print_status(json: bool) -> Result<()> {
-    let st = state::read_live()?;
+/// What `loader status` reports.
+#[derive(serde::Serialize)]
+struct Status {
+    pins: String,
+    ids: KernelIds,
+    links: Vec<String>,
+    /// The running loader's record; None when the dataplane runs on its pins alone.
+    loader: Option<LoaderState>,
+}
+
+fn print_status(json: bool, bpffs: &Path) -> Result<()> {
+    let pins = PinDir::for_current_netns(bpffs)?;
+    let ids = pinned_ids(bpffs)?;
+    let links = pins
+        .links()?
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let loader = state::read_live().ok();
+    let st = Status {
+        pins: pins.root().display().to_string(),
+        ids,
+        links,
+        loader,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(());
     }
-    println!(
-        "loader pid {} in {}, route table {}",
-        st.pid, st.netns, st.config
-    );
-    for a in &st.attachments {
-        println!(
-            "  attached {:<6} to {} (ifindex {})",
-            a.attach, a.ifname, a.ifindex
-        );
+    println!("dataplane pinned at {}", st.pins);
+    match &st.loader {
+        Some(l) => println!("loader pid {} following {}", l.pid, l.config),
+        None => {
+            println!("no loader running: forwarding on the pinned state, not following any table")
+        }
+    }
+    for link in &st.links {
+        println!("  link {link}");
     }
     for (name, id) in &st.ids.programs {
         println!("  program {name} id {id}");
@@ -283,8 +398,8 @@ struct RouteRow {
     port: Option<u16>,
 }
 
-fn print_routes(json: bool) -> Result<()> {
-    let routes = stats::routes(&live_ids()?)?;
+fn print_routes(json: bool, bpffs: &Path) -> Result<()> {
+    let routes = stats::routes(&pinned_ids(bpffs)?)?;
     let names = ifnames();
     let rows: Vec<RouteRow> = routes
         .iter()
@@ -332,8 +447,8 @@ fn print_routes(json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_stats(json: bool) -> Result<()> {
-    let stats = stats::read(&live_ids()?)?;
+fn print_stats(json: bool, bpffs: &Path) -> Result<()> {
+    let stats = stats::read(&pinned_ids(bpffs)?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());

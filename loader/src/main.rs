@@ -2,7 +2,9 @@
 //! for one) and reads its state.
 mod cli;
 mod commands;
+mod kernel_watch;
 mod metrics;
+mod source;
 mod watch;
 
 use clap::Parser;

@@ -8,7 +8,7 @@ use std::{
     fmt::Write as _,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -25,6 +25,22 @@ use tracing::warn;
 #[derive(Default)]
 pub struct LoaderCounters {
     pub apply_errors: AtomicU64,
+    /// Tables refused because they did not fit a map, by map.
+    map_full: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl LoaderCounters {
+    pub fn count_map_full(&self, map: &'static str) {
+        let mut full = self.map_full.lock().unwrap_or_else(|e| e.into_inner());
+        *full.entry(map).or_default() += 1;
+    }
+
+    fn map_full(&self) -> BTreeMap<&'static str, u64> {
+        self.map_full
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Writes the `# HELP` and `# TYPE` lines that open a metric family.
@@ -118,6 +134,15 @@ pub fn render(
         "dataplane_route_table_apply_errors_total {}",
         loader.apply_errors.load(Ordering::Relaxed)
     )?;
+    family(
+        &mut t,
+        "dataplane_map_full_total",
+        "counter",
+        "Route table changes refused whole because they needed more entries than a map holds.",
+    )?;
+    for (map, n) in loader.map_full() {
+        writeln!(t, "dataplane_map_full_total{{map=\"{map}\"}} {n}")?;
+    }
     Ok(t)
 }
 

@@ -1,40 +1,66 @@
-//! Following the route table while the dataplane runs: every change of the file is parsed and
-//! resolved in full first; a table that fails is reported (file and line) and the running
-//! dataplane keeps its last good table untouched; a good one is applied as a difference, each
-//! change logged.
+//! Following the route table (and, with `--routes-from-kernel`, the kernel's routes) while the
+//! dataplane runs: every change of the file is parsed and resolved in full first; a table that
+//! fails is reported (file and line) and the running dataplane keeps its last good table
+//! untouched; a good one is applied as a difference, each change logged.
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
-use crate::metrics::LoaderCounters;
+use crate::{metrics::LoaderCounters, source};
 
 use dataplane::{
-    config,
-    ebpf::{Dataplane, diff},
+    config::{self, Config},
+    ebpf::{Dataplane, DataplaneError, diff},
+    kernel_routes::KernelRouteFilter,
     netinfo::format_mac,
-    resolve::{self, LiveSystem, Plan},
+    resolve::Plan,
 };
 use tracing::{error, info, warn};
 
 /// How often the file is looked at.
 pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The kernel's routes as a second source.
+pub struct KernelFeed {
+    pub filter: KernelRouteFilter,
+    /// Set by the route monitor when the kernel's table may have changed.
+    pub changed: Arc<AtomicBool>,
+}
+
 pub struct Watcher {
     path: PathBuf,
     /// The file's bytes as last seen, applied or not: an unchanged bad file is reported once.
     seen: Option<Vec<u8>>,
+    /// The last route table that parsed (kernel changes are merged with it).
+    config: Config,
+    kernel: Option<KernelFeed>,
+    /// Warnings about kernel routes as last given: repeated ones are not logged again.
+    warned: BTreeSet<String>,
     /// What the maps hold now.
     applied: Plan,
     counters: Arc<LoaderCounters>,
 }
 
 impl Watcher {
-    pub fn new(path: &Path, applied: Plan, counters: Arc<LoaderCounters>) -> Self {
+    pub fn new(
+        path: &Path,
+        config: Config,
+        applied: Plan,
+        kernel: Option<KernelFeed>,
+        counters: Arc<LoaderCounters>,
+    ) -> Self {
         let seen = std::fs::read(path).ok();
         Self {
             path: path.to_path_buf(),
             seen,
+            config,
+            kernel,
+            warned: BTreeSet::new(),
             applied,
             counters,
         }
@@ -45,8 +71,18 @@ impl Watcher {
         self.counters.apply_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Re-reads the file; if it changed, tries to apply it.
-    pub fn poll(&mut self, dataplane: &mut Dataplane) {
+    /// Logs the warnings that are new since the last resolution.
+    pub fn warn_once(&mut self, warnings: Vec<String>) {
+        let now: BTreeSet<String> = warnings.into_iter().collect();
+        for w in now.difference(&self.warned) {
+            warn!("{w}");
+        }
+        self.warned = now;
+    }
+
+    /// True if the file changed since last seen and parsed: `self.config` is then the new
+    /// table. A file that cannot be read or parsed is reported and leaves `self.config`.
+    fn file_changed(&mut self) -> bool {
         let file = self.path.display().to_string();
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -56,21 +92,43 @@ impl Watcher {
                     self.seen = None;
                     self.refused();
                 }
-                return;
+                return false;
             }
         };
         if self.seen.as_ref() == Some(&bytes) {
-            return;
+            return false;
         }
         self.seen = Some(bytes.clone());
+        match config::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(config) => {
+                self.config = config;
+                true
+            }
+            Err(errors) => {
+                for e in errors {
+                    error!(%file, line = e.line, problem = %e.message, "route table not applied; keeping the last good one");
+                }
+                self.refused();
+                false
+            }
+        }
+    }
+
+    /// Looks at the sources; if one changed, applies the new plan's difference.
+    pub fn poll(&mut self, dataplane: &mut Dataplane) {
         let started = std::time::Instant::now();
-        let text = String::from_utf8_lossy(&bytes);
-        let plan = match config::parse(&text) {
-            Ok(config) => resolve::resolve(&config, &LiveSystem),
-            Err(errors) => Err(errors),
-        };
-        let plan = match plan {
-            Ok(plan) => plan,
+        let file_changed = self.file_changed();
+        let kernel_changed = self
+            .kernel
+            .as_ref()
+            .is_some_and(|k| k.changed.swap(false, Ordering::Relaxed));
+        if !file_changed && !kernel_changed {
+            return;
+        }
+        let file = self.path.display().to_string();
+        let filter = self.kernel.as_ref().map(|k| &k.filter);
+        let desired = match source::desired(&self.config, filter) {
+            Ok(desired) => desired,
             Err(errors) => {
                 for e in errors {
                     error!(%file, line = e.line, problem = %e.message, "route table not applied; keeping the last good one");
@@ -79,13 +137,21 @@ impl Watcher {
                 return;
             }
         };
+        self.warn_once(desired.warnings);
+        let plan = desired.plan;
         if plan.attachments != self.applied.attachments {
-            warn!(%file, "the interface list changed: attachments change only when the loader restarts");
+            warn!(%file, "the interface list changed: attachments change when the loader restarts");
         }
         let change = diff(&self.applied.routes, &plan.routes);
+        if change.upserts.is_empty() && change.removals.is_empty() && plan == self.applied {
+            return;
+        }
         let resolved_ms = started.elapsed().as_secs_f64() * 1e3;
         if let Err(e) = dataplane.apply(&plan) {
-            error!(%file, error = %e, "applying the route table failed");
+            if let DataplaneError::MapFull { map, .. } = &e {
+                self.counters.count_map_full(map);
+            }
+            error!(%file, error = %e, "route table not applied; keeping the last good one");
             self.refused();
             return;
         }
@@ -105,6 +171,7 @@ impl Watcher {
             %file,
             set = change.upserts.len(),
             removed = change.removals.len(),
+            from_kernel = desired.from_kernel,
             parse_resolve_ms = format!("{resolved_ms:.1}"),
             total_ms = format!("{total_ms:.1}"),
             "route table applied"

@@ -4,21 +4,15 @@
 mod common;
 
 use bench::{
-    netns::sweep_stale,
     topology::{Options, Overlay, Topology},
     traffic::ping,
 };
 use common::*;
 use dataplane::config::Attach;
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::{thread, time::Duration};
 
 fn routed_end_to_end(attach: Attach) {
-    require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    sweep_stale();
+    let _serial = root_test();
     let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
     let topo = Topology::build(&Options {
         workloads_per_host: 2,
@@ -180,9 +174,7 @@ fn routed_forwarding_with_tc_attach() {
 
 #[test]
 fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
-    require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    sweep_stale();
+    let _serial = root_test();
     let topo = Topology::build(&Options {
         workloads_per_host: 1,
         xdp_ready: false,
@@ -257,49 +249,6 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Waits up to `within` for `loader routes` of `netns` to satisfy `ok`; returns whether it did.
-fn routes_become(netns: &str, within: Duration, ok: impl Fn(&[serde_json::Value]) -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        // Until the loader is up, `loader routes` fails: that counts as not yet.
-        let out = loader(&["routes", "--json", "--netns", netns]);
-        let table: Vec<serde_json::Value> = if out.status.success() {
-            serde_json::from_slice(&out.stdout).unwrap()
-        } else {
-            vec![]
-        };
-        if ok(&table) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// GET /metrics from `addr` inside `netns`.
-fn scrape(netns: &str, addr: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = addr.to_string();
-    bench::netns::in_netns(netns, move || {
-        let mut stream = std::net::TcpStream::connect(&addr)?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        anyhow::ensure!(
-            response.starts_with("HTTP/1.0 200 OK"),
-            "metrics answered: {response}"
-        );
-        Ok(response)
-    })
-    .expect("scraping the metrics")
-}
-
-fn has_route(table: &[serde_json::Value], prefix: &str) -> bool {
-    table.iter().any(|r| r["prefix"] == prefix)
-}
-
 #[test]
 fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
     let _serial = root_test();
@@ -323,7 +272,7 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&path, &without).unwrap();
-    let child = std::process::Command::new(LOADER)
+    let child = loader_cmd()
         .args([
             "run",
             "--config",
@@ -381,7 +330,7 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
 
     // The metrics endpoint (inside the host's namespace) counts the refused edit and shows the
     // maps' fill levels.
-    let metrics = scrape(h0, "127.0.0.1:9464");
+    let metrics = scrape_metrics(h0, "127.0.0.1:9464");
     for line in [
         "dataplane_route_table_apply_errors_total 1",
         "dataplane_routes_installed 3",
@@ -470,7 +419,7 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
     std::fs::write(&path, &base).unwrap();
     let h0 = topo.hosts[0].ns.name();
     // Host 0's log goes to a file: 10 000 lines would fill a pipe nobody drains.
-    let child = std::process::Command::new(LOADER)
+    let child = loader_cmd()
         .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())

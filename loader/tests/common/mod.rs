@@ -23,12 +23,101 @@ pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub const LOADER: &str = env!("CARGO_BIN_EXE_loader");
 
-/// Starts a root test: checks root, takes the serial lock, sweeps what killed runs left.
-pub fn root_test() -> std::sync::MutexGuard<'static, ()> {
+/// A root test's hold on the machine: the serial lock and its own BPF filesystem.
+pub struct RootTest {
+    // Fields drop in order: the bpffs goes (and with it every pin the test's loaders made,
+    // which detaches their programs) before the next test may start.
+    _bpffs: TestBpffs,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Starts a root test: checks root, takes the serial lock, sweeps what killed runs left, and
+/// mounts a BPF filesystem of the test's own, which every loader the test starts pins into.
+pub fn root_test() -> RootTest {
     require_root();
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     sweep_stale();
-    guard
+    sweep_stale_bpffs();
+    RootTest {
+        _bpffs: TestBpffs::mount(),
+        _serial: serial,
+    }
+}
+
+/// The bpffs of the running test, given to every loader it starts (`LOADER_BPFFS`).
+static BPFFS: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// A bpffs mounted for one test under /run (outside /sys, so that loaders started with `ip
+/// netns exec` see it too) and unmounted on drop, however the test ends: unmounting releases
+/// every pin in it.
+pub struct TestBpffs {
+    path: PathBuf,
+}
+
+impl TestBpffs {
+    fn mount() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = PathBuf::from(format!("/run/dpt-{}-{n}-bpffs", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a bpffs at {}", path.display());
+        *BPFFS.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+        Self { path }
+    }
+}
+
+impl Drop for TestBpffs {
+    fn drop(&mut self) {
+        *BPFFS.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        unmount(&self.path);
+    }
+}
+
+fn unmount(path: &std::path::Path) {
+    let _ = Command::new("umount").arg("-l").arg(path).status();
+    let _ = std::fs::remove_dir(path);
+}
+
+/// Unmounts the test bpffs mounts of runs that were killed (their pid is gone).
+fn sweep_stale_bpffs() {
+    let Ok(entries) = std::fs::read_dir("/run") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("dpt-")
+            .filter(|rest| rest.ends_with("-bpffs"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            unmount(&entry.path());
+        }
+    }
+}
+
+/// The running test's bpffs.
+pub fn test_bpffs() -> PathBuf {
+    BPFFS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .expect("start the test with root_test(): loaders pin into its bpffs")
+}
+
+/// The loader binary, pinning into the running test's bpffs.
+pub fn loader_cmd() -> Command {
+    let mut cmd = Command::new(LOADER);
+    cmd.env("LOADER_BPFFS", test_bpffs());
+    cmd
 }
 
 /// `loader routes --json` for a host.
@@ -65,10 +154,7 @@ pub fn require_root() {
 }
 
 pub fn loader(args: &[&str]) -> std::process::Output {
-    Command::new(LOADER)
-        .args(args)
-        .output()
-        .expect("running loader")
+    loader_cmd().args(args).output().expect("running loader")
 }
 
 pub fn stats(netns: &str) -> Stats {
@@ -95,11 +181,13 @@ pub fn start_loader(
     let netns = topo.hosts[index].ns.name();
     let config = path.to_str().unwrap();
     let mut cmd = if index == 0 {
-        let mut cmd = Command::new(LOADER);
+        let mut cmd = loader_cmd();
         cmd.args(["run", "--config", config, "--netns", netns]);
         cmd
     } else {
+        // `ip netns exec` passes the environment on, LOADER_BPFFS with it.
         let mut cmd = Command::new("ip");
+        cmd.env("LOADER_BPFFS", test_bpffs());
         cmd.args(["netns", "exec", netns, LOADER, "run", "--config", config]);
         cmd
     };
@@ -226,4 +314,59 @@ pub fn traffic_works(
         udp.lost_packets
     );
     (tcp, udp)
+}
+
+/// Waits up to `within` for `loader routes` of `netns` to satisfy `ok`; returns whether it did.
+pub fn routes_become(
+    netns: &str,
+    within: Duration,
+    ok: impl Fn(&[serde_json::Value]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        // Until a dataplane is pinned, `loader routes` fails: that counts as not yet.
+        let out = loader(&["routes", "--json", "--netns", netns]);
+        let table: Vec<serde_json::Value> = if out.status.success() {
+            serde_json::from_slice(&out.stdout).unwrap()
+        } else {
+            vec![]
+        };
+        if ok(&table) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to 30 s for `netns`'s route map to hold `n` routes.
+pub fn wait_for_routes(netns: &str, n: usize) {
+    assert!(
+        routes_become(netns, Duration::from_secs(30), |t| t.len() == n),
+        "{netns}: the route map never held {n} routes"
+    );
+}
+
+/// GET /metrics from `addr` inside `netns`.
+pub fn scrape_metrics(netns: &str, addr: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = addr.to_string();
+    bench::netns::in_netns(netns, move || {
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        anyhow::ensure!(
+            response.starts_with("HTTP/1.0 200 OK"),
+            "metrics answered: {response}"
+        );
+        Ok(response)
+    })
+    .expect("scraping the metrics")
+}
+
+pub fn has_route(table: &[serde_json::Value], prefix: &str) -> bool {
+    table.iter().any(|r| r["prefix"] == prefix)
 }

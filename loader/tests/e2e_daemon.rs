@@ -1,0 +1,256 @@
+//! The loader as a daemon, end to end as root, in namespaces the tests make: the dataplane
+//! outlives its loader (SIGKILL, SIGTERM), a restarted loader adopts it without losing a
+//! packet, and a table too big for a map is refused whole, logged and counted.
+mod common;
+
+use bench::{
+    topology::{Options, Overlay, Topology},
+    traffic::{IperfResult, Proto, iperf3, ping},
+};
+use common::*;
+use dataplane::config::Attach;
+use std::{collections::BTreeSet, thread, time::Duration};
+
+fn routed_topology(workloads_per_host: usize) -> Topology {
+    let topo = Topology::build(&Options {
+        workloads_per_host,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    })
+    .expect("building the topology");
+    topo.set_kernel_forward_policy("DROP").unwrap();
+    topo
+}
+
+/// IDs of the links the kernel holds for program `prog_id`.
+fn link_ids_of_program(prog_id: u64) -> BTreeSet<u64> {
+    bpftool_json(&["link", "show"])
+        .iter()
+        .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
+        .filter_map(|l| l["id"].as_u64())
+        .collect()
+}
+
+fn udp_100m(
+    a: &bench::topology::Workload,
+    b: &bench::topology::Workload,
+    secs: u32,
+) -> IperfResult {
+    iperf3(
+        &a.ns,
+        &b.ns,
+        b.addr,
+        Proto::Udp {
+            bits_per_second: 100_000_000,
+        },
+        secs,
+    )
+    .expect("iperf3 UDP across the restart")
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, sig) },
+        0,
+        "kill({pid}, {sig})"
+    );
+}
+
+#[test]
+fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_loss() {
+    let _test = root_test();
+    let topo = routed_topology(1);
+    let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+    let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
+    let dir = temp_dir();
+    let loader0 = start_loader(&topo, 0, Attach::Tc, &dir);
+    let loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    assert!(ping(&a.ns, b.addr, 2).unwrap(), "path up");
+
+    let program_before = program_id(h0, "tc_route");
+    let links_before = link_ids_of_program(program_before);
+    assert_eq!(links_before.len(), 2, "host 0 attaches eth0 and cali1");
+    let forwarded_start = forwarded(&stats(h0), "tc");
+
+    let (stream, forwarded_unattended, restarted) = thread::scope(|s| {
+        let stream = s.spawn(|| udp_100m(a, b, 8));
+        thread::sleep(Duration::from_millis(1500));
+        // Host 0's loader is killed outright, host 1's asked to stop: both dataplanes stay.
+        signal(loader0.pid(), libc::SIGKILL);
+        signal(loader1.pid(), libc::SIGTERM);
+        let out = loader1.wait().unwrap();
+        assert!(out.status.success(), "SIGTERM: clean exit, {}", out.status);
+        drop(loader0);
+
+        thread::sleep(Duration::from_secs(1));
+        let status = loader(&["status", "--netns", h0]);
+        let status_text = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            status.status.success() && status_text.contains("no loader running"),
+            "status with the loader gone:\n{status_text}{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let unattended = forwarded(&stats(h0), "tc");
+
+        // Restarted mid-stream: adopts the pins.
+        let restarted = [
+            start_loader(&topo, 0, Attach::Tc, &dir),
+            start_loader(&topo, 1, Attach::Tc, &dir),
+        ];
+        (stream.join().unwrap(), unattended, restarted)
+    });
+
+    eprintln!(
+        "UDP 100 Mbit/s across SIGKILL (host 0) / SIGTERM (host 1) and restart: {} datagrams, {} lost",
+        stream.packets, stream.lost_packets
+    );
+    assert!(stream.packets > 50_000, "{} datagrams", stream.packets);
+    assert_eq!(
+        stream.lost_packets, 0,
+        "datagrams lost across the loader restart"
+    );
+    // The counters kept counting: while no loader ran, and across the restart (a fresh map
+    // would have started from zero and counted fewer than the datagrams delivered).
+    let during = forwarded_unattended - forwarded_start;
+    assert!(
+        during > 10_000,
+        "host 0 forwarded only {during} frames in the 2.5 s before the restart"
+    );
+    let forwarded_total = forwarded(&stats(h0), "tc") - forwarded_start;
+    assert!(
+        forwarded_total >= stream.packets - stream.lost_packets,
+        "counters restarted: {forwarded_total} forwarded < {} delivered",
+        stream.packets - stream.lost_packets
+    );
+
+    // The new loader's program runs in the very links the first one made.
+    let program_after = program_id(h0, "tc_route");
+    assert_ne!(
+        program_after, program_before,
+        "the new program was swapped in"
+    );
+    assert_eq!(
+        link_ids_of_program(program_after),
+        links_before,
+        "same links, new program"
+    );
+    assert!(
+        links_of_program(program_before) == 0,
+        "the old program holds no link"
+    );
+
+    detach(h0);
+    detach(h1);
+    assert!(!ping(&a.ns, b.addr, 1).unwrap(), "no path after detach");
+    drop(restarted);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
+    let _test = root_test();
+    let topo = routed_topology(2);
+    let host = &topo.hosts[0];
+    let h0 = host.ns.name();
+    let (a1, a2) = (&host.workloads[0], &host.workloads[1]);
+    let dir = temp_dir();
+    let path = dir.join("host0.routes");
+    let table = topo.route_table(0, Attach::Tc);
+    let routes_in = |t: &str| t.lines().filter(|l| l.starts_with("route ")).count();
+    assert_eq!(routes_in(&table), 3);
+
+    // At start: a table that does not fit is refused before anything is pinned or attached.
+    std::fs::write(&path, &table).unwrap();
+    let out = loader(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--netns",
+        h0,
+        "--max-routes",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("needs 3 entries in map ROUTES, which holds 2"),
+        "{stderr}"
+    );
+    assert!(
+        !loader(&["status", "--netns", h0]).status.success(),
+        "nothing pinned after the refused start"
+    );
+
+    // Running with room for exactly 3: a fourth route is refused whole, counted, logged.
+    let child = loader_cmd()
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--netns",
+            h0,
+            "--max-routes",
+            "3",
+            "--metrics",
+            "127.0.0.1:9465",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    wait_for_routes(h0, 3);
+    assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "same-host path up");
+    let before = routes(h0);
+    std::fs::write(
+        &path,
+        format!("{table}route 198.18.9.0/24 via 198.19.0.2 dev eth0\n"),
+    )
+    .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(routes(h0), before, "the oversized table changed nothing");
+    assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "traffic unaffected");
+    let metrics = scrape_metrics(h0, "127.0.0.1:9465");
+    for line in [
+        "dataplane_map_full_total{map=\"ROUTES\"} 1",
+        "dataplane_route_table_apply_errors_total 1",
+        "dataplane_map_capacity{map=\"ROUTES\"} 3",
+        "dataplane_map_entries{map=\"ROUTES\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "metrics lack {line:?}:\n{metrics}"
+        );
+    }
+
+    // The loader is killed; one restarted with another size is refused, and the pinned
+    // dataplane goes on as it was.
+    signal(guard.pid(), libc::SIGKILL);
+    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    assert!(
+        log.contains("needs 4 entries in map ROUTES, which holds 3")
+            && log.contains("route table not applied"),
+        "log of the refusal:\n{log}"
+    );
+    std::fs::write(&path, &table).unwrap();
+    let out = loader(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--netns",
+        h0,
+        "--max-routes",
+        "100",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("has capacity 3, this loader needs 100"),
+        "{stderr}"
+    );
+    assert_eq!(routes(h0), before, "the pinned routes are untouched");
+    assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "still forwarding");
+
+    detach(h0);
+    std::fs::remove_dir_all(&dir).ok();
+}
