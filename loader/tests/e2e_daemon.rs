@@ -254,3 +254,117 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     detach(h0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
+    let _test = root_test();
+    let topo = routed_topology(1);
+    let host = &topo.hosts[0];
+    let h0 = host.ns.name();
+    let (a, b) = (&host.workloads[0], &topo.hosts[1].workloads[0]);
+    let dir = temp_dir();
+    // Host 0's file declares the interfaces and its own workload; the route to host 1 is to
+    // come from the kernel.
+    let path = dir.join("host0.routes");
+    let local_only: String = topo
+        .route_table(0, Attach::Tc)
+        .lines()
+        .filter(|l| !l.contains(" via "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, &local_only).unwrap();
+    // Routes the filter must leave alone: another protocol, outside the prefixes, the
+    // default route, and the link route of eth0 (protocol kernel) that is there already.
+    for args in [
+        "198.18.7.0/24 via 198.19.0.2 dev eth0 proto bird",
+        "203.0.113.0/24 via 198.19.0.2 dev eth0 proto static",
+        "default via 198.19.0.2 dev eth0 proto static",
+    ] {
+        let mut cmd = vec!["route", "add"];
+        cmd.extend(args.split(' '));
+        host.ns.ip(&cmd).unwrap();
+    }
+    let _loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    let child = loader_cmd()
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--netns",
+            h0,
+            "--routes-from-kernel",
+            "--kernel-proto",
+            "static",
+            "--kernel-prefix",
+            "198.18.0.0/16",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    wait_for_routes(h0, 1);
+    let prefixes = |t: &[serde_json::Value]| -> Vec<String> {
+        t.iter()
+            .map(|r| r["prefix"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // `ip route add` made the route to host 1 with protocol boot: not taken.
+    assert_eq!(prefixes(&routes(h0)), vec!["198.18.1.2/32"]);
+    assert!(!ping(&a.ns, b.addr, 1).unwrap(), "no route to host 1 yet");
+
+    // The same route as a static one: mirrored within a second, and traffic flows.
+    host.ns
+        .ip(&[
+            "route",
+            "replace",
+            "198.18.2.0/24",
+            "via",
+            "198.19.0.2",
+            "dev",
+            "eth0",
+            "proto",
+            "static",
+        ])
+        .unwrap();
+    assert!(
+        routes_become(h0, Duration::from_secs(1), |t| has_route(
+            t,
+            "198.18.2.0/24"
+        )),
+        "the kernel's new route shows in `loader routes` within a second"
+    );
+    let table = routes(h0);
+    assert_eq!(prefixes(&table), vec!["198.18.1.2/32", "198.18.2.0/24"]);
+    let remote = &table[1];
+    assert_eq!(remote["kind"], "remote");
+    assert_eq!(remote["dev"], "eth0");
+    assert!(
+        ping(&a.ns, b.addr, 3).unwrap(),
+        "cross-host through the mirrored route"
+    );
+
+    // Deleted from the kernel: gone from the maps within a second.
+    host.ns.ip(&["route", "del", "198.18.2.0/24"]).unwrap();
+    assert!(
+        routes_become(h0, Duration::from_secs(1), |t| !has_route(
+            t,
+            "198.18.2.0/24"
+        )),
+        "the deleted route leaves the maps within a second"
+    );
+    assert!(
+        !ping(&a.ns, b.addr, 1).unwrap(),
+        "no path once the kernel route is gone"
+    );
+    assert_eq!(
+        prefixes(&routes(h0)),
+        vec!["198.18.1.2/32"],
+        "nothing else was taken"
+    );
+
+    detach(h0);
+    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    assert!(log.contains("following the kernel's routes"), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
