@@ -13,6 +13,7 @@ mod parse;
 mod route;
 mod softirq;
 mod tc;
+mod program_log;
 mod vxlan;
 mod xdp;
 

@@ -16,6 +16,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     counters::{Outcome, account, count},
+    program_log::log_outcome,
     route::{self, Decision, decrement_ttl, only_to_local_workload, rewrite, route},
     vxlan,
 };
@@ -32,6 +33,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         decision => decide(ctx, decision),
     };
     account(HOOK_TC, &outcome);
+    log_outcome(ctx, HOOK_TC, &outcome);
     match outcome {
         Outcome::Pass(_) => TC_ACT_OK as i32,
         Outcome::Drop(_) => TC_ACT_SHOT as i32,

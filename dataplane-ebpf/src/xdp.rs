@@ -6,6 +6,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     counters::{Outcome, account, count},
+    program_log::log_outcome,
     maps::TX_PORTS,
     route::{Decision, decrement_ttl, only_to_local_workload, rewrite, route},
     vxlan,
@@ -19,6 +20,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         decision => decide(ctx, decision, false),
     };
     account(HOOK_XDP, &outcome);
+    log_outcome(ctx, HOOK_XDP, &outcome);
     match outcome {
         Outcome::Pass(_) => xdp_action::XDP_PASS,
         Outcome::Drop(_) => xdp_action::XDP_DROP,

@@ -89,6 +89,8 @@ pub enum DataplaneError {
         capacity: u32,
         hint: &'static str,
     },
+    #[error("setting up the programs' log reader: {0}")]
+    Logger(String),
     #[error("pinned link {path}: {reason}")]
     PinnedLink { path: String, reason: String },
 }
@@ -147,18 +149,80 @@ pub enum Hook {
     Tc,
 }
 
-/// Sizes chosen at load time.
+/// Choices made at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Capacity of the route map (LPM trie entries).
     pub max_routes: u32,
+    /// The programs' log level (aya-log): 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+    /// Fixed into the programs at load; off, the verifier removes the logging code.
+    pub ebpf_log_level: u8,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_routes: MAX_ROUTES,
+            ebpf_log_level: 0,
         }
+    }
+}
+
+/// The reader of the programs' log records (see [`Dataplane::take_logger`]).
+pub type ProgramLogger = aya_log::EbpfLogger<ProgramLogNames>;
+
+/// Passes the programs' log records on to the process's logger with the numbers they carry
+/// (`hook=N`, `reason=N`: the programs cannot hold tables of names) replaced by names.
+pub struct ProgramLogNames;
+
+impl ProgramLogNames {
+    /// `hook=0 reason=8` becomes `hook=xdp reason=pass_no_route`.
+    pub fn name_numbers(message: &str) -> String {
+        message
+            .split(' ')
+            .map(|word| {
+                let named = |value: &str, name: fn(u32) -> Option<&'static str>| {
+                    value.parse().ok().and_then(name)
+                };
+                if let Some(v) = word.strip_prefix("hook=")
+                    && let Some(name) = named(v, |h| Some(crate::stats::hook_name(h)))
+                {
+                    return format!("hook={name}");
+                }
+                if let Some(v) = word.strip_prefix("reason=")
+                    && let Some(name) = named(v, |r| {
+                        crate::shared::counter::NAMES.get(r as usize).copied()
+                    })
+                {
+                    return format!("reason={name}");
+                }
+                word.to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl log::Log for ProgramLogNames {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        log::logger().enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        let message = Self::name_numbers(&record.args().to_string());
+        log::logger().log(
+            &log::Record::builder()
+                .args(format_args!("{message}"))
+                .metadata(record.metadata().clone())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        log::logger().flush()
     }
 }
 
@@ -181,6 +245,7 @@ pub struct Dataplane {
     pins: Option<PinDir>,
     /// Links this process attached and pinned; dropping them closes our descriptors only.
     pinned_links: Vec<(PathBuf, PinnedLink)>,
+    logger: Option<ProgramLogger>,
 }
 
 impl Dataplane {
@@ -202,12 +267,20 @@ impl Dataplane {
     fn load_with(pins: Option<&PinDir>, options: LoadOptions) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(map_names::ROUTES, options.max_routes);
+        loader.override_global(aya_log::LEVEL, &options.ebpf_log_level, true);
         if let Some(pins) = pins {
             for name in PINNED_MAPS {
                 loader.map_pin_path(name, pins.map(name));
             }
         }
         let mut bpf = loader.load(OBJECT)?;
+        let logger = match options.ebpf_log_level {
+            0 => None,
+            _ => Some(
+                ProgramLogger::init_with_logger(&mut bpf, ProgramLogNames)
+                    .map_err(|e| DataplaneError::Logger(e.to_string()))?,
+            ),
+        };
         for name in [program_names::XDP_ROUTE, program_names::XDP_PASS] {
             xdp_program(&mut bpf, name)?
                 .load()
@@ -224,7 +297,14 @@ impl Dataplane {
             options,
             pins: pins.cloned(),
             pinned_links: Vec::new(),
+            logger,
         })
+    }
+
+    /// The reader of the programs' log records, when loaded with a log level: poll its fd and
+    /// call `flush`, which hands the records to the `log` crate.
+    pub fn take_logger(&mut self) -> Option<ProgramLogger> {
+        self.logger.take()
     }
 
     /// The sizes this dataplane was loaded with.
@@ -819,6 +899,18 @@ mod tests {
                 upserts: vec![],
                 removals: vec![]
             }
+        );
+    }
+
+    #[test]
+    fn program_log_numbers_get_their_names() {
+        assert_eq!(
+            ProgramLogNames::name_numbers("passed a frame to the kernel: hook=1 reason=8"),
+            "passed a frame to the kernel: hook=tc reason=pass_no_route"
+        );
+        assert_eq!(
+            ProgramLogNames::name_numbers("dropped a frame: hook=0 reason=999"),
+            "dropped a frame: hook=xdp reason=999"
         );
     }
 

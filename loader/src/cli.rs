@@ -55,6 +55,12 @@ pub enum Command {
         max_routes: u32,
         #[command(flatten)]
         kernel: KernelRoutesArgs,
+        /// Log from inside the programs (aya-log) at this level and above, through the
+        /// loader's log: `debug` tells why each frame was passed to the kernel or dropped,
+        /// `trace` also each forward. For diagnosis only: every logged frame costs a ring
+        /// buffer write. `off` (the default) compiles the logging out at load time.
+        #[arg(long, value_name = "LEVEL", value_enum, default_value_t = EbpfLog::Off)]
+        ebpf_log: EbpfLog,
         /// Serve Prometheus metrics (counters, map fill levels, routes, apply errors) at
         /// http://ADDR/metrics, ADDR taken in the host's network namespace.
         #[arg(long, value_name = "ADDR")]
@@ -101,6 +107,33 @@ pub enum Command {
     /// Wire a workload namespace to this host as a CNI plugin would (Calico style): veth pair,
     /// /32 address, default route via 169.254.1.1 answered by proxy ARP, host route.
     WireWorkload(WireArgs),
+}
+
+/// Log levels of the programs, as aya-log numbers them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EbpfLog {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+impl EbpfLog {
+    /// The `tracing` directive that lets the programs' records through the loader's filter
+    /// (their target is the module they come from in the eBPF crate, whose binary is named
+    /// `dataplane`).
+    pub fn directive(self) -> Option<&'static str> {
+        match self {
+            EbpfLog::Off => None,
+            EbpfLog::Error => Some("dataplane::program_log=error"),
+            EbpfLog::Warn => Some("dataplane::program_log=warn"),
+            EbpfLog::Info => Some("dataplane::program_log=info"),
+            EbpfLog::Debug => Some("dataplane::program_log=debug"),
+            EbpfLog::Trace => Some("dataplane::program_log=trace"),
+        }
+    }
 }
 
 /// Mirroring the kernel's routes into the maps.

@@ -49,12 +49,16 @@ pub fn run(cli: Cli) -> Result<()> {
             metrics,
             max_routes,
             kernel,
+            ebpf_log,
             ..
         } => run_dataplane(
             &config,
             metrics,
             &bpffs,
-            LoadOptions { max_routes },
+            LoadOptions {
+                max_routes,
+                ebpf_log_level: ebpf_log as u8,
+            },
             kernel.filter(),
         ),
         Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout), &bpffs),
@@ -178,6 +182,11 @@ fn run_dataplane(
         filter,
         changed: Arc::new(AtomicBool::new(false)),
     });
+    if let Some(logger) = dataplane.take_logger() {
+        let _guard = runtime.enter();
+        spawn_program_log_reader(logger)?;
+        info!("logging from the programs");
+    }
     if let Some(feed) = &kernel {
         let _guard = runtime.enter();
         kernel_watch::spawn(feed.changed.clone());
@@ -231,6 +240,27 @@ fn load_and_attach(pins: &PinDir, options: LoadOptions, plan: &resolve::Plan) ->
         info!(link = %path.display(), "released a pinned link the table no longer names");
     }
     Ok(dataplane)
+}
+
+/// Hands the programs' log records to the loader's log as they arrive.
+fn spawn_program_log_reader(logger: ebpf::ProgramLogger) -> Result<()> {
+    // SAFETY: the logger owns its ring buffer's fd and keeps it open for as long as the
+    // AsyncFd holds the logger.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("watching the programs' log: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut ready) = fd.readable_mut().await else {
+                warn!("the programs' log stopped");
+                return;
+            };
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+    Ok(())
 }
 
 async fn wait_for_stop_signal() -> Result<&'static str> {

@@ -368,3 +368,35 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
     assert!(log.contains("following the kernel's routes"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_programs_log_why_they_pass_a_frame_when_asked() {
+    let _test = root_test();
+    let topo = routed_topology(1);
+    let host = &topo.hosts[0];
+    let h0 = host.ns.name();
+    let dir = temp_dir();
+    let path = dir.join("host0.routes");
+    std::fs::write(&path, topo.route_table(0, Attach::Tc)).unwrap();
+    let child = loader_cmd()
+        .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
+        .args(["--ebpf-log", "debug"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    wait_for_routes(h0, 2);
+    // No route for 198.18.9.9: the program hands the frame to the kernel (which drops it,
+    // FORWARD DROP) and says why.
+    assert!(!ping(&host.workloads[0].ns, "198.18.9.9".parse().unwrap(), 1).unwrap());
+    thread::sleep(Duration::from_millis(500));
+    detach(h0);
+    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    assert!(
+        log.lines().any(|l| l.contains("DEBUG")
+            && l.contains("passed a frame to the kernel: hook=tc reason=pass_no_route")),
+        "the program's debug record in the loader's log:\n{log}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
