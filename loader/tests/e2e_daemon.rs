@@ -398,5 +398,19 @@ fn the_programs_log_why_they_pass_a_frame_when_asked() {
             && l.contains("passed a frame to the kernel: hook=tc reason=pass_no_route")),
         "the program's debug record in the loader's log:\n{log}"
     );
+
+    // Under `ip netns exec`, /sys/fs/bpf is private to the command: refused, with the way out.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", h0, LOADER, "run", "--config"])
+        .arg(&path)
+        .args(["--bpffs", "/sys/fs/bpf"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("runs under `ip netns exec`") && stderr.contains("--netns"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
