@@ -390,16 +390,7 @@ impl Dataplane {
             reason: e.to_string(),
         };
         let link: FdLink = PinnedLink::from_pin(path).map_err(link_err)?.into();
-        let fail = |program: &'static str| {
-            let ifname = a.ifname.clone();
-            let attach = a.attach;
-            move |source| DataplaneError::Attach {
-                program,
-                attach,
-                ifname,
-                source,
-            }
-        };
+        let fail = |program| attach_error(a, program);
         match a.attach {
             Attach::Xdp | Attach::XdpGeneric => {
                 let link = XdpLink::try_from(link).map_err(link_err)?;
@@ -448,16 +439,7 @@ impl Dataplane {
     }
 
     fn attach_one(&mut self, a: &Attachment) -> Result<Undo, DataplaneError> {
-        let fail = |program: &'static str| {
-            let ifname = a.ifname.clone();
-            let attach = a.attach;
-            move |source| DataplaneError::Attach {
-                program,
-                attach,
-                ifname,
-                source,
-            }
-        };
+        let fail = |program| attach_error(a, program);
         match a.attach {
             Attach::Xdp | Attach::XdpGeneric => {
                 let mode = if a.attach == Attach::Xdp {
@@ -677,6 +659,21 @@ impl Dataplane {
             .map_mut(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })?;
         M::try_from(map).map_err(map_err(name))
+    }
+}
+
+/// The error of attaching `program` for `a`.
+fn attach_error(
+    a: &Attachment,
+    program: &'static str,
+) -> impl FnOnce(ProgramError) -> DataplaneError {
+    let ifname = a.ifname.clone();
+    let attach = a.attach;
+    move |source| DataplaneError::Attach {
+        program,
+        attach,
+        ifname,
+        source,
     }
 }
 

@@ -71,6 +71,8 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
     let links_before = link_ids_of_program(program_before);
     assert_eq!(links_before.len(), 2, "host 0 attaches eth0 and cali1");
     let forwarded_start = forwarded(&stats(h0), "tc");
+    let hosts = [h0, h1];
+    let before = PathCounts::read(&hosts, &b.ns);
 
     let (stream, forwarded_unattended, restarted) = thread::scope(|s| {
         let stream = s.spawn(|| udp_100m(a, b, 8));
@@ -100,15 +102,12 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
         (stream.join().unwrap(), unattended, restarted)
     });
 
+    let overflows = before.assert_path_lost_nothing(&stream, &hosts, &b.ns);
     eprintln!(
-        "UDP 100 Mbit/s across SIGKILL (host 0) / SIGTERM (host 1) and restart: {} datagrams, {} lost",
+        "UDP 100 Mbit/s across SIGKILL (host 0) / SIGTERM (host 1) and restart: {} datagrams, all forwarded by both hosts; iperf3 lost {} ({overflows} receive-buffer overflows of the receiving socket)",
         stream.packets, stream.lost_packets
     );
     assert!(stream.packets > 50_000, "{} datagrams", stream.packets);
-    assert_eq!(
-        stream.lost_packets, 0,
-        "datagrams lost across the loader restart"
-    );
     // The counters kept counting: while no loader ran, and across the restart (a fresh map
     // would have started from zero and counted fewer than the datagrams delivered).
     let during = forwarded_unattended - forwarded_start;
@@ -161,7 +160,7 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
 
     // At start: a table that does not fit is refused before anything is pinned or attached.
     std::fs::write(&path, &table).unwrap();
-    let out = loader(&[
+    let stderr = refused(&[
         "run",
         "--config",
         path.to_str().unwrap(),
@@ -170,8 +169,6 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
         "--max-routes",
         "2",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         stderr.contains("needs 3 entries in map ROUTES, which holds 2"),
         "{stderr}"
@@ -182,23 +179,17 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     );
 
     // Running with room for exactly 3: a fourth route is refused whole, counted, logged.
-    let child = loader_cmd()
-        .args([
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--netns",
-            h0,
-            "--max-routes",
-            "3",
-            "--metrics",
-            "127.0.0.1:9465",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    let guard = spawn_loader(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--netns",
+        h0,
+        "--max-routes",
+        "3",
+        "--metrics",
+        "127.0.0.1:9465",
+    ]);
     wait_for_routes(h0, 3);
     assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "same-host path up");
     let before = routes(h0);
@@ -211,17 +202,15 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     assert_eq!(routes(h0), before, "the oversized table changed nothing");
     assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "traffic unaffected");
     let metrics = scrape_metrics(h0, "127.0.0.1:9465");
-    for line in [
-        "dataplane_map_full_total{map=\"ROUTES\"} 1",
-        "dataplane_route_table_apply_errors_total 1",
-        "dataplane_map_capacity{map=\"ROUTES\"} 3",
-        "dataplane_map_entries{map=\"ROUTES\"} 3",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "metrics lack {line:?}:\n{metrics}"
-        );
-    }
+    assert_metrics_have(
+        &metrics,
+        &[
+            "dataplane_map_full_total{map=\"ROUTES\"} 1",
+            "dataplane_route_table_apply_errors_total 1",
+            "dataplane_map_capacity{map=\"ROUTES\"} 3",
+            "dataplane_map_entries{map=\"ROUTES\"} 3",
+        ],
+    );
 
     // The loader is killed; one restarted with another size is refused, and the pinned
     // dataplane goes on as it was.
@@ -233,7 +222,7 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
         "log of the refusal:\n{log}"
     );
     std::fs::write(&path, &table).unwrap();
-    let out = loader(&[
+    let stderr = refused(&[
         "run",
         "--config",
         path.to_str().unwrap(),
@@ -242,8 +231,6 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
         "--max-routes",
         "100",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         stderr.contains("has capacity 3, this loader needs 100"),
         "{stderr}"
@@ -285,24 +272,18 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
         host.ns.ip(&cmd).unwrap();
     }
     let _loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
-    let child = loader_cmd()
-        .args([
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--netns",
-            h0,
-            "--routes-from-kernel",
-            "--kernel-proto",
-            "static",
-            "--kernel-prefix",
-            "198.18.0.0/16",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    let guard = spawn_loader(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--netns",
+        h0,
+        "--routes-from-kernel",
+        "--kernel-proto",
+        "static",
+        "--kernel-prefix",
+        "198.18.0.0/16",
+    ]);
     wait_for_routes(h0, 1);
     let prefixes = |t: &[serde_json::Value]| -> Vec<String> {
         t.iter()
@@ -327,13 +308,7 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
             "static",
         ])
         .unwrap();
-    assert!(
-        routes_become(h0, Duration::from_secs(1), |t| has_route(
-            t,
-            "198.18.2.0/24"
-        )),
-        "the kernel's new route shows in `loader routes` within a second"
-    );
+    assert_route_within_a_second(h0, "198.18.2.0/24", true);
     let table = routes(h0);
     assert_eq!(prefixes(&table), vec!["198.18.1.2/32", "198.18.2.0/24"]);
     let remote = &table[1];
@@ -346,13 +321,7 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
 
     // Deleted from the kernel: gone from the maps within a second.
     host.ns.ip(&["route", "del", "198.18.2.0/24"]).unwrap();
-    assert!(
-        routes_become(h0, Duration::from_secs(1), |t| !has_route(
-            t,
-            "198.18.2.0/24"
-        )),
-        "the deleted route leaves the maps within a second"
-    );
+    assert_route_within_a_second(h0, "198.18.2.0/24", false);
     assert!(
         !ping(&a.ns, b.addr, 1).unwrap(),
         "no path once the kernel route is gone"
@@ -378,14 +347,15 @@ fn the_programs_log_why_they_pass_a_frame_when_asked() {
     let dir = temp_dir();
     let path = dir.join("host0.routes");
     std::fs::write(&path, topo.route_table(0, Attach::Tc)).unwrap();
-    let child = loader_cmd()
-        .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
-        .args(["--ebpf-log", "debug"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = bench::netns::ChildGuard::from_child(child, "loader");
+    let guard = spawn_loader(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--netns",
+        h0,
+        "--ebpf-log",
+        "debug",
+    ]);
     wait_for_routes(h0, 2);
     // No route for 198.18.9.9: the program hands the frame to the kernel (which drops it,
     // FORWARD DROP) and says why.

@@ -370,3 +370,120 @@ pub fn scrape_metrics(netns: &str, addr: &str) -> String {
 pub fn has_route(table: &[serde_json::Value], prefix: &str) -> bool {
     table.iter().any(|r| r["prefix"] == prefix)
 }
+
+/// `loader ARGS` in the background, its log captured (read it with `.wait()`).
+pub fn spawn_loader(args: &[&str]) -> ChildGuard {
+    let child = loader_cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting loader");
+    ChildGuard::from_child(child, format!("loader {}", args.join(" ")))
+}
+
+/// Runs `loader ARGS`, which must fail; returns what it said.
+pub fn refused(args: &[&str]) -> String {
+    let out = loader(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "loader {args:?} should refuse:\n{stderr}"
+    );
+    stderr
+}
+
+/// Asserts that `prefix` shows in (or, `present` false, leaves) `netns`'s route map within a
+/// second, as the loader promises for every change of its sources.
+pub fn assert_route_within_a_second(netns: &str, prefix: &str, present: bool) {
+    assert!(
+        routes_become(netns, Duration::from_secs(1), |t| has_route(t, prefix)
+            == present),
+        "{netns}: {prefix} {} the route map within a second",
+        if present {
+            "did not enter"
+        } else {
+            "did not leave"
+        }
+    );
+}
+
+/// Asserts that every one of `lines` is a line of the scraped `metrics`.
+pub fn assert_metrics_have(metrics: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            metrics.lines().any(|l| l == *line),
+            "metrics lack {line:?}:\n{metrics}"
+        );
+    }
+}
+
+/// What a UDP stream's loss is made of: frames the eBPF programs of each host forwarded, and
+/// datagrams the receiving socket had no room for.
+pub struct PathCounts {
+    forwarded: Vec<u64>,
+    receiver_overflows: u64,
+}
+
+impl PathCounts {
+    /// Reads the TC forwarded counters of `hosts` and the UDP receive buffer overflows of the
+    /// receiving workload namespace.
+    pub fn read(hosts: &[&str], receiver: &bench::netns::Netns) -> Self {
+        Self {
+            forwarded: hosts.iter().map(|h| forwarded(&stats(h), "tc")).collect(),
+            receiver_overflows: udp_receive_buffer_errors(receiver),
+        }
+    }
+
+    /// Asserts that the dataplane lost nothing of `stream` since `self` was read: every host
+    /// forwarded at least every datagram sent, and every datagram iperf3 counts as lost is one
+    /// the receiving socket's buffer overflowed on (its own kernel counts those: the iperf3
+    /// server, starved of CPU for a moment on this 2-core machine, did not read in time).
+    /// Returns those overflows, for the record.
+    pub fn assert_path_lost_nothing(
+        &self,
+        stream: &IperfResult,
+        hosts: &[&str],
+        receiver: &bench::netns::Netns,
+    ) -> u64 {
+        let after = Self::read(hosts, receiver);
+        let overflows = after.receiver_overflows - self.receiver_overflows;
+        for ((host, before), now) in hosts.iter().zip(&self.forwarded).zip(&after.forwarded) {
+            assert!(
+                now - before >= stream.packets,
+                "{host} forwarded {} frames, fewer than the {} datagrams sent",
+                now - before,
+                stream.packets
+            );
+        }
+        assert_eq!(
+            stream.lost_packets, overflows,
+            "datagrams lost other than to the receiving socket's buffer ({overflows} overflows)"
+        );
+        overflows
+    }
+}
+
+/// UDP datagrams dropped for want of receive buffer in `ns` (/proc/net/snmp, RcvbufErrors).
+pub fn udp_receive_buffer_errors(ns: &bench::netns::Netns) -> u64 {
+    let out = ns
+        .command("cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .expect("reading /proc/net/snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (
+        udp.next().expect("Udp header"),
+        udp.next().expect("Udp values"),
+    );
+    let column = names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .expect("RcvbufErrors column");
+    values
+        .split_whitespace()
+        .nth(column)
+        .and_then(|v| v.parse().ok())
+        .expect("RcvbufErrors value")
+}
