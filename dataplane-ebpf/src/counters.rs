@@ -1,7 +1,7 @@
 //! Per-CPU counters: one slot per (hook, reason), and frames forwarded per egress interface.
-use dataplane::shared::{counter, counter_index};
+use dataplane::shared::{PolicyEndpointKey, counter, counter_index};
 
-use crate::maps::{COUNTERS, FWD_BY_EGRESS};
+use crate::maps::{COUNTERS, FWD_BY_EGRESS, POLICY_DENIED};
 
 #[inline(always)]
 pub fn count(hook: u32, slot: u32) {
@@ -20,6 +20,18 @@ fn count_forwarded(hook: u32, egress_ifindex: u32) {
             // First frame out of this port on this CPU; a lost race only loses this one count
             // here, the hook's FORWARDED counter above still has it.
             let _ = FWD_BY_EGRESS.insert(&egress_ifindex, &1, 0);
+        }
+    }
+}
+
+/// Counts a packet denied by the policy of workload `addr` in `direction`.
+#[inline(always)]
+pub fn count_denied(addr: [u8; 4], direction: u32) {
+    let key = PolicyEndpointKey { addr, direction };
+    match POLICY_DENIED.get_ptr_mut(&key) {
+        Some(value) => unsafe { *value += 1 },
+        None => {
+            let _ = POLICY_DENIED.insert(&key, &1, 0);
         }
     }
 }

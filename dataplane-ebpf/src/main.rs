@@ -10,6 +10,7 @@
 mod counters;
 mod maps;
 mod parse;
+mod policy;
 mod route;
 mod softirq;
 mod tc;

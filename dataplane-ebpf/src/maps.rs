@@ -2,10 +2,12 @@
 //! `dataplane::shared`; the loader fills these maps and reads the counters.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use dataplane::shared::{
-    COUNTERS_LEN, Ipv4Key, MAX_HOST_ADDRS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS, NextHop, VxlanConfig,
+    COUNTERS_LEN, FlowKey, Ipv4Key, MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS,
+    MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS, NextHop,
+    PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey, VxlanConfig,
 };
 
 #[map]
@@ -29,3 +31,22 @@ pub static VXLAN_CONFIG: Array<VxlanConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static VXLAN_VNIS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VNIS, 0);
+
+#[map]
+pub static POLICIES: HashMap<PolicyEndpointKey, PolicyEndpoint> =
+    HashMap::with_max_entries(MAX_POLICY_ENDPOINTS, 0);
+
+#[map]
+pub static POLICY_PEERS: LpmTrie<PolicyPeerKey, u32> =
+    LpmTrie::with_max_entries(MAX_POLICY_PEERS, 0);
+
+#[map]
+pub static POLICY_VERDICTS: LpmTrie<PolicyVerdictKey, u32> =
+    LpmTrie::with_max_entries(MAX_POLICY_VERDICTS, 0);
+
+#[map]
+pub static POLICY_FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(MAX_POLICY_FLOWS, 0);
+
+#[map]
+pub static POLICY_DENIED: PerCpuHashMap<PolicyEndpointKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_POLICY_ENDPOINTS * 2, 0);

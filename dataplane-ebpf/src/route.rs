@@ -14,11 +14,12 @@ use crate::{
     counters::Outcome,
     maps::{HOST_ADDRS, ROUTES},
     parse::ptr_at,
-    vxlan,
+    policy, vxlan,
 };
 
-/// Bytes of header the decision reads: Ethernet plus an option-less IPv4 header.
-pub const HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+/// Bytes of header the decision reads: Ethernet, an option-less IPv4 header, and the start
+/// of the L4 header (ports) for policy.
+pub const HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + policy::L4_LEN;
 
 pub enum Decision {
     /// Hand the frame to the kernel untouched, counted under this `counter::PASS_*` slot.
@@ -38,12 +39,20 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The next hop and headers of a forwarding decision, or how the frame leaves otherwise.
-    /// A `Decap` here is a tunnel found inside a tunnel (the hooks decapsulate once): refused.
+    /// The next hop and headers of a forwarding decision the policy admits (the frame ends at
+    /// `data_end`; `hook` counts), or how the frame leaves otherwise. A `Decap` here is a
+    /// tunnel found inside a tunnel (the hooks decapsulate once): refused.
     #[inline(always)]
-    pub fn into_forward(self) -> Result<(NextHop, *mut EthHdr, *mut Ipv4Hdr), Outcome> {
+    pub fn into_forward(
+        self,
+        hook: u32,
+        data_end: usize,
+    ) -> Result<(NextHop, *mut EthHdr, *mut Ipv4Hdr), Outcome> {
         match self {
-            Decision::Forward { nh, eth, ip } => Ok((nh, eth, ip)),
+            Decision::Forward { nh, eth, ip } => match policy::admit(hook, ip, data_end, &nh) {
+                Ok(()) => Ok((nh, eth, ip)),
+                Err(reason) => Err(Outcome::Drop(reason)),
+            },
             Decision::Pass(reason) => Err(Outcome::Pass(reason)),
             Decision::Drop(reason) => Err(Outcome::Drop(reason)),
             Decision::Decap { .. } => Err(Outcome::Drop(counter::DROP_VXLAN_INNER)),

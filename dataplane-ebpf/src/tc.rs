@@ -54,7 +54,7 @@ fn headers(ctx: &TcContext, want: usize) -> (usize, usize) {
 
 #[inline(always)]
 fn decide(ctx: &TcContext, decision: Decision) -> Outcome {
-    let (nh, eth, ip) = match decision.into_forward() {
+    let (nh, eth, ip) = match decision.into_forward(HOOK_TC, ctx.data_end()) {
         Ok(forward) => forward,
         Err(outcome) => return outcome,
     };

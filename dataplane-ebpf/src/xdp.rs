@@ -30,7 +30,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn decide(ctx: &XdpContext, decision: Decision, decapsulated: bool) -> Outcome {
-    let (nh, eth, ip) = match decision.into_forward() {
+    let (nh, eth, ip) = match decision.into_forward(HOOK_XDP, ctx.data_end()) {
         Ok(forward) => forward,
         Err(outcome) => return outcome,
     };

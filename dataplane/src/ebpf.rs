@@ -650,7 +650,7 @@ impl Dataplane {
         Ok(ids)
     }
 
-    fn map<'a, M>(&'a mut self, name: &'static str) -> Result<M, DataplaneError>
+    pub(crate) fn map<'a, M>(&'a mut self, name: &'static str) -> Result<M, DataplaneError>
     where
         M: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
     {

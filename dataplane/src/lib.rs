@@ -23,6 +23,8 @@ pub mod netns;
 #[cfg(feature = "user")]
 pub mod pins;
 #[cfg(feature = "user")]
+pub mod policy;
+#[cfg(feature = "user")]
 pub mod resolve;
 #[cfg(feature = "user")]
 pub mod softirq;

@@ -22,6 +22,20 @@ pub mod map_names {
     pub const VXLAN_VNIS: &str = "VXLAN_VNIS";
     /// Per-CPU array: nanoseconds spent in each softirq vector (the bench's CPU accounting).
     pub const SOFTIRQ_NS: &str = "SOFTIRQ_NS";
+    /// Hash: (workload address, direction) -> [`PolicyEndpoint`](super::PolicyEndpoint), for
+    /// the workloads under policy.
+    pub const POLICIES: &str = "POLICIES";
+    /// LPM trie: (ruleset, peer address) -> peer class: the most specific of the ruleset's
+    /// CIDRs that holds the peer.
+    pub const POLICY_PEERS: &str = "POLICY_PEERS";
+    /// LPM trie: (ruleset, peer class, protocol bucket, port) -> [`POLICY_ALLOW`](super::POLICY_ALLOW)
+    /// or [`POLICY_DENY`](super::POLICY_DENY).
+    pub const POLICY_VERDICTS: &str = "POLICY_VERDICTS";
+    /// LRU hash: flow ([`FlowKey`](super::FlowKey)) -> when it was last seen (ns): flows
+    /// policy admitted, whose packets and replies pass without a rule of their own.
+    pub const POLICY_FLOWS: &str = "POLICY_FLOWS";
+    /// Per-CPU hash: (workload address, direction) -> packets denied by its policy.
+    pub const POLICY_DENIED: &str = "POLICY_DENIED";
 }
 
 /// Program names as the object exports them.
@@ -45,6 +59,66 @@ pub const MAX_ROUTES: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 4_096;
 pub const MAX_HOST_ADDRS: u32 = 256;
 pub const MAX_VNIS: u32 = 256;
+pub const MAX_POLICY_ENDPOINTS: u32 = 16_384;
+pub const MAX_POLICY_PEERS: u32 = 262_144;
+pub const MAX_POLICY_VERDICTS: u32 = 524_288;
+pub const MAX_POLICY_FLOWS: u32 = 262_144;
+
+/// Policy directions: traffic to a workload, and from it.
+pub const POLICY_INGRESS: u32 = 0;
+pub const POLICY_EGRESS: u32 = 1;
+/// Verdicts and default actions.
+pub const POLICY_ALLOW: u32 = 1;
+pub const POLICY_DENY: u32 = 2;
+/// Protocol buckets of [`PolicyVerdictKey`]: TCP, UDP and ICMP by number, everything else here.
+pub const POLICY_PROTO_OTHER: u8 = 255;
+/// A flow idle this long is forgotten: its next packet meets the policy again.
+pub const POLICY_FLOW_IDLE_NS: u64 = 300 * 1_000_000_000;
+
+/// Key of `POLICIES` and `POLICY_DENIED`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
+pub struct PolicyEndpointKey {
+    /// The workload's address, network order.
+    pub addr: [u8; 4],
+    /// [`POLICY_INGRESS`] or [`POLICY_EGRESS`].
+    pub direction: u32,
+}
+
+/// A workload's policy in one direction: which compiled ruleset, and what happens to traffic
+/// no rule matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEndpoint {
+    pub ruleset: u32,
+    /// [`POLICY_ALLOW`] or [`POLICY_DENY`].
+    pub default_action: u32,
+}
+
+/// Data of the `POLICY_PEERS` LPM key: the ruleset (big endian, always matched in full:
+/// prefix lengths are 32 + the CIDR's) then the peer address.
+pub type PolicyPeerKey = [u8; 8];
+
+/// Data of the `POLICY_VERDICTS` LPM key: ruleset (4, big endian), peer class (4, big
+/// endian), protocol bucket (1), destination port (2, big endian), one unused byte. Prefix
+/// lengths are 72 + the port block's length: the port ranges of the rules are cut into
+/// aligned blocks, so a lookup with the full 88 bits finds exactly one block or none.
+pub type PolicyVerdictKey = [u8; 12];
+
+/// A flow as `POLICY_FLOWS` keys it. ICMP echo uses the identifier as the requester's port
+/// (request: `sport` = id, `dport` = 0; reply: the reverse), so a reply is its request's
+/// reverse key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
 
 /// Kind of next hop, stored in [`NextHop::kind`].
 pub const NEXTHOP_LOCAL: u32 = 1;
@@ -146,7 +220,17 @@ pub mod counter {
     /// Informational, on top of `FORWARDED`: frames encapsulated, and decapsulated.
     pub const VXLAN_ENCAP: u32 = 17;
     pub const VXLAN_DECAP: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// Denied by the destination workload's ingress policy, or the source's egress policy.
+    pub const DROP_POLICY_INGRESS: u32 = 19;
+    pub const DROP_POLICY_EGRESS: u32 = 20;
+    /// A fragment, or a packet too short for its ports, to or from a workload under policy:
+    /// its ports cannot be checked, so it is refused.
+    pub const DROP_POLICY_UNCHECKABLE: u32 = 21;
+    /// Informational: flows admitted by policy (recorded in `POLICY_FLOWS`), and packets
+    /// passed as part of a recorded flow or its replies.
+    pub const POLICY_NEW_FLOW: u32 = 22;
+    pub const POLICY_ESTABLISHED: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Names as `loader stats` prints them, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -169,6 +253,11 @@ pub mod counter {
         "drop_adjust_failed",
         "vxlan_encap",
         "vxlan_decap",
+        "drop_policy_ingress",
+        "drop_policy_egress",
+        "drop_policy_uncheckable",
+        "policy_new_flow",
+        "policy_established",
     ];
 }
 
@@ -187,6 +276,12 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::VxlanConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyEndpointKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyEndpoint {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 #[cfg(test)]
@@ -209,6 +304,14 @@ mod tests {
         assert_eq!(core::mem::offset_of!(NextHop, udp_dport), 48);
         assert_eq!(core::mem::offset_of!(NextHop, mtu), 50);
         assert_eq!(core::mem::offset_of!(NextHop, outer_csum_base), 52);
+    }
+
+    #[test]
+    fn policy_layouts_have_no_padding() {
+        assert_eq!(size_of::<PolicyEndpointKey>(), 8);
+        assert_eq!(size_of::<PolicyEndpoint>(), 8);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(core::mem::offset_of!(FlowKey, proto), 12);
     }
 
     #[test]

@@ -6,7 +6,10 @@ use aya::maps::{LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap};
 use crate::{
     config::Ipv4Prefix,
     ebpf::{DataplaneError, KernelIds, read_routes},
-    shared::{HOOK_COUNT, HOOK_TC, HOOK_XDP, Ipv4Key, NextHop, counter, counter_index, map_names},
+    shared::{
+        HOOK_COUNT, HOOK_TC, HOOK_XDP, Ipv4Key, NextHop, POLICY_INGRESS, PolicyEndpointKey,
+        counter, counter_index, map_names,
+    },
 };
 
 /// Counters summed over CPUs: per hook (`xdp`, `tc`) by counter name, and frames forwarded
@@ -15,6 +18,9 @@ use crate::{
 pub struct Stats {
     pub hooks: BTreeMap<String, BTreeMap<String, u64>>,
     pub forwarded_by_egress: BTreeMap<u32, u64>,
+    /// Packets denied by a workload's policy, by `"ADDR ingress"` / `"ADDR egress"`.
+    #[serde(default)]
+    pub policy_denied: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -80,6 +86,21 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
             .forwarded_by_egress
             .insert(ifindex, values.iter().sum());
     }
+    let name = map_names::POLICY_DENIED;
+    let denied: PerCpuHashMap<MapData, PolicyEndpointKey, u64> =
+        typed(ids, name, Map::PerCpuHashMap)?;
+    for entry in denied.iter() {
+        let (key, values) = entry.map_err(map_err(name))?;
+        let direction = if key.direction == POLICY_INGRESS {
+            "ingress"
+        } else {
+            "egress"
+        };
+        stats.policy_denied.insert(
+            format!("{} {direction}", std::net::Ipv4Addr::from(key.addr)),
+            values.iter().sum(),
+        );
+    }
     Ok(stats)
 }
 
@@ -120,16 +141,31 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
     ) -> Result<u64, aya::maps::MapError> {
         keys.try_fold(0, |n, k| k.map(|_| n + 1))
     }
-    use map_names::{FWD_BY_EGRESS, HOST_ADDRS, ROUTES, TX_PORTS, VXLAN_VNIS};
+    use map_names::{
+        FWD_BY_EGRESS, HOST_ADDRS, POLICIES, POLICY_FLOWS, POLICY_PEERS, POLICY_VERDICTS, ROUTES,
+        TX_PORTS, VXLAN_VNIS,
+    };
     let ports: DevMapHash<MapData> = typed(ids, TX_PORTS, Map::DevMapHash)?;
     let addrs: HashMap<MapData, Ipv4Key, u32> = typed(ids, HOST_ADDRS, Map::HashMap)?;
     let vnis: HashMap<MapData, u32, u32> = typed(ids, VXLAN_VNIS, Map::HashMap)?;
     let egress: PerCpuHashMap<MapData, u32, u64> = typed(ids, FWD_BY_EGRESS, Map::PerCpuHashMap)?;
+    let endpoints: HashMap<MapData, PolicyEndpointKey, crate::shared::PolicyEndpoint> =
+        typed(ids, POLICIES, Map::HashMap)?;
+    let peers: LpmTrie<MapData, crate::shared::PolicyPeerKey, u32> =
+        typed(ids, POLICY_PEERS, Map::LpmTrie)?;
+    let verdicts: LpmTrie<MapData, crate::shared::PolicyVerdictKey, u32> =
+        typed(ids, POLICY_VERDICTS, Map::LpmTrie)?;
+    let flows: HashMap<MapData, crate::shared::FlowKey, u64> =
+        typed(ids, POLICY_FLOWS, Map::LruHashMap)?;
     Ok(vec![
         fill(ROUTES, Ok(routes(ids)?.len() as u64))?,
         fill(TX_PORTS, count(ports.keys()))?,
         fill(HOST_ADDRS, count(addrs.keys()))?,
         fill(VXLAN_VNIS, count(vnis.keys()))?,
         fill(FWD_BY_EGRESS, count(egress.keys()))?,
+        fill(POLICIES, count(endpoints.keys()))?,
+        fill(POLICY_PEERS, count(peers.keys()))?,
+        fill(POLICY_VERDICTS, count(verdicts.keys()))?,
+        fill(POLICY_FLOWS, count(flows.keys()))?,
     ])
 }

@@ -696,3 +696,226 @@ fn udp_to_another_port_is_the_kernels() {
     fragment[24..26].copy_from_slice(&c);
     assert_passed(&fx, &fragment, "pass_host_addr");
 }
+
+// --- Policy -----------------------------------------------------------------------------
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+
+/// Ethernet + IPv4 + an L4 header of `proto` (TCP 20 bytes, UDP 8, ICMP echo request 8 with
+/// `sport` as its identifier) + 16 bytes of payload. `frag` is the IPv4 flags/offset word.
+fn l4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, frag: u16) -> Vec<u8> {
+    let l4 = match proto {
+        TCP => {
+            let mut h = vec![0u8; 20];
+            h[0..2].copy_from_slice(&sport.to_be_bytes());
+            h[2..4].copy_from_slice(&dport.to_be_bytes());
+            h[12] = 5 << 4;
+            h[13] = 0x02; // SYN
+            h
+        }
+        UDP => {
+            let mut h = vec![0u8; 8];
+            h[0..2].copy_from_slice(&sport.to_be_bytes());
+            h[2..4].copy_from_slice(&dport.to_be_bytes());
+            h[4..6].copy_from_slice(&(8u16 + 16).to_be_bytes());
+            h
+        }
+        _ => {
+            let mut h = vec![0u8; 8];
+            h[0] = 8; // echo request
+            h[4..6].copy_from_slice(&sport.to_be_bytes());
+            h
+        }
+    };
+    let ip_len = 20 + l4.len() + 16;
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[6..8].copy_from_slice(&frag.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c);
+    let mut f = Vec::new();
+    f.extend_from_slice(&HOST_VETH_MAC);
+    f.extend_from_slice(&SENDER_MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
+    f.extend_from_slice(&[0x33; 16]);
+    f
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// A fixture whose maps also hold `policy`.
+fn with_policy(policy: &str) -> Fixture {
+    let mut fx = Fixture::new(true);
+    let policy = dataplane::policy::parse(policy).expect("test policy parses");
+    fx.dataplane.apply_policy(&policy).expect("policy applied");
+    fx
+}
+
+fn assert_forwarded(fx: &Fixture, hook: Hook, frame: &[u8], also: &[&str]) {
+    let mut counters = vec!["forwarded"];
+    counters.extend_from_slice(also);
+    let (verdict, _) = fx.run_counted(hook, frame, &counters);
+    assert_eq!(verdict, verdicts(hook).1, "{}: forwarded", hook_name(hook));
+}
+
+fn assert_refused(fx: &Fixture, hook: Hook, frame: &[u8], counter: &str) {
+    let (verdict, _) = fx.run_counted(hook, frame, &[counter]);
+    assert_eq!(
+        verdict,
+        drop_verdict(hook),
+        "{}: dropped by {counter}",
+        hook_name(hook)
+    );
+}
+
+fn denied(fx: &Fixture, key: &str) -> u64 {
+    let stats = stats::read(&fx.dataplane.kernel_ids().unwrap()).unwrap();
+    stats.policy_denied.get(key).copied().unwrap_or(0)
+}
+
+const WEB: &str = "\
+workload 198.18.1.2 ingress deny egress allow
+allow ingress 198.18.1.2 peer 198.18.9.0/24 proto tcp port 80-81
+deny ingress 198.18.1.2 peer 198.18.9.9/32 proto tcp port 81
+";
+
+#[test]
+fn ingress_policy_admits_by_rule_denies_by_rule_and_by_default() {
+    both_hooks(|hook| {
+        let fx = with_policy(WEB);
+        let to_web =
+            |src: &str, proto, dport| l4_frame(ip(src), LOCAL_WORKLOAD, proto, 40_000, dport, 0);
+        assert_forwarded(
+            &fx,
+            hook,
+            &to_web("198.18.9.9", TCP, 80),
+            &["policy_new_flow"],
+        );
+        // Deny wins over the /24's allow for this one peer and port.
+        assert_refused(
+            &fx,
+            hook,
+            &to_web("198.18.9.9", TCP, 81),
+            "drop_policy_ingress",
+        );
+        assert_forwarded(
+            &fx,
+            hook,
+            &to_web("198.18.9.8", TCP, 81),
+            &["policy_new_flow"],
+        );
+        // Range edges, another protocol, a peer outside every rule: the default (deny).
+        assert_refused(
+            &fx,
+            hook,
+            &to_web("198.18.9.8", TCP, 82),
+            "drop_policy_ingress",
+        );
+        assert_refused(
+            &fx,
+            hook,
+            &to_web("198.18.9.8", TCP, 79),
+            "drop_policy_ingress",
+        );
+        assert_refused(
+            &fx,
+            hook,
+            &to_web("198.18.9.8", UDP, 80),
+            "drop_policy_ingress",
+        );
+        assert_refused(
+            &fx,
+            hook,
+            &to_web("198.18.8.1", TCP, 80),
+            "drop_policy_ingress",
+        );
+        assert_eq!(denied(&fx, "198.18.1.2 ingress"), 5);
+        // Traffic not to or from a workload under policy is not looked at.
+        let elsewhere = l4_frame(ip("198.18.9.9"), ip("198.18.2.7"), UDP, 1, 2, 0);
+        assert_forwarded(&fx, hook, &elsewhere, &[]);
+    });
+}
+
+#[test]
+fn replies_of_an_admitted_flow_pass_and_nothing_else_does() {
+    let policy = "\
+workload 198.18.1.2 ingress deny egress deny
+allow egress 198.18.1.2 peer 198.18.2.0/24 proto udp port 53
+allow egress 198.18.1.2 proto icmp
+";
+    both_hooks(|hook| {
+        let fx = with_policy(policy);
+        let query = l4_frame(LOCAL_WORKLOAD, ip("198.18.2.5"), UDP, 4000, 53, 0);
+        let answer = l4_frame(ip("198.18.2.5"), LOCAL_WORKLOAD, UDP, 53, 4000, 0);
+        // No flow yet: the answer meets ingress policy (default deny).
+        assert_refused(&fx, hook, &answer, "drop_policy_ingress");
+        assert_forwarded(&fx, hook, &query, &["policy_new_flow"]);
+        assert_forwarded(&fx, hook, &answer, &["policy_established"]);
+        assert_forwarded(&fx, hook, &query, &["policy_established"]);
+        // Same peers, another port: a flow of its own, which no rule admits.
+        let other = l4_frame(ip("198.18.2.5"), LOCAL_WORKLOAD, UDP, 53, 4001, 0);
+        assert_refused(&fx, hook, &other, "drop_policy_ingress");
+        // Egress default deny: TCP to the same peer.
+        let tcp = l4_frame(LOCAL_WORKLOAD, ip("198.18.2.5"), TCP, 4000, 53, 0);
+        assert_refused(&fx, hook, &tcp, "drop_policy_egress");
+        assert_eq!(denied(&fx, "198.18.1.2 egress"), 1);
+        // Echo: the request is admitted, its reply (type 0, same identifier) is the reverse.
+        let echo = l4_frame(LOCAL_WORKLOAD, ip("198.18.2.5"), ICMP, 77, 0, 0);
+        assert_forwarded(&fx, hook, &echo, &["policy_new_flow"]);
+        let mut reply = l4_frame(ip("198.18.2.5"), LOCAL_WORKLOAD, ICMP, 77, 0, 0);
+        reply[34] = 0; // echo reply
+        assert_forwarded(&fx, hook, &reply, &["policy_established"]);
+    });
+}
+
+#[test]
+fn fragments_and_cut_headers_to_a_workload_under_policy_are_refused() {
+    both_hooks(|hook| {
+        let fx = with_policy(WEB);
+        let later_fragment = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_000, 80, 0x0010);
+        assert_refused(&fx, hook, &later_fragment, "drop_policy_uncheckable");
+        let first_fragment = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_000, 80, 0x2000);
+        assert_refused(&fx, hook, &first_fragment, "drop_policy_uncheckable");
+    });
+}
+
+#[test]
+fn a_new_policy_replaces_the_old_one_whole() {
+    let mut fx = with_policy(WEB);
+    let frame = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_000, 80, 0);
+    let other_port = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_001, 443, 0);
+    assert_refused(&fx, Hook::Tc, &other_port, "drop_policy_ingress");
+    let open = dataplane::policy::parse(
+        "workload 198.18.1.2 ingress deny egress allow\nallow ingress 198.18.1.2 proto tcp port 443\n",
+    )
+    .unwrap();
+    let report = fx.dataplane.apply_policy(&open).unwrap();
+    assert_eq!(report.endpoints, 2);
+    assert_forwarded(&fx, Hook::Tc, &other_port, &["policy_new_flow"]);
+    assert_refused(&fx, Hook::Tc, &frame, "drop_policy_ingress");
+    // No policy at all: the workload is no longer under policy.
+    fx.dataplane
+        .apply_policy(&dataplane::policy::Policy::default())
+        .unwrap();
+    assert_forwarded(&fx, Hook::Tc, &frame, &[]);
+    let ids = fx.dataplane.kernel_ids().unwrap();
+    let fill = stats::map_fill(&ids).unwrap();
+    for map in ["POLICIES", "POLICY_PEERS", "POLICY_VERDICTS"] {
+        assert_eq!(
+            fill.iter().find(|f| f.name == map).unwrap().entries,
+            0,
+            "{map} emptied with the old versions"
+        );
+    }
+}

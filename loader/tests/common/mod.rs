@@ -272,7 +272,9 @@ pub fn program_id(netns: &str, program: &str) -> u64 {
 }
 
 /// iperf3 TCP and UDP (100 Mbit/s) from `client` to `server` for 2 s each; asserts that TCP
-/// moved more than a megabyte and UDP lost under 5 %, and returns both results.
+/// moved more than a megabyte and that the path lost under 1 % of the UDP datagrams (losses
+/// the receiving socket's kernel counts as buffer overflows are not the path's), and returns
+/// both results.
 pub fn traffic_works(
     what: &str,
     client: &bench::topology::Workload,
@@ -285,6 +287,7 @@ pub fn traffic_works(
         "{what}: TCP moved only {} bytes",
         tcp.bytes
     );
+    let overflows_before = udp_receive_buffer_errors(&server.ns);
     let udp = iperf3(
         &client.ns,
         &server.ns,
@@ -295,19 +298,24 @@ pub fn traffic_works(
         2,
     )
     .unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
+    let overflows = udp_receive_buffer_errors(&server.ns) - overflows_before;
     assert!(
         udp.packets > 10_000,
         "{what}: UDP sent only {} datagrams",
         udp.packets
     );
+    // Datagrams the receiving socket overflowed on (its server starved of CPU on a loaded
+    // 2-core machine) are counted by its kernel and are not the path's.
+    let path_lost = udp.lost_packets.saturating_sub(overflows);
     assert!(
-        (udp.lost_packets as f64) < 0.05 * udp.packets as f64,
-        "{what}: UDP lost {} of {} datagrams",
-        udp.lost_packets,
-        udp.packets
+        (path_lost as f64) < 0.01 * udp.packets as f64,
+        "{what}: UDP lost {} of {} datagrams on the path ({} more overflowed the receiver)",
+        path_lost,
+        udp.packets,
+        overflows
     );
     eprintln!(
-        "{what}: TCP {:.2} Gbit/s ({} retransmits), UDP {} datagrams, {} lost",
+        "{what}: TCP {:.2} Gbit/s ({} retransmits), UDP {} datagrams, {} lost ({overflows} of them receive-buffer overflows)",
         tcp.bits_per_second / 1e9,
         tcp.retransmits,
         udp.packets,

@@ -1,0 +1,187 @@
+//! Network policy: whether a packet routed to a local workload (ingress) or from a workload
+//! under policy (egress) may pass. A fixed number of map lookups whatever the rule count (the
+//! loader compiles the rules into two LPM tries, see `dataplane::policy`):
+//!
+//! 1. the endpoint of each side under policy (hash, by address and direction);
+//! 2. the flow, then its reverse, in `POLICY_FLOWS` (LRU hash): a recorded flow and its
+//!    replies pass, as Calico's chains accept ESTABLISHED first;
+//! 3. per side under policy: the peer's class (LPM on ruleset + peer address), then the
+//!    verdict (LPM on ruleset + class + protocol + port); no entry means the side's default.
+//!
+//! An admitted new flow is recorded. Deny wins: egress is checked, then ingress.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use dataplane::shared::{
+    FlowKey, NextHop, POLICY_DENY, POLICY_EGRESS, POLICY_FLOW_IDLE_NS, POLICY_INGRESS,
+    POLICY_PROTO_OTHER, PolicyEndpoint, PolicyEndpointKey, counter, NEXTHOP_LOCAL,
+};
+use network_types::ip::Ipv4Hdr;
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+use crate::{
+    counters::{count, count_denied},
+    maps::{POLICIES, POLICY_FLOWS, POLICY_PEERS, POLICY_VERDICTS},
+    parse::ptr_at,
+};
+
+/// Bytes of L4 header the check reads: the ports (TCP, UDP) or type, code, checksum and
+/// identifier (ICMP).
+pub const L4_LEN: usize = 8;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// Admits the packet whose IPv4 header is at `ip` (option-less: the router has checked; the
+/// frame ends at `data_end`) and routed to `nh`, or returns the counter slot of the refusal.
+/// `hook` is whose counters count.
+#[inline(always)]
+pub fn admit(hook: u32, ip: *const Ipv4Hdr, data_end: usize, nh: &NextHop) -> Result<(), u32> {
+    let (src, dst, proto, frag) = unsafe {
+        (
+            (*ip).src_addr,
+            (*ip).dst_addr,
+            (*ip).proto,
+            u16::from_be_bytes((*ip).frags),
+        )
+    };
+    // Endpoints copied out, a zero default action meaning "not under policy": an `Option` of
+    // a struct leaves its payload undefined when `None`, which LLVM may spill and the verifier
+    // refuses, and two map pointers may get OR-ed by the optimiser, which it refuses too.
+    let egress = endpoint(src, POLICY_EGRESS);
+    let ingress = if nh.kind == NEXTHOP_LOCAL {
+        endpoint(dst, POLICY_INGRESS)
+    } else {
+        NOT_UNDER_POLICY
+    };
+    if egress.default_action == 0 && ingress.default_action == 0 {
+        return Ok(());
+    }
+    // Fragments other than the first carry no ports; MF set on the first is fine, but then
+    // its later fragments would be refused, so all fragments are.
+    if frag & 0x3fff != 0 {
+        return Err(counter::DROP_POLICY_UNCHECKABLE);
+    }
+    let Some(ports) = ports(ip as usize + Ipv4Hdr::LEN, data_end, proto) else {
+        return Err(counter::DROP_POLICY_UNCHECKABLE);
+    };
+    let (sport, dport) = ([ports[0], ports[1]], [ports[2], ports[3]]);
+    let flow = FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        _pad: [0; 3],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if known_flow(&flow, now) || known_flow(&reverse(&flow), now) {
+        count(hook, counter::POLICY_ESTABLISHED);
+        return Ok(());
+    }
+    let bucket = match proto {
+        PROTO_TCP | PROTO_UDP | PROTO_ICMP => proto,
+        _ => POLICY_PROTO_OTHER,
+    };
+    let port = match proto {
+        PROTO_TCP | PROTO_UDP => dport,
+        _ => [0, 0],
+    };
+    if egress.default_action != 0 && verdict(&egress, dst, bucket, port) == POLICY_DENY {
+        count_denied(src, POLICY_EGRESS);
+        return Err(counter::DROP_POLICY_EGRESS);
+    }
+    if ingress.default_action != 0 && verdict(&ingress, src, bucket, port) == POLICY_DENY {
+        count_denied(dst, POLICY_INGRESS);
+        return Err(counter::DROP_POLICY_INGRESS);
+    }
+    // A full map evicts its least recently used flow (LRU): that flow's next packets meet
+    // the policy again.
+    let _ = POLICY_FLOWS.insert(&flow, &now, 0);
+    count(hook, counter::POLICY_NEW_FLOW);
+    Ok(())
+}
+
+const NOT_UNDER_POLICY: PolicyEndpoint = PolicyEndpoint {
+    ruleset: 0,
+    default_action: 0,
+};
+
+#[inline(always)]
+fn endpoint(addr: [u8; 4], direction: u32) -> PolicyEndpoint {
+    match unsafe { POLICIES.get(&PolicyEndpointKey { addr, direction }) } {
+        Some(ep) => *ep,
+        None => NOT_UNDER_POLICY,
+    }
+}
+
+/// Source then destination port of the TCP or UDP header at `l4`; for ICMP echo, the
+/// identifier on the requester's side; zeros for anything else. None if the header is cut
+/// short.
+#[inline(always)]
+fn ports(l4: usize, data_end: usize, proto: u8) -> Option<[u8; 4]> {
+    match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let p = ptr_at::<[u8; 4]>(l4, data_end, 0)?;
+            Some(unsafe { *p })
+        }
+        PROTO_ICMP => {
+            let p = ptr_at::<[u8; 8]>(l4, data_end, 0)?;
+            let b = unsafe { *p };
+            Some(match b[0] {
+                ICMP_ECHO_REQUEST => [b[4], b[5], 0, 0],
+                ICMP_ECHO_REPLY => [0, 0, b[4], b[5]],
+                _ => [0; 4],
+            })
+        }
+        _ => Some([0; 4]),
+    }
+}
+
+#[inline(always)]
+fn reverse(flow: &FlowKey) -> FlowKey {
+    FlowKey {
+        src: flow.dst,
+        dst: flow.src,
+        sport: flow.dport,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// True if `flow` was admitted and seen within the idle time; refreshes its time at most
+/// once a second (a write per packet would bounce the entry between CPUs).
+#[inline(always)]
+fn known_flow(flow: &FlowKey, now: u64) -> bool {
+    let Some(seen) = POLICY_FLOWS.get_ptr_mut(flow) else {
+        return false;
+    };
+    let last = unsafe { *seen };
+    if now.wrapping_sub(last) > POLICY_FLOW_IDLE_NS {
+        return false;
+    }
+    if now.wrapping_sub(last) > 1_000_000_000 {
+        unsafe { *seen = now };
+    }
+    true
+}
+
+/// The verdict of endpoint `ep`'s rules for a packet with `peer` on the other side.
+#[inline(always)]
+fn verdict(ep: &PolicyEndpoint, peer: [u8; 4], bucket: u8, port: [u8; 2]) -> u32 {
+    let r = ep.ruleset.to_be_bytes();
+    let peer_key = [r[0], r[1], r[2], r[3], peer[0], peer[1], peer[2], peer[3]];
+    let Some(class) = POLICY_PEERS.get(Key::new(64, peer_key)) else {
+        return ep.default_action;
+    };
+    let c = class.to_be_bytes();
+    let key = [
+        r[0], r[1], r[2], r[3], c[0], c[1], c[2], c[3], bucket, port[0], port[1], 0,
+    ];
+    match POLICY_VERDICTS.get(Key::new(88, key)) {
+        Some(v) => *v,
+        None => ep.default_action,
+    }
+}
