@@ -48,6 +48,12 @@ pub enum Command {
         /// The route table (format: README.md, "Route table").
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Network policy for this host's workloads (format: README.md, "Policy"), applied
+        /// before anything is attached and followed like the route table: a change that does
+        /// not parse is logged with its line and the running policy stays. Without it, no
+        /// workload is under policy (a pinned policy from an earlier run is removed).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
         /// Capacity of the route map. Fixed when the dataplane is first pinned: changing it
         /// needs `loader detach` first.
         #[arg(long, value_name = "N", default_value_t = dataplane::shared::MAX_ROUTES,

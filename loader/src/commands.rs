@@ -12,6 +12,7 @@ use dataplane::{
     netinfo::{self, format_mac},
     netns,
     pins::{self, PinDir},
+    policy::{self, Policy},
     resolve,
     shared::{NEXTHOP_LOCAL, NEXTHOP_REMOTE, NEXTHOP_VXLAN, program_names},
     state::{self, AttachmentRecord, LoaderState, StateError},
@@ -50,9 +51,11 @@ pub fn run(cli: Cli) -> Result<()> {
             max_routes,
             kernel,
             ebpf_log,
+            policy,
             ..
         } => run_dataplane(
             &config,
+            policy.as_deref(),
             metrics,
             &bpffs,
             LoadOptions {
@@ -104,6 +107,7 @@ fn render_line_errors(path: &Path, errors: &[LineError]) -> String {
 
 fn run_dataplane(
     config_path: &Path,
+    policy_path: Option<&Path>,
     metrics_addr: Option<std::net::SocketAddr>,
     bpffs: &Path,
     options: LoadOptions,
@@ -126,13 +130,17 @@ fn run_dataplane(
         )
     })?;
     let plan = desired.plan;
+    let policy = match policy_path {
+        Some(path) => policy::load(path)?,
+        None => Policy::default(),
+    };
 
     if pins::ensure_bpffs(bpffs)? {
         info!(bpffs = %bpffs.display(), "mounted a BPF filesystem");
     }
     let pins = PinDir::for_current_netns(bpffs)?;
     let adopting = pins.exists();
-    let mut dataplane = match load_and_attach(&pins, options, &plan) {
+    let mut dataplane = match load_and_attach(&pins, options, &plan, &policy) {
         Ok(dataplane) => dataplane,
         Err(e) => {
             // A first start that failed leaves nothing behind; a failed adoption leaves the
@@ -193,6 +201,9 @@ fn run_dataplane(
         info!(filter = ?feed.filter, "following the kernel's routes");
     }
     let mut watcher = Watcher::new(config_path, config, plan, kernel, counters);
+    if let Some(path) = policy_path {
+        watcher.follow_policy(path);
+    }
     watcher.warn_once(desired.warnings);
     let signal = runtime.block_on(async {
         let stop = wait_for_stop_signal();
@@ -217,7 +228,12 @@ fn run_dataplane(
 
 /// Loads the programs on the pinned maps (adopting those already there), makes the maps hold
 /// the plan, then attaches (maps first: no packet ever meets an empty table).
-fn load_and_attach(pins: &PinDir, options: LoadOptions, plan: &resolve::Plan) -> Result<Dataplane> {
+fn load_and_attach(
+    pins: &PinDir,
+    options: LoadOptions,
+    plan: &resolve::Plan,
+    policy: &Policy,
+) -> Result<Dataplane> {
     let mut dataplane = Dataplane::load_pinned(pins, options)?;
     let report = dataplane.apply(plan)?;
     info!(
@@ -226,6 +242,15 @@ fn load_and_attach(pins: &PinDir, options: LoadOptions, plan: &resolve::Plan) ->
         ports_added = report.ports_added,
         ports_removed = report.ports_removed,
         "maps hold the route table"
+    );
+    let report = dataplane.apply_policy(policy)?;
+    info!(
+        workloads = policy.workloads.len(),
+        rules = policy.rule_count(),
+        rulesets = report.rulesets,
+        peer_entries = report.peer_entries,
+        verdict_entries = report.verdict_entries,
+        "maps hold the policy"
     );
     let attached = dataplane.attach(&plan.attachments)?;
     for a in &plan.attachments {
@@ -488,6 +513,12 @@ fn print_stats(json: bool, bpffs: &Path) -> Result<()> {
         println!("{hook}:");
         for (name, value) in counters {
             println!("  {name:<22} {value}");
+        }
+    }
+    if !stats.policy_denied.is_empty() {
+        println!("denied by policy:");
+        for (endpoint, value) in &stats.policy_denied {
+            println!("  {endpoint:<22} {value}");
         }
     }
     println!("forwarded by egress:");

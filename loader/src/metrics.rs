@@ -87,6 +87,19 @@ pub fn render(
     }
     family(
         &mut t,
+        "dataplane_policy_denied_total",
+        "counter",
+        "Packets denied by a workload's policy, by workload and direction.",
+    )?;
+    for (endpoint, value) in &st.policy_denied {
+        let (workload, direction) = endpoint.split_once(' ').unwrap_or((endpoint, ""));
+        writeln!(
+            t,
+            "dataplane_policy_denied_total{{workload=\"{workload}\",direction=\"{direction}\"}} {value}"
+        )?;
+    }
+    family(
+        &mut t,
         "dataplane_map_entries",
         "gauge",
         "Entries in each map; compare with dataplane_map_capacity (a full map refuses updates).",

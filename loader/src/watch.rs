@@ -18,6 +18,7 @@ use dataplane::{
     ebpf::{Dataplane, DataplaneError, diff},
     kernel_routes::KernelRouteFilter,
     netinfo::format_mac,
+    policy,
     resolve::Plan,
 };
 use tracing::{error, info, warn};
@@ -44,6 +45,8 @@ pub struct Watcher {
     /// What the maps hold now.
     applied: Plan,
     counters: Arc<LoaderCounters>,
+    /// The policy file and its bytes as last seen.
+    policy: Option<(PathBuf, Option<Vec<u8>>)>,
 }
 
 impl Watcher {
@@ -63,6 +66,64 @@ impl Watcher {
             warned: BTreeSet::new(),
             applied,
             counters,
+            policy: None,
+        }
+    }
+
+    /// Also follows the policy file at `path` (already applied as it is now).
+    pub fn follow_policy(&mut self, path: &Path) {
+        self.policy = Some((path.to_path_buf(), std::fs::read(path).ok()));
+    }
+
+    /// Applies the policy file if it changed; a file that cannot be read or parsed, or does
+    /// not fit the maps, is reported and the running policy stays.
+    fn poll_policy(&mut self, dataplane: &mut Dataplane) {
+        let Some((path, seen)) = &mut self.policy else {
+            return;
+        };
+        let file = path.display().to_string();
+        let bytes = match std::fs::read(&*path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if seen.take().is_some() {
+                    warn!(%file, error = %e, "cannot read the policy; keeping the running one");
+                    self.counters.apply_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        };
+        if seen.as_ref() == Some(&bytes) {
+            return;
+        }
+        *seen = Some(bytes.clone());
+        let started = std::time::Instant::now();
+        let policy = match policy::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(policy) => policy,
+            Err(errors) => {
+                for e in errors {
+                    error!(%file, line = e.line, problem = %e.message, "policy not applied; keeping the running one");
+                }
+                self.refused();
+                return;
+            }
+        };
+        match dataplane.apply_policy(&policy) {
+            Ok(report) => info!(
+                %file,
+                workloads = policy.workloads.len(),
+                rules = policy.rule_count(),
+                rulesets = report.rulesets,
+                verdict_entries = report.verdict_entries,
+                total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                "policy applied"
+            ),
+            Err(e) => {
+                if let DataplaneError::MapFull { map, .. } = &e {
+                    self.counters.count_map_full(map);
+                }
+                error!(%file, error = %e, "policy not applied; keeping the running one");
+                self.refused();
+            }
         }
     }
 
@@ -116,6 +177,7 @@ impl Watcher {
 
     /// Looks at the sources; if one changed, applies the new plan's difference.
     pub fn poll(&mut self, dataplane: &mut Dataplane) {
+        self.poll_policy(dataplane);
         let started = std::time::Instant::now();
         let file_changed = self.file_changed();
         let kernel_changed = self

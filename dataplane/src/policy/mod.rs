@@ -14,6 +14,7 @@
 //! under policy (everything passes), and a rule for one is an error.
 pub mod compile;
 pub mod maps;
+pub mod render;
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 

@@ -1,0 +1,249 @@
+//! Network policy end to end, as root, in namespaces the test makes: one policy enforced by
+//! the eBPF dataplane, by Calico-style iptables chains and by nftables sets, and a matrix of
+//! flows (allowed and denied, TCP, UDP, ICMP, ports at range edges, both directions) that
+//! must get the same verdict from all three, the one the policy's reference semantics give.
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::Stdio,
+    thread,
+    time::{Duration, Instant},
+};
+
+use bench::{
+    netns::in_netns,
+    topology::{Options, Overlay, Topology, Workload},
+    traffic::ping,
+};
+use common::*;
+use dataplane::{
+    config::Attach,
+    policy::{self, Policy, render},
+};
+
+const POLICY: &str = "\
+workload 198.18.1.2 ingress deny egress allow
+allow ingress 198.18.1.2 peer 198.18.2.0/24 proto tcp port 8000-8009
+deny ingress 198.18.1.2 peer 198.18.2.2/32 proto tcp port 8005
+allow ingress 198.18.1.2 peer 198.18.2.0/24 proto udp port 9000
+allow ingress 198.18.1.2 proto icmp
+deny egress 198.18.1.2 peer 198.18.2.0/24 proto tcp port 7000-7001
+deny egress 198.18.1.2 proto udp port 9100
+";
+
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    Tcp(u16),
+    Udp(u16),
+    Ping,
+}
+
+impl Probe {
+    fn proto_port(self) -> (u8, u16) {
+        match self {
+            Probe::Tcp(p) => (6, p),
+            Probe::Udp(p) => (17, p),
+            Probe::Ping => (1, 0),
+        }
+    }
+}
+
+/// The flows: (into the workload under policy?, probe).
+fn matrix() -> Vec<(bool, Probe)> {
+    let mut flows = Vec::new();
+    for port in [7999, 8000, 8004, 8005, 8006, 8009, 8010] {
+        flows.push((true, Probe::Tcp(port)));
+    }
+    flows.extend([
+        (true, Probe::Udp(9000)),
+        (true, Probe::Udp(9001)),
+        (true, Probe::Ping),
+    ]);
+    for port in [6999, 7000, 7001, 7002] {
+        flows.push((false, Probe::Tcp(port)));
+    }
+    flows.extend([
+        (false, Probe::Udp(9100)),
+        (false, Probe::Udp(9101)),
+        (false, Probe::Ping),
+    ]);
+    flows
+}
+
+const WAIT: Duration = Duration::from_millis(600);
+
+/// Whether a request and its answer get through from `client` to `server`.
+fn works(client: &Workload, server: &Workload, probe: Probe) -> bool {
+    let (server_ns, client_ns, addr) = (server.ns.name(), client.ns.name(), server.addr);
+    match probe {
+        Probe::Ping => ping(&client.ns, addr, 1).unwrap(),
+        Probe::Tcp(port) => thread::scope(|s| {
+            let listener = in_netns(server_ns, || Ok(TcpListener::bind((addr, port))?)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            s.spawn(move || {
+                let deadline = Instant::now() + WAIT;
+                while Instant::now() < deadline {
+                    if let Ok((mut conn, _)) = listener.accept() {
+                        let _ = conn.write_all(b"k");
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            });
+            in_netns(client_ns, || {
+                let mut conn = TcpStream::connect_timeout(&SocketAddr::from((addr, port)), WAIT)?;
+                conn.set_read_timeout(Some(WAIT))?;
+                let mut answer = [0u8; 1];
+                conn.read_exact(&mut answer)?;
+                Ok(())
+            })
+            .is_ok()
+        }),
+        Probe::Udp(port) => thread::scope(|s| {
+            let socket = in_netns(server_ns, || Ok(UdpSocket::bind((addr, port))?)).unwrap();
+            socket.set_read_timeout(Some(WAIT)).unwrap();
+            s.spawn(move || {
+                let mut buf = [0u8; 16];
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            });
+            in_netns(client_ns, || {
+                let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                socket.set_read_timeout(Some(WAIT))?;
+                socket.send_to(b"q", (addr, port))?;
+                let mut buf = [0u8; 16];
+                socket.recv_from(&mut buf)?;
+                Ok(())
+            })
+            .is_ok()
+        }),
+    }
+}
+
+/// Runs the matrix between the workload under policy (`a`) and its peer (`b`).
+fn run_matrix(a: &Workload, b: &Workload) -> Vec<bool> {
+    matrix()
+        .into_iter()
+        .map(|(into_a, probe)| {
+            if into_a {
+                works(b, a, probe)
+            } else {
+                works(a, b, probe)
+            }
+        })
+        .collect()
+}
+
+fn expected(policy: &Policy, a: &Workload, b: &Workload) -> Vec<bool> {
+    matrix()
+        .into_iter()
+        .map(|(into_a, probe)| {
+            let (proto, port) = probe.proto_port();
+            let (src, dst) = if into_a {
+                (b.addr, a.addr)
+            } else {
+                (a.addr, b.addr)
+            };
+            policy.admits(src, dst, proto, port)
+        })
+        .collect()
+}
+
+fn run_stdin(ns: &bench::netns::Netns, program: &str, args: &[&str], input: &str) {
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} refused:\n{}\n{input}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
+    let _test = root_test();
+    let topo = Topology::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    })
+    .unwrap();
+    let policy = policy::parse(POLICY).unwrap();
+    let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
+    let host0 = &topo.hosts[0].ns;
+    let want = expected(&policy, a, b);
+    assert!(want.iter().any(|w| *w) && want.iter().any(|w| !*w));
+
+    // eBPF: the loaders forward (FORWARD DROP: nothing else does), host 0 enforces the policy.
+    topo.set_kernel_forward_policy("DROP").unwrap();
+    let dir = temp_dir();
+    let policy_path = dir.join("host0.policy");
+    std::fs::write(&policy_path, POLICY).unwrap();
+    let config0 = dir.join("host0.routes");
+    std::fs::write(&config0, topo.route_table(0, Attach::Tc)).unwrap();
+    let loader0 = spawn_loader(&[
+        "run",
+        "--config",
+        config0.to_str().unwrap(),
+        "--netns",
+        host0.name(),
+        "--policy",
+        policy_path.to_str().unwrap(),
+    ]);
+    let loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    wait_for_routes(host0.name(), 2);
+    let ebpf = run_matrix(a, b);
+    let stats = stats(host0.name());
+    detach(host0.name());
+    detach(topo.hosts[1].ns.name());
+    drop((loader0, loader1));
+    let denied_flows = want.iter().filter(|w| !**w).count() as u64;
+    let denied: u64 = stats.policy_denied.values().sum();
+    assert!(
+        denied >= denied_flows,
+        "eBPF counted {denied} denied packets for {denied_flows} denied flows: {:?}",
+        stats.policy_denied
+    );
+
+    // iptables, Calico's shape, on host 0; the kernel forwards.
+    topo.set_kernel_forward_policy("ACCEPT").unwrap();
+    run_stdin(host0, "iptables-restore", &[], &render::iptables(&policy));
+    let iptables = run_matrix(a, b);
+    run_stdin(host0, "iptables-restore", &[], "*filter\nCOMMIT\n");
+
+    // nftables with sets.
+    run_stdin(host0, "nft", &["-f", "-"], &render::nftables(&policy));
+    let nftables = run_matrix(a, b);
+
+    let table: Vec<String> = matrix()
+        .iter()
+        .zip(&want)
+        .zip(ebpf.iter().zip(&iptables).zip(&nftables))
+        .map(|(((into_a, probe), w), ((e, i), n))| {
+            format!(
+                "{} {probe:?}: want {w} ebpf {e} iptables {i} nft {n}",
+                if *into_a { "in " } else { "out" }
+            )
+        })
+        .collect();
+    eprintln!("{}", table.join("\n"));
+    assert_eq!(ebpf, want, "eBPF verdicts:\n{}", table.join("\n"));
+    assert_eq!(iptables, want, "iptables verdicts:\n{}", table.join("\n"));
+    assert_eq!(nftables, want, "nftables verdicts:\n{}", table.join("\n"));
+    std::fs::remove_dir_all(&dir).ok();
+}
