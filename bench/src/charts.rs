@@ -277,5 +277,49 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             },
         )?);
     }
+    if !r.settings.policy_rules.is_empty() {
+        let series = |f: fn(&crate::policy_scaling::ScalingPoint) -> f64| {
+            r.settings
+                .policy_engines
+                .iter()
+                .map(|engine| Series {
+                    label: engine.name().to_string(),
+                    points: r
+                        .settings
+                        .policy_rules
+                        .iter()
+                        .filter_map(|n| {
+                            r.scaling_spread(*engine, *n, f)
+                                .map(|s| ((n + 1) as f64, s))
+                        })
+                        .collect(),
+                    off_target: vec![],
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect()
+        };
+        files.extend(write(
+            dir,
+            "policy_new_flow_latency",
+            &Chart {
+                title: "Policy: new-flow request-response p50 vs rules",
+                x_label: "rules the traffic does not match, plus one (log)",
+                y_label: "round trip, µs",
+                log_x: true,
+                series: series(|p| p.new_flows.p50_us),
+            },
+        )?);
+        files.extend(write(
+            dir,
+            "policy_cpu_per_gbps",
+            &Chart {
+                title: "Policy: kernel-level CPU per Gbit/s vs rules (UDP stream)",
+                x_label: "rules the traffic does not match, plus one (log)",
+                y_label: "softirq CPU per Gbit/s, % of one CPU",
+                log_x: true,
+                series: series(|p| p.cpu_pct_per_gbps),
+            },
+        )?);
+    }
     Ok(files)
 }

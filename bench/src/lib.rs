@@ -9,6 +9,7 @@ pub mod charts;
 pub mod measure;
 pub mod modes;
 pub mod netns;
+pub mod policy_scaling;
 pub mod probe;
 pub mod report;
 pub mod results;

@@ -12,6 +12,7 @@ use bench::{
     measure::{self, Point},
     modes::{Bed, Mode},
     netns::sweep_stale,
+    policy_scaling::{self, Engine, ScalingPoint},
     probe, report,
     results::{LatencyPoint, Results, SCHEMA_VERSION, Settings},
     traffic::{Proto, ping},
@@ -64,12 +65,26 @@ struct RunArgs {
     /// Policy rules in each Calico workload chain that the traffic does not match.
     #[arg(long, default_value_t = 10)]
     calico_rules: usize,
+    /// Rule counts of the policy scaling sweep (rules the traffic does not match; each
+    /// policy also has the one that allows it), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    policy_rules: Option<Vec<usize>>,
+    /// Engines of the policy scaling sweep: iptables-nft, iptables-legacy, nftables-sets,
+    /// ebpf (default: all).
+    #[arg(long, value_delimiter = ',')]
+    policy_engines: Option<Vec<String>>,
+    /// Leave the policy scaling sweep out.
+    #[arg(long)]
+    no_policy: bool,
     /// Output directory (default: bench-out/<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 const ALL_RATES: [u64; 7] = [5, 10, 50, 100, 500, 800, 1000];
+const POLICY_RULES: [usize; 5] = [0, 10, 100, 1_000, 10_000];
+/// The policy sweep's stream: well within what every engine forwards on this machine.
+const POLICY_RATE_MBPS: u64 = 500;
 const LATENCY_SIZES: [usize; 3] = [50, 100, 500];
 
 fn settings(a: &RunArgs) -> Result<Settings> {
@@ -105,6 +120,33 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         "rates are Mbit/s from 1 to 100000"
     );
     anyhow::ensure!(!modes.is_empty(), "no modes to measure");
+    let policy_rules = if a.no_policy {
+        vec![]
+    } else {
+        a.policy_rules.clone().unwrap_or_else(|| {
+            if a.quick {
+                vec![0, 1_000]
+            } else {
+                POLICY_RULES.to_vec()
+            }
+        })
+    };
+    anyhow::ensure!(
+        policy_rules.iter().all(|n| *n <= 100_000),
+        "--policy-rules: at most 100000 rules"
+    );
+    let policy_engines = match &a.policy_engines {
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Engine::ALL
+                    .into_iter()
+                    .find(|e| e.name() == n)
+                    .ok_or_else(|| anyhow::anyhow!("unknown policy engine `{n}`"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => Engine::ALL.to_vec(),
+    };
     Ok(Settings {
         modes,
         rates_mbps: rates,
@@ -114,7 +156,52 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         calico_rules: a.calico_rules,
         latency_sizes: LATENCY_SIZES.to_vec(),
         latency_count,
+        policy_rules,
+        policy_engines,
+        policy_rate_mbps: POLICY_RATE_MBPS,
     })
+}
+
+/// The policy rule scaling sweep: every engine at every rule count, interleaved within each
+/// repetition, each point on a fresh bed.
+fn policy_sweep(settings: &Settings, meter: &SoftirqMeter) -> Result<Vec<ScalingPoint>> {
+    let mut points = Vec::new();
+    let total =
+        settings.policy_rules.len() * settings.policy_engines.len() * settings.repetitions as usize;
+    for repetition in 0..settings.repetitions {
+        for &rules in &settings.policy_rules {
+            for &engine in &settings.policy_engines {
+                eprint!(
+                    "\r[policy {}/{total}] rep {}/{} {:<16} {:>6} rules   ",
+                    points.len() + 1,
+                    repetition + 1,
+                    settings.repetitions,
+                    engine.name(),
+                    rules
+                );
+                let (bed, apply_ms) = policy_scaling::build(engine, rules)
+                    .with_context(|| format!("{} with {rules} rules", engine.name()))?;
+                points.push(
+                    policy_scaling::measure(
+                        &bed,
+                        meter,
+                        engine,
+                        rules,
+                        apply_ms,
+                        repetition,
+                        settings.duration_s,
+                        settings.policy_rate_mbps,
+                        settings.latency_count,
+                    )
+                    .with_context(|| format!("{} with {rules} rules", engine.name()))?,
+                );
+            }
+        }
+    }
+    if total > 0 {
+        eprintln!();
+    }
+    Ok(points)
 }
 
 fn main() -> Result<()> {
@@ -231,6 +318,7 @@ fn run(args: &RunArgs) -> Result<()> {
         }
     }
     eprintln!();
+    let policy_scaling = policy_sweep(&settings, &meter)?;
     let results = Results {
         schema: SCHEMA_VERSION,
         started_unix: SystemTime::now()
@@ -247,6 +335,7 @@ fn run(args: &RunArgs) -> Result<()> {
         settings,
         points,
         latency,
+        policy_scaling,
     };
     write_outputs(&results, &out)?;
     let off = results.points.iter().filter(|p| p.off_target).count();

@@ -138,6 +138,21 @@ impl Bed {
         self.ns(&self.client)
     }
 
+    /// The client workload's address, on beds built on the two-host topology.
+    pub fn client_addr(&self) -> Option<Ipv4Addr> {
+        match (&self.client, &self.topology) {
+            (Endpoint::Workload { host, index }, Some(t)) => {
+                Some(t.hosts[*host].workloads[*index].addr)
+            }
+            _ => None,
+        }
+    }
+
+    /// Host `index`'s namespace, on beds built on the two-host topology.
+    pub fn host(&self, index: usize) -> Option<&Netns> {
+        self.topology.as_ref().map(|t| &t.hosts[index].ns)
+    }
+
     pub fn server(&self) -> &Netns {
         self.ns(&self.server)
     }

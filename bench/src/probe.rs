@@ -24,6 +24,17 @@ pub struct Latency {
     pub p99_us: f64,
 }
 
+/// How the client's requests relate to each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flows {
+    /// All from one socket: one flow, which stateful policy has admitted after its first
+    /// request (conntrack's ESTABLISHED, the eBPF flow table).
+    One,
+    /// Each from a socket of its own (a new source port): every request is a new flow that
+    /// the policy rules must judge.
+    NewEach,
+}
+
 /// `count` round trips of `size`-byte messages from `client` to an echo server in `server`.
 pub fn udp_rr(
     client: &Netns,
@@ -31,6 +42,18 @@ pub fn udp_rr(
     server_addr: Ipv4Addr,
     size: usize,
     count: usize,
+) -> Result<Latency> {
+    udp_rr_flows(client, server, server_addr, size, count, Flows::One)
+}
+
+/// As [`udp_rr`], the requests grouped into flows as `flows` says.
+pub fn udp_rr_flows(
+    client: &Netns,
+    server: &Netns,
+    server_addr: Ipv4Addr,
+    size: usize,
+    count: usize,
+    flows: Flows,
 ) -> Result<Latency> {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
@@ -58,14 +81,21 @@ pub fn udp_rr(
     });
     ready_rx.recv().context("echo server thread")??;
     let result = in_netns(client.name(), || {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        socket.connect(SocketAddr::from((server_addr, PORT)))?;
-        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let open = || -> Result<UdpSocket> {
+            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            socket.connect(SocketAddr::from((server_addr, PORT)))?;
+            socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+            Ok(socket)
+        };
+        let mut socket = open()?;
         let message = vec![0x42u8; size];
         let mut buf = vec![0u8; size.max(1) + 64];
         let mut rtts = Vec::with_capacity(count);
         let mut lost = 0;
         for _ in 0..count {
+            if flows == Flows::NewEach {
+                socket = open()?;
+            }
             let start = Instant::now();
             socket.send(&message)?;
             match socket.recv(&mut buf) {

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use crate::{
     measure::Point,
     modes::Mode,
+    policy_scaling::{Engine, ScalingPoint},
     results::{Results, Spread},
 };
 
@@ -261,6 +262,10 @@ pub fn render(r: &Results) -> String {
         }
     }
 
+    if !s.policy_rules.is_empty() {
+        t.push_str(&policy_section(r));
+    }
+
     let flagged: Vec<String> = r
         .points
         .iter()
@@ -282,8 +287,101 @@ pub fn render(r: &Results) -> String {
     }
     writeln!(
         t,
-        "\nCharts: cpu_vs_rate_<proto>, above_floor_<proto>, latency (PNG and SVG). Raw data: \
-         results.json, results.csv."
+        "\nCharts: cpu_vs_rate_<proto>, above_floor_<proto>, latency, policy_new_flow_latency, \
+         policy_cpu_per_gbps (PNG and SVG). Raw data: results.json, results.csv."
+    )
+    .unwrap();
+    t
+}
+
+/// The policy rule scaling tables: one row per engine, one column per rule count.
+fn policy_section(r: &Results) -> String {
+    let s = &r.settings;
+    let mut t = String::new();
+    writeln!(t, "\n## Policy rule scaling\n").unwrap();
+    writeln!(
+        t,
+        "The server's workload has ingress policy: N rules the traffic does not match (deny \
+         rules for other peers, checked first, as Calico orders them), one that allows the \
+         client, default deny; the same policy for every engine. Engines and backends:\n"
+    )
+    .unwrap();
+    for engine in &s.policy_engines {
+        let backend = r
+            .policy_scaling
+            .iter()
+            .find(|p| p.engine == *engine)
+            .map(|p| p.backend.as_str())
+            .unwrap_or("-");
+        writeln!(t, "- `{}`: {backend}", engine.name()).unwrap();
+    }
+    writeln!(
+        t,
+        "\nEvery engine is stateful: after a flow's first packet, conntrack (netfilter) or the \
+         flow table (eBPF) admits the rest without consulting the rules, so a long stream \
+         measures the established path and the rules' cost shows in **new flows**: the \
+         request-response test where every request comes from a new source port is judged by \
+         the rules each time.\n"
+    )
+    .unwrap();
+    let header = |t: &mut String, title: &str| {
+        writeln!(t, "\n#### {title}\n").unwrap();
+        write!(t, "| engine \\ rules |").unwrap();
+        for n in &s.policy_rules {
+            write!(t, " {n} |").unwrap();
+        }
+        writeln!(t, "\n|---|{}", "---|".repeat(s.policy_rules.len())).unwrap();
+    };
+    let tables: [(&str, fn(&ScalingPoint) -> f64, usize); 6] = [
+        (
+            "New flows: request-response p50, µs (each request a new flow)",
+            |p| p.new_flows.p50_us,
+            1,
+        ),
+        (
+            "New flows: request-response p99, µs",
+            |p| p.new_flows.p99_us,
+            1,
+        ),
+        (
+            "One established flow: request-response p50, µs",
+            |p| p.established.p50_us,
+            1,
+        ),
+        (
+            "Stream: kernel-level CPU per Gbit/s, % of one CPU (UDP, fixed rate)",
+            |p| p.cpu_pct_per_gbps,
+            2,
+        ),
+        (
+            "eBPF program run time per packet, ns",
+            |p| p.bpf_ns_per_run,
+            0,
+        ),
+        ("Loading the policy, ms", |p| p.apply_ms, 1),
+    ];
+    for (title, f, digits) in tables {
+        header(&mut t, title);
+        for engine in &s.policy_engines {
+            if title.starts_with("eBPF") && *engine != Engine::Ebpf {
+                continue;
+            }
+            write!(t, "| {} |", engine.name()).unwrap();
+            for n in &s.policy_rules {
+                write!(
+                    t,
+                    " {} |",
+                    cell(r.scaling_spread(*engine, *n, f), false, digits)
+                )
+                .unwrap();
+            }
+            writeln!(t).unwrap();
+        }
+    }
+    writeln!(
+        t,
+        "\nStream: UDP at {} Mbit/s, {} s per point; latency: {} round trips of 100 bytes each way.",
+        s.policy_rate_mbps, s.duration_s, s.latency_count
     )
     .unwrap();
     t

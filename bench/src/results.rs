@@ -4,9 +4,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::{measure::Point, modes::Mode, probe::Latency};
+use crate::{
+    measure::Point,
+    modes::Mode,
+    policy_scaling::{Engine, ScalingPoint},
+    probe::Latency,
+};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
@@ -18,6 +23,10 @@ pub struct Settings {
     pub calico_rules: usize,
     pub latency_sizes: Vec<usize>,
     pub latency_count: usize,
+    /// Policy rule scaling: rule counts (empty: not measured), engines, the stream's rate.
+    pub policy_rules: Vec<usize>,
+    pub policy_engines: Vec<Engine>,
+    pub policy_rate_mbps: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -38,6 +47,7 @@ pub struct Results {
     pub settings: Settings,
     pub points: Vec<Point>,
     pub latency: Vec<LatencyPoint>,
+    pub policy_scaling: Vec<ScalingPoint>,
 }
 
 impl Results {
@@ -155,6 +165,22 @@ impl Results {
 
     pub fn modes(&self) -> Vec<Mode> {
         self.settings.modes.clone()
+    }
+
+    /// A measure of the policy-scaling points of one engine and rule count.
+    pub fn scaling_spread(
+        &self,
+        engine: Engine,
+        rules: usize,
+        f: impl Fn(&ScalingPoint) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.policy_scaling
+                .iter()
+                .filter(|p| p.engine == engine && p.rules == rules)
+                .map(f)
+                .collect(),
+        )
     }
 }
 

@@ -38,6 +38,8 @@ const CHARTS: [&str; 5] = [
     "above_floor_tcp",
     "latency",
 ];
+/// Charts of the policy scaling sweep (legend: engines).
+const POLICY_CHARTS: [&str; 2] = ["policy_new_flow_latency", "policy_cpu_per_gbps"];
 
 #[test]
 fn quick_bench_writes_every_output() {
@@ -94,6 +96,27 @@ fn quick_bench_writes_every_output() {
         "BPF runs: eBPF modes {ebpf_runs}, kernel modes {kernel_runs}"
     );
 
+    // The policy sweep: every engine at every rule count; the eBPF engine reports its run
+    // time, and every point's allowed client got its answers.
+    let s = &r.settings;
+    assert_eq!(
+        r.policy_scaling.len(),
+        s.policy_rules.len() * s.policy_engines.len() * s.repetitions as usize
+    );
+    assert!(!s.policy_rules.is_empty() && s.policy_engines.len() == 4);
+    for p in &r.policy_scaling {
+        assert!(!p.backend.is_empty(), "{p:?}");
+        assert!(
+            p.new_flows.samples > 0 && p.established.samples > 0,
+            "{p:?}"
+        );
+        assert_eq!(
+            p.engine == bench::policy_scaling::Engine::Ebpf,
+            p.bpf_ns_per_run > 0.0,
+            "{p:?}"
+        );
+    }
+
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     assert!(csv.starts_with("mode,protocol,rate_mbps,repetition"));
     assert_eq!(csv.lines().count(), r.points.len() + 1);
@@ -102,12 +125,22 @@ fn quick_bench_writes_every_output() {
         "kernel-level CPU above the floor",
         "Bandwidth, loss, latency",
         "off their target rate",
+        "Policy rule scaling",
+        "iptables v1.8",
     ] {
         assert!(report.contains(heading), "report.md lacks {heading:?}");
     }
     for chart in CHARTS {
         assert_png(&dir.join(format!("{chart}.png")));
         assert_svg(&dir.join(format!("{chart}.svg")));
+    }
+    for chart in POLICY_CHARTS {
+        assert_png(&dir.join(format!("{chart}.png")));
+        let svg = std::fs::read_to_string(dir.join(format!("{chart}.svg"))).unwrap();
+        assert!(
+            svg.contains("nftables-sets") && svg.contains("iptables-legacy"),
+            "{chart}.svg legend"
+        );
     }
 
     // Redraw from results.json alone.

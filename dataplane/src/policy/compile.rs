@@ -87,8 +87,11 @@ fn shape(dp: &DirectionPolicy) -> Vec<RuleShape> {
 
 fn compile_ruleset(dp: &DirectionPolicy, ruleset: u32, out: &mut CompiledPolicy) {
     let r = ruleset.to_be_bytes();
-    let cidrs: BTreeSet<Ipv4Prefix> = dp.rules.iter().map(|rule| rule.peer).collect();
-    for (index, cidr) in cidrs.iter().enumerate() {
+    let mut by_peer: BTreeMap<Ipv4Prefix, Vec<&super::Rule>> = BTreeMap::new();
+    for rule in &dp.rules {
+        by_peer.entry(rule.peer).or_default().push(rule);
+    }
+    for (index, cidr) in by_peer.keys().enumerate() {
         let class = index as u32 + 1;
         let a = cidr.addr().octets();
         out.peers.insert(
@@ -99,11 +102,13 @@ fn compile_ruleset(dp: &DirectionPolicy, ruleset: u32, out: &mut CompiledPolicy)
             class,
         );
         let c = class.to_be_bytes();
-        // The rules that hold every address of this class: those whose CIDR holds this one.
-        let applicable: Vec<_> = dp
-            .rules
-            .iter()
-            .filter(|rule| rule.peer.covers(cidr))
+        // The rules that hold every address of this class: those whose CIDR holds this one,
+        // found among its at most 33 enclosing prefixes.
+        let applicable: Vec<&super::Rule> = (0..=cidr.prefix_len())
+            .filter_map(|len| Ipv4Prefix::new(mask(cidr.addr(), len), len).ok())
+            .filter_map(|enclosing| by_peer.get(&enclosing))
+            .flatten()
+            .copied()
             .collect();
         for bucket in BUCKETS {
             let in_bucket: Vec<(Action, Ports)> = applicable
@@ -137,6 +142,16 @@ fn compile_ruleset(dp: &DirectionPolicy, ruleset: u32, out: &mut CompiledPolicy)
             }
         }
     }
+}
+
+/// `addr` with only its first `len` bits kept.
+fn mask(addr: std::net::Ipv4Addr, len: u8) -> std::net::Ipv4Addr {
+    let bits = u32::from(addr);
+    std::net::Ipv4Addr::from(if len == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - len))
+    })
 }
 
 /// Deny wins, then allow; None when no rule applies.
