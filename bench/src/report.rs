@@ -294,6 +294,9 @@ pub fn render(r: &Results) -> String {
     t
 }
 
+/// A table of the policy sweep: title, the measure, digits.
+type ScalingTable = (&'static str, fn(&ScalingPoint) -> f64, usize);
+
 /// The policy rule scaling tables: one row per engine, one column per rule count.
 fn policy_section(r: &Results) -> String {
     let s = &r.settings;
@@ -332,7 +335,7 @@ fn policy_section(r: &Results) -> String {
         }
         writeln!(t, "\n|---|{}", "---|".repeat(s.policy_rules.len())).unwrap();
     };
-    let tables: [(&str, fn(&ScalingPoint) -> f64, usize); 6] = [
+    let tables: [ScalingTable; 6] = [
         (
             "New flows: request-response p50, µs (each request a new flow)",
             |p| p.new_flows.p50_us,
