@@ -376,20 +376,5 @@ fn calico_chains(host: &crate::topology::Host, rules: usize) -> Result<()> {
     }
     t.push_str(&body);
     t.push_str("COMMIT\n");
-    let mut child = host
-        .ns
-        .command("iptables-restore")
-        .arg("--noflush")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .context("running iptables-restore")?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(t.as_bytes())?;
-    let status = child.wait()?;
-    anyhow::ensure!(status.success(), "iptables-restore failed ({status})");
-    Ok(())
+    host.ns.feed("iptables-restore", &["--noflush"], &t)
 }

@@ -45,6 +45,32 @@ impl Netns {
     }
 
     /// `ip -n NAME ARGS`.
+    /// Runs `program args` in the namespace with `input` on its standard input; an error
+    /// carries what it said (how rule sets are loaded: iptables-restore, nft -f -).
+    pub fn feed(&self, program: &str, args: &[&str], input: &str) -> Result<()> {
+        use std::io::Write;
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {program}"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "{program} {args:?} refused its input: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     pub fn ip(&self, args: &[&str]) -> Result<Output> {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }

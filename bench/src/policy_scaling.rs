@@ -12,9 +12,9 @@
 //! flow (after the first, conntrack or the eBPF flow table admits them: the policy is not
 //! consulted), and every request a new flow (the rules judge each one: the per-packet cost of
 //! the rules themselves).
-use std::{io::Write, net::Ipv4Addr, process::Stdio, time::Instant};
+use std::{net::Ipv4Addr, time::Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use dataplane::{
     policy::{self, Policy, render},
     softirq::SoftirqMeter,
@@ -23,7 +23,6 @@ use dataplane::{
 use crate::{
     measure,
     modes::{Bed, Mode},
-    netns::Netns,
     probe::{self, Flows, Latency},
     traffic::{Proto, ping},
 };
@@ -133,45 +132,17 @@ pub fn build(engine: Engine, rules: usize) -> Result<(Bed, f64)> {
     } else {
         let ns = bed.host(1).context("two-host bed")?;
         // The Calico bed's own accept chains go: the engine's rendering is all there is.
-        restore(ns, "iptables-restore", &[], "*filter\nCOMMIT\n")?;
+        ns.feed("iptables-restore", &[], "*filter\nCOMMIT\n")?;
         match engine {
-            Engine::IptablesNft => {
-                restore(ns, "iptables-restore", &[], &render::iptables(&policy))?
+            Engine::IptablesNft => ns.feed("iptables-restore", &[], &render::iptables(&policy))?,
+            Engine::IptablesLegacy => {
+                ns.feed("iptables-legacy-restore", &[], &render::iptables(&policy))?
             }
-            Engine::IptablesLegacy => restore(
-                ns,
-                "iptables-legacy-restore",
-                &[],
-                &render::iptables(&policy),
-            )?,
-            _ => restore(ns, "nft", &["-f", "-"], &render::nftables(&policy))?,
+            _ => ns.feed("nft", &["-f", "-"], &render::nftables(&policy))?,
         }
     }
     let apply_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok((bed, apply_ms))
-}
-
-fn restore(ns: &Netns, program: &str, args: &[&str], input: &str) -> Result<()> {
-    let mut child = ns
-        .command(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {program}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{program} refused the policy: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Measures one point on a built bed.

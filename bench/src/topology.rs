@@ -9,7 +9,7 @@
 //! Addresses are from 198.18.0.0/15, reserved for benchmarking. Between the hosts, traffic is
 //! either routed (the kernel path: a route to the other host's /24, as BGP would install) or
 //! carried over VXLAN (workload MTU 50 bytes below the underlay's).
-use std::{fmt::Write, net::Ipv4Addr};
+use std::{collections::BTreeMap, fmt::Write, net::Ipv4Addr};
 
 use anyhow::{Context, Result};
 use dataplane::{config::Attach, netinfo::format_mac, resolve::default_vtep_mac, workload};
@@ -79,6 +79,105 @@ pub const UNDERLAY_IF: &str = "eth0";
 /// The kernel vxlan device a Flannel-style host gets (Flannel names it flannel.<VNI>).
 pub const KERNEL_VXLAN_IF: &str = "flannel.1";
 
+/// Wires `opts.workloads_per_host` workloads to `host`, Calico-style, at
+/// 198.18.<prefix_octet>.2, .3, ...
+fn wire_workloads(host: &mut Host, prefix_octet: u8, opts: &Options) -> Result<()> {
+    for j in 0..opts.workloads_per_host {
+        let ns = Netns::create(&format!("h{prefix_octet}w{j}"))?;
+        let addr = Ipv4Addr::new(198, 18, prefix_octet, j as u8 + 2);
+        let host_if = format!("cali{}", j + 1);
+        let host_ns = host.ns.name().to_string();
+        let wl_ns = ns.name().to_string();
+        let overlay = opts.overlay;
+        let xdp_ready = opts.xdp_ready;
+        let if_name = host_if.clone();
+        in_netns(&host_ns, move || {
+            let mtu = match overlay {
+                Overlay::Routed => None,
+                Overlay::Vxlan { .. } => Some(workload::vxlan_mtu(UNDERLAY_IF)?),
+            };
+            Ok(workload::wire(&workload::WorkloadSpec {
+                netns: wl_ns,
+                host_ifname: if_name,
+                ifname: "eth0".into(),
+                addr,
+                mtu,
+                xdp_ready,
+            })?)
+        })
+        .with_context(|| format!("wiring workload {addr}"))?;
+        host.workloads.push(Workload { ns, addr, host_if });
+    }
+    Ok(())
+}
+
+/// Any number of hosts on one L2 underlay (a bridge in a namespace of its own), added and
+/// removed one at a time: host N has underlay address 198.19.0.N/24 and workloads in
+/// 198.18.N.0/24. Between hosts nothing is routed: the dataplane under test must do it.
+pub struct Fabric {
+    /// Hosts by their number; a removed host's slot is `None`.
+    pub hosts: BTreeMap<u8, Host>,
+    opts: Options,
+    switch: Netns,
+}
+
+impl Fabric {
+    pub fn new(opts: Options) -> Result<Self> {
+        let switch = Netns::create("switch")?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        Ok(Self {
+            hosts: BTreeMap::new(),
+            opts,
+            switch,
+        })
+    }
+
+    /// Adds host `n` (1-254) with its workloads; FORWARD policy DROP, forwarding on.
+    pub fn add_host(&mut self, n: u8) -> Result<&Host> {
+        let ns = Netns::create(&format!("host{n}"))?;
+        let port = format!("p{n}");
+        veth_between(&ns, UNDERLAY_IF, &self.switch, &port)?;
+        self.switch
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        let underlay_addr = Ipv4Addr::new(198, 19, 0, n);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{underlay_addr}/24"),
+            "dev",
+            UNDERLAY_IF,
+        ])?;
+        ns.ip(&["link", "set", UNDERLAY_IF, "up"])?;
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        ns.exec("iptables", &["-P", "FORWARD", "DROP"])?;
+        let mut host = Host {
+            ns,
+            underlay_addr,
+            workloads: Vec::new(),
+        };
+        wire_workloads(&mut host, n, &self.opts)?;
+        self.hosts.insert(n, host);
+        Ok(&self.hosts[&n])
+    }
+
+    /// Host `n`'s route table for a cluster-mode loader: its interfaces (TC), its own
+    /// workloads, and with a VXLAN overlay the `vxlan` statement; the routes to the other
+    /// hosts come from the cluster.
+    pub fn local_route_table(&self, n: u8) -> String {
+        let host = &self.hosts[&n];
+        let mut t = format!("interface {UNDERLAY_IF}\n");
+        for w in &host.workloads {
+            writeln!(t, "interface {}", w.host_if).unwrap();
+            writeln!(t, "route {}/32 dev {}", w.addr, w.host_if).unwrap();
+        }
+        if let Overlay::Vxlan { port } = self.opts.overlay {
+            writeln!(t, "vxlan dev {UNDERLAY_IF} vni {VXLAN_VNI} port {port}").unwrap();
+        }
+        t
+    }
+}
+
 impl Topology {
     /// Builds the topology. Hosts forward (`ip_forward=1`, FORWARD policy ACCEPT); in the
     /// routed overlay the kernel path works end to end as Calico sets it up.
@@ -107,32 +206,7 @@ impl Topology {
             host.ns.sysctl("net.ipv4.ip_forward", "1")?;
         }
         for (i, host) in hosts.iter_mut().enumerate() {
-            for j in 0..opts.workloads_per_host {
-                let ns = Netns::create(&format!("h{i}w{j}"))?;
-                let addr = Ipv4Addr::new(198, 18, i as u8 + 1, j as u8 + 2);
-                let host_if = format!("cali{}", j + 1);
-                let host_ns = host.ns.name().to_string();
-                let wl_ns = ns.name().to_string();
-                let overlay = opts.overlay;
-                let xdp_ready = opts.xdp_ready;
-                let if_name = host_if.clone();
-                in_netns(&host_ns, move || {
-                    let mtu = match overlay {
-                        Overlay::Routed => None,
-                        Overlay::Vxlan { .. } => Some(workload::vxlan_mtu(UNDERLAY_IF)?),
-                    };
-                    Ok(workload::wire(&workload::WorkloadSpec {
-                        netns: wl_ns,
-                        host_ifname: if_name,
-                        ifname: "eth0".into(),
-                        addr,
-                        mtu,
-                        xdp_ready,
-                    })?)
-                })
-                .with_context(|| format!("wiring workload {addr}"))?;
-                host.workloads.push(Workload { ns, addr, host_if });
-            }
+            wire_workloads(host, i as u8 + 1, opts)?;
         }
         Ok(Self {
             hosts,

@@ -63,7 +63,8 @@ pub fn iperf3(
     let port = (5201 + std::process::id() % 1000).to_string();
     let srv = server.spawn("iperf3", &["-s", "-1", "-B", &addr, "-p", &port])?;
     let mut args = vec![
-        "30".to_string(),
+        // A bound on the client, whatever happens to the path: the run plus 30 s.
+        (seconds + 30).to_string(),
         "iperf3".into(),
         "-J".into(),
         "-c".into(),

@@ -529,15 +529,26 @@ impl Dataplane {
             (map_names::HOST_ADDRS, plan.host_addrs.len(), ""),
             (map_names::VXLAN_VNIS, vnis, ""),
         ] {
-            let capacity = self.capacity(map)?;
-            if needed > capacity as usize {
-                return Err(DataplaneError::MapFull {
-                    map,
-                    needed,
-                    capacity,
-                    hint,
-                });
-            }
+            self.ensure_room(map, needed, hint)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses (`MapFull`, with `hint` appended) if map `map` cannot hold `needed` entries.
+    pub fn ensure_room(
+        &self,
+        map: &'static str,
+        needed: usize,
+        hint: &'static str,
+    ) -> Result<(), DataplaneError> {
+        let capacity = self.capacity(map)?;
+        if needed > capacity as usize {
+            return Err(DataplaneError::MapFull {
+                map,
+                needed,
+                capacity,
+                hint,
+            });
         }
         Ok(())
     }

@@ -11,6 +11,8 @@ pub mod checksum;
 pub mod shared;
 
 #[cfg(feature = "user")]
+pub mod cluster;
+#[cfg(feature = "user")]
 pub mod config;
 #[cfg(feature = "user")]
 pub mod ebpf;

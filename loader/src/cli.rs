@@ -61,6 +61,8 @@ pub enum Command {
         max_routes: u32,
         #[command(flatten)]
         kernel: KernelRoutesArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Log from inside the programs (aya-log) at this level and above, through the
         /// loader's log: `debug` tells why each frame was passed to the kernel or dropped,
         /// `trace` also each forward. For diagnosis only: every logged frame costs a ring
@@ -110,6 +112,17 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List the hosts of a cluster as the store has them: prefix, underlay address, encap,
+    /// VTEP MAC, VNI.
+    Cluster {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Wire a workload namespace to this host as a CNI plugin would (Calico style): veth pair,
     /// /32 address, default route via 169.254.1.1 answered by proxy ARP, host route.
     WireWorkload(WireArgs),
@@ -140,6 +153,55 @@ impl EbpfLog {
             EbpfLog::Trace => Some("dataplane::program_log=trace"),
         }
     }
+}
+
+/// Where the cluster's records are kept.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// etcd endpoints, comma-separated (http://ADDR:2379,...).
+    #[arg(long = "etcd", value_name = "ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Key prefix of the cluster's records in etcd.
+    #[arg(long, value_name = "PREFIX", default_value = "/ebpf-dataplane")]
+    pub etcd_prefix: String,
+}
+
+/// Cluster mode: sharing prefixes and VTEPs with the other hosts through etcd.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Join the cluster whose records are in this etcd (comma-separated endpoints): publish
+    /// this host's record under a lease kept alive, and route to every other host's prefix
+    /// as their records say (routed or VXLAN), following changes. The store being away
+    /// never flushes routes: the last known ones stay until it is back.
+    #[arg(long = "etcd", value_name = "ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Key prefix of the cluster's records in etcd.
+    #[arg(long, value_name = "PREFIX", default_value = "/ebpf-dataplane")]
+    pub etcd_prefix: String,
+    /// This host's workload prefix. Without it the host keeps the one it had, or takes a
+    /// free one from --cluster-cidr (claimed with an etcd transaction: never two hosts).
+    #[arg(long, value_name = "CIDR")]
+    pub host_prefix: Option<dataplane::config::Ipv4Prefix>,
+    /// The range host prefixes are allocated from.
+    #[arg(long, value_name = "CIDR", default_value = "198.18.0.0/16")]
+    pub cluster_cidr: dataplane::config::Ipv4Prefix,
+    /// Length of allocated host prefixes.
+    #[arg(long, value_name = "LEN", default_value_t = 24,
+          value_parser = clap::value_parser!(u8).range(8..=30))]
+    pub subnet_len: u8,
+    /// How other hosts reach this one: `vxlan` (default when the route table has a `vxlan`
+    /// statement) or `routed`.
+    #[arg(long, value_name = "ENCAP")]
+    pub cluster_encap: Option<String>,
+    /// The interface facing the other hosts, whose address this host publishes (default:
+    /// the `vxlan` statement's device).
+    #[arg(long, value_name = "IFNAME")]
+    pub cluster_underlay: Option<String>,
+    /// Seconds the record outlives this loader's last keepalive: a host that goes away has
+    /// its routes removed everywhere within this time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(i64).range(2..=3600))]
+    pub etcd_lease_ttl: i64,
 }
 
 /// Mirroring the kernel's routes into the maps.

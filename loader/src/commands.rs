@@ -24,12 +24,14 @@ use tracing::{info, warn};
 use std::sync::Arc;
 
 use crate::{
-    cli::{Cli, Command, Target},
+    cli::{Cli, ClusterArgs, Command, Target},
+    cluster::{self, PrefixChoice},
     kernel_watch,
     metrics::{self, LoaderCounters},
     source,
-    watch::{self, KernelFeed, Watcher},
+    watch::{self, ClusterFeed, KernelFeed, Watcher},
 };
+use dataplane::cluster::{Encap, HostRecord};
 use dataplane::kernel_routes::KernelRouteFilter;
 use std::sync::atomic::AtomicBool;
 
@@ -39,11 +41,13 @@ pub fn run(cli: Cli) -> Result<()> {
         | Command::Detach { target, .. }
         | Command::Status { target, .. }
         | Command::Routes { target, .. }
-        | Command::Stats { target, .. } => target,
+        | Command::Stats { target, .. }
+        | Command::Cluster { target, .. } => target,
         Command::WireWorkload(args) => &args.target,
     };
     enter(target)?;
     let bpffs = target.bpffs.clone();
+    let target_name = target.netns.clone();
     match cli.command {
         Command::Run {
             config,
@@ -52,18 +56,22 @@ pub fn run(cli: Cli) -> Result<()> {
             kernel,
             ebpf_log,
             policy,
+            cluster,
             ..
-        } => run_dataplane(
-            &config,
-            policy.as_deref(),
-            metrics,
-            &bpffs,
-            LoadOptions {
+        } => run_dataplane(RunSettings {
+            config_path: &config,
+            policy_path: policy.as_deref(),
+            metrics_addr: metrics,
+            bpffs: &bpffs,
+            options: LoadOptions {
                 max_routes,
                 ebpf_log_level: ebpf_log as u8,
             },
-            kernel.filter(),
-        ),
+            kernel_filter: kernel.filter(),
+            cluster_args: (!cluster.endpoints.is_empty()).then_some(cluster),
+            host: host_name(&target_name),
+        }),
+        Command::Cluster { store, json, .. } => print_cluster(&store, json),
         Command::Detach { timeout, .. } => detach(Duration::from_secs(timeout), &bpffs),
         Command::Status { json, .. } => print_status(json, &bpffs),
         Command::Routes { json, .. } => print_routes(json, &bpffs),
@@ -105,14 +113,30 @@ fn render_line_errors(path: &Path, errors: &[LineError]) -> String {
     lines.join("\n")
 }
 
-fn run_dataplane(
-    config_path: &Path,
-    policy_path: Option<&Path>,
+/// What `loader run` was asked to do.
+struct RunSettings<'a> {
+    config_path: &'a Path,
+    policy_path: Option<&'a Path>,
     metrics_addr: Option<std::net::SocketAddr>,
-    bpffs: &Path,
+    bpffs: &'a Path,
     options: LoadOptions,
     kernel_filter: Option<KernelRouteFilter>,
-) -> Result<()> {
+    cluster_args: Option<ClusterArgs>,
+    /// This host's name in its cluster record.
+    host: String,
+}
+
+fn run_dataplane(settings: RunSettings) -> Result<()> {
+    let RunSettings {
+        config_path,
+        policy_path,
+        metrics_addr,
+        bpffs,
+        options,
+        kernel_filter,
+        cluster_args,
+        host,
+    } = settings;
     match state::read_live() {
         Ok(other) => bail!(
             "a loader (pid {}) already runs in this network namespace; stop it first",
@@ -123,12 +147,30 @@ fn run_dataplane(
     }
     // Everything that can fail on bad input happens before anything is loaded or attached.
     let config = config::load(config_path)?;
-    let desired = source::desired(&config, kernel_filter.as_ref()).map_err(|errors| {
-        anyhow::anyhow!(
-            "cannot realise the route table:\n{}",
-            render_line_errors(config_path, &errors)
-        )
-    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let joined = match cluster_args {
+        Some(args) => Some(join_cluster(&runtime, &args, &config, host)?),
+        None => None,
+    };
+    let cluster_routes = match &joined {
+        Some((_, _, feed)) => {
+            let (routes, warnings) = feed.routes(&config);
+            for w in warnings {
+                warn!("{w}");
+            }
+            routes
+        }
+        None => Vec::new(),
+    };
+    let desired =
+        source::desired(&config, kernel_filter.as_ref(), &cluster_routes).map_err(|errors| {
+            anyhow::anyhow!(
+                "cannot realise the route table:\n{}",
+                render_line_errors(config_path, &errors)
+            )
+        })?;
     let plan = desired.plan;
     let policy = match policy_path {
         Some(path) => policy::load(path)?,
@@ -167,6 +209,7 @@ fn run_dataplane(
     info!(
         routes = plan.routes.len(),
         from_kernel = desired.from_kernel,
+        from_cluster = desired.from_cluster,
         host_addrs = plan.host_addrs.len(),
         adopted = adopting,
         pins = %pins.root().display(),
@@ -174,9 +217,6 @@ fn run_dataplane(
         "dataplane running"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let counters = Arc::new(LoaderCounters::default());
     if let Some(addr) = metrics_addr {
         runtime.block_on(metrics::serve(
@@ -204,6 +244,11 @@ fn run_dataplane(
     if let Some(path) = policy_path {
         watcher.follow_policy(path);
     }
+    if let Some((store, (record, lease), feed)) = joined {
+        let _guard = runtime.enter();
+        tokio::spawn(cluster::follow(store, record, lease, feed.view.clone()));
+        watcher.follow_cluster(feed);
+    }
     watcher.warn_once(desired.warnings);
     let signal = runtime.block_on(async {
         let stop = wait_for_stop_signal();
@@ -223,6 +268,134 @@ fn run_dataplane(
     );
     drop(dataplane);
     state::remove_if_owned(pid)?;
+    Ok(())
+}
+
+/// A name for this host in its cluster record: the network namespace it was pointed at, or
+/// the machine's hostname.
+fn host_name(netns: &Option<String>) -> String {
+    netns.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Where a host remembers the prefix it held, to ask for it again after a restart.
+fn remembered_prefix_path() -> Result<std::path::PathBuf> {
+    Ok(state::path()?.with_file_name("cluster-prefix"))
+}
+
+/// Joins the cluster: publishes this host's record and reads the others'.
+fn join_cluster(
+    runtime: &tokio::runtime::Runtime,
+    args: &ClusterArgs,
+    config: &config::Config,
+    host: String,
+) -> Result<(cluster::Store, (HostRecord, i64), ClusterFeed)> {
+    let underlay_if = match (&args.cluster_underlay, &config.vxlan) {
+        (Some(name), _) => name.clone(),
+        (None, Some(vxlan)) => vxlan.dev.clone(),
+        (None, None) => bail!(
+            "--etcd: give --cluster-underlay IFNAME (the interface facing the other hosts); the route table has no `vxlan` statement to take it from"
+        ),
+    };
+    let encap = match args.cluster_encap.as_deref() {
+        Some("vxlan") => Encap::Vxlan,
+        Some("routed") => Encap::Routed,
+        Some(other) => bail!("--cluster-encap: `{other}` is not `vxlan` or `routed`"),
+        None if config.vxlan.is_some() => Encap::Vxlan,
+        None => Encap::Routed,
+    };
+    if encap == Encap::Vxlan && config.vxlan.is_none() {
+        bail!("--cluster-encap vxlan needs a `vxlan` statement in the route table");
+    }
+    let underlay = cluster::underlay_address(&underlay_if)?;
+    let template = cluster::template(config, underlay, encap, host);
+    let remembered_path = remembered_prefix_path()?;
+    let choice = match args.host_prefix {
+        Some(prefix) => PrefixChoice::Given(prefix),
+        None => PrefixChoice::Allocate {
+            cidr: args.cluster_cidr,
+            len: args.subnet_len,
+            remembered: std::fs::read_to_string(&remembered_path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok()),
+        },
+    };
+    let store = cluster::Store {
+        endpoints: args.endpoints.clone(),
+        prefix: args.etcd_prefix.clone(),
+        lease_ttl: args.etcd_lease_ttl,
+    };
+    // The store may be electing a leader or coming up: retried for half a minute.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (record, lease) = loop {
+        match runtime.block_on(cluster::join(&store, &choice, &template)) {
+            Ok(joined) => break joined,
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %format!("{e:#}"), "joining the cluster failed; retrying in 1 s");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.context("joining the cluster (gave up after 30 s)")),
+        }
+    };
+    if let Some(dir) = remembered_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&remembered_path, record.prefix.to_string());
+    let view = Arc::new(cluster::View::default());
+    let (records, _) = runtime.block_on(async {
+        let mut client = store.connect().await?;
+        store.records(&mut client).await
+    })?;
+    info!(prefix = %record.prefix, underlay = %record.underlay, encap = ?record.encap, hosts = records.len(), "joined the cluster");
+    *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
+    let feed = ClusterFeed {
+        view,
+        own: record.prefix,
+        underlay_if,
+    };
+    Ok((store, (record, lease), feed))
+}
+
+fn print_cluster(store: &crate::cli::StoreArgs, json: bool) -> Result<()> {
+    if store.endpoints.is_empty() {
+        bail!("give --etcd ENDPOINTS");
+    }
+    let store = cluster::Store {
+        endpoints: store.endpoints.clone(),
+        prefix: store.etcd_prefix.clone(),
+        lease_ttl: 10,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (records, revision) = runtime.block_on(async {
+        let mut client = store.connect().await?;
+        store.records(&mut client).await
+    })?;
+    if json {
+        let list: Vec<&HostRecord> = records.values().collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("{} hosts at revision {revision}", records.len());
+    println!(
+        "{:<18} {:<15} {:<7} {:<17} {:<5} HOST",
+        "PREFIX", "UNDERLAY", "ENCAP", "VTEP MAC", "VNI"
+    );
+    for r in records.values() {
+        println!(
+            "{:<18} {:<15} {:<7} {:<17} {:<5} {}",
+            r.prefix.to_string(),
+            r.underlay.to_string(),
+            format!("{:?}", r.encap).to_lowercase(),
+            r.vtep_mac.map(|m| format_mac(&m)).unwrap_or_default(),
+            r.vni.map(|v| v.to_string()).unwrap_or_default(),
+            r.host
+        );
+    }
     Ok(())
 }
 

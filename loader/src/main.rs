@@ -1,6 +1,7 @@
 //! `loader`: runs the eBPF dataplane of one host (a machine, or a network namespace standing
 //! for one) and reads its state.
 mod cli;
+mod cluster;
 mod commands;
 mod kernel_watch;
 mod metrics;

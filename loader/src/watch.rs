@@ -33,6 +33,23 @@ pub struct KernelFeed {
     pub changed: Arc<AtomicBool>,
 }
 
+/// The other hosts of the cluster as a source of routes.
+pub struct ClusterFeed {
+    pub view: Arc<crate::cluster::View>,
+    /// This host's own prefix (its record is not a route).
+    pub own: dataplane::config::Ipv4Prefix,
+    /// The interface routed records are reached through.
+    pub underlay_if: String,
+}
+
+impl ClusterFeed {
+    /// The routes the records give, and what could not become one.
+    pub fn routes(&self, config: &Config) -> (Vec<dataplane::config::Route>, Vec<String>) {
+        let records = self.view.records.lock().unwrap_or_else(|e| e.into_inner());
+        dataplane::cluster::routes(&records, &self.own, config, &self.underlay_if)
+    }
+}
+
 pub struct Watcher {
     path: PathBuf,
     /// The file's bytes as last seen, applied or not: an unchanged bad file is reported once.
@@ -47,6 +64,7 @@ pub struct Watcher {
     counters: Arc<LoaderCounters>,
     /// The policy file and its bytes as last seen.
     policy: Option<(PathBuf, Option<Vec<u8>>)>,
+    cluster: Option<ClusterFeed>,
 }
 
 impl Watcher {
@@ -67,7 +85,13 @@ impl Watcher {
             applied,
             counters,
             policy: None,
+            cluster: None,
         }
+    }
+
+    /// Also follows the cluster's host records.
+    pub fn follow_cluster(&mut self, feed: ClusterFeed) {
+        self.cluster = Some(feed);
     }
 
     /// Also follows the policy file at `path` (already applied as it is now).
@@ -184,12 +208,20 @@ impl Watcher {
             .kernel
             .as_ref()
             .is_some_and(|k| k.changed.swap(false, Ordering::Relaxed));
-        if !file_changed && !kernel_changed {
+        let cluster_changed = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.view.changed.swap(false, Ordering::Relaxed));
+        if !file_changed && !kernel_changed && !cluster_changed {
             return;
         }
         let file = self.path.display().to_string();
         let filter = self.kernel.as_ref().map(|k| &k.filter);
-        let desired = match source::desired(&self.config, filter) {
+        let (cluster_routes, mut cluster_warnings) = match &self.cluster {
+            Some(feed) => feed.routes(&self.config),
+            None => (Vec::new(), Vec::new()),
+        };
+        let desired = match source::desired(&self.config, filter, &cluster_routes) {
             Ok(desired) => desired,
             Err(errors) => {
                 for e in errors {
@@ -199,7 +231,8 @@ impl Watcher {
                 return;
             }
         };
-        self.warn_once(desired.warnings);
+        cluster_warnings.extend(desired.warnings);
+        self.warn_once(cluster_warnings);
         let plan = desired.plan;
         if plan.attachments != self.applied.attachments {
             warn!(%file, "the interface list changed: attachments change when the loader restarts");
@@ -234,6 +267,7 @@ impl Watcher {
             set = change.upserts.len(),
             removed = change.removals.len(),
             from_kernel = desired.from_kernel,
+            from_cluster = desired.from_cluster,
             parse_resolve_ms = format!("{resolved_ms:.1}"),
             total_ms = format!("{total_ms:.1}"),
             "route table applied"

@@ -7,7 +7,6 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
@@ -152,28 +151,6 @@ fn expected(policy: &Policy, a: &Workload, b: &Workload) -> Vec<bool> {
         .collect()
 }
 
-fn run_stdin(ns: &bench::netns::Netns, program: &str, args: &[&str], input: &str) {
-    let mut child = ns
-        .command(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} refused:\n{}\n{input}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
     let _test = root_test();
@@ -222,12 +199,18 @@ fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
 
     // iptables, Calico's shape, on host 0; the kernel forwards.
     topo.set_kernel_forward_policy("ACCEPT").unwrap();
-    run_stdin(host0, "iptables-restore", &[], &render::iptables(&policy));
+    host0
+        .feed("iptables-restore", &[], &render::iptables(&policy))
+        .unwrap();
     let iptables = run_matrix(a, b);
-    run_stdin(host0, "iptables-restore", &[], "*filter\nCOMMIT\n");
+    host0
+        .feed("iptables-restore", &[], "*filter\nCOMMIT\n")
+        .unwrap();
 
     // nftables with sets.
-    run_stdin(host0, "nft", &["-f", "-"], &render::nftables(&policy));
+    host0
+        .feed("nft", &["-f", "-"], &render::nftables(&policy))
+        .unwrap();
     let nftables = run_matrix(a, b);
 
     let table: Vec<String> = matrix()

@@ -6,7 +6,10 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages the tests and the bench run: iproute2 (ip, and namespaces), iptables and
 /// nftables (the kernel baselines, FORWARD DROP), iperf3 (traffic), ethtool (offloads),
-/// bpftool (inspection), iputils-ping, procps (sysctl), fonts-dejavu-core (chart text).
+/// bpftool (inspection), iputils-ping, procps (sysctl), fonts-dejavu-core (chart text),
+/// protobuf-compiler and libprotobuf-dev (protoc and its well-known types, which the etcd
+/// client's build needs) and etcd-server (the
+/// cluster tests' store).
 const DEBIAN_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "iproute2",
@@ -17,6 +20,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "iputils-ping",
     "procps",
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    "etcd-server",
 ];
 
 /// bpf-linker release known to build with this toolchain (see ../shared/TOOLCHAIN.md).

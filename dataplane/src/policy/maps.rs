@@ -55,15 +55,11 @@ impl Dataplane {
                 old_verdicts.len() + compiled.verdicts.len(),
             ),
         ] {
-            let capacity = self.capacity(map)?;
-            if needed > capacity as usize {
-                return Err(DataplaneError::MapFull {
-                    map,
-                    needed,
-                    capacity,
-                    hint: " (the old and the new policy are both held while switching)",
-                });
-            }
+            self.ensure_room(
+                map,
+                needed,
+                " (the old and the new policy are both held while switching)",
+            )?;
         }
 
         write_lpm(self, POLICY_PEERS, &compiled.peers)?;

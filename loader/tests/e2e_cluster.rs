@@ -1,0 +1,352 @@
+//! Cluster mode end to end, as root: a real three-member etcd cluster (Debian's etcd-server),
+//! each member inside a host namespace on its underlay address, and loaders that share their
+//! hosts' prefixes and VTEPs through it. Everything is in namespaces the test makes, on one
+//! bridge of its own; nothing listens or routes outside them.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use bench::{
+    netns::ChildGuard,
+    topology::{Fabric, Options, Overlay},
+    traffic::ping,
+};
+use common::*;
+
+const LEASE_TTL: &str = "4";
+
+/// An etcd member in host `n`'s namespace, listening on its underlay address.
+fn start_member(fabric: &Fabric, n: u8, members: &[u8], data: &Path) -> ChildGuard {
+    let host = &fabric.hosts[&n];
+    let addr = host.underlay_addr;
+    let cluster: Vec<String> = members
+        .iter()
+        .map(|m| format!("m{m}=http://198.19.0.{m}:2380"))
+        .collect();
+    let child = Command::new("ip")
+        .args(["netns", "exec", host.ns.name(), "etcd"])
+        .arg(format!("--name=m{n}"))
+        .arg(format!(
+            "--data-dir={}",
+            data.join(format!("m{n}")).display()
+        ))
+        .arg(format!("--listen-peer-urls=http://{addr}:2380"))
+        .arg(format!("--initial-advertise-peer-urls=http://{addr}:2380"))
+        .arg(format!("--listen-client-urls=http://{addr}:2379"))
+        .arg(format!("--advertise-client-urls=http://{addr}:2379"))
+        .arg(format!("--initial-cluster={}", cluster.join(",")))
+        .arg(format!(
+            "--initial-cluster-token=dpt-{}",
+            std::process::id()
+        ))
+        .arg("--initial-cluster-state=new")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data.with_file_name(format!("etcd-m{n}.log"))).unwrap())
+        .spawn()
+        .expect("starting etcd (Debian's etcd-server)");
+    ChildGuard::from_child(child, format!("etcd member m{n}"))
+}
+
+fn endpoints(members: &[u8]) -> String {
+    members
+        .iter()
+        .map(|m| format!("http://198.19.0.{m}:2379"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `loader cluster --json` from host 1's namespace, as the store has it (None while it does
+/// not answer).
+fn cluster_records(fabric: &Fabric, endpoints: &str) -> Option<Vec<serde_json::Value>> {
+    let netns = fabric.hosts[&1].ns.name();
+    let out = loader(&["cluster", "--etcd", endpoints, "--json", "--netns", netns]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("cluster JSON"))
+}
+
+fn wait_until(what: &str, within: Duration, ok: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+/// The prefixes in a host's route map (none until its loader is up).
+fn prefixes(netns: &str) -> BTreeSet<String> {
+    let out = loader(&["routes", "--json", "--netns", netns]);
+    if !out.status.success() {
+        return BTreeSet::new();
+    }
+    let table: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    table
+        .iter()
+        .map(|r| r["prefix"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Starts host `n`'s loader in cluster mode; its log goes to a file.
+fn start_cluster_loader(
+    fabric: &Fabric,
+    n: u8,
+    dir: &Path,
+    endpoints: &str,
+    extra: &[&str],
+) -> ChildGuard {
+    let config = dir.join(format!("host{n}.routes"));
+    std::fs::write(&config, fabric.local_route_table(n)).unwrap();
+    let log = std::fs::File::create(dir.join(format!("host{n}.log"))).unwrap();
+    let mut cmd = loader_cmd();
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .args(["--netns", fabric.hosts[&n].ns.name()])
+        .args(["--etcd", endpoints, "--etcd-lease-ttl", LEASE_TTL])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log);
+    ChildGuard::from_child(cmd.spawn().unwrap(), format!("loader of host {n}"))
+}
+
+fn host_prefix(n: u8) -> String {
+    format!("198.18.{n}.0/24")
+}
+
+/// Every host in `hosts` routes to every other one's prefix (and to nothing else remote).
+fn all_routed(fabric: &Fabric, hosts: &[u8]) -> bool {
+    hosts.iter().all(|n| {
+        let have = prefixes(fabric.hosts[n].ns.name());
+        hosts
+            .iter()
+            .filter(|m| *m != n)
+            .all(|m| have.contains(&host_prefix(*m)))
+    })
+}
+
+fn pings_all_pairs(fabric: &Fabric, hosts: &[u8]) {
+    for a in hosts {
+        for b in hosts {
+            if a != b {
+                let (wa, wb) = (&fabric.hosts[a].workloads[0], &fabric.hosts[b].workloads[0]);
+                assert!(
+                    ping(&wa.ns, wb.addr, 2).unwrap(),
+                    "workload of host {a} cannot reach host {b}'s"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hosts_share_routes_through_etcd_and_survive_its_outage() {
+    let _test = root_test();
+    let dir = temp_dir();
+    let data: PathBuf = dir.join("etcd");
+    let mut fabric = Fabric::new(Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Vxlan { port: 4789 },
+    })
+    .unwrap();
+    for n in 1..=3 {
+        fabric.add_host(n).unwrap();
+    }
+    let members = [1u8, 2, 3];
+    let mut etcd: Vec<Option<ChildGuard>> = members
+        .iter()
+        .map(|n| Some(start_member(&fabric, *n, &members, &data)))
+        .collect();
+    let ep = endpoints(&members);
+    wait_until("etcd answers", Duration::from_secs(30), || {
+        cluster_records(&fabric, &ep).is_some()
+    });
+
+    // Three loaders, no remote routes in their files: hosts 1 and 2 are reached over VXLAN,
+    // host 3 routed.
+    let started = Instant::now();
+    let mut loaders = vec![
+        start_cluster_loader(&fabric, 1, &dir, &ep, &["--host-prefix", &host_prefix(1)]),
+        start_cluster_loader(&fabric, 2, &dir, &ep, &["--host-prefix", &host_prefix(2)]),
+        start_cluster_loader(
+            &fabric,
+            3,
+            &dir,
+            &ep,
+            &[
+                "--host-prefix",
+                &host_prefix(3),
+                "--cluster-encap",
+                "routed",
+            ],
+        ),
+    ];
+    wait_until(
+        "three hosts route to each other",
+        Duration::from_secs(20),
+        || all_routed(&fabric, &[1, 2, 3]),
+    );
+    eprintln!(
+        "three hosts: all routes in place {:.1} s after the loaders started",
+        started.elapsed().as_secs_f64()
+    );
+    let kinds: Vec<(String, String)> = routes(fabric.hosts[&1].ns.name())
+        .iter()
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().into(),
+                r["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&(host_prefix(2), "vxlan".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(host_prefix(3), "remote".into())),
+        "{kinds:?}"
+    );
+    pings_all_pairs(&fabric, &[1, 2, 3]);
+    {
+        let w = |n: u8| &fabric.hosts[&n].workloads[0];
+        traffic_works("cluster, VXLAN host 1 -> host 2", w(1), w(2));
+        traffic_works("cluster, routed host 1 -> host 3", w(1), w(3));
+    }
+
+    // A fourth host joins: everyone learns it.
+    fabric.add_host(4).unwrap();
+    let joined = Instant::now();
+    let loader4 = start_cluster_loader(&fabric, 4, &dir, &ep, &["--host-prefix", &host_prefix(4)]);
+    let join_time = wait_until(
+        "the fourth host is routed everywhere",
+        Duration::from_secs(20),
+        || all_routed(&fabric, &[1, 2, 3, 4]),
+    );
+    eprintln!(
+        "host 4 joined: routes to it on every host, and from it to every host, {:.2} s after its loader started",
+        join_time.as_secs_f64()
+    );
+    let _ = joined;
+    pings_all_pairs(&fabric, &[1, 4]);
+
+    // It leaves (loader killed: no more keepalives): its routes go everywhere within the TTL.
+    drop(loader4);
+    let left = wait_until("host 4's routes leave", Duration::from_secs(4 + 6), || {
+        [1u8, 2, 3]
+            .iter()
+            .all(|n| !prefixes(fabric.hosts[n].ns.name()).contains(&host_prefix(4)))
+    });
+    eprintln!(
+        "host 4 left: its routes gone everywhere {:.1} s after its loader was killed (lease TTL {LEASE_TTL} s)",
+        left.as_secs_f64()
+    );
+
+    // One member down: a new host still propagates.
+    etcd[2] = None;
+    fabric.add_host(5).unwrap();
+    let loader5 = start_cluster_loader(&fabric, 5, &dir, &ep, &["--host-prefix", &host_prefix(5)]);
+    let t5 = wait_until(
+        "host 5 is routed everywhere with one member down",
+        Duration::from_secs(30),
+        || all_routed(&fabric, &[1, 2, 3, 5]),
+    );
+    eprintln!(
+        "host 5 joined with member m3 down: routed everywhere in {:.2} s",
+        t5.as_secs_f64()
+    );
+
+    // All members down for a minute: traffic between existing hosts keeps flowing.
+    etcd[0] = None;
+    etcd[1] = None;
+    let (w1, w2) = (
+        &fabric.hosts[&1].workloads[0],
+        &fabric.hosts[&2].workloads[0],
+    );
+    let hosts = [fabric.hosts[&1].ns.name(), fabric.hosts[&2].ns.name()];
+    let before = PathCounts::read(&hosts, &w2.ns);
+    // Host 5 leaves while the store is away: the others hear of it once it is back.
+    drop(loader5);
+    let stream = bench::traffic::iperf3(
+        &w1.ns,
+        &w2.ns,
+        w2.addr,
+        bench::traffic::Proto::Udp {
+            bits_per_second: 100_000_000,
+        },
+        60,
+    )
+    .unwrap();
+    let overflows = before.assert_path_lost_nothing(&stream, &hosts, &w2.ns);
+    eprintln!(
+        "all etcd members down for 60 s: UDP 100 Mbit/s host 1 -> host 2, {} datagrams, iperf3 lost {} ({overflows} receive-buffer overflows), nothing lost on the path",
+        stream.packets, stream.lost_packets
+    );
+    assert!(
+        prefixes(fabric.hosts[&1].ns.name()).contains(&host_prefix(5)),
+        "routes are never flushed because the store is away"
+    );
+
+    // The members come back: the change made meanwhile (host 5 gone) reaches everyone.
+    for (i, n) in members.iter().enumerate() {
+        etcd[i] = Some(start_member(&fabric, *n, &members, &data));
+    }
+    let back = wait_until(
+        "host 5's departure reaches the others",
+        Duration::from_secs(40),
+        || {
+            [1u8, 2, 3]
+                .iter()
+                .all(|n| !prefixes(fabric.hosts[n].ns.name()).contains(&host_prefix(5)))
+        },
+    );
+    eprintln!(
+        "store back: host 5's routes gone everywhere {:.1} s later",
+        back.as_secs_f64()
+    );
+    pings_all_pairs(&fabric, &[1, 2, 3]);
+
+    // Two hosts asking for a prefix at the same moment get different ones.
+    fabric.add_host(6).unwrap();
+    fabric.add_host(7).unwrap();
+    let allocating: Vec<ChildGuard> = [6u8, 7]
+        .iter()
+        .map(|n| start_cluster_loader(&fabric, *n, &dir, &ep, &["--cluster-cidr", "198.18.0.0/16"]))
+        .collect();
+    wait_until(
+        "both allocating hosts have a record",
+        Duration::from_secs(30),
+        || cluster_records(&fabric, &ep).is_some_and(|r| r.len() == 5),
+    );
+    let records = cluster_records(&fabric, &ep).unwrap();
+    let by_underlay = |addr: &str| {
+        records
+            .iter()
+            .find(|r| r["underlay"] == addr)
+            .map(|r| r["prefix"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no record for {addr}: {records:?}"))
+    };
+    let (p6, p7) = (by_underlay("198.19.0.6"), by_underlay("198.19.0.7"));
+    assert_ne!(p6, p7, "two hosts got the same prefix");
+    for p in [&p6, &p7] {
+        // Hosts 4 and 5 have left: their prefixes are free again; 1-3 hold theirs.
+        assert!(
+            !(1..=3).any(|n| *p == host_prefix(n)),
+            "{p} is held by a live host"
+        );
+    }
+    eprintln!("allocated at the same moment: host 6 {p6}, host 7 {p7}");
+
+    for n in [1u8, 2, 3, 6, 7] {
+        detach(fabric.hosts[&n].ns.name());
+    }
+    drop(allocating);
+    loaders.clear();
+    drop(etcd);
+    std::fs::remove_dir_all(&dir).ok();
+}
