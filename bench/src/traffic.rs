@@ -25,6 +25,17 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<bool> {
         ])
         .output()
         .context("running ping")?;
+    if !out.status.success() {
+        // Said, not failed: some callers expect no answer.
+        eprintln!(
+            "ping {to} from {}: no {count} answers: {} {}",
+            from.name(),
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .replace('\n', " | "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(out.status.success())
 }
 

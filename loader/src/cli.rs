@@ -155,29 +155,35 @@ impl EbpfLog {
     }
 }
 
-/// Where the cluster's records are kept.
+/// Where the cluster's records are kept, and how to reach it.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// etcd endpoints, comma-separated (http://ADDR:2379,...).
+    /// etcd endpoints, comma-separated (http://ADDR:2379, or https:// with the TLS options).
+    /// With `run`: join the cluster whose records are there, publish this host's record
+    /// under a lease kept alive, and route to every other host's prefix as their records
+    /// say (routed or VXLAN), following changes. The store being away never flushes routes:
+    /// the last known ones stay until it is back.
     #[arg(long = "etcd", value_name = "ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// Key prefix of the cluster's records in etcd.
     #[arg(long, value_name = "PREFIX", default_value = "/ebpf-dataplane")]
     pub etcd_prefix: String,
+    /// TLS: the CA certificate (PEM) that etcd's server certificates are checked against.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// TLS client certificate (PEM), for etcd's --client-cert-auth; with --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// TLS client key (PEM), with --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 /// Cluster mode: sharing prefixes and VTEPs with the other hosts through etcd.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Join the cluster whose records are in this etcd (comma-separated endpoints): publish
-    /// this host's record under a lease kept alive, and route to every other host's prefix
-    /// as their records say (routed or VXLAN), following changes. The store being away
-    /// never flushes routes: the last known ones stay until it is back.
-    #[arg(long = "etcd", value_name = "ENDPOINTS", value_delimiter = ',')]
-    pub endpoints: Vec<String>,
-    /// Key prefix of the cluster's records in etcd.
-    #[arg(long, value_name = "PREFIX", default_value = "/ebpf-dataplane")]
-    pub etcd_prefix: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// This host's workload prefix. Without it the host keeps the one it had, or takes a
     /// free one from --cluster-cidr (claimed with an etcd transaction: never two hosts).
     #[arg(long, value_name = "CIDR")]

@@ -26,8 +26,8 @@ use dataplane::{
     config::Ipv4Prefix,
 };
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tracing::{info, warn};
 
@@ -37,18 +37,46 @@ pub struct Store {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub lease_ttl: i64,
+    tls: Option<TlsOptions>,
 }
 
 impl Store {
+    /// The store the command line names; TLS files are read (and checked) here.
+    pub fn new(args: &crate::cli::StoreArgs, lease_ttl: i64) -> Result<Self> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut tls = None;
+        if let Some(ca) = &args.etcd_ca {
+            tls = Some(TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?)));
+        }
+        if let (Some(cert), Some(key)) = (&args.etcd_cert, &args.etcd_key) {
+            let identity = Identity::from_pem(read(cert)?, read(key)?);
+            tls = Some(tls.unwrap_or_else(TlsOptions::new).identity(identity));
+        }
+        if tls.is_some() && args.endpoints.iter().any(|e| !e.starts_with("https://")) {
+            bail!("--etcd-ca/--etcd-cert give TLS: the endpoints must be https:// URLs");
+        }
+        Ok(Self {
+            endpoints: args.endpoints.clone(),
+            prefix: args.etcd_prefix.clone(),
+            lease_ttl,
+            tls,
+        })
+    }
+
     /// A client of one member that answers. Members are tried one at a time, each checked
     /// with a status request: the client's own balancing over several endpoints keeps sending
     /// requests to a member that is down.
     pub async fn connect(&self) -> Result<Client> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
         let start = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
         for i in 0..self.endpoints.len() {

@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 ebpf_log_level: ebpf_log as u8,
             },
             kernel_filter: kernel.filter(),
-            cluster_args: (!cluster.endpoints.is_empty()).then_some(cluster),
+            cluster_args: (!cluster.store.endpoints.is_empty()).then_some(cluster),
             host: host_name(&target_name),
         }),
         Command::Cluster { store, json, .. } => print_cluster(&store, json),
@@ -323,11 +323,7 @@ fn join_cluster(
                 .and_then(|t| t.trim().parse().ok()),
         },
     };
-    let store = cluster::Store {
-        endpoints: args.endpoints.clone(),
-        prefix: args.etcd_prefix.clone(),
-        lease_ttl: args.etcd_lease_ttl,
-    };
+    let store = cluster::Store::new(&args.store, args.etcd_lease_ttl)?;
     // The store may be electing a leader or coming up: retried for half a minute.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (record, lease) = loop {
@@ -363,11 +359,7 @@ fn print_cluster(store: &crate::cli::StoreArgs, json: bool) -> Result<()> {
     if store.endpoints.is_empty() {
         bail!("give --etcd ENDPOINTS");
     }
-    let store = cluster::Store {
-        endpoints: store.endpoints.clone(),
-        prefix: store.etcd_prefix.clone(),
-        lease_ttl: 10,
-    };
+    let store = cluster::Store::new(store, 10)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

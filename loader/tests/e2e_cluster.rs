@@ -118,10 +118,14 @@ fn host_prefix(n: u8) -> String {
     format!("198.18.{n}.0/24")
 }
 
-/// Every host in `hosts` routes to every other one's prefix (and to nothing else remote).
+/// Every host in `hosts` has its loader up and routes to every other one's prefix.
 fn all_routed(fabric: &Fabric, hosts: &[u8]) -> bool {
     hosts.iter().all(|n| {
-        let have = prefixes(fabric.hosts[n].ns.name());
+        let netns = fabric.hosts[n].ns.name();
+        if !loader_is_up(netns) {
+            return false;
+        }
+        let have = prefixes(netns);
         hosts
             .iter()
             .filter(|m| *m != n)
@@ -342,11 +346,205 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
     }
     eprintln!("allocated at the same moment: host 6 {p6}, host 7 {p7}");
 
+    // Host 6 restarts after its record expired: it asks for, and gets, its prefix again.
+    let mut allocating = allocating;
+    drop(allocating.remove(0));
+    wait_until("host 6's record expires", Duration::from_secs(15), || {
+        cluster_records(&fabric, &ep).is_some_and(|r| r.len() == 4)
+    });
+    allocating.push(start_cluster_loader(
+        &fabric,
+        6,
+        &dir,
+        &ep,
+        &["--cluster-cidr", "198.18.0.0/16"],
+    ));
+    wait_until("host 6 is back", Duration::from_secs(30), || {
+        cluster_records(&fabric, &ep).is_some_and(|r| r.len() == 5)
+    });
+    let again = cluster_records(&fabric, &ep)
+        .unwrap()
+        .into_iter()
+        .find(|r| r["underlay"] == "198.19.0.6")
+        .map(|r| r["prefix"].as_str().unwrap().to_string());
+    assert_eq!(
+        again.as_deref(),
+        Some(p6.as_str()),
+        "a restarted host keeps its prefix"
+    );
+
     for n in [1u8, 2, 3, 6, 7] {
         detach(fabric.hosts[&n].ns.name());
     }
     drop(allocating);
     loaders.clear();
     drop(etcd);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A CA, a server certificate for `ip`, and a client certificate, made with openssl in `dir`.
+fn make_certificates(dir: &Path, ip: &str) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dpt-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ];
+    ca.extend(ec);
+    openssl(&ca);
+    for (name, ext) in [
+        (
+            "server",
+            format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n".to_string()),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, cn) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("/CN=dpt-{name}"),
+        );
+        let mut req = vec!["req", "-subj", &cn, "-keyout", &key, "-out", &csr];
+        req.extend(ec);
+        openssl(&req);
+        let ext = format!("{name}.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+#[test]
+fn the_store_is_reached_over_tls_with_a_client_certificate() {
+    let _test = root_test();
+    let dir = temp_dir();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs, "198.19.0.1");
+    let mut fabric = Fabric::new(Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Vxlan { port: 4789 },
+    })
+    .unwrap();
+    fabric.add_host(1).unwrap();
+    fabric.add_host(2).unwrap();
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_string();
+    let member = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            fabric.hosts[&1].ns.name(),
+            "etcd",
+            "--name=m1",
+        ])
+        .arg(format!("--data-dir={}", dir.join("etcd-tls").display()))
+        .args([
+            "--listen-peer-urls=http://198.19.0.1:2380",
+            "--initial-advertise-peer-urls=http://198.19.0.1:2380",
+        ])
+        .args(["--initial-cluster=m1=http://198.19.0.1:2380"])
+        .args([
+            "--listen-client-urls=https://198.19.0.1:2379",
+            "--advertise-client-urls=https://198.19.0.1:2379",
+        ])
+        .arg(format!("--cert-file={}", file("server.pem")))
+        .arg(format!("--key-file={}", file("server.key")))
+        .arg(format!("--trusted-ca-file={}", file("ca.pem")))
+        .arg("--client-cert-auth")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("etcd-tls.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _member = ChildGuard::from_child(member, "etcd member over TLS");
+    let ep = "https://198.19.0.1:2379";
+    let tls = [
+        "--etcd-ca".to_string(),
+        file("ca.pem"),
+        "--etcd-cert".into(),
+        file("client.pem"),
+        "--etcd-key".into(),
+        file("client.key"),
+    ];
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let netns1 = fabric.hosts[&1].ns.name();
+    let listing = |extra: &[&str]| {
+        let mut args = vec!["cluster", "--etcd", ep, "--netns", netns1];
+        args.extend_from_slice(extra);
+        loader(&args)
+    };
+    wait_until("etcd answers over TLS", Duration::from_secs(30), || {
+        listing(&tls).status.success()
+    });
+    // Without a client certificate the store refuses us.
+    let refused = listing(&tls[..2]);
+    assert!(
+        !refused.status.success(),
+        "a client without a certificate was let in"
+    );
+
+    let mut loaders = Vec::new();
+    for n in [1u8, 2] {
+        let prefix = host_prefix(n);
+        let mut extra = vec!["--host-prefix", prefix.as_str()];
+        extra.extend_from_slice(&tls);
+        loaders.push(start_cluster_loader(&fabric, n, &dir, ep, &extra));
+    }
+    wait_until(
+        "two hosts route to each other through a TLS store",
+        Duration::from_secs(20),
+        || all_routed(&fabric, &[1, 2]),
+    );
+    pings_all_pairs(&fabric, &[1, 2]);
+    let shown = String::from_utf8_lossy(&listing(&tls).stdout).into_owned();
+    assert!(
+        shown.contains("2 hosts") && shown.contains("198.18.2.0/24"),
+        "{shown}"
+    );
+    for n in [1u8, 2] {
+        detach(fabric.hosts[&n].ns.name());
+    }
+    drop(loaders);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -64,6 +64,9 @@ fn routed_end_to_end(attach: Attach) {
     );
 
     // Counters account for the packets exactly: 5 echo requests and 5 replies cross each host.
+    // A warm-up first, so that no ARP delays a reply past ping's interval (ping would then
+    // send a sixth request).
+    assert!(ping(&a1.ns, b1.addr, 1).unwrap(), "warm-up ping");
     let before = (stats(h0), stats(h1));
     assert!(
         ping(&a1.ns, b1.addr, 5).unwrap(),
@@ -288,6 +291,7 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
         )),
         "loader up"
     );
+    wait_until_up(h0);
     assert!(
         !ping(&a1.ns, a2.addr, 1).unwrap(),
         "no route to 198.18.1.3 yet"
@@ -412,6 +416,7 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
         routes_become(h0, Duration::from_secs(30), count_is(2)),
         "loader 0 up"
     );
+    wait_until_up(h0);
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     assert!(ping(&a.ns, b.addr, 2).unwrap(), "path up before the churn");
 

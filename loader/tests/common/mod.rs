@@ -200,7 +200,7 @@ pub fn start_loader(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(guard.running(), "loader for {netns} exited early");
-        if loader(&["stats", "--netns", netns]).status.success() {
+        if loader_is_up(netns) {
             return guard;
         }
         assert!(
@@ -209,6 +209,15 @@ pub fn start_loader(
         );
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// True once a loader runs in `netns` with everything attached: its record (written after
+/// attaching) shows in `loader status`. (The pins, and so `loader stats`, exist earlier.)
+pub fn loader_is_up(netns: &str) -> bool {
+    let out = loader(&["status", "--json", "--netns", netns]);
+    out.status.success()
+        && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|s| !s["loader"].is_null())
 }
 
 pub fn temp_dir() -> PathBuf {
@@ -349,12 +358,26 @@ pub fn routes_become(
     }
 }
 
-/// Waits up to 30 s for `netns`'s route map to hold `n` routes.
+/// Waits up to 30 s for `netns`'s route map to hold `n` routes and its loader to have
+/// attached.
 pub fn wait_for_routes(netns: &str, n: usize) {
     assert!(
         routes_become(netns, Duration::from_secs(30), |t| t.len() == n),
         "{netns}: the route map never held {n} routes"
     );
+    wait_until_up(netns);
+}
+
+/// Waits up to 30 s for a loader in `netns` to have attached everything.
+pub fn wait_until_up(netns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !loader_is_up(netns) {
+        assert!(
+            Instant::now() < deadline,
+            "{netns}: no loader came up in 30 s"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// GET /metrics from `addr` inside `netns`.
