@@ -30,6 +30,7 @@ pub struct Target {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Load the programs, fill the maps from the route table, attach to the interfaces it
     /// names, and stay in the foreground, following the file: each change is applied as a
