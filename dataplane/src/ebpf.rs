@@ -385,10 +385,7 @@ impl Dataplane {
 
     /// Makes the link pinned at `path` run this dataplane's program (one atomic update).
     fn swap_into_pinned_link(&mut self, a: &Attachment, path: &Path) -> Result<(), DataplaneError> {
-        let link_err = |e: LinkError| DataplaneError::PinnedLink {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let link_err = pinned_link_error(path);
         let link: FdLink = PinnedLink::from_pin(path).map_err(link_err)?.into();
         let fail = |program| attach_error(a, program);
         match a.attach {
@@ -722,6 +719,14 @@ impl Undo {
     }
 }
 
+/// The error of using the link pinned at `path`.
+fn pinned_link_error(path: &Path) -> impl Fn(LinkError) -> DataplaneError + Copy + '_ {
+    move |e| DataplaneError::PinnedLink {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
 fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
     std::fs::remove_file(path).map_err(|source| {
         DataplaneError::Pins(PinError::Io {
@@ -779,10 +784,7 @@ pub fn kernel_ids_from_pins(pins: &PinDir) -> Result<KernelIds, DataplaneError> 
         ids.maps.insert(name.to_string(), info.id());
     }
     for path in pins.links()? {
-        let link_err = |e: LinkError| DataplaneError::PinnedLink {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let link_err = pinned_link_error(&path);
         let link: FdLink = PinnedLink::from_pin(&path).map_err(link_err)?.into();
         let info = link.info().map_err(link_err)?;
         let name = match info.link_type().map_err(link_err)? {

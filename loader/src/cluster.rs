@@ -195,19 +195,39 @@ pub enum PrefixChoice {
     },
 }
 
-/// Joins the cluster: finds this host's prefix and writes its record. Returns the record and
-/// the lease it is bound to.
-pub async fn join(
-    store: &Store,
-    choice: &PrefixChoice,
-    template: &HostRecord,
-) -> Result<(HostRecord, i64)> {
+/// What [`join`] gives: this host's record, the lease it is bound to, and every host's
+/// record as read right after it was written.
+pub struct Joined {
+    pub record: HostRecord,
+    pub lease: i64,
+    pub records: BTreeMap<String, HostRecord>,
+}
+
+/// Joins the cluster: finds this host's prefix, writes its record, and reads the others'.
+pub async fn join(store: &Store, choice: &PrefixChoice, template: &HostRecord) -> Result<Joined> {
     let mut client = store.connect().await?;
     let lease = client
         .lease_grant(store.lease_ttl, None)
         .await
         .context("granting a lease")?
         .id();
+    let record = claim_prefix(&mut client, store, choice, template, lease).await?;
+    let (records, _) = store.records(&mut client).await?;
+    Ok(Joined {
+        record,
+        lease,
+        records,
+    })
+}
+
+/// Claims this host's prefix as `choice` says, under `lease`.
+async fn claim_prefix(
+    client: &mut Client,
+    store: &Store,
+    choice: &PrefixChoice,
+    template: &HostRecord,
+    lease: i64,
+) -> Result<HostRecord> {
     let with = |prefix: Ipv4Prefix| HostRecord {
         prefix,
         ..template.clone()
@@ -215,17 +235,17 @@ pub async fn join(
     match choice {
         PrefixChoice::Given(prefix) => {
             let record = with(*prefix);
-            if !claim(&mut client, store, &record, lease).await? {
+            if !claim(client, store, &record, lease).await? {
                 bail!("prefix {prefix} is held by another host in the cluster");
             }
-            Ok((record, lease))
+            Ok(record)
         }
         PrefixChoice::Allocate {
             cidr,
             len,
             remembered,
         } => {
-            let (records, _) = store.records(&mut client).await?;
+            let (records, _) = store.records(client).await?;
             let ours = records
                 .values()
                 .filter(|r| r.underlay == template.underlay)
@@ -238,8 +258,8 @@ pub async fn join(
                     continue;
                 }
                 let record = with(prefix);
-                if claim(&mut client, store, &record, lease).await? {
-                    return Ok((record, lease));
+                if claim(client, store, &record, lease).await? {
+                    return Ok(record);
                 }
             }
             bail!("no free /{len} left in {cidr}")

@@ -326,7 +326,7 @@ fn join_cluster(
     let store = cluster::Store::new(&args.store, args.etcd_lease_ttl)?;
     // The store may be electing a leader or coming up: retried for half a minute.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (record, lease) = loop {
+    let joined = loop {
         match runtime.block_on(cluster::join(&store, &choice, &template)) {
             Ok(joined) => break joined,
             Err(e) if Instant::now() < deadline => {
@@ -336,15 +336,16 @@ fn join_cluster(
             Err(e) => return Err(e.context("joining the cluster (gave up after 30 s)")),
         }
     };
+    let cluster::Joined {
+        record,
+        lease,
+        records,
+    } = joined;
     if let Some(dir) = remembered_path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(&remembered_path, record.prefix.to_string());
     let view = Arc::new(cluster::View::default());
-    let (records, _) = runtime.block_on(async {
-        let mut client = store.connect().await?;
-        store.records(&mut client).await
-    })?;
     info!(prefix = %record.prefix, underlay = %record.underlay, encap = ?record.encap, hosts = records.len(), "joined the cluster");
     *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
     let feed = ClusterFeed {

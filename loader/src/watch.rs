@@ -14,7 +14,7 @@ use std::{
 use crate::{metrics::LoaderCounters, source};
 
 use dataplane::{
-    config::{self, Config},
+    config::{self, Config, LineError},
     ebpf::{Dataplane, DataplaneError, diff},
     kernel_routes::KernelRouteFilter,
     netinfo::format_mac,
@@ -22,6 +22,9 @@ use dataplane::{
     resolve::Plan,
 };
 use tracing::{error, info, warn};
+
+/// The log line of a route table change that was not applied.
+const TABLE_REFUSED: &str = "route table not applied; keeping the last good one";
 
 /// How often the file is looked at.
 pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -50,10 +53,50 @@ impl ClusterFeed {
     }
 }
 
-pub struct Watcher {
+/// A file the loader follows, with its bytes as last seen (applied or not): an unchanged
+/// file, good or bad, is looked at once.
+struct FollowedFile {
     path: PathBuf,
-    /// The file's bytes as last seen, applied or not: an unchanged bad file is reported once.
     seen: Option<Vec<u8>>,
+}
+
+impl FollowedFile {
+    /// Starts following `path`, taken as already applied as it is now.
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            seen: std::fs::read(path).ok(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The file's text if it changed since last seen. A file that cannot be read is
+    /// reported once (as `what`), and counted in `counters` as a refused change.
+    fn changed(&mut self, what: &str, counters: &LoaderCounters) -> Option<String> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if self.seen.take().is_some() {
+                    warn!(file = %self.name(), error = %e, "cannot read the {what}; keeping the running one");
+                    counters.apply_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return None;
+            }
+        };
+        if self.seen.as_ref() == Some(&bytes) {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        self.seen = Some(bytes);
+        Some(text)
+    }
+}
+
+pub struct Watcher {
+    table: FollowedFile,
     /// The last route table that parsed (kernel changes are merged with it).
     config: Config,
     kernel: Option<KernelFeed>,
@@ -62,8 +105,7 @@ pub struct Watcher {
     /// What the maps hold now.
     applied: Plan,
     counters: Arc<LoaderCounters>,
-    /// The policy file and its bytes as last seen.
-    policy: Option<(PathBuf, Option<Vec<u8>>)>,
+    policy: Option<FollowedFile>,
     cluster: Option<ClusterFeed>,
 }
 
@@ -75,10 +117,8 @@ impl Watcher {
         kernel: Option<KernelFeed>,
         counters: Arc<LoaderCounters>,
     ) -> Self {
-        let seen = std::fs::read(path).ok();
         Self {
-            path: path.to_path_buf(),
-            seen,
+            table: FollowedFile::new(path),
             config,
             kernel,
             warned: BTreeSet::new(),
@@ -96,40 +136,24 @@ impl Watcher {
 
     /// Also follows the policy file at `path` (already applied as it is now).
     pub fn follow_policy(&mut self, path: &Path) {
-        self.policy = Some((path.to_path_buf(), std::fs::read(path).ok()));
+        self.policy = Some(FollowedFile::new(path));
     }
 
     /// Applies the policy file if it changed; a file that cannot be read or parsed, or does
     /// not fit the maps, is reported and the running policy stays.
     fn poll_policy(&mut self, dataplane: &mut Dataplane) {
-        let Some((path, seen)) = &mut self.policy else {
+        const REFUSED: &str = "policy not applied; keeping the running one";
+        let Some(followed) = &mut self.policy else {
             return;
         };
-        let file = path.display().to_string();
-        let bytes = match std::fs::read(&*path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                if seen.take().is_some() {
-                    warn!(%file, error = %e, "cannot read the policy; keeping the running one");
-                    self.counters.apply_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                return;
-            }
-        };
-        if seen.as_ref() == Some(&bytes) {
+        let Some(text) = followed.changed("policy", &self.counters) else {
             return;
-        }
-        *seen = Some(bytes.clone());
+        };
+        let file = followed.name();
         let started = std::time::Instant::now();
-        let policy = match policy::parse(&String::from_utf8_lossy(&bytes)) {
+        let policy = match policy::parse(&text) {
             Ok(policy) => policy,
-            Err(errors) => {
-                for e in errors {
-                    error!(%file, line = e.line, problem = %e.message, "policy not applied; keeping the running one");
-                }
-                self.refused();
-                return;
-            }
+            Err(errors) => return self.refuse_lines(&file, &errors, REFUSED),
         };
         match dataplane.apply_policy(&policy) {
             Ok(report) => info!(
@@ -141,14 +165,25 @@ impl Watcher {
                 total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
                 "policy applied"
             ),
-            Err(e) => {
-                if let DataplaneError::MapFull { map, .. } = &e {
-                    self.counters.count_map_full(map);
-                }
-                error!(%file, error = %e, "policy not applied; keeping the running one");
-                self.refused();
-            }
+            Err(e) => self.refuse_apply(&file, &e, REFUSED),
         }
+    }
+
+    /// Reports a change refused for the problems on its lines, and counts it.
+    fn refuse_lines(&self, file: &str, errors: &[LineError], message: &str) {
+        for e in errors {
+            error!(%file, line = e.line, problem = %e.message, "{message}");
+        }
+        self.refused();
+    }
+
+    /// Reports a change the maps refused, and counts it (a full map also by map).
+    fn refuse_apply(&self, file: &str, e: &DataplaneError, message: &str) {
+        if let DataplaneError::MapFull { map, .. } = e {
+            self.counters.count_map_full(map);
+        }
+        error!(%file, error = %e, "{message}");
+        self.refused();
     }
 
     /// Counts a change that was not applied (for the metrics).
@@ -165,35 +200,19 @@ impl Watcher {
         self.warned = now;
     }
 
-    /// True if the file changed since last seen and parsed: `self.config` is then the new
-    /// table. A file that cannot be read or parsed is reported and leaves `self.config`.
-    fn file_changed(&mut self) -> bool {
-        let file = self.path.display().to_string();
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                if self.seen.is_some() {
-                    warn!(%file, error = %e, "cannot read the route table; keeping the last good one");
-                    self.seen = None;
-                    self.refused();
-                }
-                return false;
-            }
-        };
-        if self.seen.as_ref() == Some(&bytes) {
+    /// True if the route table changed since last seen and parsed: `self.config` is then the
+    /// new table. A file that cannot be read or parsed is reported and leaves `self.config`.
+    fn table_changed(&mut self) -> bool {
+        let Some(text) = self.table.changed("route table", &self.counters) else {
             return false;
-        }
-        self.seen = Some(bytes.clone());
-        match config::parse(&String::from_utf8_lossy(&bytes)) {
+        };
+        match config::parse(&text) {
             Ok(config) => {
                 self.config = config;
                 true
             }
             Err(errors) => {
-                for e in errors {
-                    error!(%file, line = e.line, problem = %e.message, "route table not applied; keeping the last good one");
-                }
-                self.refused();
+                self.refuse_lines(&self.table.name(), &errors, TABLE_REFUSED);
                 false
             }
         }
@@ -203,7 +222,7 @@ impl Watcher {
     pub fn poll(&mut self, dataplane: &mut Dataplane) {
         self.poll_policy(dataplane);
         let started = std::time::Instant::now();
-        let file_changed = self.file_changed();
+        let file_changed = self.table_changed();
         let kernel_changed = self
             .kernel
             .as_ref()
@@ -215,7 +234,7 @@ impl Watcher {
         if !file_changed && !kernel_changed && !cluster_changed {
             return;
         }
-        let file = self.path.display().to_string();
+        let file = self.table.name();
         let filter = self.kernel.as_ref().map(|k| &k.filter);
         let (cluster_routes, mut cluster_warnings) = match &self.cluster {
             Some(feed) => feed.routes(&self.config),
@@ -223,13 +242,7 @@ impl Watcher {
         };
         let desired = match source::desired(&self.config, filter, &cluster_routes) {
             Ok(desired) => desired,
-            Err(errors) => {
-                for e in errors {
-                    error!(%file, line = e.line, problem = %e.message, "route table not applied; keeping the last good one");
-                }
-                self.refused();
-                return;
-            }
+            Err(errors) => return self.refuse_lines(&file, &errors, TABLE_REFUSED),
         };
         cluster_warnings.extend(desired.warnings);
         self.warn_once(cluster_warnings);
@@ -243,12 +256,7 @@ impl Watcher {
         }
         let resolved_ms = started.elapsed().as_secs_f64() * 1e3;
         if let Err(e) = dataplane.apply(&plan) {
-            if let DataplaneError::MapFull { map, .. } = &e {
-                self.counters.count_map_full(map);
-            }
-            error!(%file, error = %e, "route table not applied; keeping the last good one");
-            self.refused();
-            return;
+            return self.refuse_apply(&file, &e, TABLE_REFUSED);
         }
         for (prefix, nh) in &change.upserts {
             let verb = if self.applied.routes.contains_key(prefix) {

@@ -20,13 +20,7 @@ pub fn iptables(policy: &Policy) -> String {
     let mut t = String::from(
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:cali-FORWARD - [0:0]\n",
     );
-    let chains: Vec<(
-        String,
-        String,
-        &DirectionPolicy,
-        Direction,
-        std::net::Ipv4Addr,
-    )> = policy
+    let chains: Vec<(String, String, &DirectionPolicy, Direction)> = policy
         .workloads
         .iter()
         .enumerate()
@@ -37,14 +31,12 @@ pub fn iptables(policy: &Policy) -> String {
                     format!("-d {addr}"),
                     &w.ingress,
                     Direction::Ingress,
-                    *addr,
                 ),
                 (
                     format!("cali-fw-{i}"),
                     format!("-s {addr}"),
                     &w.egress,
                     Direction::Egress,
-                    *addr,
                 ),
             ]
         })
@@ -57,14 +49,14 @@ pub fn iptables(policy: &Policy) -> String {
     // From-workload chains first, then to-workload: a packet between two workloads under
     // policy must pass the sender's egress and the receiver's ingress.
     for direction in [Direction::Egress, Direction::Ingress] {
-        for (name, matcher, _, d, _) in &chains {
+        for (name, matcher, _, d) in &chains {
             if *d == direction {
                 let _ = writeln!(t, "-A cali-FORWARD {matcher} -j {name}");
             }
         }
     }
     t.push_str("-A cali-FORWARD -j ACCEPT\n");
-    for (name, _, dp, direction, _) in &chains {
+    for (name, _, dp, direction) in &chains {
         let peer = match direction {
             Direction::Ingress => "-s",
             Direction::Egress => "-d",
