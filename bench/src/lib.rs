@@ -1,17 +1,10 @@
-//! Test networks made of network namespaces, and traffic through them. Used by the bench and
-//! by the end-to-end tests.
-//!
-//! Every namespace is named `dpt-<pid>-<n>-<role>`: unique to the run, removed when its guard
-//! drops (also on panic), and swept by later runs if the process that made it is gone.
-//! Namespaces are joined only to each other: nothing here touches the root namespace's
-//! interfaces, addresses or routes.
+//! The bench: the forwarding modes it compares (on beds from `netlab`), one measured point,
+//! the policy rule-scaling sweep, the softirq probe that accounts CPU in the kernel, and the
+//! results, report and charts.
 pub mod charts;
 pub mod measure;
 pub mod modes;
-pub mod netns;
 pub mod policy_scaling;
-pub mod probe;
 pub mod report;
 pub mod results;
-pub mod topology;
-pub mod traffic;
+pub mod softirq;

@@ -11,14 +11,17 @@ use bench::{
     charts,
     measure::{self, Point},
     modes::{Bed, Mode},
-    netns::sweep_stale,
     policy_scaling::{self, Engine, ScalingPoint},
-    probe, report,
+    report,
     results::{LatencyPoint, Results, SCHEMA_VERSION, Settings},
-    traffic::{Proto, ping},
+    softirq::SoftirqMeter,
 };
 use clap::{Args, Parser, Subcommand};
-use dataplane::softirq::SoftirqMeter;
+use netlab::{
+    netns::sweep_stale,
+    probe,
+    traffic::{Proto, ping},
+};
 
 /// Measures what forwarding costs: the kernel's dataplanes and the eBPF ones, at fixed rates,
 /// CPU accounted in the kernel. Writes results.json, results.csv, report.md and charts (PNG,

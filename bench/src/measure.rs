@@ -3,11 +3,11 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use dataplane::softirq::{SoftirqMeter, SoftirqTime};
+use netlab::traffic::{IperfResult, Proto, iperf3};
 
 use crate::{
     modes::Bed,
-    traffic::{IperfResult, Proto, iperf3},
+    softirq::{SoftirqMeter, SoftirqTime},
 };
 
 /// A point whose achieved rate is further than this from its target is flagged.

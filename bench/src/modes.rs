@@ -6,12 +6,11 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, bail};
 use dataplane::{
-    config::{self, Attach},
-    ebpf::Dataplane,
-    resolve::{self, LiveSystem},
+    kernel::Dataplane,
+    model::route_table::{self as config, Attach},
+    plan::resolve::{self, LiveSystem},
 };
-
-use crate::{
+use netlab::{
     netns::{Netns, in_netns, veth_between},
     topology::{Options, Overlay, Topology, UNDERLAY_IF},
 };
@@ -351,7 +350,7 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
 /// chain per workload and direction, whose first rule accepts ESTABLISHED/RELATED through
 /// conntrack, then `rules` policy rules that this traffic does not match, then an accept.
 /// Applied atomically with iptables-restore.
-fn calico_chains(host: &crate::topology::Host, rules: usize) -> Result<()> {
+fn calico_chains(host: &netlab::topology::Host, rules: usize) -> Result<()> {
     let mut t = String::from("*filter\n:cali-from-wl - [0:0]\n:cali-to-wl - [0:0]\n");
     let mut body =
         String::from("-A FORWARD -i cali+ -j cali-from-wl\n-A FORWARD -o cali+ -j cali-to-wl\n");

@@ -5,7 +5,7 @@
 //! The server's workload (host 1) gets ingress policy: N rules its traffic does not match
 //! (deny rules for other peers, which the iptables chain checks first, as Calico orders them),
 //! one that allows the client, default deny. Each engine gets the same [`Policy`], rendered
-//! for it ([`dataplane::policy::render`]) or compiled into the eBPF maps.
+//! for it ([`netlab::netfilter`]) or compiled into the eBPF maps.
 //!
 //! Measured per point: a UDP stream at a fixed rate (kernel-level CPU per Gbit/s; the eBPF
 //! program's run time per packet), and request-response latency twice: all requests in one
@@ -15,16 +15,17 @@
 use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result};
-use dataplane::{
-    policy::{self, Policy, render},
-    softirq::SoftirqMeter,
+use dataplane::model::policy::{self, Policy};
+use netlab::{
+    netfilter as render,
+    probe::{self, Flows, Latency},
+    traffic::{Proto, ping},
 };
 
 use crate::{
     measure,
     modes::{Bed, Mode},
-    probe::{self, Flows, Latency},
-    traffic::{Proto, ping},
+    softirq::SoftirqMeter,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,7 +74,7 @@ impl Engine {
             Engine::IptablesNft => version("iptables", &["--version"]),
             Engine::IptablesLegacy => version("iptables-legacy", &["--version"]),
             Engine::NftablesSets => version("nft", &["--version"]),
-            Engine::Ebpf => "eBPF TC program, LPM tries (dataplane::policy::compile)".into(),
+            Engine::Ebpf => "eBPF TC program, LPM tries (dataplane::plan::policy)".into(),
         }
     }
 }

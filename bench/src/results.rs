@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use netlab::probe::Latency;
 
 use crate::{
     measure::Point,
     modes::Mode,
     policy_scaling::{Engine, ScalingPoint},
-    probe::Latency,
 };
 
 pub const SCHEMA_VERSION: u32 = 2;

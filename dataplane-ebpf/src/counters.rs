@@ -1,10 +1,11 @@
-//! Per-CPU counters: one slot per (hook, reason), and frames forwarded per egress interface.
-use dataplane::shared::{PolicyEndpointKey, counter, counter_index};
+//! Per-CPU counters: one slot per (hook, counter), frames forwarded per egress interface, and
+//! packets denied per workload and direction.
+use dataplane_common::{Counter, Hook, counter_index, policy::PolicyEndpointKey};
 
 use crate::maps::{COUNTERS, FWD_BY_EGRESS, POLICY_DENIED};
 
 #[inline(always)]
-pub fn count(hook: u32, slot: u32) {
+pub fn count(hook: Hook, slot: Counter) {
     if let Some(value) = COUNTERS.get_ptr_mut(counter_index(hook, slot)) {
         // Per-CPU slot: no other writer, a plain add is enough.
         unsafe { *value += 1 };
@@ -12,14 +13,14 @@ pub fn count(hook: u32, slot: u32) {
 }
 
 #[inline(always)]
-fn count_forwarded(hook: u32, egress_ifindex: u32) {
-    count(hook, counter::FORWARDED);
-    match FWD_BY_EGRESS.get_ptr_mut(&egress_ifindex) {
+fn count_forwarded(hook: Hook, egress_ifindex: u32) {
+    count(hook, Counter::Forwarded);
+    match FWD_BY_EGRESS.get_ptr_mut(egress_ifindex) {
         Some(value) => unsafe { *value += 1 },
         None => {
             // First frame out of this port on this CPU; a lost race only loses this one count
-            // here, the hook's FORWARDED counter above still has it.
-            let _ = FWD_BY_EGRESS.insert(&egress_ifindex, &1, 0);
+            // here, the hook's Forwarded counter above still has it.
+            let _ = FWD_BY_EGRESS.insert(egress_ifindex, 1, 0);
         }
     }
 }
@@ -28,18 +29,18 @@ fn count_forwarded(hook: u32, egress_ifindex: u32) {
 #[inline(always)]
 pub fn count_denied(addr: [u8; 4], direction: u32) {
     let key = PolicyEndpointKey { addr, direction };
-    match POLICY_DENIED.get_ptr_mut(&key) {
+    match POLICY_DENIED.get_ptr_mut(key) {
         Some(value) => unsafe { *value += 1 },
         None => {
-            let _ = POLICY_DENIED.insert(&key, &1, 0);
+            let _ = POLICY_DENIED.insert(key, 1, 0);
         }
     }
 }
 
 /// How a frame left a program: every exit path ends in exactly one of these.
 pub enum Outcome {
-    Pass(u32),
-    Drop(u32),
+    Pass(Counter),
+    Drop(Counter),
     /// Redirected out of `egress`; `encapsulated` if VXLAN headers were pushed.
     Redirected {
         egress: u32,
@@ -49,7 +50,7 @@ pub enum Outcome {
 
 /// Counts the outcome in `hook`'s counters.
 #[inline(always)]
-pub fn account(hook: u32, outcome: &Outcome) {
+pub fn account(hook: Hook, outcome: &Outcome) {
     match outcome {
         Outcome::Pass(reason) | Outcome::Drop(reason) => count(hook, *reason),
         Outcome::Redirected {
@@ -57,7 +58,7 @@ pub fn account(hook: u32, outcome: &Outcome) {
             encapsulated,
         } => {
             if *encapsulated {
-                count(hook, counter::VXLAN_ENCAP);
+                count(hook, Counter::VxlanEncap);
             }
             count_forwarded(hook, *egress);
         }

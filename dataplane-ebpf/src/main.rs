@@ -1,33 +1,42 @@
-//! eBPF programs of the dataplane: routed forwarding and VXLAN encap/decap, at XDP and at TC
-//! (sched_cls).
+//! eBPF programs of the dataplane: routed forwarding, VXLAN encap/decap and policy, at XDP
+//! and at TC (sched_cls).
 //!
-//! The entry points are thin: [`route`] parses and decides (shared by both hooks), [`vxlan`]
-//! recognises and writes tunnel headers, [`counters`] accounts; `xdp` and `tc` only map a
-//! decision onto their hook's helpers (how room is made, how a frame is redirected).
+//! The entry points only map the packet path's outcome onto their hook's verdicts. The path
+//! itself is [`path`], written once over the [`hook::Shim`] each hook implements; [`route`],
+//! [`vxlan`] and [`policy`] decide, [`parse`] reads headers, [`counters`] accounts.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod counters;
+mod hook;
 mod maps;
 mod parse;
+mod path;
 mod policy;
-mod route;
-mod softirq;
-mod tc;
 mod program_log;
+mod route;
 mod vxlan;
-mod xdp;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
+};
+use dataplane_common::Hook;
+
+use crate::{
+    counters::{Outcome, account},
+    program_log::log_outcome,
 };
 
 /// Routed forwarding and VXLAN at XDP: redirects through the `TX_PORTS` device map.
 #[xdp]
 pub fn xdp_route(ctx: XdpContext) -> u32 {
-    xdp::run(&ctx)
+    match finish(&ctx, Hook::Xdp, path::process(&ctx)) {
+        Outcome::Pass(_) => xdp_action::XDP_PASS,
+        Outcome::Drop(_) => xdp_action::XDP_DROP,
+        Outcome::Redirected { .. } => xdp_action::XDP_REDIRECT,
+    }
 }
 
 /// Routed forwarding and VXLAN at TC ingress. A local workload behind a veth is reached with
@@ -35,7 +44,11 @@ pub fn xdp_route(ctx: XdpContext) -> u32 {
 /// partial checksums); anything else leaves through `bpf_redirect` on the egress device.
 #[classifier]
 pub fn tc_route(ctx: TcContext) -> i32 {
-    tc::run(&ctx)
+    match finish(&ctx, Hook::Tc, path::process(&ctx)) {
+        Outcome::Pass(_) => TC_ACT_OK,
+        Outcome::Drop(_) => TC_ACT_SHOT,
+        Outcome::Redirected { .. } => TC_ACT_REDIRECT,
+    }
 }
 
 /// Passes everything. Attached to a workload's end of a veth so that frames XDP-redirected
@@ -44,6 +57,14 @@ pub fn tc_route(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Counts and logs how the frame left, the same way for every hook.
+#[inline(always)]
+fn finish<C: aya_ebpf::EbpfContext>(ctx: &C, hook: Hook, outcome: Outcome) -> Outcome {
+    account(hook, &outcome);
+    log_outcome(ctx, hook, &outcome);
+    outcome
 }
 
 #[cfg(target_arch = "bpf")]

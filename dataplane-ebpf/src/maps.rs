@@ -1,13 +1,17 @@
 //! The maps the programs share with user space. Layouts and names live in
-//! `dataplane::shared`; the loader fills these maps and reads the counters.
+//! `dataplane_common`; the loader fills these maps and reads the counters.
 use aya_ebpf::{
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use dataplane::shared::{
-    COUNTERS_LEN, FlowKey, Ipv4Key, MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS,
-    MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS, NextHop,
-    PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey, VxlanConfig,
+use dataplane_common::{
+    COUNTERS_LEN, Ipv4Key, NextHop,
+    maps::{
+        MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS, MAX_POLICY_PEERS,
+        MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS,
+    },
+    policy::{FlowKey, PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey},
+    vxlan::VxlanConfig,
 };
 
 #[map]
@@ -45,7 +49,8 @@ pub static POLICY_VERDICTS: LpmTrie<PolicyVerdictKey, u32> =
     LpmTrie::with_max_entries(MAX_POLICY_VERDICTS, 0);
 
 #[map]
-pub static POLICY_FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(MAX_POLICY_FLOWS, 0);
+pub static POLICY_FLOWS: LruHashMap<FlowKey, u64> =
+    LruHashMap::with_max_entries(MAX_POLICY_FLOWS, 0);
 
 #[map]
 pub static POLICY_DENIED: PerCpuHashMap<PolicyEndpointKey, u64> =

@@ -10,47 +10,33 @@
 //!
 //! An admitted new flow is recorded. Deny wins: egress is checked, then ingress.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
-use dataplane::shared::{
-    FlowKey, NextHop, POLICY_DENY, POLICY_EGRESS, POLICY_FLOW_IDLE_NS, POLICY_INGRESS,
-    POLICY_PROTO_OTHER, PolicyEndpoint, PolicyEndpointKey, counter, NEXTHOP_LOCAL,
+use dataplane_common::{
+    Counter, Hook, NextHop, NextHopKind,
+    policy::{
+        FlowKey, POLICY_DENY, POLICY_EGRESS, POLICY_FLOW_IDLE_NS, POLICY_INGRESS,
+        POLICY_PROTO_OTHER, PolicyEndpoint, PolicyEndpointKey,
+    },
 };
-use network_types::ip::Ipv4Hdr;
-
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 
 use crate::{
     counters::{count, count_denied},
     maps::{POLICIES, POLICY_FLOWS, POLICY_PEERS, POLICY_VERDICTS},
-    parse::ptr_at,
+    parse::{
+        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, Ipv4Hdr, ipv4_frags, l4_ports,
+    },
 };
-
-/// Bytes of L4 header the check reads: the ports (TCP, UDP) or type, code, checksum and
-/// identifier (ICMP).
-pub const L4_LEN: usize = 8;
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// Admits the packet whose IPv4 header is at `ip` (option-less: the router has checked; the
 /// frame ends at `data_end`) and routed to `nh`, or returns the counter slot of the refusal.
 /// `hook` is whose counters count.
 #[inline(always)]
-pub fn admit(hook: u32, ip: *const Ipv4Hdr, data_end: usize, nh: &NextHop) -> Result<(), u32> {
-    let (src, dst, proto, frag) = unsafe {
-        (
-            (*ip).src_addr,
-            (*ip).dst_addr,
-            (*ip).proto,
-            u16::from_be_bytes((*ip).frags),
-        )
-    };
+pub fn admit(hook: Hook, ip: *const Ipv4Hdr, data_end: usize, nh: &NextHop) -> Result<(), Counter> {
+    let (src, dst, proto) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).proto) };
     // Endpoints copied out, a zero default action meaning "not under policy": an `Option` of
     // a struct leaves its payload undefined when `None`, which LLVM may spill and the verifier
     // refuses, and two map pointers may get OR-ed by the optimiser, which it refuses too.
     let egress = endpoint(src, POLICY_EGRESS);
-    let ingress = if nh.kind == NEXTHOP_LOCAL {
+    let ingress = if nh.is(NextHopKind::Local) {
         endpoint(dst, POLICY_INGRESS)
     } else {
         NOT_UNDER_POLICY
@@ -60,11 +46,11 @@ pub fn admit(hook: u32, ip: *const Ipv4Hdr, data_end: usize, nh: &NextHop) -> Re
     }
     // Fragments other than the first carry no ports; MF set on the first is fine, but then
     // its later fragments would be refused, so all fragments are.
-    if frag & 0x3fff != 0 {
-        return Err(counter::DROP_POLICY_UNCHECKABLE);
+    if ipv4_frags(ip) & IPV4_MF_AND_OFFSET != 0 {
+        return Err(Counter::DropPolicyUncheckable);
     }
-    let Some(ports) = ports(ip as usize + Ipv4Hdr::LEN, data_end, proto) else {
-        return Err(counter::DROP_POLICY_UNCHECKABLE);
+    let Some(ports) = l4_ports(ip as usize + Ipv4Hdr::LEN, data_end, proto) else {
+        return Err(Counter::DropPolicyUncheckable);
     };
     let (sport, dport) = ([ports[0], ports[1]], [ports[2], ports[3]]);
     let flow = FlowKey {
@@ -77,29 +63,29 @@ pub fn admit(hook: u32, ip: *const Ipv4Hdr, data_end: usize, nh: &NextHop) -> Re
     };
     let now = unsafe { bpf_ktime_get_ns() };
     if known_flow(&flow, now) || known_flow(&reverse(&flow), now) {
-        count(hook, counter::POLICY_ESTABLISHED);
+        count(hook, Counter::PolicyEstablished);
         return Ok(());
     }
     let bucket = match proto {
-        PROTO_TCP | PROTO_UDP | PROTO_ICMP => proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP => proto,
         _ => POLICY_PROTO_OTHER,
     };
     let port = match proto {
-        PROTO_TCP | PROTO_UDP => dport,
+        IPPROTO_TCP | IPPROTO_UDP => dport,
         _ => [0, 0],
     };
     if egress.default_action != 0 && verdict(&egress, dst, bucket, port) == POLICY_DENY {
         count_denied(src, POLICY_EGRESS);
-        return Err(counter::DROP_POLICY_EGRESS);
+        return Err(Counter::DropPolicyEgress);
     }
     if ingress.default_action != 0 && verdict(&ingress, src, bucket, port) == POLICY_DENY {
         count_denied(dst, POLICY_INGRESS);
-        return Err(counter::DROP_POLICY_INGRESS);
+        return Err(Counter::DropPolicyIngress);
     }
     // A full map evicts its least recently used flow (LRU): that flow's next packets meet
     // the policy again.
-    let _ = POLICY_FLOWS.insert(&flow, &now, 0);
-    count(hook, counter::POLICY_NEW_FLOW);
+    let _ = POLICY_FLOWS.insert(flow, now, 0);
+    count(hook, Counter::PolicyNewFlow);
     Ok(())
 }
 
@@ -110,32 +96,9 @@ const NOT_UNDER_POLICY: PolicyEndpoint = PolicyEndpoint {
 
 #[inline(always)]
 fn endpoint(addr: [u8; 4], direction: u32) -> PolicyEndpoint {
-    match unsafe { POLICIES.get(&PolicyEndpointKey { addr, direction }) } {
+    match unsafe { POLICIES.get(PolicyEndpointKey { addr, direction }) } {
         Some(ep) => *ep,
         None => NOT_UNDER_POLICY,
-    }
-}
-
-/// Source then destination port of the TCP or UDP header at `l4`; for ICMP echo, the
-/// identifier on the requester's side; zeros for anything else. None if the header is cut
-/// short.
-#[inline(always)]
-fn ports(l4: usize, data_end: usize, proto: u8) -> Option<[u8; 4]> {
-    match proto {
-        PROTO_TCP | PROTO_UDP => {
-            let p = ptr_at::<[u8; 4]>(l4, data_end, 0)?;
-            Some(unsafe { *p })
-        }
-        PROTO_ICMP => {
-            let p = ptr_at::<[u8; 8]>(l4, data_end, 0)?;
-            let b = unsafe { *p };
-            Some(match b[0] {
-                ICMP_ECHO_REQUEST => [b[4], b[5], 0, 0],
-                ICMP_ECHO_REPLY => [0, 0, b[4], b[5]],
-                _ => [0; 4],
-            })
-        }
-        _ => Some([0; 4]),
     }
 }
 

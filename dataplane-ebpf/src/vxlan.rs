@@ -5,40 +5,20 @@
 //! IPv4 at 64 (XDP grows the head by 50 bytes in front of the old Ethernet header, which
 //! becomes the inner one; TC grows 50 bytes after the Ethernet header, which becomes the
 //! outer one). [`write_headers`] fills bytes 0..64 in either case.
-use dataplane::{
+use dataplane_common::{
+    Counter, NextHop,
     checksum::{flow_source_port, ipv4_checksum_with_len},
-    shared::{NextHop, VXLAN_SPORT_MAX, VXLAN_SPORT_MIN, VxlanConfig, counter},
+    vxlan::{VXLAN_OUTER_TTL, VXLAN_SPORT_MAX, VXLAN_SPORT_MIN, VxlanConfig},
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     maps::{VXLAN_CONFIG, VXLAN_VNIS},
-    parse::ptr_at,
+    parse::{
+        ETHERTYPE_IPV4, EthHdr, IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, IPV4_OFFSET, Ipv4Hdr,
+        UdpHdr, VXLAN_FLAG_I, VxlanHdr, ipv4_frags, ptr_at,
+    },
     route::Decision,
 };
-
-const UDP_LEN: usize = 8;
-const VXLAN_LEN: usize = 8;
-/// The VXLAN header's flags byte with the I flag (VNI valid).
-const VXLAN_FLAG_I: u8 = 0x08;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_TCP: u8 = 6;
-
-#[repr(C)]
-struct UdpHdr {
-    sport: [u8; 2],
-    dport: [u8; 2],
-    len: [u8; 2],
-    check: [u8; 2],
-}
-
-#[repr(C)]
-struct VxlanHdr {
-    flags: u8,
-    _reserved: [u8; 3],
-    /// VNI in the high 24 bits.
-    vni_word: [u8; 4],
-}
 
 #[inline(always)]
 fn config() -> Option<&'static VxlanConfig> {
@@ -55,9 +35,9 @@ pub fn classify(
     ip: *const Ipv4Hdr,
     ip_header_len: usize,
 ) -> Option<Decision> {
-    let (proto, frags) = unsafe { ((*ip).proto, u16::from_be_bytes((*ip).frags)) };
+    let proto = unsafe { (*ip).proto };
     // Later fragments carry no UDP header; first fragments need reassembly: the kernel's.
-    if proto != IPPROTO_UDP || frags & 0x3fff != 0 {
+    if proto != IPPROTO_UDP || ipv4_frags(ip) & IPV4_MF_AND_OFFSET != 0 {
         return None;
     }
     let port = config()?.port;
@@ -66,27 +46,27 @@ pub fn classify(
     }
     let udp_off = EthHdr::LEN + ip_header_len;
     let udp = ptr_at::<UdpHdr>(data, data_end, udp_off)?;
-    if unsafe { (*udp).dport } != port {
+    if unsafe { (*udp).dst } != port {
         return None;
     }
-    let vxlan_off = udp_off + UDP_LEN;
-    let inner_eth_off = vxlan_off + VXLAN_LEN;
+    let vxlan_off = udp_off + UdpHdr::LEN;
+    let inner_eth_off = vxlan_off + VxlanHdr::LEN;
     let (Some(vxlan), Some(inner_eth)) = (
         ptr_at::<VxlanHdr>(data, data_end, vxlan_off),
         ptr_at::<EthHdr>(data, data_end, inner_eth_off),
     ) else {
-        return Some(Decision::Drop(counter::DROP_VXLAN_MALFORMED));
+        return Some(Decision::Drop(Counter::DropVxlanMalformed));
     };
-    let (flags, vni_word) = unsafe { ((*vxlan).flags, (*vxlan).vni_word) };
+    let (flags, vni) = unsafe { ((*vxlan).flags, (*vxlan).vni) };
     if flags & VXLAN_FLAG_I == 0 {
-        return Some(Decision::Drop(counter::DROP_VXLAN_MALFORMED));
+        return Some(Decision::Drop(Counter::DropVxlanMalformed));
     }
-    let vni = u32::from_be_bytes(vni_word) >> 8;
-    if VXLAN_VNIS.get_ptr(&vni).is_none() {
-        return Some(Decision::Drop(counter::DROP_VXLAN_UNKNOWN_VNI));
+    let vni = u32::from_be_bytes([0, vni[0], vni[1], vni[2]]);
+    if VXLAN_VNIS.get_ptr(vni).is_none() {
+        return Some(Decision::Drop(Counter::DropVxlanUnknownVni));
     }
-    if unsafe { (*inner_eth).ether_type } != network_types::eth::EtherType::Ipv4 as u16 {
-        return Some(Decision::Drop(counter::DROP_VXLAN_INNER));
+    if unsafe { (*inner_eth).ether_type } != ETHERTYPE_IPV4 {
+        return Some(Decision::Drop(Counter::DropVxlanInner));
     }
     // Everything before the inner Ethernet header goes.
     Some(Decision::Decap {
@@ -98,25 +78,16 @@ pub fn classify(
 /// flow, so that one flow keeps one port and flows spread over ECMP paths.
 #[inline(always)]
 pub fn source_port(data: usize, data_end: usize, ip: *const Ipv4Hdr) -> [u8; 2] {
-    let (src, dst, proto, frags) = unsafe {
-        (
-            (*ip).src_addr,
-            (*ip).dst_addr,
-            (*ip).proto,
-            u16::from_be_bytes((*ip).frags),
-        )
-    };
+    let (src, dst, proto) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).proto) };
     let mut ports = [0u8; 4];
-    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && frags & 0x1fff == 0 {
-        if let Some(p) = ptr_at::<[u8; 4]>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN) {
-            ports = unsafe { *p };
-        }
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+        && ipv4_frags(ip) & IPV4_OFFSET == 0
+        && let Some(p) = ptr_at::<[u8; 4]>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN)
+    {
+        ports = unsafe { *p };
     }
     flow_source_port(src, dst, proto, ports, VXLAN_SPORT_MIN, VXLAN_SPORT_MAX).to_be_bytes()
 }
-
-/// Bytes of headers [`write_headers`] fills: outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet.
-pub const ENCAP_HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN + VXLAN_LEN + EthHdr::LEN;
 
 /// Writes bytes 0..64 of an encapsulated frame of `frame_len` bytes in all (see module
 /// docs). Returns false if the frame is too short to hold them (the caller drops it).
@@ -128,47 +99,49 @@ pub fn write_headers(
     nh: &NextHop,
     sport: [u8; 2],
 ) -> bool {
+    const IP_OFF: usize = EthHdr::LEN;
+    const UDP_OFF: usize = IP_OFF + Ipv4Hdr::LEN;
+    const VXLAN_OFF: usize = UDP_OFF + UdpHdr::LEN;
+    const INNER_ETH_OFF: usize = VXLAN_OFF + VxlanHdr::LEN;
     let (Some(outer_eth), Some(outer_ip), Some(udp), Some(vxlan), Some(inner_eth)) = (
         ptr_at::<EthHdr>(data, data_end, 0),
-        ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
-        ptr_at::<UdpHdr>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN),
-        ptr_at::<VxlanHdr>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN),
-        ptr_at::<EthHdr>(
-            data,
-            data_end,
-            EthHdr::LEN + Ipv4Hdr::LEN + UDP_LEN + VXLAN_LEN,
-        ),
+        ptr_at::<Ipv4Hdr>(data, data_end, IP_OFF),
+        ptr_at::<UdpHdr>(data, data_end, UDP_OFF),
+        ptr_at::<VxlanHdr>(data, data_end, VXLAN_OFF),
+        ptr_at::<EthHdr>(data, data_end, INNER_ETH_OFF),
     ) else {
         return false;
     };
     // For a GSO super-packet these lengths wrap; the kernel rewrites them per segment.
     let ip_len = (frame_len - EthHdr::LEN) as u16;
     let udp_len = (frame_len - EthHdr::LEN - Ipv4Hdr::LEN) as u16;
-    let ipv4 = network_types::eth::EtherType::Ipv4 as u16;
+    let vni_word = nh.vni_word;
     unsafe {
         (*outer_eth).dst_addr = nh.outer_dst_mac;
         (*outer_eth).src_addr = nh.outer_src_mac;
-        (*outer_eth).ether_type = ipv4;
+        (*outer_eth).ether_type = ETHERTYPE_IPV4;
         (*outer_ip).vihl = 0x45;
         (*outer_ip).tos = 0;
         (*outer_ip).tot_len = ip_len.to_be_bytes();
         (*outer_ip).id = [0, 0];
         (*outer_ip).frags = [0x40, 0]; // DF: the underlay is never fragmented for us
-        (*outer_ip).ttl = dataplane::shared::VXLAN_OUTER_TTL;
+        (*outer_ip).ttl = VXLAN_OUTER_TTL;
         (*outer_ip).proto = IPPROTO_UDP;
         (*outer_ip).check = ipv4_checksum_with_len(nh.outer_csum_base, ip_len);
         (*outer_ip).src_addr = nh.outer_src_ip;
         (*outer_ip).dst_addr = nh.outer_dst_ip;
-        (*udp).sport = sport;
-        (*udp).dport = nh.udp_dport;
+        (*udp).src = sport;
+        (*udp).dst = nh.udp_dport;
         (*udp).len = udp_len.to_be_bytes();
         (*udp).check = [0, 0]; // zero: no UDP checksum over IPv4 (RFC 7348), as Linux sends
         (*vxlan).flags = VXLAN_FLAG_I;
-        (*vxlan)._reserved = [0; 3];
-        (*vxlan).vni_word = nh.vni_word;
+        (*vxlan)._reserved1 = [0; 3];
+        // The VNI word as sent is VNI << 8: three bytes of VNI, then the reserved byte.
+        (*vxlan).vni = [vni_word[0], vni_word[1], vni_word[2]];
+        (*vxlan)._reserved2 = vni_word[3];
         (*inner_eth).dst_addr = nh.dst_mac;
         (*inner_eth).src_addr = nh.src_mac;
-        (*inner_eth).ether_type = ipv4;
+        (*inner_eth).ether_type = ETHERTYPE_IPV4;
     }
     true
 }

@@ -1,38 +1,18 @@
-//! The dataplane library.
+//! The user-side dataplane library, in the order data flows through it:
 //!
-//! Without the `user` feature this crate is `no_std` and holds only what the eBPF programs and
-//! user space must agree on: map value layouts, counter indices, and the pure header arithmetic
-//! ([`shared`], [`checksum`]). With `user` (the default) it is also the user-side library: the route
-//! table model and parser, system lookups, loading and attaching the programs, map sync and
-//! reading the counters.
-#![cfg_attr(not(feature = "user"), no_std)]
+//! - [`model`]: the text formats (route table, policy, cluster records) and their parsers;
+//!   pure, every problem reported with its line;
+//! - [`plan`]: what the maps should hold, resolved against the system (interfaces, next hops'
+//!   MACs), the kernel's routes selected, policy compiled, and the difference to apply;
+//! - [`system`]: the host around the programs: network namespaces, links, addresses and
+//!   neighbours, workload wiring, the loader's state records;
+//! - [`kernel`]: the eBPF object itself: load, attach and pin, keep the maps equal to a plan,
+//!   read counters and routes back, run a program on a crafted frame.
+//!
+//! The layouts shared with the programs are in `dataplane-common`.
+pub mod kernel;
+pub mod model;
+pub mod plan;
+pub mod system;
 
-pub mod checksum;
-pub mod shared;
-
-#[cfg(feature = "user")]
-pub mod cluster;
-#[cfg(feature = "user")]
-pub mod config;
-#[cfg(feature = "user")]
-pub mod ebpf;
-#[cfg(feature = "user")]
-pub mod kernel_routes;
-#[cfg(feature = "user")]
-pub mod netinfo;
-#[cfg(feature = "user")]
-pub mod netns;
-#[cfg(feature = "user")]
-pub mod pins;
-#[cfg(feature = "user")]
-pub mod policy;
-#[cfg(feature = "user")]
-pub mod resolve;
-#[cfg(feature = "user")]
-pub mod softirq;
-#[cfg(feature = "user")]
-pub mod state;
-#[cfg(feature = "user")]
-pub mod stats;
-#[cfg(feature = "user")]
-pub mod workload;
+pub use dataplane_common as common;

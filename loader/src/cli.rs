@@ -25,7 +25,7 @@ pub struct Target {
     /// by the namespace's cookie. Under `ip netns exec`, /sys is private to the command: give a
     /// bpffs mounted elsewhere beforehand, or use --netns.
     #[arg(long, value_name = "DIR", global = true, env = "LOADER_BPFFS",
-          default_value = dataplane::pins::DEFAULT_BPFFS)]
+          default_value = dataplane::system::bpffs::DEFAULT_BPFFS)]
     pub bpffs: PathBuf,
 }
 
@@ -57,7 +57,7 @@ pub enum Command {
         policy: Option<PathBuf>,
         /// Capacity of the route map. Fixed when the dataplane is first pinned: changing it
         /// needs `loader detach` first.
-        #[arg(long, value_name = "N", default_value_t = dataplane::shared::MAX_ROUTES,
+        #[arg(long, value_name = "N", default_value_t = dataplane::common::maps::MAX_ROUTES,
               value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
         max_routes: u32,
         #[command(flatten)]
@@ -188,10 +188,10 @@ pub struct ClusterArgs {
     /// This host's workload prefix. Without it the host keeps the one it had, or takes a
     /// free one from --cluster-cidr (claimed with an etcd transaction: never two hosts).
     #[arg(long, value_name = "CIDR")]
-    pub host_prefix: Option<dataplane::config::Ipv4Prefix>,
+    pub host_prefix: Option<dataplane::model::Ipv4Prefix>,
     /// The range host prefixes are allocated from.
     #[arg(long, value_name = "CIDR", default_value = "198.18.0.0/16")]
-    pub cluster_cidr: dataplane::config::Ipv4Prefix,
+    pub cluster_cidr: dataplane::model::Ipv4Prefix,
     /// Length of allocated host prefixes.
     #[arg(long, value_name = "LEN", default_value_t = 24,
           value_parser = clap::value_parser!(u8).range(8..=30))]
@@ -247,16 +247,16 @@ pub struct KernelRoutesArgs {
         value_delimiter = ',',
         requires = "routes_from_kernel"
     )]
-    pub kernel_prefix: Vec<dataplane::config::Ipv4Prefix>,
+    pub kernel_prefix: Vec<dataplane::model::Ipv4Prefix>,
     /// Take the default route (0.0.0.0/0) too.
     #[arg(long, requires = "routes_from_kernel")]
     pub kernel_default: bool,
 }
 
 impl KernelRoutesArgs {
-    pub fn filter(&self) -> Option<dataplane::kernel_routes::KernelRouteFilter> {
+    pub fn filter(&self) -> Option<dataplane::plan::kernel_routes::KernelRouteFilter> {
         self.routes_from_kernel
-            .then(|| dataplane::kernel_routes::KernelRouteFilter {
+            .then(|| dataplane::plan::kernel_routes::KernelRouteFilter {
                 table: self.kernel_table.clone(),
                 protocols: self.kernel_proto.clone(),
                 within: self.kernel_prefix.clone(),

@@ -1,12 +1,9 @@
 //! `loader`: runs the eBPF dataplane of one host (a machine, or a network namespace standing
 //! for one) and reads its state.
 mod cli;
-mod cluster;
-mod commands;
-mod kernel_watch;
+mod cmd;
+mod daemon;
 mod metrics;
-mod source;
-mod watch;
 
 use clap::Parser;
 
@@ -25,7 +22,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
-    match commands::run(cli) {
+    match cmd::dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use dataplane::{ebpf::KernelIds, stats};
+use dataplane::kernel::inspect::{self as stats, KernelIds};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -91,11 +91,11 @@ pub fn render(
         "counter",
         "Packets denied by a workload's policy, by workload and direction.",
     )?;
-    for (endpoint, value) in &st.policy_denied {
-        let (workload, direction) = endpoint.split_once(' ').unwrap_or((endpoint, ""));
+    for d in &st.policy_denied {
         writeln!(
             t,
-            "dataplane_policy_denied_total{{workload=\"{workload}\",direction=\"{direction}\"}} {value}"
+            "dataplane_policy_denied_total{{workload=\"{}\",direction=\"{}\"}} {}",
+            d.workload, d.direction, d.packets
         )?;
     }
     family(
@@ -126,7 +126,7 @@ pub fn render(
     }
     let routes = fills
         .iter()
-        .find(|f| f.name == dataplane::shared::map_names::ROUTES)
+        .find(|f| f.name == dataplane::common::maps::map_names::ROUTES)
         .map(|f| f.entries)
         .unwrap_or(0);
     family(
@@ -173,7 +173,7 @@ pub async fn serve(addr: SocketAddr, ids: KernelIds, loader: Arc<LoaderCounters>
             let n = socket.read(&mut buf).await.unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if request.starts_with("GET /metrics") {
-                let names = dataplane::netinfo::links()
+                let names = dataplane::system::netinfo::links()
                     .map(|l| l.into_iter().map(|l| (l.ifindex, l.name)).collect())
                     .unwrap_or_default();
                 match render(&ids, &names, &loader) {

@@ -12,12 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{
+use common::*;
+use netlab::{
     netns::ChildGuard,
     topology::{Fabric, Options, Overlay},
     traffic::ping,
 };
-use common::*;
 
 const LEASE_TTL: &str = "4";
 
@@ -149,7 +149,9 @@ fn pings_all_pairs(fabric: &Fabric, hosts: &[u8]) {
 
 #[test]
 fn hosts_share_routes_through_etcd_and_survive_its_outage() {
-    let _test = root_test();
+    let Some(_test) = root_test("hosts_share_routes_through_etcd_and_survive_its_outage") else {
+        return;
+    };
     let dir = temp_dir();
     let data: PathBuf = dir.join("etcd");
     let mut fabric = Fabric::new(Options {
@@ -276,11 +278,11 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
     let before = PathCounts::read(&hosts, &w2.ns);
     // Host 5 leaves while the store is away: the others hear of it once it is back.
     drop(loader5);
-    let stream = bench::traffic::iperf3(
+    let stream = netlab::traffic::iperf3(
         &w1.ns,
         &w2.ns,
         w2.addr,
-        bench::traffic::Proto::Udp {
+        netlab::traffic::Proto::Udp {
             bits_per_second: 100_000_000,
         },
         60,
@@ -379,7 +381,6 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
     drop(allocating);
     loaders.clear();
     drop(etcd);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A CA, a server certificate for `ip`, and a client certificate, made with openssl in `dir`.
@@ -457,7 +458,9 @@ fn make_certificates(dir: &Path, ip: &str) {
 
 #[test]
 fn the_store_is_reached_over_tls_with_a_client_certificate() {
-    let _test = root_test();
+    let Some(_test) = root_test("the_store_is_reached_over_tls_with_a_client_certificate") else {
+        return;
+    };
     let dir = temp_dir();
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
@@ -546,5 +549,4 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
         detach(fabric.hosts[&n].ns.name());
     }
     drop(loaders);
-    std::fs::remove_dir_all(&dir).ok();
 }

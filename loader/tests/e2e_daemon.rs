@@ -3,23 +3,26 @@
 //! packet, and a table too big for a map is refused whole, logged and counted.
 mod common;
 
-use bench::{
-    topology::{Options, Overlay, Topology},
+use common::*;
+use dataplane::model::route_table::Attach;
+use netlab::{
+    topology::{Options, Overlay},
     traffic::{IperfResult, Proto, iperf3, ping},
 };
-use common::*;
-use dataplane::config::Attach;
 use std::{collections::BTreeSet, thread, time::Duration};
 
-fn routed_topology(workloads_per_host: usize) -> Topology {
-    let topo = Topology::build(&Options {
-        workloads_per_host,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })
-    .expect("building the topology");
-    topo.set_kernel_forward_policy("DROP").unwrap();
-    topo
+/// The bed of root test `name`, routed, kernel forwarding closed (None: skipped).
+fn routed_topology(name: &str, workloads_per_host: usize) -> Option<TestBed> {
+    let bed = TestBed::build(
+        name,
+        &Options {
+            workloads_per_host,
+            xdp_ready: false,
+            overlay: Overlay::Routed,
+        },
+    )?;
+    bed.set_kernel_forward_policy("DROP").unwrap();
+    Some(bed)
 }
 
 /// IDs of the links the kernel holds for program `prog_id`.
@@ -32,8 +35,8 @@ fn link_ids_of_program(prog_id: u64) -> BTreeSet<u64> {
 }
 
 fn udp_100m(
-    a: &bench::topology::Workload,
-    b: &bench::topology::Workload,
+    a: &netlab::topology::Workload,
+    b: &netlab::topology::Workload,
     secs: u32,
 ) -> IperfResult {
     iperf3(
@@ -58,13 +61,16 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 #[test]
 fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_loss() {
-    let _test = root_test();
-    let topo = routed_topology(1);
+    let Some(topo) = routed_topology(
+        "the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_loss",
+        1,
+    ) else {
+        return;
+    };
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
-    let dir = temp_dir();
-    let loader0 = start_loader(&topo, 0, Attach::Tc, &dir);
-    let loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    let loader0 = topo.start_loader(0, Attach::Tc);
+    let loader1 = topo.start_loader(1, Attach::Tc);
     assert!(ping(&a.ns, b.addr, 2).unwrap(), "path up");
 
     let program_before = program_id(h0, "tc_route");
@@ -96,8 +102,8 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
 
         // Restarted mid-stream: adopts the pins.
         let restarted = [
-            start_loader(&topo, 0, Attach::Tc, &dir),
-            start_loader(&topo, 1, Attach::Tc, &dir),
+            topo.start_loader(0, Attach::Tc),
+            topo.start_loader(1, Attach::Tc),
         ];
         (stream.join().unwrap(), unattended, restarted)
     });
@@ -142,17 +148,20 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
     detach(h1);
     assert!(!ping(&a.ns, b.addr, 1).unwrap(), "no path after detach");
     drop(restarted);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
-    let _test = root_test();
-    let topo = routed_topology(2);
+    let Some(topo) = routed_topology(
+        "a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted",
+        2,
+    ) else {
+        return;
+    };
     let host = &topo.hosts[0];
     let h0 = host.ns.name();
     let (a1, a2) = (&host.workloads[0], &host.workloads[1]);
-    let dir = temp_dir();
+    let dir = &topo.dir;
     let path = dir.join("host0.routes");
     let table = topo.route_table(0, Attach::Tc);
     let routes_in = |t: &str| t.lines().filter(|l| l.starts_with("route ")).count();
@@ -239,17 +248,20 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "still forwarding");
 
     detach(h0);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
-    let _test = root_test();
-    let topo = routed_topology(1);
+    let Some(topo) = routed_topology(
+        "routes_from_the_kernel_are_mirrored_filtered_and_followed",
+        1,
+    ) else {
+        return;
+    };
     let host = &topo.hosts[0];
     let h0 = host.ns.name();
     let (a, b) = (&host.workloads[0], &topo.hosts[1].workloads[0]);
-    let dir = temp_dir();
+    let dir = &topo.dir;
     // Host 0's file declares the interfaces and its own workload; the route to host 1 is to
     // come from the kernel.
     let path = dir.join("host0.routes");
@@ -271,7 +283,7 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
         cmd.extend(args.split(' '));
         host.ns.ip(&cmd).unwrap();
     }
-    let _loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    let _loader1 = topo.start_loader(1, Attach::Tc);
     let guard = spawn_loader(&[
         "run",
         "--config",
@@ -335,16 +347,16 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
     detach(h0);
     let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
     assert!(log.contains("following the kernel's routes"), "{log}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn the_programs_log_why_they_pass_a_frame_when_asked() {
-    let _test = root_test();
-    let topo = routed_topology(1);
+    let Some(topo) = routed_topology("the_programs_log_why_they_pass_a_frame_when_asked", 1) else {
+        return;
+    };
     let host = &topo.hosts[0];
     let h0 = host.ns.name();
-    let dir = temp_dir();
+    let dir = &topo.dir;
     let path = dir.join("host0.routes");
     std::fs::write(&path, topo.route_table(0, Attach::Tc)).unwrap();
     let guard = spawn_loader(&[
@@ -382,5 +394,4 @@ fn the_programs_log_why_they_pass_a_frame_when_asked() {
         stderr.contains("runs under `ip netns exec`") && stderr.contains("--netns"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,15 +11,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{
-    netns::in_netns,
-    topology::{Options, Overlay, Topology, Workload},
-    traffic::ping,
-};
 use common::*;
-use dataplane::{
-    config::Attach,
-    policy::{self, Policy, render},
+use dataplane::model::{
+    policy::{self, Policy},
+    route_table::Attach,
+};
+use netlab::netfilter as render;
+use netlab::{
+    netns::in_netns,
+    topology::{Options, Overlay, Workload},
+    traffic::ping,
 };
 
 const POLICY: &str = "\
@@ -153,13 +154,16 @@ fn expected(policy: &Policy, a: &Workload, b: &Workload) -> Vec<bool> {
 
 #[test]
 fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
-    let _test = root_test();
-    let topo = Topology::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })
-    .unwrap();
+    let Some(topo) = TestBed::build(
+        "ebpf_iptables_and_nftables_give_every_flow_the_same_verdict",
+        &Options {
+            workloads_per_host: 1,
+            xdp_ready: false,
+            overlay: Overlay::Routed,
+        },
+    ) else {
+        return;
+    };
     let policy = policy::parse(POLICY).unwrap();
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     let host0 = &topo.hosts[0].ns;
@@ -168,7 +172,7 @@ fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
 
     // eBPF: the loaders forward (FORWARD DROP: nothing else does), host 0 enforces the policy.
     topo.set_kernel_forward_policy("DROP").unwrap();
-    let dir = temp_dir();
+    let dir = &topo.dir;
     let policy_path = dir.join("host0.policy");
     std::fs::write(&policy_path, POLICY).unwrap();
     let config0 = dir.join("host0.routes");
@@ -182,7 +186,7 @@ fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
         "--policy",
         policy_path.to_str().unwrap(),
     ]);
-    let loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    let loader1 = topo.start_loader(1, Attach::Tc);
     wait_for_routes(host0.name(), 2);
     let ebpf = run_matrix(a, b);
     let stats = stats(host0.name());
@@ -190,7 +194,7 @@ fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
     detach(topo.hosts[1].ns.name());
     drop((loader0, loader1));
     let denied_flows = want.iter().filter(|w| !**w).count() as u64;
-    let denied: u64 = stats.policy_denied.values().sum();
+    let denied: u64 = stats.policy_denied.iter().map(|d| d.packets).sum();
     assert!(
         denied >= denied_flows,
         "eBPF counted {denied} denied packets for {denied_flows} denied flows: {:?}",
@@ -228,5 +232,4 @@ fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
     assert_eq!(ebpf, want, "eBPF verdicts:\n{}", table.join("\n"));
     assert_eq!(iptables, want, "iptables verdicts:\n{}", table.join("\n"));
     assert_eq!(nftables, want, "nftables verdicts:\n{}", table.join("\n"));
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -3,23 +3,26 @@
 //! cross-host traffic with XDP or TC attach. After `loader detach` the same traffic fails.
 mod common;
 
-use bench::{
-    topology::{Options, Overlay, Topology},
+use common::*;
+use dataplane::model::route_table::Attach;
+use netlab::{
+    topology::{Options, Overlay},
     traffic::ping,
 };
-use common::*;
-use dataplane::config::Attach;
 use std::{thread, time::Duration};
 
 fn routed_end_to_end(attach: Attach) {
-    let _serial = root_test();
     let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let topo = Topology::build(&Options {
-        workloads_per_host: 2,
-        xdp_ready: attach != Attach::Tc,
-        overlay: Overlay::Routed,
-    })
-    .expect("building the topology");
+    let Some(topo) = TestBed::build(
+        &format!("routed_end_to_end({attach})"),
+        &Options {
+            workloads_per_host: 2,
+            xdp_ready: attach != Attach::Tc,
+            overlay: Overlay::Routed,
+        },
+    ) else {
+        return;
+    };
     let (a1, a2) = (&topo.hosts[0].workloads[0], &topo.hosts[0].workloads[1]);
     let b1 = &topo.hosts[1].workloads[0];
 
@@ -34,9 +37,8 @@ fn routed_end_to_end(attach: Attach) {
         "FORWARD DROP should stop kernel forwarding"
     );
 
-    let dir = temp_dir();
-    let loader0 = start_loader(&topo, 0, attach, &dir);
-    let loader1 = start_loader(&topo, 1, attach, &dir);
+    let loader0 = topo.start_loader(0, attach);
+    let loader1 = topo.start_loader(1, attach);
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
     let program = if attach == Attach::Tc {
         "tc_route"
@@ -162,7 +164,6 @@ fn routed_end_to_end(attach: Attach) {
         !ping(&a1.ns, a2.addr, 2).unwrap(),
         "same-host traffic must fail after detach"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -177,15 +178,18 @@ fn routed_forwarding_with_tc_attach() {
 
 #[test]
 fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
-    let _serial = root_test();
-    let topo = Topology::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })
-    .unwrap();
+    let Some(topo) = TestBed::build(
+        "a_bad_route_table_is_reported_by_line_and_attaches_nothing",
+        &Options {
+            workloads_per_host: 1,
+            xdp_ready: false,
+            overlay: Overlay::Routed,
+        },
+    ) else {
+        return;
+    };
     let host = &topo.hosts[0];
-    let dir = temp_dir();
+    let dir = &topo.dir;
     let links_before = links_of_our_programs();
     let cases = [
         // Does not parse: the prefix on line 3 has host bits set.
@@ -249,23 +253,25 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
         String::from_utf8_lossy(&out.stderr)
             .contains(":4: no MAC address for 198.19.0.99 on `eth0`")
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
-    let _serial = root_test();
-    let topo = Topology::build(&Options {
-        workloads_per_host: 2,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })
-    .unwrap();
+    let Some(topo) = TestBed::build(
+        "the_loader_follows_its_route_table_and_keeps_the_last_good_one",
+        &Options {
+            workloads_per_host: 2,
+            xdp_ready: false,
+            overlay: Overlay::Routed,
+        },
+    ) else {
+        return;
+    };
     topo.set_kernel_forward_policy("DROP").unwrap();
     let host = &topo.hosts[0];
     let (a1, a2) = (&host.workloads[0], &host.workloads[1]);
     let h0 = host.ns.name();
-    let dir = temp_dir();
+    let dir = &topo.dir;
     let path = dir.join("host0.routes");
     let full = topo.route_table(0, Attach::Tc);
     // Start without the route to the second workload: same-host traffic has no path.
@@ -360,7 +366,6 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
         "log names the bad line {bad_line}:\n{log}"
     );
     assert!(log.contains("route removed"), "log of the removal:\n{log}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The loader's `route table applied` log lines: (routes set, routes removed, total ms).
@@ -388,15 +393,18 @@ fn applied_lines(log: &str) -> Vec<(usize, usize, f64)> {
 
 #[test]
 fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
-    let _serial = root_test();
-    let topo = Topology::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })
-    .unwrap();
+    let Some(topo) = TestBed::build(
+        "ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing",
+        &Options {
+            workloads_per_host: 1,
+            xdp_ready: false,
+            overlay: Overlay::Routed,
+        },
+    ) else {
+        return;
+    };
     topo.set_kernel_forward_policy("DROP").unwrap();
-    let dir = temp_dir();
+    let dir = &topo.dir;
     let log_path = dir.join("loader0.log");
     let path = dir.join("host0.routes");
     let base = topo.route_table(0, Attach::Tc);
@@ -409,8 +417,8 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let loader0 = bench::netns::ChildGuard::from_child(child, "loader 0");
-    let loader1 = start_loader(&topo, 1, Attach::Tc, &dir);
+    let loader0 = netlab::netns::ChildGuard::from_child(child, "loader 0");
+    let loader1 = topo.start_loader(1, Attach::Tc);
     let count_is = |n: usize| move |t: &[serde_json::Value]| t.len() == n;
     assert!(
         routes_become(h0, Duration::from_secs(30), count_is(2)),
@@ -471,7 +479,6 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
         "10 000 routes: added in {:.1} ms, removed in {:.1} ms (parse + resolve + map writes); stream {} datagrams, all forwarded by both hosts; iperf3 lost {}, all of them receive-buffer overflows of the receiving socket ({receiver_overflows})",
         add.2, remove.2, stream.packets, stream.lost_packets
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Waits up to 20 s for a `route table applied` line of the log at `path` that satisfies `ok`.
@@ -488,15 +495,15 @@ fn wait_for_applied(path: &std::path::Path, ok: impl Fn((usize, usize, f64)) -> 
 }
 
 fn iperf3_udp_100m(
-    a: &bench::topology::Workload,
-    b: &bench::topology::Workload,
+    a: &netlab::topology::Workload,
+    b: &netlab::topology::Workload,
     seconds: u32,
-) -> bench::traffic::IperfResult {
-    bench::traffic::iperf3(
+) -> netlab::traffic::IperfResult {
+    netlab::traffic::iperf3(
         &a.ns,
         &b.ns,
         b.addr,
-        bench::traffic::Proto::Udp {
+        netlab::traffic::Proto::Udp {
             bits_per_second: 100_000_000,
         },
         seconds,

@@ -6,24 +6,27 @@
 //!   the wire format checked against an implementation nobody here wrote.
 mod common;
 
-use bench::{
-    topology::{Options, Overlay, Topology, UNDERLAY_IF},
+use common::*;
+use dataplane::{kernel::inspect::Stats, model::route_table::Attach};
+use netlab::{
+    topology::{Options, Overlay, UNDERLAY_IF},
     traffic::ping,
 };
-use common::*;
-use dataplane::{config::Attach, stats::Stats};
 
 fn hook_of(attach: Attach) -> &'static str {
     if attach == Attach::Tc { "tc" } else { "xdp" }
 }
 
-fn vxlan_topology(attach: Attach, port: u16) -> Topology {
-    Topology::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: attach != Attach::Tc,
-        overlay: Overlay::Vxlan { port },
-    })
-    .expect("building the topology")
+/// The bed of root test `name`: one workload per host, VXLAN on `port` (None: skipped).
+fn vxlan_topology(name: &str, attach: Attach, port: u16) -> Option<TestBed> {
+    TestBed::build(
+        name,
+        &Options {
+            workloads_per_host: 1,
+            xdp_ready: attach != Attach::Tc,
+            overlay: Overlay::Vxlan { port },
+        },
+    )
 }
 
 /// Counters of host `netns` that moved between `before` and `after`.
@@ -32,9 +35,11 @@ fn moved(before: &Stats, after: &Stats, hook: &str, name: &str) -> u64 {
 }
 
 fn vxlan_between_ebpf_hosts(attach: Attach) {
-    let _serial = root_test();
     let hook = hook_of(attach);
-    let topo = vxlan_topology(attach, 4789);
+    let Some(topo) = vxlan_topology(&format!("vxlan_between_ebpf_hosts({attach})"), attach, 4789)
+    else {
+        return;
+    };
     topo.set_kernel_forward_policy("DROP").unwrap();
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     assert!(
@@ -42,11 +47,7 @@ fn vxlan_between_ebpf_hosts(attach: Attach) {
         "no path exists before the loaders run"
     );
 
-    let dir = temp_dir();
-    let loaders = [
-        start_loader(&topo, 0, attach, &dir),
-        start_loader(&topo, 1, attach, &dir),
-    ];
+    let loaders = [topo.start_loader(0, attach), topo.start_loader(1, attach)];
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
     let table = routes(h0);
     let tunnel = table
@@ -113,7 +114,6 @@ fn vxlan_between_ebpf_hosts(attach: Attach) {
         assert!(guard.wait().unwrap().status.success(), "loader exit status");
     }
     assert!(!ping(&a.ns, b.addr, 2).unwrap(), "no path after detach");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -129,9 +129,11 @@ fn vxlan_between_ebpf_hosts_with_xdp_attach() {
 /// Host 0: the eBPF dataplane with `attach`, FORWARD DROP. Host 1: the kernel vxlan device,
 /// Flannel-style, FORWARD ACCEPT (the kernel forwards there).
 fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
-    let _serial = root_test();
     let hook = hook_of(attach);
-    let topo = vxlan_topology(attach, port);
+    let name = format!("interop_with_the_kernel_vxlan_driver({attach}, {port})");
+    let Some(topo) = vxlan_topology(&name, attach, port) else {
+        return;
+    };
     topo.make_kernel_vxlan_host(1).unwrap();
     topo.hosts[0]
         .ns
@@ -146,8 +148,7 @@ fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
             .unwrap();
     }
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
-    let dir = temp_dir();
-    let loader0 = start_loader(&topo, 0, attach, &dir);
+    let loader0 = topo.start_loader(0, attach);
     let h0 = topo.hosts[0].ns.name();
     let what = format!("port {port}, eBPF ({hook}) host <-> kernel vxlan host");
 
@@ -188,7 +189,6 @@ fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
         !ping(&a.ns, b.addr, 2).unwrap(),
         "{what}: no path after detach"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

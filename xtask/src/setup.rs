@@ -25,7 +25,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "etcd-server",
 ];
 
-/// bpf-linker release known to build with this toolchain (see ../shared/TOOLCHAIN.md).
+/// bpf-linker release known to build with this toolchain (rustc 1.95, LLVM 22): newer ones
+/// need a newer rustc.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {

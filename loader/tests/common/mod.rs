@@ -1,5 +1,5 @@
-//! Helpers shared by the end-to-end tests: running the loader binary, reading its counters,
-//! and what the kernel says is attached.
+//! Helpers shared by the end-to-end tests: the test bed fixture, running the loader binary,
+//! reading its counters, and what the kernel says is attached.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::{
@@ -10,12 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench::{
+use dataplane::{kernel::inspect::Stats, model::route_table::Attach};
+use netlab::{
     netns::{ChildGuard, sweep_stale},
-    topology::Topology,
+    topology::{Options, Topology},
     traffic::{IperfResult, Proto, iperf3},
 };
-use dataplane::{config::Attach, stats::Stats};
 
 /// Root tests run one at a time: their traffic and counters must not mix, and the machine has
 /// two cores. (Their namespace names are unique anyway.)
@@ -31,16 +31,93 @@ pub struct RootTest {
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
-/// Starts a root test: checks root, takes the serial lock, sweeps what killed runs left, and
-/// mounts a BPF filesystem of the test's own, which every loader the test starts pins into.
-pub fn root_test() -> RootTest {
-    require_root();
+/// Starts root test `name`: None (the test is skipped, with a message) when not run as root;
+/// otherwise takes the serial lock, sweeps what killed runs left, and mounts a BPF filesystem of
+/// the test's own, which every loader the test starts pins into.
+pub fn root_test(name: &str) -> Option<RootTest> {
+    if !netlab::root::is_root(name) {
+        return None;
+    }
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     sweep_stale();
     sweep_stale_bpffs();
-    RootTest {
+    Some(RootTest {
         _bpffs: TestBpffs::mount(),
         _serial: serial,
+    })
+}
+
+/// A root test's two hosts and their workloads ([`Topology`]), with a temporary directory for
+/// route tables and logs. On drop, however the test ends, every host's dataplane is detached,
+/// the directory removed, the namespaces deleted and the test's bpffs unmounted, in that order.
+pub struct TestBed {
+    pub topo: Topology,
+    pub dir: TempDir,
+    // Dropped last: the serial lock and the bpffs outlive the namespaces and the detach.
+    _root: RootTest,
+}
+
+impl TestBed {
+    /// The bed for root test `name`; None when the test is skipped (not root).
+    pub fn build(name: &str, opts: &Options) -> Option<Self> {
+        let root = root_test(name)?;
+        let topo = Topology::build(opts).expect("building the topology");
+        Some(Self {
+            topo,
+            dir: temp_dir(),
+            _root: root,
+        })
+    }
+
+    /// `loader run` for host `index` (see [`start_loader`]), its route table in the bed's
+    /// directory.
+    pub fn start_loader(&self, index: usize, attach: Attach) -> ChildGuard {
+        start_loader(&self.topo, index, attach, &self.dir)
+    }
+
+    /// Network namespace name of host `index`.
+    pub fn host(&self, index: usize) -> &str {
+        self.topo.hosts[index].ns.name()
+    }
+}
+
+impl std::ops::Deref for TestBed {
+    type Target = Topology;
+
+    fn deref(&self) -> &Topology {
+        &self.topo
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        // Best effort, and quiet: a test may have detached a host already.
+        for host in &self.topo.hosts {
+            let _ = loader(&["detach", "--netns", host.ns.name()]);
+        }
+    }
+}
+
+/// A directory of the test's own, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -146,13 +223,6 @@ pub fn detach(netns: &str) {
     );
 }
 
-pub fn require_root() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "the end-to-end tests need root (they create network namespaces and load eBPF)"
-    );
-}
-
 pub fn loader(args: &[&str]) -> std::process::Output {
     loader_cmd().args(args).output().expect("running loader")
 }
@@ -220,14 +290,13 @@ pub fn loader_is_up(netns: &str) -> bool {
             .is_ok_and(|s| !s["loader"].is_null())
 }
 
-pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "dpt-e2e-{}-{:?}",
-        std::process::id(),
-        thread::current().id()
-    ));
+/// A fresh directory of the test's own, removed when the returned guard drops.
+pub fn temp_dir() -> TempDir {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("dpt-e2e-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 pub fn forwarded(s: &Stats, hook: &str) -> u64 {
@@ -286,8 +355,8 @@ pub fn program_id(netns: &str, program: &str) -> u64 {
 /// both results.
 pub fn traffic_works(
     what: &str,
-    client: &bench::topology::Workload,
-    server: &bench::topology::Workload,
+    client: &netlab::topology::Workload,
+    server: &netlab::topology::Workload,
 ) -> (IperfResult, IperfResult) {
     let tcp = iperf3(&client.ns, &server.ns, server.addr, Proto::Tcp, 2)
         .unwrap_or_else(|e| panic!("{what}: TCP: {e:#}"));
@@ -384,7 +453,7 @@ pub fn wait_until_up(netns: &str) {
 pub fn scrape_metrics(netns: &str, addr: &str) -> String {
     use std::io::{Read, Write};
     let addr = addr.to_string();
-    bench::netns::in_netns(netns, move || {
+    netlab::netns::in_netns(netns, move || {
         let mut stream = std::net::TcpStream::connect(&addr)?;
         stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
         let mut response = String::new();
@@ -459,7 +528,7 @@ pub struct PathCounts {
 impl PathCounts {
     /// Reads the TC forwarded counters of `hosts` and the UDP receive buffer overflows of the
     /// receiving workload namespace.
-    pub fn read(hosts: &[&str], receiver: &bench::netns::Netns) -> Self {
+    pub fn read(hosts: &[&str], receiver: &netlab::netns::Netns) -> Self {
         Self {
             forwarded: hosts.iter().map(|h| forwarded(&stats(h), "tc")).collect(),
             receiver_overflows: udp_receive_buffer_errors(receiver),
@@ -475,7 +544,7 @@ impl PathCounts {
         &self,
         stream: &IperfResult,
         hosts: &[&str],
-        receiver: &bench::netns::Netns,
+        receiver: &netlab::netns::Netns,
     ) -> u64 {
         let after = Self::read(hosts, receiver);
         let overflows = after.receiver_overflows - self.receiver_overflows;
@@ -496,7 +565,7 @@ impl PathCounts {
 }
 
 /// UDP datagrams dropped for want of receive buffer in `ns` (/proc/net/snmp, RcvbufErrors).
-pub fn udp_receive_buffer_errors(ns: &bench::netns::Netns) -> u64 {
+pub fn udp_receive_buffer_errors(ns: &netlab::netns::Netns) -> u64 {
     let out = ns
         .command("cat")
         .arg("/proc/net/snmp")

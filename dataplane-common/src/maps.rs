@@ -1,0 +1,52 @@
+//! Names and capacities of the routing object's maps and programs, as the programs declare
+//! them and user space looks them up.
+
+/// Map names.
+pub mod map_names {
+    /// LPM trie: destination prefix -> [`NextHop`](crate::NextHop).
+    pub const ROUTES: &str = "ROUTES";
+    /// Device hash map for XDP redirects: egress ifindex -> egress ifindex.
+    pub const TX_PORTS: &str = "TX_PORTS";
+    /// Hash set of this host's own IPv4 addresses (value unused): their packets go to the kernel.
+    pub const HOST_ADDRS: &str = "HOST_ADDRS";
+    /// Per-CPU array of `u64` counters indexed by [`counter_index`](crate::counter_index).
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU hash: egress ifindex -> frames forwarded out of it.
+    pub const FWD_BY_EGRESS: &str = "FWD_BY_EGRESS";
+    /// One-entry array: this host's [`VxlanConfig`](crate::vxlan::VxlanConfig).
+    pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
+    /// Hash set of the VNIs this host decapsulates (value unused).
+    pub const VXLAN_VNIS: &str = "VXLAN_VNIS";
+    /// Hash: (workload address, direction) -> [`PolicyEndpoint`](crate::policy::PolicyEndpoint),
+    /// for the workloads under policy.
+    pub const POLICIES: &str = "POLICIES";
+    /// LPM trie: (ruleset, peer address) -> peer class: the most specific of the ruleset's
+    /// CIDRs that holds the peer.
+    pub const POLICY_PEERS: &str = "POLICY_PEERS";
+    /// LPM trie: (ruleset, peer class, protocol bucket, port) ->
+    /// [`POLICY_ALLOW`](crate::policy::POLICY_ALLOW) or [`POLICY_DENY`](crate::policy::POLICY_DENY).
+    pub const POLICY_VERDICTS: &str = "POLICY_VERDICTS";
+    /// LRU hash: flow ([`FlowKey`](crate::policy::FlowKey)) -> when it was last seen (ns):
+    /// flows policy admitted, whose packets and replies pass without a rule of their own.
+    pub const POLICY_FLOWS: &str = "POLICY_FLOWS";
+    /// Per-CPU hash: (workload address, direction) -> packets denied by its policy.
+    pub const POLICY_DENIED: &str = "POLICY_DENIED";
+}
+
+/// Program names as the object exports them.
+pub mod program_names {
+    pub const XDP_ROUTE: &str = "xdp_route";
+    pub const TC_ROUTE: &str = "tc_route";
+    /// An XDP program that passes everything: attached to a veth end so that frames
+    /// XDP-redirected into its peer are delivered (see README, "Workload wiring").
+    pub const XDP_PASS: &str = "xdp_pass";
+}
+
+pub const MAX_ROUTES: u32 = 65_536;
+pub const MAX_TX_PORTS: u32 = 4_096;
+pub const MAX_HOST_ADDRS: u32 = 256;
+pub const MAX_VNIS: u32 = 256;
+pub const MAX_POLICY_ENDPOINTS: u32 = 16_384;
+pub const MAX_POLICY_PEERS: u32 = 262_144;
+pub const MAX_POLICY_VERDICTS: u32 = 524_288;
+pub const MAX_POLICY_FLOWS: u32 = 262_144;

@@ -1,0 +1,43 @@
+//! What differs between the hooks: how a program reads the frame, makes room for a tunnel or
+//! removes one, and hands the frame to its egress. The packet path (`crate::path`) is written
+//! once over this shim; each hook's file implements it with that hook's helpers.
+pub mod tc;
+pub mod xdp;
+
+use dataplane_common::{Hook, NextHop};
+
+use crate::counters::Outcome;
+
+pub trait Shim {
+    /// Whose counters count.
+    const HOOK: Hook;
+
+    /// The frame's bytes the program can read directly, pulled so that at least `want` bytes
+    /// are there when the frame has them (at TC the linear part can be shorter than the frame;
+    /// at XDP it is the whole frame). Every pointer into the frame must be re-derived from this
+    /// after a helper moved the data.
+    fn headers(&self, want: usize) -> (usize, usize);
+
+    /// The frame's full length.
+    fn frame_len(&self) -> usize;
+
+    /// Makes `nh`'s egress the frame's destination; the frame leaves through it when the
+    /// program returns the redirect verdict. False if this hook cannot reach it.
+    fn redirect(&self, nh: &NextHop) -> bool;
+
+    /// How a frame leaves whose redirect failed: untouched to the kernel where the hook can
+    /// still pass it, otherwise dropped. `decapsulated`: its tunnel headers are gone.
+    fn redirect_failed(decapsulated: bool) -> Outcome;
+
+    /// True if the frame, once encapsulated, fits an underlay of MTU `mtu`.
+    fn fits_tunnel(&self, mtu: u16) -> bool;
+
+    /// Grows the frame by the tunnel overhead in front of the payload the outer headers will
+    /// carry. False if the kernel refused.
+    fn push_tunnel(&self) -> bool;
+
+    /// Removes the first `strip` bytes of a VXLAN frame (outer headers and the inner Ethernet
+    /// header's room, as the hook lays it out), leaving an Ethernet frame of the inner packet.
+    /// False if the kernel refused.
+    fn pop_tunnel(&self, strip: usize) -> bool;
+}

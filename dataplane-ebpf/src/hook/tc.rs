@@ -1,0 +1,83 @@
+//! The TC hook: room is made with `bpf_skb_adjust_room` (which keeps GSO working, shrinking
+//! segments by the tunnel overhead), frames leave through `bpf_redirect_peer` (a local
+//! workload behind a veth) or `bpf_redirect` (anything else).
+use aya_ebpf::{
+    bindings::{
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT, bpf_adj_room_mode,
+    },
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    programs::TcContext,
+};
+use dataplane_common::{Counter, Hook, NH_FLAG_VETH_PEER, NextHop, vxlan::VXLAN_OVERHEAD};
+
+use super::Shim;
+use crate::{counters::Outcome, parse::EthHdr};
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: length of the inner L2 header the tunnel carries.
+const ENCAP_L2_ETH_LEN: u64 = (EthHdr::LEN as u64) << 56;
+
+impl Shim for TcContext {
+    const HOOK: Hook = Hook::Tc;
+
+    #[inline(always)]
+    fn headers(&self, want: usize) -> (usize, usize) {
+        // A failed pull leaves the linear part shorter, and the parsers then refuse the frame.
+        let linear = self.data_end() - self.data();
+        if linear < want && self.len() as usize > linear {
+            let _ = self.pull_data(want as u32);
+        }
+        (self.data(), self.data_end())
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len() as usize
+    }
+
+    #[inline(always)]
+    fn redirect(&self, nh: &NextHop) -> bool {
+        let action = unsafe {
+            if nh.flags & NH_FLAG_VETH_PEER != 0 {
+                bpf_redirect_peer(nh.ifindex, 0)
+            } else {
+                bpf_redirect(nh.ifindex, 0)
+            }
+        };
+        action == TC_ACT_REDIRECT as i64
+    }
+
+    #[inline(always)]
+    fn redirect_failed(_decapsulated: bool) -> Outcome {
+        Outcome::Drop(Counter::DropRedirectError)
+    }
+
+    #[inline(always)]
+    fn fits_tunnel(&self, mtu: u16) -> bool {
+        // A GSO packet's segments shrink by the overhead in adjust_room, so they fit wherever
+        // the workload's own segments fit; a single packet must fit the underlay MTU itself.
+        let gso = unsafe { (*self.skb.skb).gso_size } != 0;
+        gso || self.frame_len() - EthHdr::LEN + VXLAN_OVERHEAD as usize <= mtu as usize
+    }
+
+    #[inline(always)]
+    fn push_tunnel(&self) -> bool {
+        let flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+            | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+            | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+        let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
+        self.adjust_room(VXLAN_OVERHEAD as i32, mode, flags as u64 | ENCAP_L2_ETH_LEN)
+            .is_ok()
+    }
+
+    #[inline(always)]
+    fn pop_tunnel(&self, strip: usize) -> bool {
+        // Shrinking at the MAC layer removes what follows the outer Ethernet header: outer
+        // IPv4, UDP, VXLAN and the inner Ethernet header. The outer Ethernet header stays (its
+        // type is IPv4, as the inner one's) and gets the workload's MACs. `strip` counts the
+        // outer Ethernet header, which stays, but not the inner one, which goes.
+        let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
+        self.adjust_room(-(strip as i32), mode, BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64)
+            .is_ok()
+    }
+}

@@ -1,0 +1,160 @@
+//! Where a host's dataplane lives in a BPF filesystem, so that it outlives the loader.
+//!
+//! Layout: `<bpffs>/ebpf-dataplane/netns-<cookie>/{maps,links}/...`. The directory is named by
+//! the network namespace's cookie, which the kernel never hands out twice (inode numbers of
+//! namespaces are reused): a new namespace never adopts the pins of a dead one, and two hosts
+//! that are namespaces of one machine never share pins.
+//!
+//! The bpffs itself (mounted where, and refused where it would not outlive the loader) is
+//! `crate::system::bpffs`'s business.
+use std::path::{Path, PathBuf};
+
+use dataplane_common::maps::map_names;
+
+use crate::{model::route_table::Attach, system::netns::netns_cookie};
+
+/// Our directory under the bpffs.
+const APP_DIR: &str = "ebpf-dataplane";
+
+/// The maps a host's dataplane keeps across loader restarts: everything the routing programs
+/// use (routes, ports, addresses, VXLAN settings, policy and its admitted flows, and the
+/// counters, which therefore keep counting across a restart). The bench's softirq timer map is not part of a host's state.
+pub const PINNED_MAPS: [&str; 12] = [
+    map_names::ROUTES,
+    map_names::TX_PORTS,
+    map_names::HOST_ADDRS,
+    map_names::COUNTERS,
+    map_names::FWD_BY_EGRESS,
+    map_names::VXLAN_CONFIG,
+    map_names::VXLAN_VNIS,
+    map_names::POLICIES,
+    map_names::POLICY_PEERS,
+    map_names::POLICY_VERDICTS,
+    map_names::POLICY_FLOWS,
+    map_names::POLICY_DENIED,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read this network namespace's cookie: {0}")]
+    Cookie(std::io::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PinError + '_ {
+    move |source| PinError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The pin directory of one host (network namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    /// The pin directory of the calling thread's network namespace under `bpffs` (which is not
+    /// created or mounted here: see `crate::system::bpffs::ensure_bpffs`).
+    pub fn for_current_netns(bpffs: &Path) -> Result<Self, PinError> {
+        let cookie = netns_cookie().map_err(PinError::Cookie)?;
+        Ok(Self::at(
+            bpffs.join(APP_DIR).join(format!("netns-{cookie}")),
+        ))
+    }
+
+    /// A pin directory at an explicit path.
+    pub fn at(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// True if a dataplane is pinned here.
+    pub fn exists(&self) -> bool {
+        self.maps_dir().is_dir()
+    }
+
+    fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    /// Where the link attaching the routing program to `ifindex` the `attach` way is pinned.
+    pub fn link(&self, attach: Attach, ifindex: u32) -> PathBuf {
+        self.links_dir().join(format!("{attach}-{ifindex}"))
+    }
+
+    /// The pinned links present now.
+    pub fn links(&self) -> Result<Vec<PathBuf>, PinError> {
+        let dir = self.links_dir();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.path()).map_err(io(&dir)))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(PinError::Io {
+                path: dir.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Creates the directories (the bpffs must be mounted).
+    pub fn create(&self) -> Result<(), PinError> {
+        for dir in [self.maps_dir(), self.links_dir()] {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Unpins everything: the links go first (which detaches the programs from their
+    /// interfaces), then the maps. Objects still held by a running process stay until it lets
+    /// go of them.
+    pub fn remove(&self) -> Result<(), PinError> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        for link in self.links()? {
+            std::fs::remove_file(&link).map_err(io(&link))?;
+        }
+        std::fs::remove_dir_all(&self.root).map_err(io(&self.root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_paths_name_the_attach_kind_and_ifindex() {
+        let pins = PinDir::at("/sys/fs/bpf/ebpf-dataplane/netns-7".into());
+        assert_eq!(
+            pins.link(Attach::Tc, 12),
+            Path::new("/sys/fs/bpf/ebpf-dataplane/netns-7/links/tc-12")
+        );
+        assert_eq!(
+            pins.link(Attach::XdpGeneric, 3),
+            Path::new("/sys/fs/bpf/ebpf-dataplane/netns-7/links/xdp-generic-3")
+        );
+        assert_eq!(
+            pins.map("ROUTES"),
+            Path::new("/sys/fs/bpf/ebpf-dataplane/netns-7/maps/ROUTES")
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! The formats an operator writes or the cluster shares, and their parsers. Pure: no system
+//! lookups; every problem names its line, and all of a file's problems are reported at once.
+pub mod cluster;
+pub mod line_error;
+pub mod mac;
+pub mod policy;
+pub mod prefix;
+pub mod route_table;
+
+pub use line_error::{LineError, render_line_errors};
+pub use prefix::Ipv4Prefix;

@@ -1,0 +1,538 @@
+//! Turns a parsed route table into what the maps will hold: interfaces by index, next hops
+//! with their MAC addresses, the host's own addresses. All system lookups happen here, before
+//! anything is loaded or attached, so a table that cannot be realised changes nothing; every
+//! failure names the line of the table it comes from.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use dataplane_common::{
+    NH_FLAG_VETH_PEER, NextHop, NextHopKind,
+    checksum::ipv4_fixed_sum,
+    vxlan::{VXLAN_OUTER_TTL, VXLAN_OVERHEAD},
+};
+
+use crate::{
+    model::{
+        Ipv4Prefix, LineError,
+        route_table::{Attach, Config, Role, Target, VxlanDecl},
+    },
+    system::netinfo::{self, Link, NetInfoError},
+};
+
+/// How long to wait for ARP to answer for a next hop or workload.
+pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What resolution needs from the system; a trait so that the logic is tested without one.
+pub trait System {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError>;
+    /// Every IPv4 address with the interface that carries it.
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError>;
+    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError>;
+}
+
+/// The current network namespace, read through iproute2.
+pub struct LiveSystem;
+
+impl System for LiveSystem {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+        netinfo::links()
+    }
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
+        netinfo::ipv4_addrs()
+    }
+    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+        netinfo::resolve_neighbour(addr, dev, NEIGHBOUR_TIMEOUT)
+    }
+}
+
+/// Neighbour MACs already asked for, by address and interface (`None`: no answer).
+type KnownNeighbours = std::collections::HashMap<(Ipv4Addr, String), Option<[u8; 6]>>;
+
+/// A [`System`] that asks its inner one once per neighbour and interface.
+struct NeighbourCache<'a> {
+    inner: &'a dyn System,
+    known: std::cell::RefCell<KnownNeighbours>,
+}
+
+impl<'a> NeighbourCache<'a> {
+    fn new(inner: &'a dyn System) -> Self {
+        Self {
+            inner,
+            known: Default::default(),
+        }
+    }
+}
+
+impl System for NeighbourCache<'_> {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+        self.inner.links()
+    }
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
+        self.inner.ipv4_addrs()
+    }
+    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+        let key = (addr, dev.to_string());
+        if let Some(mac) = self.known.borrow().get(&key) {
+            return Ok(*mac);
+        }
+        let mac = self.inner.neighbour_mac(addr, dev)?;
+        self.known.borrow_mut().insert(key, mac);
+        Ok(mac)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub attach: Attach,
+    pub role: Role,
+}
+
+/// A route table resolved against the system: exactly what the maps and attachments will be.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub attachments: Vec<Attachment>,
+    pub routes: BTreeMap<Ipv4Prefix, NextHop>,
+    /// Egress interfaces that routes point at: the XDP device map must hold each of them.
+    pub tx_ports: BTreeSet<u32>,
+    /// This host's own addresses: packets to them are the kernel's (but VXLAN to our port).
+    pub host_addrs: BTreeSet<Ipv4Addr>,
+    /// This host's tunnel endpoint, if the table has a `vxlan` statement.
+    pub vxlan: Option<VxlanPlan>,
+}
+
+/// Resolves `config` against `system`. Reports every problem, each with its line.
+pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineError>> {
+    // Many routes share a next hop (10 000 prefixes behind one neighbour): ask once each.
+    let system = &NeighbourCache::new(system);
+    let fail = |message: String| vec![LineError { line: 0, message }];
+    let links = system.links().map_err(|e| fail(e.to_string()))?;
+    let addrs = system.ipv4_addrs().map_err(|e| fail(e.to_string()))?;
+    let host_addrs: BTreeSet<Ipv4Addr> = addrs.iter().map(|(_, a)| *a).collect();
+
+    let mut errors = Vec::new();
+    let find = |name: &str| links.iter().find(|l| l.name == name);
+
+    let mut attachments = Vec::new();
+    for interface in &config.interfaces {
+        match find(&interface.name) {
+            Some(link) => attachments.push(Attachment {
+                ifname: link.name.clone(),
+                ifindex: link.ifindex,
+                attach: interface.attach,
+                role: interface.role,
+            }),
+            None => errors.push(LineError {
+                line: interface.line,
+                message: format!(
+                    "interface `{}` does not exist in this network namespace",
+                    interface.name
+                ),
+            }),
+        }
+    }
+
+    let vxlan = match &config.vxlan {
+        None => None,
+        Some(decl) => match resolve_vxlan(decl, &links, &addrs) {
+            Ok(plan) => Some(plan),
+            Err(message) => {
+                errors.push(LineError {
+                    line: decl.line,
+                    message,
+                });
+                errors.sort_by_key(|e| e.line);
+                return Err(errors);
+            }
+        },
+    };
+
+    let mut routes = BTreeMap::new();
+    for route in &config.routes {
+        // An undeclared or missing interface was reported above.
+        let Some(link) = find(route.target.dev()) else {
+            continue;
+        };
+        match next_hop(
+            route.prefix,
+            &route.target,
+            link,
+            &host_addrs,
+            vxlan.as_ref(),
+            system,
+        ) {
+            Ok(nh) => {
+                routes.insert(route.prefix, nh);
+            }
+            Err(message) => errors.push(LineError {
+                line: route.line,
+                message,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(errors);
+    }
+    let tx_ports = routes.values().map(|nh| nh.ifindex).collect();
+    Ok(Plan {
+        attachments,
+        routes,
+        tx_ports,
+        host_addrs,
+        vxlan,
+    })
+}
+
+/// This host's tunnel endpoint, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanPlan {
+    pub port: u16,
+    pub vnis: BTreeSet<u32>,
+    /// The default VNI for routes that name none.
+    pub default_vni: u32,
+    pub local_ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// The VTEP MAC a host uses when its table names none: locally administered, derived from
+/// the tunnel's source address (02:76 followed by its four bytes), so stable across restarts
+/// and predictable for the other hosts' tables.
+pub fn default_vtep_mac(local_ip: Ipv4Addr) -> [u8; 6] {
+    let o = local_ip.octets();
+    [0x02, 0x76, o[0], o[1], o[2], o[3]]
+}
+
+fn resolve_vxlan(
+    decl: &VxlanDecl,
+    links: &[Link],
+    addrs: &[(String, Ipv4Addr)],
+) -> Result<VxlanPlan, String> {
+    if !links.iter().any(|l| l.name == decl.dev) {
+        return Err(format!(
+            "interface `{}` does not exist in this network namespace",
+            decl.dev
+        ));
+    }
+    let local_ip = addrs
+        .iter()
+        .find(|(dev, _)| *dev == decl.dev)
+        .map(|(_, a)| *a)
+        .ok_or_else(|| {
+            format!(
+                "interface `{}` has no IPv4 address to source the tunnel from",
+                decl.dev
+            )
+        })?;
+    Ok(VxlanPlan {
+        port: decl.port,
+        vnis: decl.vnis.iter().copied().collect(),
+        default_vni: decl.vnis[0],
+        local_ip,
+        mac: decl.mac.unwrap_or_else(|| default_vtep_mac(local_ip)),
+    })
+}
+
+fn next_hop(
+    prefix: Ipv4Prefix,
+    target: &Target,
+    link: &Link,
+    host_addrs: &BTreeSet<Ipv4Addr>,
+    vxlan: Option<&VxlanPlan>,
+    system: &dyn System,
+) -> Result<NextHop, String> {
+    let link_mac = link
+        .mac
+        .ok_or_else(|| format!("interface `{}` has no Ethernet address", link.name))?;
+    let neighbour = match target {
+        Target::Local { .. } => {
+            if prefix.prefix_len() != 32 {
+                return Err(format!(
+                    "a local route names one workload and must be a /32; {prefix} is not"
+                ));
+            }
+            prefix.addr()
+        }
+        Target::Remote { via, .. } => *via,
+        Target::Vxlan { vtep, .. } => *vtep,
+    };
+    if host_addrs.contains(&neighbour) {
+        return Err(format!(
+            "{neighbour} is an address of this host, not a neighbour"
+        ));
+    }
+    let neighbour_mac = system
+        .neighbour_mac(neighbour, &link.name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "no MAC address for {neighbour} on `{}`: it did not answer ARP within {} s",
+                link.name,
+                NEIGHBOUR_TIMEOUT.as_secs()
+            )
+        })?;
+    let base = NextHop {
+        ifindex: link.ifindex,
+        ..Default::default()
+    };
+    Ok(match target {
+        Target::Local { .. } => NextHop {
+            kind: NextHopKind::Local as u32,
+            flags: if link.is_veth() { NH_FLAG_VETH_PEER } else { 0 },
+            dst_mac: neighbour_mac,
+            src_mac: link_mac,
+            ..base
+        },
+        Target::Remote { .. } => NextHop {
+            kind: NextHopKind::Remote as u32,
+            dst_mac: neighbour_mac,
+            src_mac: link_mac,
+            ..base
+        },
+        Target::Vxlan { vtep, mac, vni, .. } => {
+            let v = vxlan.expect("the parser only accepts vxlan routes with a vxlan statement");
+            let vni = vni.unwrap_or(v.default_vni);
+            let (src, dst) = (v.local_ip.octets(), vtep.octets());
+            let mtu = u16::try_from(link.mtu).unwrap_or(u16::MAX);
+            if u32::from(mtu) <= VXLAN_OVERHEAD + 20 {
+                return Err(format!(
+                    "`{}` has an MTU of {} bytes, too small for VXLAN",
+                    link.name, link.mtu
+                ));
+            }
+            NextHop {
+                kind: NextHopKind::Vxlan as u32,
+                dst_mac: *mac,
+                src_mac: v.mac,
+                outer_dst_mac: neighbour_mac,
+                outer_src_mac: link_mac,
+                outer_src_ip: src,
+                outer_dst_ip: dst,
+                vni_word: (vni << 8).to_be_bytes(),
+                udp_dport: v.port.to_be_bytes(),
+                mtu,
+                outer_csum_base: ipv4_fixed_sum(VXLAN_OUTER_TTL, 17, src, dst),
+                ..base
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::route_table::parse;
+
+    struct FakeSystem {
+        links: Vec<Link>,
+        addrs: Vec<(String, Ipv4Addr)>,
+        neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
+        lookups: std::cell::Cell<usize>,
+    }
+
+    impl System for FakeSystem {
+        fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+            Ok(self.links.clone())
+        }
+        fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
+            Ok(self.addrs.clone())
+        }
+        fn neighbour_mac(
+            &self,
+            addr: Ipv4Addr,
+            dev: &str,
+        ) -> Result<Option<[u8; 6]>, NetInfoError> {
+            self.lookups.set(self.lookups.get() + 1);
+            Ok(self
+                .neighbours
+                .iter()
+                .find(|(a, d, _)| *a == addr && *d == dev)
+                .map(|n| n.2))
+        }
+    }
+
+    fn link(name: &str, ifindex: u32, kind: Option<&str>) -> Link {
+        Link {
+            name: name.into(),
+            ifindex,
+            mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
+            kind: kind.map(Into::into),
+            mtu: 1500,
+            up: true,
+        }
+    }
+
+    fn system() -> FakeSystem {
+        FakeSystem {
+            links: vec![
+                link("lo", 1, None),
+                link("eth0", 2, Some("veth")),
+                link("cali1", 3, Some("veth")),
+            ],
+            addrs: vec![
+                ("lo".into(), "127.0.0.1".parse().unwrap()),
+                ("eth0".into(), "198.19.0.1".parse().unwrap()),
+            ],
+            neighbours: vec![
+                ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
+                ("198.18.1.2".parse().unwrap(), "cali1", [0xbb; 6]),
+            ],
+            lookups: std::cell::Cell::new(0),
+        }
+    }
+
+    #[test]
+    fn many_routes_behind_one_next_hop_ask_for_its_mac_once() {
+        let mut table = String::from("interface eth0\n");
+        for i in 0..1000u32 {
+            table.push_str(&format!(
+                "route 10.{}.{}.0/24 via 198.19.0.2 dev eth0\n",
+                i / 256,
+                i % 256
+            ));
+        }
+        let sys = system();
+        let plan = resolve(&parse(&table).unwrap(), &sys).unwrap();
+        assert_eq!(plan.routes.len(), 1000);
+        assert_eq!(sys.lookups.get(), 1);
+    }
+
+    const TABLE: &str = "interface eth0\ninterface cali1\nroute 198.18.1.2/32 dev cali1\nroute 198.18.2.0/24 via 198.19.0.2 dev eth0\n";
+
+    #[test]
+    fn resolves_next_hops_with_macs_and_kinds() {
+        let plan = resolve(&parse(TABLE).unwrap(), &system()).unwrap();
+        let local = plan.routes[&"198.18.1.2/32".parse().unwrap()];
+        assert_eq!(
+            local,
+            NextHop {
+                ifindex: 3,
+                kind: NextHopKind::Local as u32,
+                flags: NH_FLAG_VETH_PEER,
+                dst_mac: [0xbb; 6],
+                src_mac: [2, 0, 0, 0, 0, 3],
+                ..Default::default()
+            }
+        );
+        let remote = plan.routes[&"198.18.2.0/24".parse().unwrap()];
+        assert_eq!(
+            remote,
+            NextHop {
+                ifindex: 2,
+                kind: NextHopKind::Remote as u32,
+                flags: 0,
+                dst_mac: [0xaa; 6],
+                src_mac: [2, 0, 0, 0, 0, 2],
+                ..Default::default()
+            }
+        );
+        assert_eq!(plan.tx_ports, BTreeSet::from([2, 3]));
+        assert_eq!(
+            plan.attachments
+                .iter()
+                .map(|a| a.ifindex)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert!(plan.host_addrs.contains(&"198.19.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_local_route_on_a_non_veth_does_not_use_redirect_peer() {
+        let mut sys = system();
+        sys.links[2].kind = None;
+        let plan = resolve(&parse(TABLE).unwrap(), &sys).unwrap();
+        assert_eq!(plan.routes[&"198.18.1.2/32".parse().unwrap()].flags, 0);
+    }
+
+    fn errors(table: &str, sys: &FakeSystem) -> Vec<(usize, String)> {
+        resolve(&parse(table).unwrap(), sys)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.line, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn missing_interfaces_and_unanswered_arp_name_their_lines() {
+        let table = "interface eth0\ninterface cali9\nroute 198.18.1.9/32 dev cali9\nroute 198.18.3.0/24 via 198.19.0.3 dev eth0\n";
+        let errs = errors(table, &system());
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("`cali9` does not exist"));
+        assert_eq!(errs[1].0, 4);
+        assert!(
+            errs[1]
+                .1
+                .contains("no MAC address for 198.19.0.3 on `eth0`")
+        );
+    }
+
+    #[test]
+    fn local_routes_must_be_single_workloads() {
+        let errs = errors(
+            "interface cali1\nroute 198.18.1.0/24 dev cali1\n",
+            &system(),
+        );
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("must be a /32"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_next_hop_that_is_this_host_is_refused() {
+        let errs = errors(
+            "interface eth0\nroute 198.18.3.0/24 via 198.19.0.1 dev eth0\n",
+            &system(),
+        );
+        assert!(errs[0].1.contains("address of this host"), "{errs:?}");
+    }
+
+    #[test]
+    fn resolves_a_vxlan_route_into_a_tunnel_next_hop() {
+        let table = "interface eth0\nvxlan dev eth0 vni 5 port 8472\nroute 198.18.2.0/24 vxlan 198.19.0.2 mac 0e:00:00:00:00:02\n";
+        let plan = resolve(&parse(table).unwrap(), &system()).unwrap();
+        let v = plan.vxlan.clone().unwrap();
+        assert_eq!(v.local_ip, "198.19.0.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            v.mac,
+            [0x02, 0x76, 198, 19, 0, 1],
+            "default VTEP MAC from the underlay address"
+        );
+        assert_eq!(v.vnis, BTreeSet::from([5]));
+        let nh = plan.routes[&"198.18.2.0/24".parse().unwrap()];
+        assert_eq!(nh.kind(), Some(NextHopKind::Vxlan));
+        assert_eq!(nh.ifindex, 2);
+        assert_eq!(
+            nh.dst_mac,
+            [0x0e, 0, 0, 0, 0, 2],
+            "inner destination: the remote VTEP MAC"
+        );
+        assert_eq!(nh.src_mac, v.mac, "inner source: our VTEP MAC");
+        assert_eq!(
+            nh.outer_dst_mac, [0xaa; 6],
+            "outer destination: the underlay neighbour's MAC"
+        );
+        assert_eq!(nh.outer_src_mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(
+            (nh.outer_src_ip, nh.outer_dst_ip),
+            ([198, 19, 0, 1], [198, 19, 0, 2])
+        );
+        assert_eq!(nh.vni_word, [0, 0, 5, 0]);
+        assert_eq!(nh.udp_dport, 8472u16.to_be_bytes());
+        assert_eq!(nh.mtu, 1500);
+        assert_eq!(plan.tx_ports, BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn a_vxlan_underlay_without_an_address_is_refused_on_its_line() {
+        let mut sys = system();
+        sys.addrs.retain(|(dev, _)| dev != "eth0");
+        let errs = errors("interface eth0\nvxlan dev eth0 vni 1\n", &sys);
+        assert_eq!(errs[0].0, 2);
+        assert!(errs[0].1.contains("no IPv4 address"), "{errs:?}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The host around the programs: network namespaces ([`netns`]), links, addresses,
+//! neighbours and routes read through iproute2 ([`netinfo`]), a BPF filesystem to pin in
+//! ([`bpffs`]), workload wiring ([`workload`]) and the loader's state record ([`state`]).
+pub mod bpffs;
+pub mod netinfo;
+pub mod netns;
+pub mod state;
+pub mod workload;

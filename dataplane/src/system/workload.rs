@@ -1,0 +1,168 @@
+//! Workload wiring, as a CNI plugin does it in Calico's style: a veth pair between the host and
+//! the workload's network namespace, a /32 on the workload, its default route via 169.254.1.1
+//! (proxy ARP on the host side, plus a permanent neighbour entry for it in the workload), and a
+//! host route to the workload.
+//!
+//! The TC attach kind needs nothing else: it works with the workload interface exactly as this
+//! leaves it (default offloads). The XDP attach kind needs two settings inside the workload,
+//! which only this step can make (a route table names host-side interfaces only):
+//! - GRO on the workload end, so the veth runs NAPI there and frames XDP-redirected into the
+//!   pair are delivered instead of silently lost;
+//! - TX checksum offload off on the workload end, because an XDP program on the host end sees
+//!   frames without the skb's partial-checksum state and would forward them with bad checksums.
+use std::{net::Ipv4Addr, process::Command};
+
+use dataplane_common::vxlan::VXLAN_OVERHEAD;
+
+use super::netinfo::{self, NetInfoError, ip};
+use crate::model::mac::format_mac;
+
+/// The gateway address every workload routes through (as Calico does); no interface owns it.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    /// Named network namespace of the workload (must exist).
+    pub netns: String,
+    /// Host-side veth name (in the current namespace).
+    pub host_ifname: String,
+    /// Interface name inside the workload.
+    pub ifname: String,
+    pub addr: Ipv4Addr,
+    pub mtu: Option<u32>,
+    /// Make the workload end fit the XDP attach kind (see the module docs).
+    pub xdp_ready: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error(transparent)]
+    Ip(#[from] NetInfoError),
+    #[error("{what}: {message}")]
+    Step { what: String, message: String },
+}
+
+/// Wires the workload; runs in the host's network namespace.
+pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
+    let WorkloadSpec {
+        netns,
+        host_ifname,
+        ifname,
+        addr,
+        ..
+    } = spec;
+    let addr32 = format!("{addr}/32");
+    let mut create = vec!["link", "add", host_ifname.as_str()];
+    let mtu = spec.mtu.map(|m| m.to_string());
+    if let Some(mtu) = &mtu {
+        create.extend(["mtu", mtu]);
+    }
+    create.extend(["type", "veth", "peer", "name", ifname, "netns", netns]);
+    if let Some(mtu) = &mtu {
+        create.extend(["mtu", mtu]);
+    }
+    ip(&create)?;
+    ip(&["link", "set", host_ifname, "up"])?;
+    sysctl(&format!("net/ipv4/conf/{host_ifname}/proxy_arp"), "1")?;
+    // Answer at once rather than after the default random delay of up to 0.8 s (Calico too).
+    sysctl(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
+    // The host side carries no address: proxy ARP answers for the gateway, as in Calico.
+    ip(&[
+        "route",
+        "replace",
+        &addr32,
+        "dev",
+        host_ifname,
+        "scope",
+        "link",
+    ])?;
+
+    let gw = GATEWAY.to_string();
+    ip(&["-n", netns, "link", "set", "lo", "up"])?;
+    ip(&["-n", netns, "addr", "add", &addr32, "dev", ifname])?;
+    ip(&["-n", netns, "link", "set", ifname, "up"])?;
+    ip(&[
+        "-n", netns, "route", "add", &gw, "dev", ifname, "scope", "link",
+    ])?;
+    // Proxy ARP answers for the gateway only where the host has a route to it out of another
+    // interface (a default route, on most hosts); a permanent entry does not depend on that.
+    let host_mac = host_mac(host_ifname)?;
+    ip(&[
+        "-n",
+        netns,
+        "neigh",
+        "replace",
+        &gw,
+        "lladdr",
+        &host_mac,
+        "dev",
+        ifname,
+        "nud",
+        "permanent",
+    ])?;
+    ip(&[
+        "-n", netns, "route", "add", "default", "via", &gw, "dev", ifname,
+    ])?;
+    if spec.xdp_ready {
+        ethtool_in(netns, &["-K", ifname, "gro", "on", "tx", "off"])?;
+    }
+    Ok(())
+}
+
+/// The MTU a workload needs so that its packets fit `underlay` after VXLAN encapsulation:
+/// the underlay's MTU less the 50 bytes of overhead. Runs in the host's namespace.
+pub fn vxlan_mtu(underlay: &str) -> Result<u32, WireError> {
+    let link = netinfo::links()?
+        .into_iter()
+        .find(|l| l.name == underlay)
+        .ok_or_else(|| WireError::Step {
+            what: format!("reading the MTU of {underlay}"),
+            message: "no such interface".into(),
+        })?;
+    link.mtu
+        .checked_sub(VXLAN_OVERHEAD)
+        .filter(|m| *m >= 576)
+        .ok_or_else(|| WireError::Step {
+            what: format!("sizing the workload for VXLAN over {underlay}"),
+            message: format!("its MTU of {} leaves too little room", link.mtu),
+        })
+}
+
+fn host_mac(host_ifname: &str) -> Result<String, WireError> {
+    netinfo::links()?
+        .into_iter()
+        .find(|l| l.name == host_ifname)
+        .and_then(|l| l.mac)
+        .map(|mac| format_mac(&mac))
+        .ok_or_else(|| WireError::Step {
+            what: format!("reading the address of {host_ifname}"),
+            message: "no such interface or no Ethernet address".into(),
+        })
+}
+
+fn sysctl(key: &str, value: &str) -> Result<(), WireError> {
+    // /proc/sys/net is per network namespace: this writes the calling thread's.
+    let path = format!("/proc/sys/{key}");
+    std::fs::write(&path, value).map_err(|e| WireError::Step {
+        what: format!("setting {path} to {value}"),
+        message: e.to_string(),
+    })
+}
+
+fn ethtool_in(netns: &str, args: &[&str]) -> Result<(), WireError> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "ethtool"])
+        .args(args)
+        .output()
+        .map_err(|e| WireError::Step {
+            what: "running ethtool".into(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(WireError::Step {
+            what: format!("ethtool {} in {netns}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! `loader run`: load and attach the dataplane on its pins, fill its maps from the route
+//! table (and the kernel's routes, the cluster, the policy), then follow them until stopped.
+use std::{
+    path::Path,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use anyhow::{Result, bail};
+use dataplane::{
+    kernel::{Dataplane, LoadOptions, pins::PinDir, program_log::ProgramLogger},
+    model::{
+        policy::{self, Policy},
+        render_line_errors, route_table as config,
+    },
+    plan::{Plan, kernel_routes::KernelRouteFilter},
+    system::{
+        bpffs, netns,
+        state::{self, AttachmentRecord, LoaderState, StateError},
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    cli::ClusterArgs,
+    daemon::{
+        cluster,
+        join::join_cluster,
+        kernel_watch, sources,
+        watch::{self, KernelFeed, Watcher},
+    },
+    metrics::{self, LoaderCounters},
+};
+
+/// What `loader run` was asked to do.
+pub struct RunSettings<'a> {
+    pub config_path: &'a Path,
+    pub policy_path: Option<&'a Path>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub bpffs: &'a Path,
+    pub options: LoadOptions,
+    pub kernel_filter: Option<KernelRouteFilter>,
+    pub cluster_args: Option<ClusterArgs>,
+    /// This host's name in its cluster record.
+    pub host: String,
+}
+
+pub fn run(settings: RunSettings) -> Result<()> {
+    let RunSettings {
+        config_path,
+        policy_path,
+        metrics_addr,
+        bpffs,
+        options,
+        kernel_filter,
+        cluster_args,
+        host,
+    } = settings;
+    match state::read_live() {
+        Ok(other) => bail!(
+            "a loader (pid {}) already runs in this network namespace; stop it first",
+            other.pid
+        ),
+        Err(StateError::NotRunning { .. } | StateError::Stale { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Everything that can fail on bad input happens before anything is loaded or attached.
+    let config = config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let joined = match cluster_args {
+        Some(args) => Some(join_cluster(&runtime, &args, &config, host)?),
+        None => None,
+    };
+    let cluster_routes = match &joined {
+        Some((_, _, feed)) => {
+            let (routes, warnings) = feed.routes(&config);
+            for w in warnings {
+                warn!("{w}");
+            }
+            routes
+        }
+        None => Vec::new(),
+    };
+    let desired =
+        sources::desired(&config, kernel_filter.as_ref(), &cluster_routes).map_err(|errors| {
+            anyhow::anyhow!(
+                "cannot realise the route table:\n{}",
+                render_line_errors(&config_path.display().to_string(), &errors)
+            )
+        })?;
+    let plan = desired.plan;
+    let policy = match policy_path {
+        Some(path) => policy::load(path)?,
+        None => Policy::default(),
+    };
+
+    if bpffs::ensure_bpffs(bpffs)? {
+        info!(bpffs = %bpffs.display(), "mounted a BPF filesystem");
+    }
+    let pins = PinDir::for_current_netns(bpffs)?;
+    let adopting = pins.exists();
+    let mut dataplane = match load_and_attach(&pins, options, &plan, &policy) {
+        Ok(dataplane) => dataplane,
+        Err(e) => {
+            // A first start that failed leaves nothing behind; a failed adoption leaves the
+            // pinned dataplane forwarding as it was.
+            if !adopting {
+                let _ = pins.remove();
+            }
+            return Err(e);
+        }
+    };
+    let pid = std::process::id();
+    let state_path = state::write(&LoaderState {
+        pid,
+        netns: netns::current_id()?,
+        config: config_path.display().to_string(),
+        pins: pins.root().display().to_string(),
+        ids: dataplane.kernel_ids()?,
+        attachments: plan
+            .attachments
+            .iter()
+            .map(AttachmentRecord::from)
+            .collect(),
+    })?;
+    info!(
+        routes = plan.routes.len(),
+        from_kernel = desired.from_kernel,
+        from_cluster = desired.from_cluster,
+        host_addrs = plan.host_addrs.len(),
+        adopted = adopting,
+        pins = %pins.root().display(),
+        state = %state_path.display(),
+        "dataplane running"
+    );
+
+    let counters = Arc::new(LoaderCounters::default());
+    if let Some(addr) = metrics_addr {
+        runtime.block_on(metrics::serve(
+            addr,
+            dataplane.kernel_ids()?,
+            counters.clone(),
+        ))?;
+        info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    let kernel = kernel_filter.map(|filter| KernelFeed {
+        filter,
+        changed: Arc::new(AtomicBool::new(false)),
+    });
+    if let Some(logger) = dataplane.take_logger() {
+        let _guard = runtime.enter();
+        spawn_program_log_reader(logger)?;
+        info!("logging from the programs");
+    }
+    if let Some(feed) = &kernel {
+        let _guard = runtime.enter();
+        kernel_watch::spawn(feed.changed.clone());
+        info!(filter = ?feed.filter, "following the kernel's routes");
+    }
+    let mut watcher = Watcher::new(config_path, config, plan, kernel, counters);
+    if let Some(path) = policy_path {
+        watcher.follow_policy(path);
+    }
+    if let Some((store, (record, lease), feed)) = joined {
+        let _guard = runtime.enter();
+        tokio::spawn(cluster::follow(store, record, lease, feed.view.clone()));
+        watcher.follow_cluster(feed);
+    }
+    watcher.warn_once(desired.warnings);
+    let signal = runtime.block_on(async {
+        let stop = wait_for_stop_signal();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(watch::POLL);
+        loop {
+            tokio::select! {
+                signal = &mut stop => break signal,
+                _ = tick.tick() => watcher.poll(&mut dataplane),
+            }
+        }
+    })?;
+    info!(
+        signal,
+        pins = %pins.root().display(),
+        "stopping; the dataplane stays pinned and keeps forwarding (`loader detach` removes it)"
+    );
+    drop(dataplane);
+    state::remove_if_owned(pid)?;
+    Ok(())
+}
+
+/// A name for this host in its cluster record: the network namespace it was pointed at, or
+/// the machine's hostname.
+pub fn host_name(netns: &Option<String>) -> String {
+    netns.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Loads the programs on the pinned maps (adopting those already there), makes the maps hold
+/// the plan, then attaches (maps first: no packet ever meets an empty table).
+fn load_and_attach(
+    pins: &PinDir,
+    options: LoadOptions,
+    plan: &Plan,
+    policy: &Policy,
+) -> Result<Dataplane> {
+    let mut dataplane = Dataplane::load_pinned(pins, options)?;
+    let report = dataplane.apply(plan)?;
+    info!(
+        set = report.routes_set,
+        removed = report.routes_removed,
+        ports_added = report.ports_added,
+        ports_removed = report.ports_removed,
+        "maps hold the route table"
+    );
+    let report = dataplane.apply_policy(policy)?;
+    info!(
+        workloads = policy.workloads.len(),
+        rules = policy.rule_count(),
+        rulesets = report.rulesets,
+        peer_entries = report.peer_entries,
+        verdict_entries = report.verdict_entries,
+        "maps hold the policy"
+    );
+    let attached = dataplane.attach(&plan.attachments)?;
+    for a in &plan.attachments {
+        let how = if attached.adopted.contains(&a.ifname) {
+            "adopted pinned link, program swapped in"
+        } else {
+            "attached"
+        };
+        info!(ifname = %a.ifname, ifindex = a.ifindex, attach = %a.attach, role = ?a.role, "{how}");
+    }
+    for path in &attached.released {
+        info!(link = %path.display(), "released a pinned link the table no longer names");
+    }
+    Ok(dataplane)
+}
+
+/// Hands the programs' log records to the loader's log as they arrive.
+fn spawn_program_log_reader(logger: ProgramLogger) -> Result<()> {
+    // SAFETY: the logger owns its ring buffer's fd and keeps it open for as long as the
+    // AsyncFd holds the logger.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("watching the programs' log: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut ready) = fd.readable_mut().await else {
+                warn!("the programs' log stopped");
+                return;
+            };
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

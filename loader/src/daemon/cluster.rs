@@ -1,0 +1,391 @@
+//! Cluster mode: this host's record in etcd, kept alive by a lease, and the other hosts'
+//! records followed into the route plan (`dataplane::cluster` has the record format).
+//!
+//! - Joining: the host's prefix is the one given, or the one it had (remembered in its state
+//!   directory, or found in the store under its underlay address), or the first free one of
+//!   the cluster CIDR, claimed with a transaction that only succeeds if the key does not exist
+//!   (two hosts never get the same prefix).
+//! - Running: a session grants a lease, (re)writes the record bound to it, keeps the lease
+//!   alive, reads every record at one revision and watches from the next, so no change is
+//!   missed. Any failure ends the session; the next starts after a backoff (0.5 s doubling
+//!   to 10 s) and resyncs from a fresh read. Meanwhile the maps keep the last known routes:
+//!   an unreachable store never flushes them.
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use dataplane::model::{
+    Ipv4Prefix,
+    cluster::{self, Encap, HostRecord},
+};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use tracing::{info, warn};
+
+/// Where and how to reach the store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub lease_ttl: i64,
+    tls: Option<TlsOptions>,
+}
+
+impl Store {
+    /// The store the command line names; TLS files are read (and checked) here.
+    pub fn new(args: &crate::cli::StoreArgs, lease_ttl: i64) -> Result<Self> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut tls = None;
+        if let Some(ca) = &args.etcd_ca {
+            tls = Some(TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?)));
+        }
+        if let (Some(cert), Some(key)) = (&args.etcd_cert, &args.etcd_key) {
+            let identity = Identity::from_pem(read(cert)?, read(key)?);
+            tls = Some(tls.unwrap_or_else(TlsOptions::new).identity(identity));
+        }
+        if tls.is_some() && args.endpoints.iter().any(|e| !e.starts_with("https://")) {
+            bail!("--etcd-ca/--etcd-cert give TLS: the endpoints must be https:// URLs");
+        }
+        Ok(Self {
+            endpoints: args.endpoints.clone(),
+            prefix: args.etcd_prefix.clone(),
+            lease_ttl,
+            tls,
+        })
+    }
+
+    /// A client of one member that answers. Members are tried one at a time, each checked
+    /// with a status request: the client's own balancing over several endpoints keeps sending
+    /// requests to a member that is down.
+    pub async fn connect(&self) -> Result<Client> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
+        let start = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.endpoints.len() {
+            let endpoint = &self.endpoints[(start + i) % self.endpoints.len()];
+            let attempt = async {
+                let mut client = Client::connect([endpoint], Some(options.clone())).await?;
+                client.status().await?;
+                Ok::<_, etcd_client::Error>(client)
+            };
+            match attempt.await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(format!("{endpoint}: {e}")),
+            }
+        }
+        bail!(
+            "no etcd member answers ({})",
+            last.unwrap_or_else(|| "no endpoints given".into())
+        )
+    }
+
+    /// Every host record, and the revision they were read at.
+    pub async fn records(
+        &self,
+        client: &mut Client,
+    ) -> Result<(BTreeMap<String, HostRecord>, i64)> {
+        let dir = cluster::subnets_dir(&self.prefix);
+        let resp = client
+            .get(dir.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .context("reading the host records")?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let mut records = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match serde_json::from_slice::<HostRecord>(kv.value()) {
+                Ok(r) => {
+                    records.insert(key, r);
+                }
+                Err(e) => warn!(%key, error = %e, "ignoring a record that does not parse"),
+            }
+        }
+        Ok((records, revision))
+    }
+}
+
+/// What the loader knows of the cluster, shared between the session task and the watcher.
+#[derive(Default)]
+pub struct View {
+    pub records: Mutex<BTreeMap<String, HostRecord>>,
+    /// Set when `records` changed since the watcher last looked.
+    pub changed: AtomicBool,
+    /// Set while a session is up.
+    pub connected: AtomicBool,
+}
+
+/// Claims `record` under a new lease: succeeds if the key is free, or holds a record of ours
+/// (same prefix and underlay: this host before a restart).
+async fn claim(
+    client: &mut Client,
+    store: &Store,
+    record: &HostRecord,
+    lease: i64,
+) -> Result<bool> {
+    let key = cluster::record_key(&store.prefix, &record.prefix);
+    let value = serde_json::to_vec(record)?;
+    let put = || {
+        TxnOp::put(
+            key.clone(),
+            value.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+    };
+    let free = client
+        .txn(
+            Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([put()]),
+        )
+        .await?;
+    if free.succeeded() {
+        return Ok(true);
+    }
+    let current = client.get(key.clone(), None).await?;
+    let Some(kv) = current.kvs().first() else {
+        return Ok(false);
+    };
+    let mine = serde_json::from_slice::<HostRecord>(kv.value())
+        .is_ok_and(|r| r.prefix == record.prefix && r.underlay == record.underlay);
+    if !mine {
+        return Ok(false);
+    }
+    // Ours from before: replaced only if unchanged since read (another host cannot slip in).
+    let retake = client
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([put()]),
+        )
+        .await?;
+    Ok(retake.succeeded())
+}
+
+/// How this host chooses its prefix.
+#[derive(Clone, Debug)]
+pub enum PrefixChoice {
+    Given(Ipv4Prefix),
+    /// From the cluster CIDR, in prefixes of this length; `remembered` is the last one held.
+    Allocate {
+        cidr: Ipv4Prefix,
+        len: u8,
+        remembered: Option<Ipv4Prefix>,
+    },
+}
+
+/// What [`join`] gives: this host's record, the lease it is bound to, and every host's
+/// record as read right after it was written.
+pub struct Joined {
+    pub record: HostRecord,
+    pub lease: i64,
+    pub records: BTreeMap<String, HostRecord>,
+}
+
+/// Joins the cluster: finds this host's prefix, writes its record, and reads the others'.
+pub async fn join(store: &Store, choice: &PrefixChoice, template: &HostRecord) -> Result<Joined> {
+    let mut client = store.connect().await?;
+    let lease = client
+        .lease_grant(store.lease_ttl, None)
+        .await
+        .context("granting a lease")?
+        .id();
+    let record = claim_prefix(&mut client, store, choice, template, lease).await?;
+    let (records, _) = store.records(&mut client).await?;
+    Ok(Joined {
+        record,
+        lease,
+        records,
+    })
+}
+
+/// Claims this host's prefix as `choice` says, under `lease`.
+async fn claim_prefix(
+    client: &mut Client,
+    store: &Store,
+    choice: &PrefixChoice,
+    template: &HostRecord,
+    lease: i64,
+) -> Result<HostRecord> {
+    let with = |prefix: Ipv4Prefix| HostRecord {
+        prefix,
+        ..template.clone()
+    };
+    match choice {
+        PrefixChoice::Given(prefix) => {
+            let record = with(*prefix);
+            if !claim(client, store, &record, lease).await? {
+                bail!("prefix {prefix} is held by another host in the cluster");
+            }
+            Ok(record)
+        }
+        PrefixChoice::Allocate {
+            cidr,
+            len,
+            remembered,
+        } => {
+            let (records, _) = store.records(client).await?;
+            let ours = records
+                .values()
+                .filter(|r| r.underlay == template.underlay)
+                .map(|r| r.prefix);
+            let preferred: Vec<Ipv4Prefix> = remembered.iter().copied().chain(ours).collect();
+            let taken: Vec<Ipv4Prefix> = records.values().map(|r| r.prefix).collect();
+            let free = cluster::candidates(*cidr, *len).filter(|p| !taken.contains(p));
+            for prefix in preferred.into_iter().chain(free) {
+                if !cidr.covers(&prefix) || prefix.prefix_len() != *len {
+                    continue;
+                }
+                let record = with(prefix);
+                if claim(client, store, &record, lease).await? {
+                    return Ok(record);
+                }
+            }
+            bail!("no free /{len} left in {cidr}")
+        }
+    }
+}
+
+/// Runs sessions until the process ends, keeping `own` published and `view` current.
+pub async fn follow(store: Store, own: HostRecord, mut lease: i64, view: Arc<View>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let started = std::time::Instant::now();
+        if let Err(e) = session(&store, &own, &mut lease, &view).await {
+            view.connected.store(false, Ordering::Relaxed);
+            warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "etcd session ended; keeping the last known routes");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(500);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn session(store: &Store, own: &HostRecord, lease: &mut i64, view: &View) -> Result<()> {
+    let mut client = store.connect().await?;
+    // The lease of the last session may have expired while the store was away.
+    let alive = client
+        .lease_time_to_live(*lease, None)
+        .await
+        .map(|r| r.ttl() > 0)
+        .unwrap_or(false);
+    if !alive {
+        *lease = client.lease_grant(store.lease_ttl, None).await?.id();
+    }
+    if !claim(&mut client, store, own, *lease).await? {
+        bail!(
+            "prefix {} was taken by another host while this one was away",
+            own.prefix
+        );
+    }
+    let (mut keeper, mut keep_alive) = client.lease_keep_alive(*lease).await?;
+    let (records, revision) = store.records(&mut client).await?;
+    info!(hosts = records.len(), revision, "etcd: in sync");
+    *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
+    view.changed.store(true, Ordering::Relaxed);
+    view.connected.store(true, Ordering::Relaxed);
+    let mut watch = client
+        .watch(
+            cluster::subnets_dir(&store.prefix),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        )
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_secs((store.lease_ttl / 3).max(1) as u64));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => keeper.keep_alive().await?,
+            reply = keep_alive.message() => {
+                match reply? {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => bail!("the lease expired"),
+                }
+            }
+            message = watch.message() => {
+                let Some(resp) = message? else { bail!("the watch ended") };
+                if resp.canceled() {
+                    bail!("the watch was cancelled (compacted at {})", resp.compact_revision());
+                }
+                let mut records = view.records.lock().unwrap_or_else(|e| e.into_inner());
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    match event.event_type() {
+                        EventType::Put => match serde_json::from_slice::<HostRecord>(kv.value()) {
+                            Ok(r) => {
+                                info!(%key, prefix = %r.prefix, underlay = %r.underlay, "host record added or changed");
+                                records.insert(key, r);
+                            }
+                            Err(e) => warn!(%key, error = %e, "ignoring a record that does not parse"),
+                        },
+                        EventType::Delete => {
+                            info!(%key, "host record gone");
+                            records.remove(&key);
+                        }
+                    }
+                }
+                view.changed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The first IPv4 address of interface `ifname` in this network namespace.
+pub fn underlay_address(ifname: &str) -> Result<Ipv4Addr> {
+    dataplane::system::netinfo::ipv4_addrs()?
+        .into_iter()
+        .find(|(name, _)| name == ifname)
+        .map(|(_, a)| a)
+        .with_context(|| format!("`{ifname}` has no IPv4 address (the cluster underlay)"))
+}
+
+/// The record template of this host (its prefix is filled in by [`join`]).
+pub fn template(
+    config: &dataplane::model::route_table::Config,
+    underlay: Ipv4Addr,
+    encap: Encap,
+    host: String,
+) -> HostRecord {
+    let vxlan = config.vxlan.as_ref();
+    HostRecord {
+        prefix: Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
+        underlay,
+        encap,
+        vtep_mac: (encap == Encap::Vxlan).then(|| {
+            vxlan
+                .and_then(|v| v.mac)
+                .unwrap_or_else(|| dataplane::plan::resolve::default_vtep_mac(underlay))
+        }),
+        vni: (encap == Encap::Vxlan)
+            .then(|| vxlan.and_then(|v| v.vnis.first().copied()).unwrap_or(1)),
+        port: (encap == Encap::Vxlan)
+            .then(|| vxlan.map_or(dataplane::common::vxlan::VXLAN_DEFAULT_PORT, |v| v.port)),
+        host,
+    }
+}

@@ -1,0 +1,94 @@
+//! Joining the cluster at start: this host's record published (its prefix given, remembered,
+//! or allocated), and the other hosts' records read as the first view.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use dataplane::model::{
+    cluster::{Encap, HostRecord},
+    route_table::Config,
+};
+use tracing::{info, warn};
+
+use super::{
+    cluster::{self, PrefixChoice},
+    watch::ClusterFeed,
+};
+use crate::cli::ClusterArgs;
+
+/// Where a host remembers the prefix it held, to ask for it again after a restart.
+fn remembered_prefix_path() -> Result<std::path::PathBuf> {
+    Ok(dataplane::system::state::path()?.with_file_name("cluster-prefix"))
+}
+
+/// Joins the cluster: publishes this host's record and reads the others'.
+pub fn join_cluster(
+    runtime: &tokio::runtime::Runtime,
+    args: &ClusterArgs,
+    config: &Config,
+    host: String,
+) -> Result<(cluster::Store, (HostRecord, i64), ClusterFeed)> {
+    let underlay_if = match (&args.cluster_underlay, &config.vxlan) {
+        (Some(name), _) => name.clone(),
+        (None, Some(vxlan)) => vxlan.dev.clone(),
+        (None, None) => bail!(
+            "--etcd: give --cluster-underlay IFNAME (the interface facing the other hosts); the route table has no `vxlan` statement to take it from"
+        ),
+    };
+    let encap = match args.cluster_encap.as_deref() {
+        Some("vxlan") => Encap::Vxlan,
+        Some("routed") => Encap::Routed,
+        Some(other) => bail!("--cluster-encap: `{other}` is not `vxlan` or `routed`"),
+        None if config.vxlan.is_some() => Encap::Vxlan,
+        None => Encap::Routed,
+    };
+    if encap == Encap::Vxlan && config.vxlan.is_none() {
+        bail!("--cluster-encap vxlan needs a `vxlan` statement in the route table");
+    }
+    let underlay = cluster::underlay_address(&underlay_if)?;
+    let template = cluster::template(config, underlay, encap, host);
+    let remembered_path = remembered_prefix_path()?;
+    let choice = match args.host_prefix {
+        Some(prefix) => PrefixChoice::Given(prefix),
+        None => PrefixChoice::Allocate {
+            cidr: args.cluster_cidr,
+            len: args.subnet_len,
+            remembered: std::fs::read_to_string(&remembered_path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok()),
+        },
+    };
+    let store = cluster::Store::new(&args.store, args.etcd_lease_ttl)?;
+    // The store may be electing a leader or coming up: retried for half a minute.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let joined = loop {
+        match runtime.block_on(cluster::join(&store, &choice, &template)) {
+            Ok(joined) => break joined,
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %format!("{e:#}"), "joining the cluster failed; retrying in 1 s");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.context("joining the cluster (gave up after 30 s)")),
+        }
+    };
+    let cluster::Joined {
+        record,
+        lease,
+        records,
+    } = joined;
+    if let Some(dir) = remembered_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&remembered_path, record.prefix.to_string());
+    let view = Arc::new(cluster::View::default());
+    info!(prefix = %record.prefix, underlay = %record.underlay, encap = ?record.encap, hosts = records.len(), "joined the cluster");
+    *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
+    let feed = ClusterFeed {
+        view,
+        own: record.prefix,
+        underlay_if,
+    };
+    Ok((store, (record, lease), feed))
+}

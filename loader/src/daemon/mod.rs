@@ -1,0 +1,12 @@
+//! What `loader run` does while it runs: following its sources (the route table, the kernel's
+//! routes, the cluster's records, the policy) into the maps.
+//!
+//! - [`sources`]: what the maps should hold, from every source at once;
+//! - [`watch`]: the loop that notices a changed source and applies the difference;
+//! - [`kernel_watch`]: the kernel's route notifications;
+//! - [`cluster`], [`join`]: this host's record in etcd and the other hosts' records.
+pub mod cluster;
+pub mod join;
+pub mod kernel_watch;
+pub mod sources;
+pub mod watch;

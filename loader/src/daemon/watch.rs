@@ -1,0 +1,295 @@
+//! Following the route table (and, with `--routes-from-kernel`, the kernel's routes) while the
+//! dataplane runs: every change of the file is parsed and resolved in full first; a table that
+//! fails is reported (file and line) and the running dataplane keeps its last good table
+//! untouched; a good one is applied as a difference, each change logged.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use dataplane::{
+    kernel::{Dataplane, DataplaneError},
+    model::{
+        LineError,
+        mac::format_mac,
+        policy,
+        route_table::{self as config, Config},
+    },
+    plan::{Plan, diff, kernel_routes::KernelRouteFilter},
+};
+
+use super::sources;
+use crate::metrics::LoaderCounters;
+use tracing::{error, info, warn};
+
+/// The log line of a route table change that was not applied.
+const TABLE_REFUSED: &str = "route table not applied; keeping the last good one";
+
+/// How often the file is looked at.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The kernel's routes as a second source.
+pub struct KernelFeed {
+    pub filter: KernelRouteFilter,
+    /// Set by the route monitor when the kernel's table may have changed.
+    pub changed: Arc<AtomicBool>,
+}
+
+/// The other hosts of the cluster as a source of routes.
+pub struct ClusterFeed {
+    pub view: Arc<super::cluster::View>,
+    /// This host's own prefix (its record is not a route).
+    pub own: dataplane::model::Ipv4Prefix,
+    /// The interface routed records are reached through.
+    pub underlay_if: String,
+}
+
+impl ClusterFeed {
+    /// The routes the records give, and what could not become one.
+    pub fn routes(
+        &self,
+        config: &Config,
+    ) -> (Vec<dataplane::model::route_table::Route>, Vec<String>) {
+        let records = self.view.records.lock().unwrap_or_else(|e| e.into_inner());
+        dataplane::model::cluster::routes(&records, &self.own, config, &self.underlay_if)
+    }
+}
+
+/// A file the loader follows, with its bytes as last seen (applied or not): an unchanged
+/// file, good or bad, is looked at once.
+struct FollowedFile {
+    path: PathBuf,
+    seen: Option<Vec<u8>>,
+}
+
+impl FollowedFile {
+    /// Starts following `path`, taken as already applied as it is now.
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            seen: std::fs::read(path).ok(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The file's text if it changed since last seen. A file that cannot be read is
+    /// reported once (as `what`), and counted in `counters` as a refused change.
+    fn changed(&mut self, what: &str, counters: &LoaderCounters) -> Option<String> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if self.seen.take().is_some() {
+                    warn!(file = %self.name(), error = %e, "cannot read the {what}; keeping the running one");
+                    counters.apply_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                return None;
+            }
+        };
+        if self.seen.as_ref() == Some(&bytes) {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        self.seen = Some(bytes);
+        Some(text)
+    }
+}
+
+pub struct Watcher {
+    table: FollowedFile,
+    /// The last route table that parsed (kernel changes are merged with it).
+    config: Config,
+    kernel: Option<KernelFeed>,
+    /// Warnings about kernel routes as last given: repeated ones are not logged again.
+    warned: BTreeSet<String>,
+    /// What the maps hold now.
+    applied: Plan,
+    counters: Arc<LoaderCounters>,
+    policy: Option<FollowedFile>,
+    cluster: Option<ClusterFeed>,
+}
+
+impl Watcher {
+    pub fn new(
+        path: &Path,
+        config: Config,
+        applied: Plan,
+        kernel: Option<KernelFeed>,
+        counters: Arc<LoaderCounters>,
+    ) -> Self {
+        Self {
+            table: FollowedFile::new(path),
+            config,
+            kernel,
+            warned: BTreeSet::new(),
+            applied,
+            counters,
+            policy: None,
+            cluster: None,
+        }
+    }
+
+    /// Also follows the cluster's host records.
+    pub fn follow_cluster(&mut self, feed: ClusterFeed) {
+        self.cluster = Some(feed);
+    }
+
+    /// Also follows the policy file at `path` (already applied as it is now).
+    pub fn follow_policy(&mut self, path: &Path) {
+        self.policy = Some(FollowedFile::new(path));
+    }
+
+    /// Applies the policy file if it changed; a file that cannot be read or parsed, or does
+    /// not fit the maps, is reported and the running policy stays.
+    fn poll_policy(&mut self, dataplane: &mut Dataplane) {
+        const REFUSED: &str = "policy not applied; keeping the running one";
+        let Some(followed) = &mut self.policy else {
+            return;
+        };
+        let Some(text) = followed.changed("policy", &self.counters) else {
+            return;
+        };
+        let file = followed.name();
+        let started = std::time::Instant::now();
+        let policy = match policy::parse(&text) {
+            Ok(policy) => policy,
+            Err(errors) => return self.refuse_lines(&file, &errors, REFUSED),
+        };
+        match dataplane.apply_policy(&policy) {
+            Ok(report) => info!(
+                %file,
+                workloads = policy.workloads.len(),
+                rules = policy.rule_count(),
+                rulesets = report.rulesets,
+                verdict_entries = report.verdict_entries,
+                total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                "policy applied"
+            ),
+            Err(e) => self.refuse_apply(&file, &e, REFUSED),
+        }
+    }
+
+    /// Reports a change refused for the problems on its lines, and counts it.
+    fn refuse_lines(&self, file: &str, errors: &[LineError], message: &str) {
+        for e in errors {
+            error!(%file, line = e.line, problem = %e.message, "{message}");
+        }
+        self.refused();
+    }
+
+    /// Reports a change the maps refused, and counts it (a full map also by map).
+    fn refuse_apply(&self, file: &str, e: &DataplaneError, message: &str) {
+        if let DataplaneError::MapFull { map, .. } = e {
+            self.counters.count_map_full(map);
+        }
+        error!(%file, error = %e, "{message}");
+        self.refused();
+    }
+
+    /// Counts a change that was not applied (for the metrics).
+    fn refused(&self) {
+        self.counters.apply_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs the warnings that are new since the last resolution.
+    pub fn warn_once(&mut self, warnings: Vec<String>) {
+        let now: BTreeSet<String> = warnings.into_iter().collect();
+        for w in now.difference(&self.warned) {
+            warn!("{w}");
+        }
+        self.warned = now;
+    }
+
+    /// True if the route table changed since last seen and parsed: `self.config` is then the
+    /// new table. A file that cannot be read or parsed is reported and leaves `self.config`.
+    fn table_changed(&mut self) -> bool {
+        let Some(text) = self.table.changed("route table", &self.counters) else {
+            return false;
+        };
+        match config::parse(&text) {
+            Ok(config) => {
+                self.config = config;
+                true
+            }
+            Err(errors) => {
+                self.refuse_lines(&self.table.name(), &errors, TABLE_REFUSED);
+                false
+            }
+        }
+    }
+
+    /// Looks at the sources; if one changed, applies the new plan's difference.
+    pub fn poll(&mut self, dataplane: &mut Dataplane) {
+        self.poll_policy(dataplane);
+        let started = std::time::Instant::now();
+        let file_changed = self.table_changed();
+        let kernel_changed = self
+            .kernel
+            .as_ref()
+            .is_some_and(|k| k.changed.swap(false, Ordering::Relaxed));
+        let cluster_changed = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.view.changed.swap(false, Ordering::Relaxed));
+        if !file_changed && !kernel_changed && !cluster_changed {
+            return;
+        }
+        let file = self.table.name();
+        let filter = self.kernel.as_ref().map(|k| &k.filter);
+        let (cluster_routes, mut cluster_warnings) = match &self.cluster {
+            Some(feed) => feed.routes(&self.config),
+            None => (Vec::new(), Vec::new()),
+        };
+        let desired = match sources::desired(&self.config, filter, &cluster_routes) {
+            Ok(desired) => desired,
+            Err(errors) => return self.refuse_lines(&file, &errors, TABLE_REFUSED),
+        };
+        cluster_warnings.extend(desired.warnings);
+        self.warn_once(cluster_warnings);
+        let plan = desired.plan;
+        if plan.attachments != self.applied.attachments {
+            warn!(%file, "the interface list changed: attachments change when the loader restarts");
+        }
+        let change = diff(&self.applied.routes, &plan.routes);
+        if change.upserts.is_empty() && change.removals.is_empty() && plan == self.applied {
+            return;
+        }
+        let resolved_ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Err(e) = dataplane.apply(&plan) {
+            return self.refuse_apply(&file, &e, TABLE_REFUSED);
+        }
+        for (prefix, nh) in &change.upserts {
+            let verb = if self.applied.routes.contains_key(prefix) {
+                "route changed"
+            } else {
+                "route added"
+            };
+            info!(%prefix, ifindex = nh.ifindex, kind = nh.kind, dst_mac = %format_mac(&nh.dst_mac), "{verb}");
+        }
+        for prefix in &change.removals {
+            info!(%prefix, "route removed");
+        }
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        info!(
+            %file,
+            set = change.upserts.len(),
+            removed = change.removals.len(),
+            from_kernel = desired.from_kernel,
+            from_cluster = desired.from_cluster,
+            parse_resolve_ms = format!("{resolved_ms:.1}"),
+            total_ms = format!("{total_ms:.1}"),
+            "route table applied"
+        );
+        let attachments = std::mem::take(&mut self.applied.attachments);
+        self.applied = Plan {
+            attachments,
+            ..plan
+        };
+    }
+}
