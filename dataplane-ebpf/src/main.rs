@@ -8,8 +8,10 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod counters;
+mod decision;
 mod hook;
 mod maps;
+mod object;
 mod parse;
 mod path;
 mod policy;
@@ -67,16 +69,5 @@ fn finish<C: aya_ebpf::EbpfContext>(ctx: &C, hook: Hook, outcome: Outcome) -> Ou
     outcome
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
-
-#[cfg(target_arch = "bpf")]
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

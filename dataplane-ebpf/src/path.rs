@@ -10,10 +10,11 @@ use dataplane_common::{Counter, NextHop, NextHopKind};
 
 use crate::{
     counters::{Outcome, count},
+    decision::Decision,
     hook::Shim,
     parse::{ENCAP_HEADERS_LEN, HEADERS_LEN, Ipv4Hdr},
     policy,
-    route::{Decision, decrement_ttl, only_to_local_workload, rewrite, route},
+    route::{decrement_ttl, only_to_local_workload, rewrite, route},
     vxlan,
 };
 

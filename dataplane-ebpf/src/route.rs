@@ -3,29 +3,12 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use dataplane_common::{Counter, NextHop, NextHopKind, checksum::ipv4_decrement_ttl};
 
+use crate::decision::Decision;
 use crate::{
     maps::{HOST_ADDRS, ROUTES},
     parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, ipv4, ptr_at},
     vxlan,
 };
-
-pub enum Decision {
-    /// Hand the frame to the kernel untouched, counted under this `Pass*` slot.
-    Pass(Counter),
-    /// Drop the frame, counted under this `Drop*` slot.
-    Drop(Counter),
-    /// VXLAN for this host: remove the first `strip` bytes (everything before the inner
-    /// Ethernet header), then route the inner frame to a local workload.
-    Decap { strip: usize },
-    /// Forward to `nh`. The frame is not modified yet: the packet path calls [`rewrite`] once
-    /// policy has admitted it and its redirect is set up, so that a refused frame or a failed
-    /// redirect leaves it untouched.
-    Forward {
-        nh: NextHop,
-        eth: *mut EthHdr,
-        ip: *mut Ipv4Hdr,
-    },
-}
 
 /// Decides what to do with the frame in `data..data_end`; `frame_len` is its full length
 /// (at TC the linear part can be shorter than the frame).

@@ -5,6 +5,8 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod object;
+
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint},
@@ -48,16 +50,5 @@ pub fn softirq_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
-
-#[cfg(target_arch = "bpf")]
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -12,12 +12,12 @@ use dataplane_common::{
 };
 
 use crate::{
+    decision::Decision,
     maps::{VXLAN_CONFIG, VXLAN_VNIS},
     parse::{
         ETHERTYPE_IPV4, EthHdr, IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, IPV4_OFFSET, Ipv4Hdr,
         UdpHdr, VXLAN_FLAG_I, VxlanHdr, ipv4_frags, ptr_at,
     },
-    route::Decision,
 };
 
 #[inline(always)]

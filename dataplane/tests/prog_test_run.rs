@@ -1,7 +1,8 @@
 //! The routing programs on crafted frames (BPF_PROG_TEST_RUN), at XDP and at TC: verdict,
-//! output bytes and the counter each frame lands in. Needs root (skipped, with a message, without it). Each test runs in a network
-//! namespace of its own (unshared by its thread), so the device map's entry for `lo` (ifindex 1
-//! there) touches nothing outside; test runs send nothing anyway.
+//! output bytes and the counter each frame lands in. Needs root (skipped, with a message,
+//! without it). Each test runs in a network namespace of its own (unshared by its thread), so
+//! the device map's entry for `lo` (ifindex 1 there) touches nothing outside; test runs send
+//! nothing anyway.
 use dataplane::model::policy::Direction;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -128,7 +129,7 @@ impl Fixture {
     fn counter(&self, hook: Hook, name: &str) -> u64 {
         let ids = self.dataplane.kernel_ids().unwrap();
         let stats = stats::read(&ids).unwrap();
-        stats.hooks[hook_name(hook)][name]
+        stats.hooks[hook.name()][name]
     }
 
     /// Runs the frame and checks that exactly `counters` moved (besides rx), each by one.
@@ -137,7 +138,7 @@ impl Fixture {
         let before = stats::read(&ids).unwrap();
         let result = self.dataplane.run_on_frame(hook, frame).expect("test run");
         let after = stats::read(&ids).unwrap();
-        let h = hook_name(hook);
+        let h = hook.name();
         let moved: Vec<(&str, u64)> = after.hooks[h]
             .iter()
             .map(|(name, value)| (name.as_str(), value - before.hooks[h][name]))
@@ -149,10 +150,6 @@ impl Fixture {
         assert_eq!(moved, expected, "{h}: counters that moved");
         result
     }
-}
-
-fn hook_name(hook: Hook) -> &'static str {
-    hook.name()
 }
 
 fn verdicts(hook: Hook) -> (u32, u32) {
@@ -829,7 +826,7 @@ fn assert_forwarded(fx: &Fixture, hook: Hook, frame: &[u8], also: &[&str]) {
     let mut counters = vec!["forwarded"];
     counters.extend_from_slice(also);
     let (verdict, _) = fx.run_counted(hook, frame, &counters);
-    assert_eq!(verdict, verdicts(hook).1, "{}: forwarded", hook_name(hook));
+    assert_eq!(verdict, verdicts(hook).1, "{}: forwarded", hook.name());
 }
 
 fn assert_refused(fx: &Fixture, hook: Hook, frame: &[u8], counter: &str) {
@@ -838,7 +835,7 @@ fn assert_refused(fx: &Fixture, hook: Hook, frame: &[u8], counter: &str) {
         verdict,
         drop_verdict(hook),
         "{}: dropped by {counter}",
-        hook_name(hook)
+        hook.name()
     );
 }
 
