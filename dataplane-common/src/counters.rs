@@ -1,8 +1,9 @@
 //! The `COUNTERS` slots: one per (hook, [`Counter`]).
 //!
 //! Every exit path of every routing program bumps exactly one of [`Counter::Forwarded`], a
-//! `Pass*` slot (handed to the kernel untouched) or a `Drop*` slot (refused), and every frame
-//! seen bumps [`Counter::Rx`]. The informational slots count on top of those.
+//! `Pass*` slot (handed to the kernel untouched), a `Drop*` slot (refused) or a `Reply*` slot
+//! (answered in its place), and every frame seen bumps [`Counter::Rx`]. The informational slots
+//! count on top of those.
 
 /// Which program kind counted a packet: counters are kept apart per attach kind.
 #[repr(u32)]
@@ -45,7 +46,8 @@ pub enum Counter {
     PassTtlExpired = 9,
     PassNoTxPort = 10,
     DropRedirectError = 11,
-    /// An encapsulated packet would not fit the underlay MTU: passed to the kernel.
+    /// An encapsulated packet without DF would not fit the underlay MTU: passed to the kernel
+    /// (which would have to fragment it; with DF the programs answer, see `ReplyFragNeeded`).
     PassTooBig = 12,
     /// VXLAN to this host's port with a header too short or without the I flag.
     DropVxlanMalformed = 13,
@@ -68,10 +70,26 @@ pub enum Counter {
     /// passed as part of a recorded flow or its replies.
     PolicyNewFlow = 22,
     PolicyEstablished = 23,
+    /// From a workload interface, an IPv4 source the route table does not give that
+    /// interface's workload.
+    DropSpoofedSource = 24,
+    /// VXLAN to this host's VTEP from an underlay address that is no known tunnel endpoint.
+    DropVxlanUnknownVtep = 25,
+    /// A frame the kernel took a VLAN tag off before the program ran (TC): the host's VLAN
+    /// devices take it.
+    PassVlanTagged = 26,
+    /// From a workload interface, neither IPv4 nor ARP (IPv6, VLAN-tagged, anything else).
+    DropNotIpFromWorkload = 27,
+    /// To or from a workload under policy, a frame the programs cannot police and would
+    /// otherwise hand to the kernel (IPv4 options, an egress missing from the device map).
+    DropPolicyBypass = 28,
+    /// A DF packet too big for the tunnel: answered with ICMP "fragmentation needed" (with the
+    /// tunnel's MTU) sent back to its source, so path MTU discovery works.
+    ReplyFragNeeded = 29,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 30;
 
     /// Every slot, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -99,6 +117,12 @@ impl Counter {
         Counter::DropPolicyUncheckable,
         Counter::PolicyNewFlow,
         Counter::PolicyEstablished,
+        Counter::DropSpoofedSource,
+        Counter::DropVxlanUnknownVtep,
+        Counter::PassVlanTagged,
+        Counter::DropNotIpFromWorkload,
+        Counter::DropPolicyBypass,
+        Counter::ReplyFragNeeded,
     ];
 
     /// The name `loader stats`, the metrics and the programs' log records use.
@@ -128,6 +152,12 @@ impl Counter {
             Counter::DropPolicyUncheckable => "drop_policy_uncheckable",
             Counter::PolicyNewFlow => "policy_new_flow",
             Counter::PolicyEstablished => "policy_established",
+            Counter::DropSpoofedSource => "drop_spoofed_source",
+            Counter::DropVxlanUnknownVtep => "drop_vxlan_unknown_vtep",
+            Counter::PassVlanTagged => "pass_vlan_tagged",
+            Counter::DropNotIpFromWorkload => "drop_not_ip_from_workload",
+            Counter::DropPolicyBypass => "drop_policy_bypass",
+            Counter::ReplyFragNeeded => "reply_frag_needed",
         }
     }
 
@@ -164,11 +194,11 @@ mod tests {
     #[test]
     fn counter_indices_do_not_overlap_between_hooks() {
         assert_eq!(
-            counter_index(Hook::Xdp, Counter::PolicyEstablished) + 1,
+            counter_index(Hook::Xdp, Counter::ReplyFragNeeded) + 1,
             counter_index(Hook::Tc, Counter::Rx)
         );
         assert_eq!(
-            counter_index(Hook::Tc, Counter::PolicyEstablished) + 1,
+            counter_index(Hook::Tc, Counter::ReplyFragNeeded) + 1,
             COUNTERS_LEN
         );
     }

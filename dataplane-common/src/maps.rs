@@ -17,6 +17,9 @@ pub mod map_names {
     pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
     /// Hash set of the VNIs this host decapsulates (value unused).
     pub const VXLAN_VNIS: &str = "VXLAN_VNIS";
+    /// Hash set of the tunnel endpoints (underlay addresses, network order) this host accepts
+    /// VXLAN from: the remote VTEPs its routes name (value unused).
+    pub const VXLAN_VTEPS: &str = "VXLAN_VTEPS";
     /// Hash: (workload address, direction) -> [`PolicyEndpoint`](crate::policy::PolicyEndpoint),
     /// for the workloads under policy.
     pub const POLICIES: &str = "POLICIES";
@@ -27,16 +30,25 @@ pub mod map_names {
     /// [`POLICY_ALLOW`](crate::policy::POLICY_ALLOW) or [`POLICY_DENY`](crate::policy::POLICY_DENY).
     pub const POLICY_VERDICTS: &str = "POLICY_VERDICTS";
     /// LRU hash: flow ([`FlowKey`](crate::policy::FlowKey)) -> when it was last seen (ns):
-    /// flows policy admitted, whose packets and replies pass without a rule of their own.
+    /// flows policy admitted that have seen a reply, whose packets and replies pass without a
+    /// rule of their own.
     pub const POLICY_FLOWS: &str = "POLICY_FLOWS";
+    /// LRU hash, as `POLICY_FLOWS`, for admitted flows that have not seen a reply yet: a flood
+    /// of new flows evicts only these, never a flow with replies.
+    pub const POLICY_FLOWS_NEW: &str = "POLICY_FLOWS_NEW";
     /// Per-CPU hash: (workload address, direction) -> packets denied by its policy.
     pub const POLICY_DENIED: &str = "POLICY_DENIED";
 }
 
 /// Program names as the object exports them.
 pub mod program_names {
-    pub const XDP_ROUTE: &str = "xdp_route";
-    pub const TC_ROUTE: &str = "tc_route";
+    /// The routing programs, one per hook and role of the interface they are attached to:
+    /// frames from a workload, or from the underlay (other hosts, the outside).
+    pub const XDP_WORKLOAD: &str = "xdp_workload";
+    pub const XDP_UNDERLAY: &str = "xdp_underlay";
+    pub const TC_WORKLOAD: &str = "tc_workload";
+    pub const TC_UNDERLAY: &str = "tc_underlay";
+    pub const ROUTING: [&str; 4] = [XDP_WORKLOAD, XDP_UNDERLAY, TC_WORKLOAD, TC_UNDERLAY];
     /// An XDP program that passes everything: attached to a veth end so that frames
     /// XDP-redirected into its peer are delivered (see README, "Workload wiring").
     pub const XDP_PASS: &str = "xdp_pass";
@@ -46,7 +58,9 @@ pub const MAX_ROUTES: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 4_096;
 pub const MAX_HOST_ADDRS: u32 = 256;
 pub const MAX_VNIS: u32 = 256;
+pub const MAX_VTEPS: u32 = 16_384;
 pub const MAX_POLICY_ENDPOINTS: u32 = 16_384;
 pub const MAX_POLICY_PEERS: u32 = 262_144;
 pub const MAX_POLICY_VERDICTS: u32 = 524_288;
 pub const MAX_POLICY_FLOWS: u32 = 262_144;
+pub const MAX_POLICY_NEW_FLOWS: u32 = 262_144;

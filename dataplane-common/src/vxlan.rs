@@ -19,6 +19,9 @@ pub struct VxlanConfig {
     /// UDP port, network order; 0 when VXLAN is off (nothing is decapsulated).
     pub port: [u8; 2],
     pub _pad: [u8; 2],
+    /// The underlay interface the `vxlan` statement names: VXLAN arriving anywhere else is not
+    /// decapsulated.
+    pub ifindex: u32,
 }
 
 #[cfg(feature = "user")]
@@ -31,6 +34,6 @@ mod tests {
 
     #[test]
     fn vxlan_config_layout_has_no_padding() {
-        assert_eq!(core::mem::size_of::<VxlanConfig>(), 4);
+        assert_eq!(core::mem::size_of::<VxlanConfig>(), 8);
     }
 }

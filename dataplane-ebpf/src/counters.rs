@@ -41,6 +41,9 @@ pub fn count_denied(addr: [u8; 4], direction: u32) {
 pub enum Outcome {
     Pass(Counter),
     Drop(Counter),
+    /// Answered in its place: the frame, rewritten into the answer, goes back out of the
+    /// interface it came in by.
+    Replied(Counter),
     /// Redirected out of `egress`; `encapsulated` if VXLAN headers were pushed.
     Redirected {
         egress: u32,
@@ -52,7 +55,9 @@ pub enum Outcome {
 #[inline(always)]
 pub fn account(hook: Hook, outcome: &Outcome) {
     match outcome {
-        Outcome::Pass(reason) | Outcome::Drop(reason) => count(hook, *reason),
+        Outcome::Pass(reason) | Outcome::Drop(reason) | Outcome::Replied(reason) => {
+            count(hook, *reason)
+        }
         Outcome::Redirected {
             egress,
             encapsulated,

@@ -7,6 +7,9 @@ use crate::parse::{EthHdr, Ipv4Hdr};
 pub enum Decision {
     /// Hand the frame to the kernel untouched, counted under this `Pass*` slot.
     Pass(Counter),
+    /// Hand this IPv4 packet to the kernel, counted under `reason`, if policy allows: the
+    /// kernel may forward it, to or from a workload under policy.
+    ToKernel { reason: Counter, ip: *mut Ipv4Hdr },
     /// Drop the frame, counted under this `Drop*` slot.
     Drop(Counter),
     /// VXLAN for this host: remove the first `strip` bytes (everything before the inner

@@ -10,6 +10,7 @@
 mod counters;
 mod decision;
 mod hook;
+mod icmp;
 mod maps;
 mod object;
 mod parse;
@@ -29,28 +30,33 @@ use dataplane_common::Hook;
 use crate::{
     counters::{Outcome, account},
     program_log::log_outcome,
+    route::Role,
 };
 
-/// Routed forwarding and VXLAN at XDP: redirects through the `TX_PORTS` device map.
+/// XDP on a workload's interface: redirects through the `TX_PORTS` device map.
 #[xdp]
-pub fn xdp_route(ctx: XdpContext) -> u32 {
-    match finish(&ctx, Hook::Xdp, path::process(&ctx)) {
-        Outcome::Pass(_) => xdp_action::XDP_PASS,
-        Outcome::Drop(_) => xdp_action::XDP_DROP,
-        Outcome::Redirected { .. } => xdp_action::XDP_REDIRECT,
-    }
+pub fn xdp_workload(ctx: XdpContext) -> u32 {
+    xdp_verdict(finish(&ctx, Hook::Xdp, path::process(&ctx, Role::Workload)))
 }
 
-/// Routed forwarding and VXLAN at TC ingress. A local workload behind a veth is reached with
+/// XDP on an interface facing other hosts (tunnels end here).
+#[xdp]
+pub fn xdp_underlay(ctx: XdpContext) -> u32 {
+    xdp_verdict(finish(&ctx, Hook::Xdp, path::process(&ctx, Role::Underlay)))
+}
+
+/// TC ingress on a workload's interface. A local workload behind a veth is reached with
 /// `bpf_redirect_peer` (straight into the workload namespace's ingress, keeping GSO and
 /// partial checksums); anything else leaves through `bpf_redirect` on the egress device.
 #[classifier]
-pub fn tc_route(ctx: TcContext) -> i32 {
-    match finish(&ctx, Hook::Tc, path::process(&ctx)) {
-        Outcome::Pass(_) => TC_ACT_OK,
-        Outcome::Drop(_) => TC_ACT_SHOT,
-        Outcome::Redirected { .. } => TC_ACT_REDIRECT,
-    }
+pub fn tc_workload(ctx: TcContext) -> i32 {
+    tc_verdict(finish(&ctx, Hook::Tc, path::process(&ctx, Role::Workload)))
+}
+
+/// TC ingress on an interface facing other hosts (tunnels end here).
+#[classifier]
+pub fn tc_underlay(ctx: TcContext) -> i32 {
+    tc_verdict(finish(&ctx, Hook::Tc, path::process(&ctx, Role::Underlay)))
 }
 
 /// Passes everything. Attached to a workload's end of a veth so that frames XDP-redirected
@@ -59,6 +65,25 @@ pub fn tc_route(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn xdp_verdict(outcome: Outcome) -> u32 {
+    match outcome {
+        Outcome::Pass(_) => xdp_action::XDP_PASS,
+        Outcome::Drop(_) => xdp_action::XDP_DROP,
+        Outcome::Redirected { .. } => xdp_action::XDP_REDIRECT,
+        Outcome::Replied(_) => xdp_action::XDP_TX,
+    }
+}
+
+#[inline(always)]
+fn tc_verdict(outcome: Outcome) -> i32 {
+    match outcome {
+        Outcome::Pass(_) => TC_ACT_OK,
+        Outcome::Drop(_) => TC_ACT_SHOT,
+        Outcome::Redirected { .. } | Outcome::Replied(_) => TC_ACT_REDIRECT,
+    }
 }
 
 /// Counts and logs how the frame left, the same way for every hook.

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use dataplane_common::{
     COUNTERS_LEN, Ipv4Key, NextHop,
     maps::{
-        MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS, MAX_POLICY_PEERS,
-        MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS,
+        MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS, MAX_POLICY_NEW_FLOWS,
+        MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS, MAX_VTEPS,
     },
     policy::{FlowKey, PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey},
     vxlan::VxlanConfig,
@@ -37,6 +37,9 @@ pub static VXLAN_CONFIG: Array<VxlanConfig> = Array::with_max_entries(1, 0);
 pub static VXLAN_VNIS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VNIS, 0);
 
 #[map]
+pub static VXLAN_VTEPS: HashMap<Ipv4Key, u32> = HashMap::with_max_entries(MAX_VTEPS, 0);
+
+#[map]
 pub static POLICIES: HashMap<PolicyEndpointKey, PolicyEndpoint> =
     HashMap::with_max_entries(MAX_POLICY_ENDPOINTS, 0);
 
@@ -47,6 +50,10 @@ pub static POLICY_PEERS: LpmTrie<PolicyPeerKey, u32> =
 #[map]
 pub static POLICY_VERDICTS: LpmTrie<PolicyVerdictKey, u32> =
     LpmTrie::with_max_entries(MAX_POLICY_VERDICTS, 0);
+
+#[map]
+pub static POLICY_FLOWS_NEW: LruHashMap<FlowKey, u64> =
+    LruHashMap::with_max_entries(MAX_POLICY_NEW_FLOWS, 0);
 
 #[map]
 pub static POLICY_FLOWS: LruHashMap<FlowKey, u64> =

@@ -37,6 +37,7 @@ pub const ENCAP_HEADERS_LEN: usize =
 /// IPv4 `frags` bits: more fragments, and the fragment offset. A first fragment has MF set
 /// and offset 0; a later one a non-zero offset.
 pub const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+pub const IPV4_DF: u16 = 0x4000;
 pub const IPV4_OFFSET: u16 = 0x1fff;
 
 /// A pointer to a `T` at `offset` from `data`, or `None` if it would reach past `data_end`.
@@ -73,6 +74,12 @@ pub fn ipv4(data: usize, data_end: usize, frame_len: usize) -> Option<(*mut Ipv4
 #[inline(always)]
 pub fn ipv4_frags(ip: *const Ipv4Hdr) -> u16 {
     unsafe { u16::from_be_bytes((*ip).frags) }
+}
+
+/// True if the IPv4 header at `ip` has Don't Fragment set.
+#[inline(always)]
+pub fn ipv4_dont_fragment(ip: *const Ipv4Hdr) -> bool {
+    ipv4_frags(ip) & IPV4_DF != 0
 }
 
 /// Source then destination port of the TCP or UDP header at `l4`; for ICMP echo, the

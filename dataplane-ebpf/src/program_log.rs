@@ -23,6 +23,12 @@ pub fn log_outcome<C: EbpfContext>(ctx: &C, hook: Hook, outcome: &Outcome) {
                 "dropped a frame: hook={} reason={}", hook, *reason as u32
             )
         }
+        Outcome::Replied(reason) => {
+            debug!(
+                ctx,
+                "answered a frame: hook={} reason={}", hook, *reason as u32
+            )
+        }
         Outcome::Pass(reason) => debug!(
             ctx,
             "passed a frame to the kernel: hook={} reason={}", hook, *reason as u32

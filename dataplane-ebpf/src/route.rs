@@ -10,10 +10,27 @@ use crate::{
     vxlan,
 };
 
-/// Decides what to do with the frame in `data..data_end`; `frame_len` is its full length
-/// (at TC the linear part can be shorter than the frame).
+/// What the interface a frame arrived on faces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// One local workload (its host-side veth): everything from it is checked as coming from
+    /// that workload.
+    Workload,
+    /// Other hosts and the outside: tunnels end here.
+    Underlay,
+}
+
+/// The interface a frame arrived on.
+#[derive(Clone, Copy)]
+pub struct Ingress {
+    pub role: Role,
+    pub ifindex: u32,
+}
+
+/// Decides what to do with the frame in `data..data_end` that arrived on `from`; `frame_len`
+/// is its full length (at TC the linear part can be shorter than the frame).
 #[inline(always)]
-pub fn route(data: usize, data_end: usize, frame_len: usize) -> Decision {
+pub fn route(data: usize, data_end: usize, frame_len: usize, from: Ingress) -> Decision {
     let Some(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
         return Decision::Pass(Counter::PassMalformed);
     };
@@ -22,35 +39,73 @@ pub fn route(data: usize, data_end: usize, frame_len: usize) -> Decision {
         return Decision::Pass(Counter::PassArp);
     }
     if ether_type != ETHERTYPE_IPV4 {
-        return Decision::Pass(Counter::PassNotIpv4);
+        // A workload speaks IPv4 and ARP only: nothing else of its reaches the kernel, which
+        // could forward it where no policy looks.
+        return match from.role {
+            Role::Workload => Decision::Drop(Counter::DropNotIpFromWorkload),
+            Role::Underlay => Decision::Pass(Counter::PassNotIpv4),
+        };
     }
     if dst_mac0 & 1 != 0 {
-        // Broadcast or multicast: the kernel's to handle.
+        // Broadcast or multicast: the kernel's to handle (it does not forward them).
         return Decision::Pass(Counter::PassNotUnicast);
     }
     let Some((ip, header_len)) = ipv4(data, data_end, frame_len) else {
         return Decision::Pass(Counter::PassMalformed);
     };
-    let (ttl, dst) = unsafe { ((*ip).ttl, (*ip).dst_addr) };
+    let (ttl, src, dst) = unsafe { ((*ip).ttl, (*ip).src_addr, (*ip).dst_addr) };
+    if from.role == Role::Workload && !source_belongs(src, from.ifindex) {
+        return Decision::Drop(Counter::DropSpoofedSource);
+    }
+    if header_len != Ipv4Hdr::LEN && from.role == Role::Workload {
+        return Decision::ToKernel {
+            reason: Counter::PassIpOptions,
+            ip,
+        };
+    }
     if HOST_ADDRS.get_ptr(dst).is_some() {
-        // Ours: VXLAN to our VTEP is decapsulated (outer options allowed), the rest is the
-        // kernel's.
-        return vxlan::classify(data, data_end, ip, header_len)
-            .unwrap_or(Decision::Pass(Counter::PassHostAddr));
+        // Ours: VXLAN from a known tunnel endpoint on the tunnel's interface is decapsulated
+        // (outer options allowed), the rest is the kernel's.
+        if from.role == Role::Underlay
+            && let Some(decision) = vxlan::classify(data, data_end, ip, header_len, from.ifindex)
+        {
+            return decision;
+        }
+        return Decision::ToKernel {
+            reason: Counter::PassHostAddr,
+            ip,
+        };
     }
     if header_len != Ipv4Hdr::LEN {
         // Options (record route, timestamps, source routes) need the kernel's processing on
         // forward; they are rare enough that giving them up costs nothing.
-        return Decision::Pass(Counter::PassIpOptions);
+        return Decision::ToKernel {
+            reason: Counter::PassIpOptions,
+            ip,
+        };
     }
     let Some(nh) = ROUTES.get(Key::new(32, dst)) else {
-        return Decision::Pass(Counter::PassNoRoute);
+        return Decision::ToKernel {
+            reason: Counter::PassNoRoute,
+            ip,
+        };
     };
     if ttl <= 1 {
-        // The kernel sends ICMP time exceeded.
+        // The kernel sends ICMP time exceeded (and forwards nothing).
         return Decision::Pass(Counter::PassTtlExpired);
     }
     Decision::Forward { nh: *nh, eth, ip }
+}
+
+/// True if the route table gives `src` to the workload behind `ifindex`: the route for `src`
+/// is a local route out of that very interface (a reverse-path check through the route map,
+/// so a workload's own /32 and any prefix a `route ... dev` line hands it both count).
+#[inline(always)]
+fn source_belongs(src: [u8; 4], ifindex: u32) -> bool {
+    match ROUTES.get(Key::new(32, src)) {
+        Some(nh) => nh.is(NextHopKind::Local) && nh.ifindex == ifindex,
+        None => false,
+    }
 }
 
 /// After decapsulation only a local workload may receive the inner packet: anything else the

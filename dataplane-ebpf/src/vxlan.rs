@@ -13,7 +13,7 @@ use dataplane_common::{
 
 use crate::{
     decision::Decision,
-    maps::{VXLAN_CONFIG, VXLAN_VNIS},
+    maps::{VXLAN_CONFIG, VXLAN_VNIS, VXLAN_VTEPS},
     parse::{
         ETHERTYPE_IPV4, EthHdr, IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, IPV4_OFFSET, Ipv4Hdr,
         UdpHdr, VXLAN_FLAG_I, VxlanHdr, ipv4_frags, ptr_at,
@@ -26,28 +26,35 @@ fn config() -> Option<&'static VxlanConfig> {
 }
 
 /// For an IPv4 packet to one of this host's addresses, whose header is `ip_header_len` bytes
-/// at `data + 14`: is it VXLAN for us? `None` if it is not VXLAN at all (not UDP, another
-/// port, a fragment, VXLAN off), so the caller carries on; otherwise what to do with it.
+/// at `data + 14`, that arrived on interface `ifindex`: is it VXLAN for us? `None` if it is
+/// not VXLAN at all (not UDP, another port, a fragment, VXLAN off, not the tunnel's
+/// interface), so the caller carries on; otherwise what to do with it.
 #[inline(always)]
 pub fn classify(
     data: usize,
     data_end: usize,
     ip: *const Ipv4Hdr,
     ip_header_len: usize,
+    ifindex: u32,
 ) -> Option<Decision> {
-    let proto = unsafe { (*ip).proto };
+    let (proto, outer_src) = unsafe { ((*ip).proto, (*ip).src_addr) };
     // Later fragments carry no UDP header; first fragments need reassembly: the kernel's.
     if proto != IPPROTO_UDP || ipv4_frags(ip) & IPV4_MF_AND_OFFSET != 0 {
         return None;
     }
-    let port = config()?.port;
-    if port == [0, 0] {
+    let config = config()?;
+    if config.port == [0, 0] || config.ifindex != ifindex {
         return None;
     }
+    let port = config.port;
     let udp_off = EthHdr::LEN + ip_header_len;
     let udp = ptr_at::<UdpHdr>(data, data_end, udp_off)?;
     if unsafe { (*udp).dst } != port {
         return None;
+    }
+    // Only the tunnel endpoints our routes name may put packets into our workloads.
+    if VXLAN_VTEPS.get_ptr(outer_src).is_none() {
+        return Some(Decision::Drop(Counter::DropVxlanUnknownVtep));
     }
     let vxlan_off = udp_off + UdpHdr::LEN;
     let inner_eth_off = vxlan_off + VxlanHdr::LEN;

@@ -3,7 +3,7 @@
 //! without it). Each test runs in a network namespace of its own (unshared by its thread), so
 //! the device map's entry for `lo` (ifindex 1 there) touches nothing outside; test runs send
 //! nothing anyway.
-use dataplane::model::policy::Direction;
+use dataplane::model::{policy::Direction, route_table::Role};
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
@@ -35,6 +35,7 @@ const REMOTE_VTEP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
 const VXLAN_PORT: u16 = 4789;
 const VNI: u32 = 42;
 const XDP_DROP: u32 = 1;
+const XDP_TX: u32 = 3;
 const TC_ACT_SHOT: u32 = 2;
 
 const LOCAL_WORKLOAD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -100,29 +101,9 @@ impl Fixture {
             "unshare(CLONE_NEWNET)"
         );
         let mut dataplane = Dataplane::load().expect("loading the programs");
-        let plan = Plan {
-            attachments: vec![],
-            routes: BTreeMap::from([
-                ("198.18.1.2/32".parse().unwrap(), local_nh()),
-                ("198.18.2.0/24".parse().unwrap(), remote_nh()),
-                ("198.18.3.0/24".parse().unwrap(), vxlan_nh(1500)),
-                ("198.18.4.0/24".parse().unwrap(), vxlan_nh(120)),
-            ]),
-            tx_ports: if with_tx_port {
-                BTreeSet::from([1])
-            } else {
-                BTreeSet::new()
-            },
-            host_addrs: BTreeSet::from([HOST_ADDR]),
-            vxlan: Some(VxlanPlan {
-                port: VXLAN_PORT,
-                vnis: BTreeSet::from([VNI]),
-                default_vni: VNI,
-                local_ip: HOST_ADDR,
-                mac: LOCAL_VTEP_MAC,
-            }),
-        };
-        dataplane.apply(&plan).expect("filling the maps");
+        dataplane
+            .apply(&test_plan(with_tx_port))
+            .expect("filling the maps");
         Self { dataplane }
     }
 
@@ -134,9 +115,23 @@ impl Fixture {
 
     /// Runs the frame and checks that exactly `counters` moved (besides rx), each by one.
     fn run_counted(&self, hook: Hook, frame: &[u8], counters: &[&str]) -> (u32, Vec<u8>) {
+        self.run_counted_from(hook, Role::Underlay, frame, counters)
+    }
+
+    /// As [`Self::run_counted`], for a frame arriving on an interface facing `role`.
+    fn run_counted_from(
+        &self,
+        hook: Hook,
+        role: Role,
+        frame: &[u8],
+        counters: &[&str],
+    ) -> (u32, Vec<u8>) {
         let ids = self.dataplane.kernel_ids().unwrap();
         let before = stats::read(&ids).unwrap();
-        let result = self.dataplane.run_on_frame(hook, frame).expect("test run");
+        let result = self
+            .dataplane
+            .run_on_frame(hook, role, frame)
+            .expect("test run");
         let after = stats::read(&ids).unwrap();
         let h = hook.name();
         let moved: Vec<(&str, u64)> = after.hooks[h]
@@ -149,6 +144,34 @@ impl Fixture {
         expected.sort();
         assert_eq!(moved, expected, "{h}: counters that moved");
         result
+    }
+}
+
+/// The fixture's plan: a local workload 198.18.1.2/32, a remote prefix 198.18.2.0/24, two
+/// VXLAN prefixes (tunnel MTU 1500 and 120) through 198.19.0.3, VXLAN decapsulated on `lo`.
+fn test_plan(with_tx_port: bool) -> Plan {
+    Plan {
+        attachments: vec![],
+        routes: BTreeMap::from([
+            ("198.18.1.2/32".parse().unwrap(), local_nh()),
+            ("198.18.2.0/24".parse().unwrap(), remote_nh()),
+            ("198.18.3.0/24".parse().unwrap(), vxlan_nh(1500)),
+            ("198.18.4.0/24".parse().unwrap(), vxlan_nh(120)),
+        ]),
+        tx_ports: if with_tx_port {
+            BTreeSet::from([1])
+        } else {
+            BTreeSet::new()
+        },
+        host_addrs: BTreeSet::from([HOST_ADDR]),
+        vxlan: Some(VxlanPlan {
+            port: VXLAN_PORT,
+            ifindex: 1,
+            vnis: BTreeSet::from([VNI]),
+            default_vni: VNI,
+            local_ip: HOST_ADDR,
+            mac: LOCAL_VTEP_MAC,
+        }),
     }
 }
 
@@ -262,11 +285,11 @@ fn counts_forwarded_frames_per_egress() {
     let ids = fx.dataplane.kernel_ids().unwrap();
     for _ in 0..3 {
         fx.dataplane
-            .run_on_frame(Hook::Xdp, &ipv4_frame(LOCAL_WORKLOAD, 64))
+            .run_on_frame(Hook::Xdp, Role::Underlay, &ipv4_frame(LOCAL_WORKLOAD, 64))
             .unwrap();
     }
     fx.dataplane
-        .run_on_frame(Hook::Tc, &ipv4_frame(LOCAL_WORKLOAD, 64))
+        .run_on_frame(Hook::Tc, Role::Underlay, &ipv4_frame(LOCAL_WORKLOAD, 64))
         .unwrap();
     assert_eq!(
         stats::read(&ids).unwrap().forwarded_by_egress.get(&1),
@@ -522,7 +545,10 @@ fn the_source_port_follows_the_flow() {
     let sport = |src_port: u16| {
         let mut input = ipv4_frame(Ipv4Addr::new(198, 18, 3, 7), 64);
         input[34..36].copy_from_slice(&src_port.to_be_bytes());
-        let (_, out) = fx.dataplane.run_on_frame(Hook::Xdp, &input).unwrap();
+        let (_, out) = fx
+            .dataplane
+            .run_on_frame(Hook::Xdp, Role::Underlay, &input)
+            .unwrap();
         u16::from_be_bytes([out[34], out[35]])
     };
     assert_eq!(sport(4000), sport(4000), "one flow, one port");
@@ -535,10 +561,32 @@ fn the_source_port_follows_the_flow() {
     assert!(distinct.iter().all(|p| (32768..=60999).contains(p)));
 }
 
+/// ICMP "fragmentation needed" for `input`, as the programs answer it: MACs swapped, from the
+/// host's tunnel address, next-hop MTU `mtu`, quoting the packet's header and 8 bytes.
+fn expected_frag_needed(input: &[u8], mtu: u16) -> Vec<u8> {
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&input[14..14 + 28]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c);
+    let mut ip = vec![0x45, 0, 0, 56, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    ip.extend_from_slice(&HOST_ADDR.octets());
+    ip.extend_from_slice(&input[26..30]);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c);
+    let mut f = Vec::new();
+    f.extend_from_slice(&input[6..12]);
+    f.extend_from_slice(&input[0..6]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
 #[test]
-fn a_packet_that_would_not_fit_the_underlay_after_encapsulation_goes_to_the_kernel() {
+fn a_packet_too_big_for_the_tunnel_is_answered_with_frag_needed_or_left_to_the_kernel() {
     if !netlab::root::is_root(
-        "a_packet_that_would_not_fit_the_underlay_after_encapsulation_goes_to_the_kernel",
+        "a_packet_too_big_for_the_tunnel_is_answered_with_frag_needed_or_left_to_the_kernel",
     ) {
         return;
     }
@@ -553,7 +601,30 @@ fn a_packet_that_would_not_fit_the_underlay_after_encapsulation_goes_to_the_kern
     });
     let big = with_payload(&small, 20);
     assert_eq!(big.len() - 14, 80);
-    assert_passed(&fx, &big, "pass_too_big");
+    assert_eq!(big[20], 0x40, "the test frames have DF");
+    both_hooks(|hook| {
+        let (verdict, out) = fx.run_counted(hook, &big, &["reply_frag_needed"]);
+        let sent_back = match hook {
+            Hook::Xdp => XDP_TX,
+            Hook::Tc => TC_ACT_REDIRECT,
+        };
+        assert_eq!(
+            verdict, sent_back,
+            "{hook:?}: answered, back where it came from"
+        );
+        assert_eq!(
+            out,
+            expected_frag_needed(&big, 120 - 50),
+            "{hook:?}: ICMP fragmentation needed with the tunnel's inner MTU"
+        );
+    });
+    // Without DF the sender does not want to hear it: the kernel's (which would fragment).
+    let mut no_df = big.clone();
+    no_df[20] = 0;
+    no_df[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&no_df[14..34]);
+    no_df[24..26].copy_from_slice(&c);
+    assert_passed(&fx, &no_df, "pass_too_big");
 }
 
 /// Fixes the outer IPv4 total length and checksum (and the UDP length) after the frame's
@@ -994,4 +1065,245 @@ fn a_new_policy_replaces_the_old_one_whole() {
             "{map} emptied with the old versions"
         );
     }
+}
+
+// Isolation: what a workload that does not behave (raw sockets, crafted frames) or a foreign
+// host on the underlay tries, refused and counted, each next to a control that must pass.
+
+/// `frame` with IPv4 source `src` (checksum fixed).
+fn from_source(frame: &[u8], src: Ipv4Addr) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[26..30].copy_from_slice(&src.octets());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    let c = checksum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&c);
+    f
+}
+
+#[test]
+fn a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded() {
+    if !netlab::root::is_root("a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded") {
+        return;
+    }
+    let fx = Fixture::new(true);
+    let to_remote = ipv4_frame(Ipv4Addr::new(198, 18, 2, 5), 64);
+    both_hooks(|hook| {
+        // Control: the workload behind `lo` (198.18.1.2/32 dev lo) with its own address.
+        let own = from_source(&to_remote, LOCAL_WORKLOAD);
+        let (verdict, _) = fx.run_counted_from(hook, Role::Workload, &own, &["forwarded"]);
+        assert_eq!(verdict, verdicts(hook).1, "{hook:?}: own source forwarded");
+        for spoofed in [
+            Ipv4Addr::new(198, 18, 1, 9), // no route: nobody's
+            Ipv4Addr::new(198, 18, 2, 7), // another host's workload
+            HOST_ADDR,                    // the host itself
+            Ipv4Addr::new(8, 8, 8, 8),    // the outside
+        ] {
+            let frame = from_source(&to_remote, spoofed);
+            let (verdict, out) =
+                fx.run_counted_from(hook, Role::Workload, &frame, &["drop_spoofed_source"]);
+            assert_eq!(verdict, drop_verdict(hook), "{hook:?}: {spoofed} refused");
+            assert_eq!(out, frame, "{hook:?}: untouched");
+        }
+        // From the underlay the source is not a workload's to check.
+        let (verdict, _) = fx.run_counted(hook, &to_remote, &["forwarded"]);
+        assert_eq!(verdict, verdicts(hook).1);
+    });
+}
+
+#[test]
+fn vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface() {
+    if !netlab::root::is_root("vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface") {
+        return;
+    }
+    let mut fx = Fixture::new(true);
+    let known = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
+    let unknown = from_source(&known, Ipv4Addr::new(198, 19, 0, 99));
+    both_hooks(|hook| {
+        let (verdict, out) = fx.run_counted(hook, &known, &["forwarded", "vxlan_decap"]);
+        assert_eq!(verdict, verdicts(hook).1, "{hook:?}: control, a known VTEP");
+        assert_eq!(out, expected_decap(&known));
+        let (verdict, out) = fx.run_counted(hook, &unknown, &["drop_vxlan_unknown_vtep"]);
+        assert_eq!(
+            verdict,
+            drop_verdict(hook),
+            "{hook:?}: unknown VTEP refused"
+        );
+        assert_eq!(out, unknown);
+        // VXLAN a workload sends to the host's VTEP address with its own source: never
+        // decapsulated, it is the kernel's (where nothing listens on the port).
+        let from_workload = from_source(&known, LOCAL_WORKLOAD);
+        let (verdict, out) =
+            fx.run_counted_from(hook, Role::Workload, &from_workload, &["pass_host_addr"]);
+        assert_eq!(verdict, verdicts(hook).0, "{hook:?}: not decapsulated");
+        assert_eq!(out, from_workload);
+    });
+    // VXLAN on an underlay interface other than the `vxlan` statement's: not decapsulated.
+    let mut elsewhere = test_plan(true);
+    elsewhere.vxlan.as_mut().unwrap().ifindex = 99;
+    fx.dataplane.apply(&elsewhere).unwrap();
+    both_hooks(|hook| {
+        let (verdict, out) = fx.run_counted(hook, &known, &["pass_host_addr"]);
+        assert_eq!(
+            verdict,
+            verdicts(hook).0,
+            "{hook:?}: not the tunnel's interface"
+        );
+        assert_eq!(out, known);
+    });
+}
+
+#[test]
+fn a_workload_speaks_ipv4_and_arp_only() {
+    if !netlab::root::is_root("a_workload_speaks_ipv4_and_arp_only") {
+        return;
+    }
+    let fx = Fixture::new(true);
+    let to_remote = ipv4_frame(Ipv4Addr::new(198, 18, 2, 5), 64);
+    both_hooks(|hook| {
+        let mut ipv6 = from_source(&to_remote, LOCAL_WORKLOAD);
+        ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        let mut tagged = from_source(&to_remote, LOCAL_WORKLOAD);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        for frame in [&ipv6, &tagged] {
+            let (verdict, _) =
+                fx.run_counted_from(hook, Role::Workload, frame, &["drop_not_ip_from_workload"]);
+            assert_eq!(
+                verdict,
+                drop_verdict(hook),
+                "{hook:?}: refused from a workload"
+            );
+        }
+        let mut arp = from_source(&to_remote, LOCAL_WORKLOAD);
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let (verdict, _) = fx.run_counted_from(hook, Role::Workload, &arp, &["pass_arp"]);
+        assert_eq!(verdict, verdicts(hook).0, "{hook:?}: ARP is the kernel's");
+        // From the underlay, the kernel's.
+        let (verdict, _) = fx.run_counted(hook, &ipv6, &["pass_not_ipv4"]);
+        assert_eq!(verdict, verdicts(hook).0);
+    });
+}
+
+const EGRESS_TO_DNS_ONLY: &str = "\
+workload 198.18.1.2 ingress deny egress deny
+allow egress 198.18.1.2 peer 198.19.0.1/32 proto udp port 53
+allow egress 198.18.1.2 peer 198.18.2.0/24 proto udp port 53
+";
+
+#[test]
+fn what_a_workload_sends_the_kernel_meets_its_egress_policy() {
+    if !netlab::root::is_root("what_a_workload_sends_the_kernel_meets_its_egress_policy") {
+        return;
+    }
+    both_hooks(|hook| {
+        let fx = with_policy(EGRESS_TO_DNS_ONLY);
+        let send = |dst: Ipv4Addr, port: u16, counters: &[&str]| {
+            let frame = l4_frame(LOCAL_WORKLOAD, dst, UDP, 40000, port, 0);
+            fx.run_counted_from(hook, Role::Workload, &frame, counters)
+                .0
+        };
+        // To the host itself, and out of the cluster (no route): egress rules apply.
+        assert_eq!(
+            send(HOST_ADDR, 53, &["pass_host_addr", "policy_new_flow"]),
+            verdicts(hook).0
+        );
+        assert_eq!(
+            send(HOST_ADDR, 54, &["drop_policy_egress"]),
+            drop_verdict(hook)
+        );
+        assert_eq!(
+            send(ip("8.8.8.8"), 53, &["drop_policy_egress"]),
+            drop_verdict(hook)
+        );
+        assert_eq!(denied(&fx, "198.18.1.2", Direction::Egress), 2);
+    });
+}
+
+#[test]
+fn ip_options_to_or_from_a_workload_under_policy_are_refused() {
+    if !netlab::root::is_root("ip_options_to_or_from_a_workload_under_policy_are_refused") {
+        return;
+    }
+    // Not under policy: the kernel's (as `ip_options_go_to_the_kernel` checks).
+    let fx = with_policy(WEB);
+    let options_to_workload = frame(HOST_VETH_MAC, 0x0800, LOCAL_WORKLOAD, 64, 1);
+    let options_from_workload = from_source(
+        &frame(HOST_VETH_MAC, 0x0800, Ipv4Addr::new(198, 18, 2, 5), 64, 1),
+        LOCAL_WORKLOAD,
+    );
+    both_hooks(|hook| {
+        let (verdict, _) = fx.run_counted(hook, &options_to_workload, &["drop_policy_bypass"]);
+        assert_eq!(
+            verdict,
+            drop_verdict(hook),
+            "{hook:?}: to a workload under policy"
+        );
+        let (verdict, _) = fx.run_counted_from(
+            hook,
+            Role::Workload,
+            &options_from_workload,
+            &["drop_policy_bypass"],
+        );
+        assert_eq!(
+            verdict,
+            drop_verdict(hook),
+            "{hook:?}: from a workload under policy"
+        );
+        // Control: to a remote prefix, nobody under policy.
+        let other = frame(HOST_VETH_MAC, 0x0800, Ipv4Addr::new(198, 18, 2, 5), 64, 1);
+        let (verdict, _) = fx.run_counted(hook, &other, &["pass_ip_options"]);
+        assert_eq!(verdict, verdicts(hook).0);
+    });
+}
+
+/// ICMP `kind`/`code` from `from` to `to`, quoting `quoted` (a frame) as an error does.
+fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted[14..14 + 28]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&from.octets());
+    ip.extend_from_slice(&to.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c);
+    let mut f = Vec::new();
+    f.extend_from_slice(&HOST_VETH_MAC);
+    f.extend_from_slice(&SENDER_MAC);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn replies_and_icmp_errors_about_a_flow_pass_an_ingress_deny() {
+    if !netlab::root::is_root("replies_and_icmp_errors_about_a_flow_pass_an_ingress_deny") {
+        return;
+    }
+    both_hooks(|hook| {
+        let fx = with_policy(EGRESS_TO_DNS_ONLY);
+        let server = ip("198.18.2.5");
+        let query = l4_frame(LOCAL_WORKLOAD, server, UDP, 40000, 53, 0);
+        let never_sent = l4_frame(LOCAL_WORKLOAD, server, UDP, 40001, 53, 0);
+        // The workload's query: admitted by its egress rule, recorded as a new flow.
+        let (verdict, _) = fx.run_counted_from(
+            hook,
+            Role::Workload,
+            &query,
+            &["forwarded", "policy_new_flow"],
+        );
+        assert_eq!(verdict, verdicts(hook).1);
+        // The server's ICMP port unreachable about it passes the workload's ingress deny...
+        let unreachable = icmp_error(server, LOCAL_WORKLOAD, 3, 3, &query);
+        assert_forwarded(&fx, hook, &unreachable, &["policy_established"]);
+        // ...an error about a packet the workload never sent does not...
+        let forged = icmp_error(server, LOCAL_WORKLOAD, 3, 3, &never_sent);
+        assert_refused(&fx, hook, &forged, "drop_policy_ingress");
+        // ...and the reply passes, as part of the flow.
+        let reply = l4_frame(server, LOCAL_WORKLOAD, UDP, 53, 40000, 0);
+        assert_forwarded(&fx, hook, &reply, &["policy_established"]);
+        assert_forwarded(&fx, hook, &reply, &["policy_established"]);
+    });
 }

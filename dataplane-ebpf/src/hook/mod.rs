@@ -21,6 +21,13 @@ pub trait Shim {
     /// The frame's full length.
     fn frame_len(&self) -> usize;
 
+    /// The interface the frame arrived on.
+    fn ingress_ifindex(&self) -> u32;
+
+    /// True if the kernel took a VLAN tag off the frame before the program ran (it would put
+    /// it back on whatever interface the frame leaves by).
+    fn vlan_tagged(&self) -> bool;
+
     /// Makes `nh`'s egress the frame's destination; the frame leaves through it when the
     /// program returns the redirect verdict. False if this hook cannot reach it.
     fn redirect(&self, nh: &NextHop) -> bool;
@@ -40,4 +47,15 @@ pub trait Shim {
     /// header's room, as the hook lays it out), leaving an Ethernet frame of the inner packet.
     /// False if the kernel refused.
     fn pop_tunnel(&self, strip: usize) -> bool;
+
+    /// Makes `len` bytes of room right after the Ethernet header (the rest of the frame moves
+    /// back by `len`). False if the kernel refused.
+    fn grow_after_ethernet(&self, len: usize) -> bool;
+
+    /// Cuts the frame to its first `len` bytes. False if the kernel refused.
+    fn truncate(&self, len: usize) -> bool;
+
+    /// Sends the frame back out of the interface it came in by (the verdict for it is
+    /// `Outcome::Replied`). False if this hook cannot.
+    fn send_back(&self) -> bool;
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT, bpf_adj_room_mode,
     },
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
 use dataplane_common::{Counter, Hook, NH_FLAG_VETH_PEER, NextHop, vxlan::VXLAN_OVERHEAD};
@@ -33,6 +33,16 @@ impl Shim for TcContext {
     #[inline(always)]
     fn frame_len(&self) -> usize {
         self.len() as usize
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn vlan_tagged(&self) -> bool {
+        unsafe { (*self.skb.skb).vlan_present != 0 }
     }
 
     #[inline(always)]
@@ -68,6 +78,22 @@ impl Shim for TcContext {
         let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
         self.adjust_room(VXLAN_OVERHEAD as i32, mode, flags as u64 | ENCAP_L2_ETH_LEN)
             .is_ok()
+    }
+
+    #[inline(always)]
+    fn grow_after_ethernet(&self, len: usize) -> bool {
+        let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
+        self.adjust_room(len as i32, mode, 0).is_ok()
+    }
+
+    #[inline(always)]
+    fn truncate(&self, len: usize) -> bool {
+        unsafe { bpf_skb_change_tail(self.skb.skb, len as u32, 0) == 0 }
+    }
+
+    #[inline(always)]
+    fn send_back(&self) -> bool {
+        unsafe { bpf_redirect(self.ingress_ifindex(), 0) == TC_ACT_REDIRECT as i64 }
     }
 
     #[inline(always)]

@@ -1,6 +1,9 @@
 //! The XDP hook: room is made with `bpf_xdp_adjust_head`, frames leave through the
 //! `TX_PORTS` device map.
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use dataplane_common::{Counter, Hook, NextHop, vxlan::VXLAN_OVERHEAD};
 
 use super::Shim;
@@ -17,6 +20,17 @@ impl Shim for XdpContext {
     #[inline(always)]
     fn frame_len(&self) -> usize {
         self.data_end() - self.data()
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn vlan_tagged(&self) -> bool {
+        // XDP sees the tag itself: such a frame is not IPv4 to the parser.
+        false
     }
 
     #[inline(always)]
@@ -47,5 +61,22 @@ impl Shim for XdpContext {
     #[inline(always)]
     fn pop_tunnel(&self, strip: usize) -> bool {
         unsafe { bpf_xdp_adjust_head(self.ctx, strip as i32) == 0 }
+    }
+
+    #[inline(always)]
+    fn grow_after_ethernet(&self, len: usize) -> bool {
+        // Growing at the front moves the Ethernet header forward too; the caller rewrites it.
+        unsafe { bpf_xdp_adjust_head(self.ctx, -(len as i32)) == 0 }
+    }
+
+    #[inline(always)]
+    fn truncate(&self, len: usize) -> bool {
+        let delta = len as i32 - self.frame_len() as i32;
+        unsafe { bpf_xdp_adjust_tail(self.ctx, delta) == 0 }
+    }
+
+    #[inline(always)]
+    fn send_back(&self) -> bool {
+        true // XDP_TX
     }
 }

@@ -12,11 +12,10 @@ use aya::programs::{
     tc::SchedClassifierLink,
     xdp::XdpLink,
 };
-use dataplane_common::maps::program_names;
 
 use super::{
     error::DataplaneError,
-    object::{Dataplane, tc_program, xdp_program},
+    object::{Dataplane, routing_program, tc_program, xdp_program},
     pins::PinError,
 };
 use crate::{model::route_table::Attach, plan::Attachment};
@@ -110,19 +109,20 @@ impl Dataplane {
     fn swap_into_pinned_link(&mut self, a: &Attachment, path: &Path) -> Result<(), DataplaneError> {
         let link_err = pinned_link_error(path);
         let link: FdLink = PinnedLink::from_pin(path).map_err(link_err)?.into();
-        let fail = |program| attach_error(a, program);
+        let name = routing_program(a.attach, a.role);
+        let fail = attach_error(a, name);
         match a.attach {
             Attach::Xdp | Attach::XdpGeneric => {
                 let link = XdpLink::try_from(link).map_err(link_err)?;
-                xdp_program(&mut self.bpf, program_names::XDP_ROUTE)?
+                xdp_program(&mut self.bpf, name)?
                     .attach_to_link(link)
-                    .map_err(fail(program_names::XDP_ROUTE))?;
+                    .map_err(fail)?;
             }
             Attach::Tc => {
                 let link = SchedClassifierLink::try_from(link).map_err(link_err)?;
-                tc_program(&mut self.bpf)?
+                tc_program(&mut self.bpf, name)?
                     .attach_to_link(link)
-                    .map_err(fail(program_names::TC_ROUTE))?;
+                    .map_err(fail)?;
             }
         }
         Ok(())
@@ -134,24 +134,18 @@ impl Dataplane {
             ifname: ifname.to_string(),
             source,
         };
+        let taken = |name| move |source| DataplaneError::Program { name, source };
         match undo {
-            Undo::Xdp(id) => {
-                let program = xdp_program(&mut self.bpf, program_names::XDP_ROUTE)?;
-                let link = program
+            Undo::Xdp(name, id) => {
+                let link = xdp_program(&mut self.bpf, name)?
                     .take_link(id)
-                    .map_err(|source| DataplaneError::Program {
-                        name: program_names::XDP_ROUTE,
-                        source,
-                    })?;
+                    .map_err(taken(name))?;
                 FdLink::try_from(link).map_err(not_fd)
             }
-            Undo::Tc(id) => {
-                let link = tc_program(&mut self.bpf)?.take_link(id).map_err(|source| {
-                    DataplaneError::Program {
-                        name: program_names::TC_ROUTE,
-                        source,
-                    }
-                })?;
+            Undo::Tc(name, id) => {
+                let link = tc_program(&mut self.bpf, name)?
+                    .take_link(id)
+                    .map_err(taken(name))?;
                 FdLink::try_from(link).map_err(not_fd)
             }
             Undo::Unpin(_) | Undo::Nothing => unreachable!("attach_one returns program links"),
@@ -159,7 +153,8 @@ impl Dataplane {
     }
 
     fn attach_one(&mut self, a: &Attachment) -> Result<Undo, DataplaneError> {
-        let fail = |program| attach_error(a, program);
+        let name = routing_program(a.attach, a.role);
+        let fail = attach_error(a, name);
         match a.attach {
             Attach::Xdp | Attach::XdpGeneric => {
                 let mode = if a.attach == Attach::Xdp {
@@ -167,16 +162,16 @@ impl Dataplane {
                 } else {
                     XdpMode::Skb
                 };
-                let id = xdp_program(&mut self.bpf, program_names::XDP_ROUTE)?
+                let id = xdp_program(&mut self.bpf, name)?
                     .attach_to_if_index(a.ifindex, mode)
-                    .map_err(fail(program_names::XDP_ROUTE))?;
-                Ok(Undo::Xdp(id))
+                    .map_err(fail)?;
+                Ok(Undo::Xdp(name, id))
             }
             Attach::Tc => {
-                let id = tc_program(&mut self.bpf)?
+                let id = tc_program(&mut self.bpf, name)?
                     .attach(&a.ifname, TcAttachType::Ingress)
-                    .map_err(fail(program_names::TC_ROUTE))?;
-                Ok(Undo::Tc(id))
+                    .map_err(fail)?;
+                Ok(Undo::Tc(name, id))
             }
         }
     }
@@ -199,8 +194,9 @@ fn attach_error(
 
 /// What to undo for one attachment when a later one fails.
 enum Undo {
-    Xdp(aya::programs::xdp::XdpLinkId),
-    Tc(aya::programs::tc::SchedClassifierLinkId),
+    /// A link of the program named here, attached by this process.
+    Xdp(&'static str, aya::programs::xdp::XdpLinkId),
+    Tc(&'static str, aya::programs::tc::SchedClassifierLinkId),
     /// A link attached and pinned by this process: unpin it and close our descriptor.
     Unpin(PathBuf),
     /// A pinned link adopted: it keeps running, now with this process's program.
@@ -212,13 +208,13 @@ impl Undo {
         // Best effort: unpinned links are also released when the Dataplane is dropped.
         let bpf = &mut dataplane.bpf;
         match self {
-            Undo::Xdp(id) => {
-                if let Ok(p) = xdp_program(bpf, program_names::XDP_ROUTE) {
+            Undo::Xdp(name, id) => {
+                if let Ok(p) = xdp_program(bpf, name) {
                     let _ = p.detach(id);
                 }
             }
-            Undo::Tc(id) => {
-                if let Ok(p) = tc_program(bpf) {
+            Undo::Tc(name, id) => {
+                if let Ok(p) = tc_program(bpf, name) {
                     let _ = p.detach(id);
                 }
             }

@@ -66,7 +66,7 @@ impl Dataplane {
     pub fn run_stats(&self) -> Result<(u64, u64), DataplaneError> {
         let mut time = 0;
         let mut count = 0;
-        for name in [program_names::XDP_ROUTE, program_names::TC_ROUTE] {
+        for name in program_names::ROUTING {
             let program = self.bpf.program(name).ok_or(DataplaneError::Missing {
                 kind: "program",
                 name,
@@ -89,15 +89,19 @@ pub fn kernel_ids_from_pins(pins: &PinDir) -> Result<KernelIds, DataplaneError> 
         let info = MapInfo::from_pin(pins.map(name)).map_err(map_err(name))?;
         ids.maps.insert(name.to_string(), info.id());
     }
+    let mut program_ids = std::collections::BTreeSet::new();
     for path in pins.links()? {
         let link_err = pinned_link_error(&path);
         let link: FdLink = PinnedLink::from_pin(&path).map_err(link_err)?.into();
-        let info = link.info().map_err(link_err)?;
-        let name = match info.link_type().map_err(link_err)? {
-            aya::programs::links::LinkType::Xdp => program_names::XDP_ROUTE,
-            _ => program_names::TC_ROUTE,
-        };
-        ids.programs.insert(name.to_string(), info.program_id());
+        program_ids.insert(link.info().map_err(link_err)?.program_id());
+    }
+    // The links name their programs by ID only: the kernel's list of programs has the names.
+    for program in aya::programs::loaded_programs() {
+        let program = program.map_err(DataplaneError::ProgramInfo)?;
+        if program_ids.contains(&program.id()) {
+            let name = program.name_as_str().unwrap_or("unnamed").to_string();
+            ids.programs.insert(name, program.id());
+        }
     }
     Ok(ids)
 }

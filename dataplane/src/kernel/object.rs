@@ -21,6 +21,7 @@ use super::{
     pins::{PINNED_MAPS, PinDir},
     program_log::{ProgramLogNames, ProgramLogger},
 };
+use crate::model::route_table::{Attach, Role};
 
 /// The eBPF object, built by dataplane's build script from `dataplane-ebpf` (never stale;
 /// empty when the build was not asked for, which [`Dataplane::load`] refuses).
@@ -92,17 +93,20 @@ impl Dataplane {
                     .map_err(DataplaneError::Logger)?,
             ),
         };
-        for name in [program_names::XDP_ROUTE, program_names::XDP_PASS] {
+        for name in [
+            program_names::XDP_WORKLOAD,
+            program_names::XDP_UNDERLAY,
+            program_names::XDP_PASS,
+        ] {
             xdp_program(&mut bpf, name)?
                 .load()
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
-        tc_program(&mut bpf)?
-            .load()
-            .map_err(|source| DataplaneError::Program {
-                name: program_names::TC_ROUTE,
-                source,
-            })?;
+        for name in [program_names::TC_WORKLOAD, program_names::TC_UNDERLAY] {
+            tc_program(&mut bpf, name)?
+                .load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+        }
         Ok(Self {
             bpf,
             options,
@@ -218,6 +222,19 @@ pub(super) fn xdp_program<'a>(
     program_mut(bpf, name)
 }
 
-pub(super) fn tc_program(bpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
-    program_mut(bpf, program_names::TC_ROUTE)
+pub(super) fn tc_program<'a>(
+    bpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    program_mut(bpf, name)
+}
+
+/// The routing program for a hook and the role of the interface it runs on.
+pub fn routing_program(attach: Attach, role: Role) -> &'static str {
+    match (attach, role) {
+        (Attach::Xdp | Attach::XdpGeneric, Role::Workload) => program_names::XDP_WORKLOAD,
+        (Attach::Xdp | Attach::XdpGeneric, Role::Underlay) => program_names::XDP_UNDERLAY,
+        (Attach::Tc, Role::Workload) => program_names::TC_WORKLOAD,
+        (Attach::Tc, Role::Underlay) => program_names::TC_UNDERLAY,
+    }
 }

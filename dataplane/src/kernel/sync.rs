@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, lpm_trie::Key},
 };
-use dataplane_common::{Ipv4Key, NextHop, maps::map_names, vxlan::VxlanConfig};
+use dataplane_common::{Ipv4Key, NextHop, NextHopKind, maps::map_names, vxlan::VxlanConfig};
 
 use super::{
     error::{DataplaneError, map_err},
@@ -45,6 +45,11 @@ impl Dataplane {
             plan.host_addrs.iter().map(|a| a.octets()),
         )?;
         sync_vxlan(&mut self.bpf, plan.vxlan.as_ref())?;
+        sync_set(
+            &mut self.bpf,
+            map_names::VXLAN_VTEPS,
+            tunnel_endpoints(plan).map(|a| a.octets()),
+        )?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         let current_ports: BTreeSet<u32> = ports
@@ -97,6 +102,7 @@ impl Dataplane {
             (map_names::TX_PORTS, plan.tx_ports.len(), ""),
             (map_names::HOST_ADDRS, plan.host_addrs.len(), ""),
             (map_names::VXLAN_VNIS, vnis, ""),
+            (map_names::VXLAN_VTEPS, tunnel_endpoints(plan).count(), ""),
         ] {
             self.ensure_room(map, needed, hint)?;
         }
@@ -157,6 +163,7 @@ fn sync_vxlan(bpf: &mut Ebpf, vxlan: Option<&VxlanPlan>) -> Result<(), Dataplane
     let config = VxlanConfig {
         port: vxlan.map(|v| v.port.to_be_bytes()).unwrap_or([0, 0]),
         _pad: [0; 2],
+        ifindex: vxlan.map_or(0, |v| v.ifindex),
     };
     if vxlan.is_some() {
         sync_set(bpf, map_names::VXLAN_VNIS, vnis.iter().copied())?;
@@ -172,6 +179,17 @@ fn sync_vxlan(bpf: &mut Ebpf, vxlan: Option<&VxlanPlan>) -> Result<(), Dataplane
         sync_set(bpf, map_names::VXLAN_VNIS, vnis)?;
     }
     Ok(())
+}
+
+/// The remote tunnel endpoints the plan's routes name: the only underlay addresses VXLAN is
+/// accepted from.
+pub fn tunnel_endpoints(plan: &Plan) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    plan.routes
+        .values()
+        .filter(|nh| nh.is(NextHopKind::Vxlan))
+        .map(|nh| Ipv4Addr::from(nh.outer_dst_ip))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
 }
 
 fn route_key(prefix: &Ipv4Prefix) -> Key<Ipv4Key> {

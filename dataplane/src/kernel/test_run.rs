@@ -1,18 +1,29 @@
 //! Running a routing program once on a crafted frame (BPF_PROG_TEST_RUN): nothing is sent,
 //! the verdict and the frame as the program left it come back.
 use aya::programs::{TestRun, TestRunOptions};
-use dataplane_common::{Hook, maps::program_names};
+use dataplane_common::Hook;
 
-use super::{error::DataplaneError, object::Dataplane};
+use super::{
+    error::DataplaneError,
+    object::{Dataplane, routing_program},
+};
+use crate::model::route_table::{Attach, Role};
 
 impl Dataplane {
-    /// Runs the routing program of `hook` once on `frame` (BPF_PROG_TEST_RUN; nothing is sent)
-    /// and returns its verdict and the frame as the program left it.
-    pub fn run_on_frame(&self, hook: Hook, frame: &[u8]) -> Result<(u32, Vec<u8>), DataplaneError> {
-        let name = match hook {
-            Hook::Xdp => program_names::XDP_ROUTE,
-            Hook::Tc => program_names::TC_ROUTE,
+    /// Runs the routing program of `hook` for an interface facing `role` once on `frame`
+    /// (BPF_PROG_TEST_RUN; nothing is sent) and returns its verdict and the frame as the
+    /// program left it. The frame arrives on the test's loopback interface (ifindex 1).
+    pub fn run_on_frame(
+        &self,
+        hook: Hook,
+        role: Role,
+        frame: &[u8],
+    ) -> Result<(u32, Vec<u8>), DataplaneError> {
+        let attach = match hook {
+            Hook::Xdp => Attach::Xdp,
+            Hook::Tc => Attach::Tc,
         };
+        let name = routing_program(attach, role);
         let program = self.bpf.program(name).ok_or(DataplaneError::Missing {
             kind: "program",
             name,

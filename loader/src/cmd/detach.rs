@@ -76,7 +76,11 @@ fn remove_leftover_xdp() -> Result<()> {
     let links: Vec<LinkXdp> = serde_json::from_str(&netinfo::ip(&["-j", "-d", "link", "show"])?)?;
     for link in links {
         let name = link.xdp.and_then(|x| x.prog).and_then(|p| p.name);
-        if name.as_deref() == Some(program_names::XDP_ROUTE) {
+        // `xdp_route` was the single XDP program of loaders before the per-role ones.
+        if matches!(
+            name.as_deref(),
+            Some(program_names::XDP_WORKLOAD | program_names::XDP_UNDERLAY | "xdp_route")
+        ) {
             info!(ifname = %link.ifname, "removing a leftover XDP attachment");
             netinfo::ip(&["link", "set", "dev", &link.ifname, "xdp", "off"])?;
         }

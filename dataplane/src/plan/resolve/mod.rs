@@ -192,6 +192,8 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VxlanPlan {
     pub port: u16,
+    /// The underlay interface the tunnel runs over: VXLAN is decapsulated from it only.
+    pub ifindex: u32,
     pub vnis: BTreeSet<u32>,
     /// The default VNI for routes that name none.
     pub default_vni: u32,
@@ -212,12 +214,12 @@ fn resolve_vxlan(
     links: &[Link],
     addrs: &[(String, Ipv4Addr)],
 ) -> Result<VxlanPlan, String> {
-    if !links.iter().any(|l| l.name == decl.dev) {
+    let Some(link) = links.iter().find(|l| l.name == decl.dev) else {
         return Err(format!(
             "interface `{}` does not exist in this network namespace",
             decl.dev
         ));
-    }
+    };
     let local_ip = addrs
         .iter()
         .find(|(dev, _)| *dev == decl.dev)
@@ -230,6 +232,7 @@ fn resolve_vxlan(
         })?;
     Ok(VxlanPlan {
         port: decl.port,
+        ifindex: link.ifindex,
         vnis: decl.vnis.iter().copied().collect(),
         default_vni: decl.vnis[0],
         local_ip,
