@@ -3,12 +3,15 @@
 //! (as Calico's and Cilium's eBPF dataplanes do; the kernel would drop such a packet silently,
 //! having no route for it).
 //!
-//! Layout of the answer (70 bytes): Ethernet (the frame's MACs swapped), IPv4 from this host's
+//! Layout of the answer (106 bytes): Ethernet (the frame's MACs swapped), IPv4 from this host's
 //! tunnel address to the packet's source, ICMP type 3 code 4 carrying the tunnel's inner MTU,
-//! then the packet's IPv4 header and first 8 bytes of payload, as RFC 792 asks.
+//! then the packet's IPv4 header and first 44 bytes of payload (RFC 792 asks for 8, RFC 1812
+//! for as much as fits). 44, not 8: at TC a packet whose checksum the kernel is still to
+//! complete (a TCP segment from a workload with TX checksum offload) cannot be cut short of its
+//! checksum field, which lies up to 18 bytes into the payload, behind the 28 bytes added.
 use dataplane_common::{
     Counter, NextHop,
-    checksum::{checksum, ipv4_checksum_with_len, ipv4_fixed_sum},
+    checksum::{checksum_of, ipv4_checksum_with_len, ipv4_fixed_sum},
     vxlan::{VXLAN_OUTER_TTL, VXLAN_OVERHEAD},
 };
 
@@ -18,8 +21,8 @@ use crate::{
     parse::{ETHERTYPE_IPV4, EthHdr, IPPROTO_ICMP, Ipv4Hdr, ptr_at},
 };
 
-/// The quoted part of the packet: its (option-less) IPv4 header and 8 bytes of payload.
-const QUOTE_LEN: usize = Ipv4Hdr::LEN + 8;
+/// The quoted part of the packet: its (option-less) IPv4 header and 44 bytes of payload.
+const QUOTE_LEN: usize = Ipv4Hdr::LEN + 44;
 /// ICMP header: type, code, checksum, unused, next-hop MTU.
 const ICMP_LEN: usize = 8;
 /// Bytes the answer adds between the Ethernet header and the quoted packet.
@@ -33,19 +36,23 @@ const ICMP_FRAG_NEEDED: u8 = 4;
 /// "fragmentation needed" and sends it back where the frame came from.
 #[inline(always)]
 pub fn frag_needed<H: Shim>(h: &H, nh: &NextHop) -> Outcome {
+    // What the answer needs of the frame before its front is rewritten: MACs and the source.
     let (data, data_end) = h.headers(EthHdr::LEN + QUOTE_LEN);
-    let (Some(eth), Some(quote)) = (
+    let (Some(eth), Some(ip)) = (
         ptr_at::<EthHdr>(data, data_end, 0),
-        ptr_at::<[u8; QUOTE_LEN]>(data, data_end, EthHdr::LEN),
+        ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
     ) else {
         return Outcome::Pass(Counter::PassTooBig);
     };
-    let (their_mac, our_mac, quote) = unsafe { ((*eth).src_addr, (*eth).dst_addr, *quote) };
-    let source = [quote[12], quote[13], quote[14], quote[15]];
+    if ptr_at::<[u8; QUOTE_LEN]>(data, data_end, EthHdr::LEN).is_none() {
+        return Outcome::Pass(Counter::PassTooBig);
+    }
+    let (their_mac, our_mac, source) =
+        unsafe { ((*eth).src_addr, (*eth).dst_addr, (*ip).src_addr) };
     let mtu = nh.mtu - VXLAN_OVERHEAD as u16;
 
-    // Room for the new IPv4 and ICMP headers in front of the quoted packet, which then sits
-    // at the same offset at both hooks; everything after the quote goes.
+    // Room for the new IPv4 and ICMP headers in front of the packet, which then sits where
+    // the quote belongs (at the same offset at both hooks); what lies past the quote goes.
     if !h.grow_after_ethernet(ADDED) || !h.truncate(ANSWER_LEN) {
         return Outcome::Drop(Counter::DropAdjustFailed);
     }
@@ -57,16 +64,9 @@ pub fn frag_needed<H: Shim>(h: &H, nh: &NextHop) -> Outcome {
     ) else {
         return Outcome::Drop(Counter::DropAdjustFailed);
     };
-    let mut message = [0u8; ICMP_LEN + QUOTE_LEN];
-    message[0] = ICMP_DEST_UNREACHABLE;
-    message[1] = ICMP_FRAG_NEEDED;
-    message[6..8].copy_from_slice(&mtu.to_be_bytes());
-    message[ICMP_LEN..].copy_from_slice(&quote);
-    let sum = checksum(&message);
-    message[2] = sum[0];
-    message[3] = sum[1];
     let total = (ADDED + QUOTE_LEN) as u16;
     let fixed = ipv4_fixed_sum(VXLAN_OUTER_TTL, IPPROTO_ICMP, nh.outer_src_ip, source);
+    let mtu = mtu.to_be_bytes();
     unsafe {
         (*eth).dst_addr = their_mac;
         (*eth).src_addr = our_mac;
@@ -81,7 +81,20 @@ pub fn frag_needed<H: Shim>(h: &H, nh: &NextHop) -> Outcome {
         (*ip).check = ipv4_checksum_with_len(fixed, total);
         (*ip).src_addr = nh.outer_src_ip;
         (*ip).dst_addr = source;
-        *icmp = message;
+        let message = &mut *icmp;
+        message[..ICMP_LEN].copy_from_slice(&[
+            ICMP_DEST_UNREACHABLE,
+            ICMP_FRAG_NEEDED,
+            0,
+            0,
+            0,
+            0,
+            mtu[0],
+            mtu[1],
+        ]);
+        let sum = checksum_of(message);
+        message[2] = sum[0];
+        message[3] = sum[1];
     }
     if !h.send_back() {
         return Outcome::Drop(Counter::DropRedirectError);

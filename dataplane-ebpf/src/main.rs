@@ -72,8 +72,7 @@ fn xdp_verdict(outcome: Outcome) -> u32 {
     match outcome {
         Outcome::Pass(_) => xdp_action::XDP_PASS,
         Outcome::Drop(_) => xdp_action::XDP_DROP,
-        Outcome::Redirected { .. } => xdp_action::XDP_REDIRECT,
-        Outcome::Replied(_) => xdp_action::XDP_TX,
+        Outcome::Redirected { .. } | Outcome::Replied(_) => xdp_action::XDP_REDIRECT,
     }
 }
 

@@ -35,7 +35,7 @@ pub fn process<H: Shim>(h: &H, role: Role) -> Outcome {
     }
     let from = Ingress {
         role,
-        ifindex: h.ingress_ifindex(),
+        ifindex: h.arrived_on(),
     };
     let (data, data_end) = h.headers(HEADERS_LEN);
     match route(data, data_end, h.frame_len(), from) {

@@ -127,7 +127,8 @@ pub fn embed(workspace_root: &Path, object: &str, out_name: &str) {
                 .unwrap_or_else(|e| panic!("reading {}: {e}", built.display()));
             write(&out, &bytes);
         }
-        Err(e) => println!("cargo::error={e}"),
+        // A failing build script has its output (the eBPF compiler's errors) shown by cargo.
+        Err(e) => panic!("{e}"),
     }
 }
 

@@ -73,9 +73,16 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
     let loader1 = topo.start_loader(1, Attach::Tc);
     assert!(ping(&a.ns, b.addr, 2).unwrap(), "path up");
 
-    let program_before = program_id(h0, "tc_route");
-    let links_before = link_ids_of_program(program_before);
-    assert_eq!(links_before.len(), 2, "host 0 attaches eth0 and cali1");
+    let programs_before = [program_id(h0, "tc_workload"), program_id(h0, "tc_underlay")];
+    let links_before: Vec<BTreeSet<u64>> = programs_before
+        .iter()
+        .map(|p| link_ids_of_program(*p))
+        .collect();
+    assert_eq!(
+        links_before.iter().map(BTreeSet::len).collect::<Vec<_>>(),
+        [1, 1],
+        "host 0 attaches cali1 (workload) and eth0 (underlay)"
+    );
     let forwarded_start = forwarded(&stats(h0), "tc");
     let hosts = [h0, h1];
     let before = PathCounts::read(&hosts, &b.ns);
@@ -129,20 +136,25 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
     );
 
     // The new loader's program runs in the very links the first one made.
-    let program_after = program_id(h0, "tc_route");
-    assert_ne!(
-        program_after, program_before,
-        "the new program was swapped in"
-    );
+    let programs_after = [program_id(h0, "tc_workload"), program_id(h0, "tc_underlay")];
+    for (after, before) in programs_after.iter().zip(&programs_before) {
+        assert_ne!(after, before, "the new programs were swapped in");
+    }
     assert_eq!(
-        link_ids_of_program(program_after),
+        programs_after
+            .iter()
+            .map(|p| link_ids_of_program(*p))
+            .collect::<Vec<_>>(),
         links_before,
-        "same links, new program"
+        "same links, new programs"
     );
-    assert!(
-        links_of_program(program_before) == 0,
-        "the old program holds no link"
-    );
+    for program in programs_before {
+        assert_eq!(
+            links_of_program(program),
+            0,
+            "the old programs hold no link"
+        );
+    }
 
     detach(h0);
     detach(h1);

@@ -40,10 +40,10 @@ fn routed_end_to_end(attach: Attach) {
     let loader0 = topo.start_loader(0, attach);
     let loader1 = topo.start_loader(1, attach);
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
-    let program = if attach == Attach::Tc {
-        "tc_route"
+    let (workload_program, underlay_program) = if attach == Attach::Tc {
+        ("tc_workload", "tc_underlay")
     } else {
-        "xdp_route"
+        ("xdp_workload", "xdp_underlay")
     };
     let table = routes(h0);
     let kinds: Vec<(&str, &str)> = table
@@ -58,11 +58,14 @@ fn routed_end_to_end(attach: Attach) {
             ("198.18.2.0/24", "remote")
         ]
     );
-    let prog_id = program_id(h0, program);
+    let programs = [
+        program_id(h0, workload_program),
+        program_id(h0, underlay_program),
+    ];
     assert_eq!(
-        links_of_program(prog_id),
-        3,
-        "{program} attached to eth0, cali1, cali2"
+        programs.map(links_of_program),
+        [2, 1],
+        "{workload_program} attached to cali1 and cali2, {underlay_program} to eth0"
     );
 
     // Counters account for the packets exactly: 5 echo requests and 5 replies cross each host.
@@ -152,8 +155,8 @@ fn routed_end_to_end(attach: Attach) {
         "no live dataplane after detach"
     );
     assert_eq!(
-        links_of_program(prog_id),
-        0,
+        programs.map(links_of_program),
+        [0, 0],
         "nothing attached after detach"
     );
     assert!(

@@ -5,6 +5,7 @@
 //! drops (also on panic), and swept by later runs if the process that made it is gone.
 //! Namespaces are joined only to each other: nothing here touches the root namespace's
 //! interfaces, addresses or routes.
+pub mod craft;
 pub mod netfilter;
 pub mod netns;
 pub mod probe;

@@ -22,7 +22,7 @@ pub trait Shim {
     fn frame_len(&self) -> usize;
 
     /// The interface the frame arrived on.
-    fn ingress_ifindex(&self) -> u32;
+    fn arrived_on(&self) -> u32;
 
     /// True if the kernel took a VLAN tag off the frame before the program ran (it would put
     /// it back on whatever interface the frame leaves by).

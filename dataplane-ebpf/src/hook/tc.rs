@@ -36,7 +36,7 @@ impl Shim for TcContext {
     }
 
     #[inline(always)]
-    fn ingress_ifindex(&self) -> u32 {
+    fn arrived_on(&self) -> u32 {
         unsafe { (*self.skb.skb).ifindex }
     }
 
@@ -93,7 +93,7 @@ impl Shim for TcContext {
 
     #[inline(always)]
     fn send_back(&self) -> bool {
-        unsafe { bpf_redirect(self.ingress_ifindex(), 0) == TC_ACT_REDIRECT as i64 }
+        unsafe { bpf_redirect(self.arrived_on(), 0) == TC_ACT_REDIRECT as i64 }
     }
 
     #[inline(always)]

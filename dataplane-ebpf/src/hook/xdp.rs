@@ -23,7 +23,7 @@ impl Shim for XdpContext {
     }
 
     #[inline(always)]
-    fn ingress_ifindex(&self) -> u32 {
+    fn arrived_on(&self) -> u32 {
         unsafe { (*self.ctx).ingress_ifindex }
     }
 
@@ -77,6 +77,10 @@ impl Shim for XdpContext {
 
     #[inline(always)]
     fn send_back(&self) -> bool {
-        true // XDP_TX
+        // Through the device map, not XDP_TX: a veth flushes XDP_TX frames to its peer only
+        // when the peer runs an XDP program, while a redirect is delivered to a peer that has
+        // GRO on, as the wiring step leaves every XDP workload (the ingress interface is a
+        // port of the map: routes lead out of it).
+        TX_PORTS.redirect(self.arrived_on(), 0).is_ok()
     }
 }

@@ -75,6 +75,24 @@ impl TestBed {
         start_loader(&self.topo, index, attach, &self.dir)
     }
 
+    /// As [`Self::start_loader`], with the policy `policy` (its text) for the host.
+    pub fn start_loader_with_policy(
+        &self,
+        index: usize,
+        attach: Attach,
+        policy: &str,
+    ) -> ChildGuard {
+        let path = self.dir.join(format!("host{index}.policy"));
+        std::fs::write(&path, policy).unwrap();
+        start_loader_with(
+            &self.topo,
+            index,
+            attach,
+            &self.dir,
+            &["--policy", path.to_str().unwrap()],
+        )
+    }
+
     /// Network namespace name of host `index`.
     pub fn host(&self, index: usize) -> &str {
         self.topo.hosts[index].ns.name()
@@ -246,6 +264,17 @@ pub fn start_loader(
     attach: Attach,
     dir: &std::path::Path,
 ) -> ChildGuard {
+    start_loader_with(topo, index, attach, dir, &[])
+}
+
+/// [`start_loader`] with `extra` arguments for `loader run`.
+pub fn start_loader_with(
+    topo: &Topology,
+    index: usize,
+    attach: Attach,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> ChildGuard {
     let path = dir.join(format!("host{index}.routes"));
     std::fs::write(&path, topo.route_table(index, attach)).unwrap();
     let netns = topo.hosts[index].ns.name();
@@ -261,6 +290,7 @@ pub fn start_loader(
         cmd.args(["netns", "exec", netns, LOADER, "run", "--config", config]);
         cmd
     };
+    cmd.args(extra);
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -329,7 +359,12 @@ pub fn links_of_program(prog_id: u64) -> usize {
 pub fn links_of_our_programs() -> usize {
     let ours: Vec<u64> = bpftool_json(&["prog", "show"])
         .iter()
-        .filter(|p| matches!(p["name"].as_str(), Some("xdp_route" | "tc_route")))
+        .filter(|p| {
+            matches!(
+                p["name"].as_str(),
+                Some("xdp_workload" | "xdp_underlay" | "tc_workload" | "tc_underlay")
+            )
+        })
         .filter_map(|p| p["id"].as_u64())
         .collect();
     ours.into_iter().map(links_of_program).sum()
