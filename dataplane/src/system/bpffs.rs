@@ -23,7 +23,7 @@ pub enum BpffsError {
         "{path} is not a BPF filesystem, and this process runs under `ip netns exec`, whose \
          /sys and mounts are private to the command: pins made there would vanish when the \
          loader exits. Use `loader --netns NAME ...` instead, or mount a bpffs outside /sys \
-         first (mkdir -p /run/ebpf-dataplane/bpffs && mount -t bpf bpf \
+         first (mkdir -p /run/ebpf-dataplane/bpffs && mount -t bpf -o mode=0700 bpf \
          /run/ebpf-dataplane/bpffs) and pass --bpffs /run/ebpf-dataplane/bpffs"
     )]
     PrivateMountNamespace { path: String },

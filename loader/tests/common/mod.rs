@@ -156,7 +156,7 @@ impl TestBpffs {
         let path = PathBuf::from(format!("/run/dpt-{}-{n}-bpffs", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
+            .args(["-t", "bpf", "-o", "mode=0700", "bpf"])
             .arg(&path)
             .status()
             .expect("running mount");
