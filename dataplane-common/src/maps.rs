@@ -17,8 +17,8 @@ pub mod map_names {
     pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
     /// Hash set of the VNIs this host decapsulates (value unused).
     pub const VXLAN_VNIS: &str = "VXLAN_VNIS";
-    /// Hash set of the tunnel endpoints (underlay addresses, network order) this host accepts
-    /// VXLAN from: the remote VTEPs its routes name (value unused).
+    /// Hash set of the underlay addresses (network order) this host accepts VXLAN from: the
+    /// hosts its routes lead to, as next hop or VTEP (value unused).
     pub const VXLAN_VTEPS: &str = "VXLAN_VTEPS";
     /// Hash: (workload address, direction) -> [`PolicyEndpoint`](crate::policy::PolicyEndpoint),
     /// for the workloads under policy.

@@ -171,6 +171,7 @@ fn test_plan(with_tx_port: bool) -> Plan {
             local_ip: HOST_ADDR,
             mac: LOCAL_VTEP_MAC,
         }),
+        peers: BTreeSet::from([REMOTE_VTEP]),
     }
 }
 

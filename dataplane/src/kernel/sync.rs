@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, lpm_trie::Key},
 };
-use dataplane_common::{Ipv4Key, NextHop, NextHopKind, maps::map_names, vxlan::VxlanConfig};
+use dataplane_common::{Ipv4Key, NextHop, maps::map_names, vxlan::VxlanConfig};
 
 use super::{
     error::{DataplaneError, map_err},
@@ -48,7 +48,7 @@ impl Dataplane {
         sync_set(
             &mut self.bpf,
             map_names::VXLAN_VTEPS,
-            tunnel_endpoints(plan).map(|a| a.octets()),
+            plan.peers.iter().map(|a| a.octets()),
         )?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
@@ -102,7 +102,7 @@ impl Dataplane {
             (map_names::TX_PORTS, plan.tx_ports.len(), ""),
             (map_names::HOST_ADDRS, plan.host_addrs.len(), ""),
             (map_names::VXLAN_VNIS, vnis, ""),
-            (map_names::VXLAN_VTEPS, tunnel_endpoints(plan).count(), ""),
+            (map_names::VXLAN_VTEPS, plan.peers.len(), ""),
         ] {
             self.ensure_room(map, needed, hint)?;
         }
@@ -179,17 +179,6 @@ fn sync_vxlan(bpf: &mut Ebpf, vxlan: Option<&VxlanPlan>) -> Result<(), Dataplane
         sync_set(bpf, map_names::VXLAN_VNIS, vnis)?;
     }
     Ok(())
-}
-
-/// The remote tunnel endpoints the plan's routes name: the only underlay addresses VXLAN is
-/// accepted from.
-pub fn tunnel_endpoints(plan: &Plan) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    plan.routes
-        .values()
-        .filter(|nh| nh.is(NextHopKind::Vxlan))
-        .map(|nh| Ipv4Addr::from(nh.outer_dst_ip))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
 }
 
 fn route_key(prefix: &Ipv4Prefix) -> Key<Ipv4Key> {

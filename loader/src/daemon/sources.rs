@@ -123,6 +123,7 @@ fn merge(
     };
     let added = resolved.routes.len();
     plan.tx_ports.extend(resolved.tx_ports);
+    plan.peers.extend(resolved.peers);
     plan.routes.extend(resolved.routes);
     Ok(added)
 }

@@ -103,6 +103,9 @@ pub struct Plan {
     pub host_addrs: BTreeSet<Ipv4Addr>,
     /// This host's tunnel endpoint, if the table has a `vxlan` statement.
     pub vxlan: Option<VxlanPlan>,
+    /// The underlay addresses of the hosts the routes lead to (next hops and VTEPs): the only
+    /// sources VXLAN is accepted from. A peer reached routed may still send VXLAN here.
+    pub peers: BTreeSet<Ipv4Addr>,
 }
 
 /// Resolves `config` against `system`. Reports every problem, each with its line.
@@ -152,6 +155,7 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
     };
 
     let mut routes = BTreeMap::new();
+    let mut peers = BTreeSet::new();
     for route in &config.routes {
         // An undeclared or missing interface was reported above.
         let Some(link) = find(route.target.dev()) else {
@@ -167,6 +171,11 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         ) {
             Ok(nh) => {
                 routes.insert(route.prefix, nh);
+                match &route.target {
+                    Target::Remote { via, .. } => peers.insert(*via),
+                    Target::Vxlan { vtep, .. } => peers.insert(*vtep),
+                    Target::Local { .. } => false,
+                };
             }
             Err(message) => errors.push(LineError {
                 line: route.line,
@@ -185,6 +194,7 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         tx_ports,
         host_addrs,
         vxlan,
+        peers,
     })
 }
 

@@ -110,6 +110,11 @@ fn resolves_next_hops_with_macs_and_kinds() {
         vec![2, 3]
     );
     assert!(plan.host_addrs.contains(&"198.19.0.1".parse().unwrap()));
+    assert_eq!(
+        plan.peers,
+        BTreeSet::from(["198.19.0.2".parse().unwrap()]),
+        "the routed next hop is a peer VXLAN is accepted from"
+    );
 }
 
 #[test]
@@ -177,6 +182,7 @@ fn resolves_a_vxlan_route_into_a_tunnel_next_hop() {
     let nh = plan.routes[&"198.18.2.0/24".parse().unwrap()];
     assert_eq!(nh.kind(), Some(NextHopKind::Vxlan));
     assert_eq!(nh.ifindex, 2);
+    assert_eq!(plan.peers, BTreeSet::from(["198.19.0.2".parse().unwrap()]));
     assert_eq!(
         nh.dst_mac,
         [0x0e, 0, 0, 0, 0, 2],
