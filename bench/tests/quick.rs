@@ -43,9 +43,7 @@ const POLICY_CHARTS: [&str; 2] = ["policy_new_flow_latency", "policy_cpu_per_gbp
 
 #[test]
 fn quick_bench_writes_every_output() {
-    if !netlab::root::is_root("quick_bench_writes_every_output") {
-        return;
-    }
+    netlab::root_or_skip!();
     let dir = std::env::temp_dir().join(format!("dpt-bench-quick-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(BENCH)

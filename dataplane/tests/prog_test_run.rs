@@ -239,9 +239,7 @@ fn expected_forward(input: &[u8], nh: &NextHop) -> Vec<u8> {
 
 #[test]
 fn forwards_to_a_local_workload_with_rewritten_macs_ttl_and_checksum() {
-    if !netlab::root::is_root("forwards_to_a_local_workload_with_rewritten_macs_ttl_and_checksum") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = ipv4_frame(LOCAL_WORKLOAD, 64);
@@ -263,9 +261,7 @@ fn forwards_to_a_local_workload_with_rewritten_macs_ttl_and_checksum() {
 
 #[test]
 fn forwards_to_a_remote_prefix_by_longest_match() {
-    if !netlab::root::is_root("forwards_to_a_remote_prefix_by_longest_match") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = ipv4_frame(Ipv4Addr::new(198, 18, 2, 77), 2);
@@ -278,9 +274,7 @@ fn forwards_to_a_remote_prefix_by_longest_match() {
 
 #[test]
 fn counts_forwarded_frames_per_egress() {
-    if !netlab::root::is_root("counts_forwarded_frames_per_egress") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let ids = fx.dataplane.kernel_ids().unwrap();
     for _ in 0..3 {
@@ -314,9 +308,7 @@ fn assert_passed_at(fx: &Fixture, hook: Hook, input: &[u8], counter: &str) {
 
 #[test]
 fn ttl_one_and_zero_go_to_the_kernel() {
-    if !netlab::root::is_root("ttl_one_and_zero_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(&fx, &ipv4_frame(LOCAL_WORKLOAD, 1), "pass_ttl_expired");
     assert_passed(&fx, &ipv4_frame(LOCAL_WORKLOAD, 0), "pass_ttl_expired");
@@ -324,9 +316,7 @@ fn ttl_one_and_zero_go_to_the_kernel() {
 
 #[test]
 fn unknown_destinations_go_to_the_kernel() {
-    if !netlab::root::is_root("unknown_destinations_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(
         &fx,
@@ -342,18 +332,14 @@ fn unknown_destinations_go_to_the_kernel() {
 
 #[test]
 fn packets_for_the_host_itself_go_to_the_kernel() {
-    if !netlab::root::is_root("packets_for_the_host_itself_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(&fx, &ipv4_frame(HOST_ADDR, 64), "pass_host_addr");
 }
 
 #[test]
 fn arp_and_other_protocols_go_to_the_kernel() {
-    if !netlab::root::is_root("arp_and_other_protocols_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let mut arp = frame([0xff; 6], 0x0806, LOCAL_WORKLOAD, 64, 0);
     arp.truncate(14 + 28);
@@ -372,9 +358,7 @@ fn arp_and_other_protocols_go_to_the_kernel() {
 
 #[test]
 fn broadcast_and_multicast_frames_go_to_the_kernel() {
-    if !netlab::root::is_root("broadcast_and_multicast_frames_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(
         &fx,
@@ -390,9 +374,7 @@ fn broadcast_and_multicast_frames_go_to_the_kernel() {
 
 #[test]
 fn ip_options_go_to_the_kernel() {
-    if !netlab::root::is_root("ip_options_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(
         &fx,
@@ -408,9 +390,7 @@ fn ip_options_go_to_the_kernel() {
 
 #[test]
 fn truncated_and_malformed_frames_go_to_the_kernel() {
-    if !netlab::root::is_root("truncated_and_malformed_frames_go_to_the_kernel") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let full = ipv4_frame(LOCAL_WORKLOAD, 64);
     // Ethernet header only; and an IPv4 header cut short. XDP only: the kernel's test run for
@@ -434,9 +414,7 @@ fn truncated_and_malformed_frames_go_to_the_kernel() {
 
 #[test]
 fn ethernet_padding_after_the_packet_is_accepted() {
-    if !netlab::root::is_root("ethernet_padding_after_the_packet_is_accepted") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let mut input = ipv4_frame(LOCAL_WORKLOAD, 64);
@@ -449,9 +427,7 @@ fn ethernet_padding_after_the_packet_is_accepted() {
 
 #[test]
 fn xdp_passes_an_untouched_frame_when_the_egress_port_is_missing() {
-    if !netlab::root::is_root("xdp_passes_an_untouched_frame_when_the_egress_port_is_missing") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(false);
     let input = ipv4_frame(LOCAL_WORKLOAD, 64);
     let (verdict, out) = fx.run_counted(Hook::Xdp, &input, &["pass_no_tx_port"]);
@@ -512,9 +488,7 @@ fn expected_encap(inner: &[u8]) -> Vec<u8> {
 
 #[test]
 fn encapsulates_byte_exact() {
-    if !netlab::root::is_root("encapsulates_byte_exact") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = ipv4_frame(Ipv4Addr::new(198, 18, 3, 7), 64);
@@ -538,9 +512,7 @@ fn encapsulates_byte_exact() {
 
 #[test]
 fn the_source_port_follows_the_flow() {
-    if !netlab::root::is_root("the_source_port_follows_the_flow") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let sport = |src_port: u16| {
         let mut input = ipv4_frame(Ipv4Addr::new(198, 18, 3, 7), 64);
@@ -585,11 +557,7 @@ fn expected_frag_needed(input: &[u8], mtu: u16) -> Vec<u8> {
 
 #[test]
 fn a_packet_too_big_for_the_tunnel_is_answered_with_frag_needed_or_left_to_the_kernel() {
-    if !netlab::root::is_root(
-        "a_packet_too_big_for_the_tunnel_is_answered_with_frag_needed_or_left_to_the_kernel",
-    ) {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     // 198.18.4.0/24's tunnel has an MTU of 120: an inner IP packet of 60 bytes fits
     // (60 + 50 = 110), one of 80 does not.
@@ -697,9 +665,7 @@ fn expected_decap(frame: &[u8]) -> Vec<u8> {
 
 #[test]
 fn decapsulates_what_the_kernel_driver_sends() {
-    if !netlab::root::is_root("decapsulates_what_the_kernel_driver_sends") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
@@ -712,9 +678,7 @@ fn decapsulates_what_the_kernel_driver_sends() {
 
 #[test]
 fn decapsulates_with_options_on_the_outer_header() {
-    if !netlab::root::is_root("decapsulates_with_options_on_the_outer_header") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     both_hooks(|hook| {
         let input = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 2);
@@ -738,9 +702,7 @@ fn assert_dropped(fx: &Fixture, hooks: &[Hook], input: &[u8], counter: &str) {
 
 #[test]
 fn vxlan_for_a_vni_this_host_does_not_serve_is_dropped() {
-    if !netlab::root::is_root("vxlan_for_a_vni_this_host_does_not_serve_is_dropped") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let input = kernel_vxlan_frame(VNI + 1, VXLAN_PORT, LOCAL_WORKLOAD, 0);
     assert_dropped(
@@ -753,9 +715,7 @@ fn vxlan_for_a_vni_this_host_does_not_serve_is_dropped() {
 
 #[test]
 fn short_or_flagless_vxlan_is_dropped() {
-    if !netlab::root::is_root("short_or_flagless_vxlan_is_dropped") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let full = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
     // UDP payloads that end inside the VXLAN header, right after it (no inner Ethernet
@@ -782,9 +742,7 @@ fn short_or_flagless_vxlan_is_dropped() {
 
 #[test]
 fn a_decapsulated_packet_not_for_a_local_workload_is_dropped() {
-    if !netlab::root::is_root("a_decapsulated_packet_not_for_a_local_workload_is_dropped") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     // The inner destination is another host's prefix: this host is no transit router.
     let transit = kernel_vxlan_frame(VNI, VXLAN_PORT, Ipv4Addr::new(198, 18, 2, 9), 0);
@@ -799,9 +757,7 @@ fn a_decapsulated_packet_not_for_a_local_workload_is_dropped() {
 
 #[test]
 fn udp_to_another_port_is_the_kernels() {
-    if !netlab::root::is_root("udp_to_another_port_is_the_kernels") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(
         &fx,
@@ -924,9 +880,7 @@ deny ingress 198.18.1.2 peer 198.18.9.9/32 proto tcp port 81
 
 #[test]
 fn ingress_policy_admits_by_rule_denies_by_rule_and_by_default() {
-    if !netlab::root::is_root("ingress_policy_admits_by_rule_denies_by_rule_and_by_default") {
-        return;
-    }
+    netlab::root_or_skip!();
     both_hooks(|hook| {
         let fx = with_policy(WEB);
         let to_web =
@@ -984,9 +938,7 @@ fn ingress_policy_admits_by_rule_denies_by_rule_and_by_default() {
 
 #[test]
 fn replies_of_an_admitted_flow_pass_and_nothing_else_does() {
-    if !netlab::root::is_root("replies_of_an_admitted_flow_pass_and_nothing_else_does") {
-        return;
-    }
+    netlab::root_or_skip!();
     let policy = "\
 workload 198.18.1.2 ingress deny egress deny
 allow egress 198.18.1.2 peer 198.18.2.0/24 proto udp port 53
@@ -1019,9 +971,7 @@ allow egress 198.18.1.2 proto icmp
 
 #[test]
 fn fragments_and_cut_headers_to_a_workload_under_policy_are_refused() {
-    if !netlab::root::is_root("fragments_and_cut_headers_to_a_workload_under_policy_are_refused") {
-        return;
-    }
+    netlab::root_or_skip!();
     both_hooks(|hook| {
         let fx = with_policy(WEB);
         let later_fragment = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_000, 80, 0x0010);
@@ -1033,9 +983,7 @@ fn fragments_and_cut_headers_to_a_workload_under_policy_are_refused() {
 
 #[test]
 fn a_new_policy_replaces_the_old_one_whole() {
-    if !netlab::root::is_root("a_new_policy_replaces_the_old_one_whole") {
-        return;
-    }
+    netlab::root_or_skip!();
     let mut fx = with_policy(WEB);
     let frame = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_000, 80, 0);
     let other_port = l4_frame(ip("198.18.9.9"), LOCAL_WORKLOAD, TCP, 40_001, 443, 0);
@@ -1080,9 +1028,7 @@ fn from_source(frame: &[u8], src: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded() {
-    if !netlab::root::is_root("a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let to_remote = ipv4_frame(Ipv4Addr::new(198, 18, 2, 5), 64);
     both_hooks(|hook| {
@@ -1110,9 +1056,7 @@ fn a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded() {
 
 #[test]
 fn vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface() {
-    if !netlab::root::is_root("vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface") {
-        return;
-    }
+    netlab::root_or_skip!();
     let mut fx = Fixture::new(true);
     let known = kernel_vxlan_frame(VNI, VXLAN_PORT, LOCAL_WORKLOAD, 0);
     let unknown = from_source(&known, Ipv4Addr::new(198, 19, 0, 99));
@@ -1152,9 +1096,7 @@ fn vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface() {
 
 #[test]
 fn a_workload_speaks_ipv4_and_arp_only() {
-    if !netlab::root::is_root("a_workload_speaks_ipv4_and_arp_only") {
-        return;
-    }
+    netlab::root_or_skip!();
     let fx = Fixture::new(true);
     let to_remote = ipv4_frame(Ipv4Addr::new(198, 18, 2, 5), 64);
     both_hooks(|hook| {
@@ -1189,9 +1131,7 @@ allow egress 198.18.1.2 peer 198.18.2.0/24 proto udp port 53
 
 #[test]
 fn what_a_workload_sends_the_kernel_meets_its_egress_policy() {
-    if !netlab::root::is_root("what_a_workload_sends_the_kernel_meets_its_egress_policy") {
-        return;
-    }
+    netlab::root_or_skip!();
     both_hooks(|hook| {
         let fx = with_policy(EGRESS_TO_DNS_ONLY);
         let send = |dst: Ipv4Addr, port: u16, counters: &[&str]| {
@@ -1218,9 +1158,7 @@ fn what_a_workload_sends_the_kernel_meets_its_egress_policy() {
 
 #[test]
 fn ip_options_to_or_from_a_workload_under_policy_are_refused() {
-    if !netlab::root::is_root("ip_options_to_or_from_a_workload_under_policy_are_refused") {
-        return;
-    }
+    netlab::root_or_skip!();
     // Not under policy: the kernel's (as `ip_options_go_to_the_kernel` checks).
     let fx = with_policy(WEB);
     let options_to_workload = frame(HOST_VETH_MAC, 0x0800, LOCAL_WORKLOAD, 64, 1);
@@ -1276,9 +1214,7 @@ fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -
 
 #[test]
 fn replies_and_icmp_errors_about_a_flow_pass_an_ingress_deny() {
-    if !netlab::root::is_root("replies_and_icmp_errors_about_a_flow_pass_an_ingress_deny") {
-        return;
-    }
+    netlab::root_or_skip!();
     both_hooks(|hook| {
         let fx = with_policy(EGRESS_TO_DNS_ONLY);
         let server = ip("198.18.2.5");

@@ -149,7 +149,7 @@ fn pings_all_pairs(fabric: &Fabric, hosts: &[u8]) {
 
 #[test]
 fn hosts_share_routes_through_etcd_and_survive_its_outage() {
-    let Some(_test) = root_test("hosts_share_routes_through_etcd_and_survive_its_outage") else {
+    let Some(_test) = root_test() else {
         return;
     };
     let dir = temp_dir();
@@ -458,7 +458,7 @@ fn make_certificates(dir: &Path, ip: &str) {
 
 #[test]
 fn the_store_is_reached_over_tls_with_a_client_certificate() {
-    let Some(_test) = root_test("the_store_is_reached_over_tls_with_a_client_certificate") else {
+    let Some(_test) = root_test() else {
         return;
     };
     let dir = temp_dir();

@@ -11,16 +11,13 @@ use netlab::{
 };
 use std::{collections::BTreeSet, thread, time::Duration};
 
-/// The bed of root test `name`, routed, kernel forwarding closed (None: skipped).
-fn routed_topology(name: &str, workloads_per_host: usize) -> Option<TestBed> {
-    let bed = TestBed::build(
-        name,
-        &Options {
-            workloads_per_host,
-            xdp_ready: false,
-            overlay: Overlay::Routed,
-        },
-    )?;
+/// The calling root test's bed, routed, kernel forwarding closed (None: skipped).
+fn routed_topology(workloads_per_host: usize) -> Option<TestBed> {
+    let bed = TestBed::build(&Options {
+        workloads_per_host,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    })?;
     bed.set_kernel_forward_policy("DROP").unwrap();
     Some(bed)
 }
@@ -61,10 +58,7 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 #[test]
 fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_loss() {
-    let Some(topo) = routed_topology(
-        "the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_loss",
-        1,
-    ) else {
+    let Some(topo) = routed_topology(1) else {
         return;
     };
     let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
@@ -164,10 +158,7 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
 
 #[test]
 fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
-    let Some(topo) = routed_topology(
-        "a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted",
-        2,
-    ) else {
+    let Some(topo) = routed_topology(2) else {
         return;
     };
     let host = &topo.hosts[0];
@@ -264,10 +255,7 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
 
 #[test]
 fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
-    let Some(topo) = routed_topology(
-        "routes_from_the_kernel_are_mirrored_filtered_and_followed",
-        1,
-    ) else {
+    let Some(topo) = routed_topology(1) else {
         return;
     };
     let host = &topo.hosts[0];
@@ -363,7 +351,7 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
 
 #[test]
 fn the_programs_log_why_they_pass_a_frame_when_asked() {
-    let Some(topo) = routed_topology("the_programs_log_why_they_pass_a_frame_when_asked", 1) else {
+    let Some(topo) = routed_topology(1) else {
         return;
     };
     let host = &topo.hosts[0];

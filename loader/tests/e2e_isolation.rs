@@ -59,14 +59,11 @@ fn payloads(got: &[(SocketAddrV4, Vec<u8>)]) -> Vec<String> {
 
 fn isolation(attach: Attach) {
     let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let Some(bed) = TestBed::build(
-        &format!("isolation({attach})"),
-        &Options {
-            workloads_per_host: 2,
-            xdp_ready: attach != Attach::Tc,
-            overlay: Overlay::Vxlan { port: VXLAN_PORT },
-        },
-    ) else {
+    let Some(bed) = TestBed::build(&Options {
+        workloads_per_host: 2,
+        xdp_ready: attach != Attach::Tc,
+        overlay: Overlay::Vxlan { port: VXLAN_PORT },
+    }) else {
         return;
     };
     bed.set_kernel_forward_policy("DROP").unwrap();

@@ -154,14 +154,11 @@ fn expected(policy: &Policy, a: &Workload, b: &Workload) -> Vec<bool> {
 
 #[test]
 fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
-    let Some(topo) = TestBed::build(
-        "ebpf_iptables_and_nftables_give_every_flow_the_same_verdict",
-        &Options {
-            workloads_per_host: 1,
-            xdp_ready: false,
-            overlay: Overlay::Routed,
-        },
-    ) else {
+    let Some(topo) = TestBed::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    }) else {
         return;
     };
     let policy = policy::parse(POLICY).unwrap();

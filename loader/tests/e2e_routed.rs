@@ -13,14 +13,11 @@ use std::{thread, time::Duration};
 
 fn routed_end_to_end(attach: Attach) {
     let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let Some(topo) = TestBed::build(
-        &format!("routed_end_to_end({attach})"),
-        &Options {
-            workloads_per_host: 2,
-            xdp_ready: attach != Attach::Tc,
-            overlay: Overlay::Routed,
-        },
-    ) else {
+    let Some(topo) = TestBed::build(&Options {
+        workloads_per_host: 2,
+        xdp_ready: attach != Attach::Tc,
+        overlay: Overlay::Routed,
+    }) else {
         return;
     };
     let (a1, a2) = (&topo.hosts[0].workloads[0], &topo.hosts[0].workloads[1]);
@@ -181,14 +178,11 @@ fn routed_forwarding_with_tc_attach() {
 
 #[test]
 fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
-    let Some(topo) = TestBed::build(
-        "a_bad_route_table_is_reported_by_line_and_attaches_nothing",
-        &Options {
-            workloads_per_host: 1,
-            xdp_ready: false,
-            overlay: Overlay::Routed,
-        },
-    ) else {
+    let Some(topo) = TestBed::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    }) else {
         return;
     };
     let host = &topo.hosts[0];
@@ -260,14 +254,11 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
 
 #[test]
 fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
-    let Some(topo) = TestBed::build(
-        "the_loader_follows_its_route_table_and_keeps_the_last_good_one",
-        &Options {
-            workloads_per_host: 2,
-            xdp_ready: false,
-            overlay: Overlay::Routed,
-        },
-    ) else {
+    let Some(topo) = TestBed::build(&Options {
+        workloads_per_host: 2,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    }) else {
         return;
     };
     topo.set_kernel_forward_policy("DROP").unwrap();
@@ -396,14 +387,11 @@ fn applied_lines(log: &str) -> Vec<(usize, usize, f64)> {
 
 #[test]
 fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
-    let Some(topo) = TestBed::build(
-        "ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing",
-        &Options {
-            workloads_per_host: 1,
-            xdp_ready: false,
-            overlay: Overlay::Routed,
-        },
-    ) else {
+    let Some(topo) = TestBed::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Routed,
+    }) else {
         return;
     };
     topo.set_kernel_forward_policy("DROP").unwrap();

@@ -17,16 +17,13 @@ fn hook_of(attach: Attach) -> &'static str {
     if attach == Attach::Tc { "tc" } else { "xdp" }
 }
 
-/// The bed of root test `name`: one workload per host, VXLAN on `port` (None: skipped).
-fn vxlan_topology(name: &str, attach: Attach, port: u16) -> Option<TestBed> {
-    TestBed::build(
-        name,
-        &Options {
-            workloads_per_host: 1,
-            xdp_ready: attach != Attach::Tc,
-            overlay: Overlay::Vxlan { port },
-        },
-    )
+/// The calling root test's bed: one workload per host, VXLAN on `port` (None: skipped).
+fn vxlan_topology(attach: Attach, port: u16) -> Option<TestBed> {
+    TestBed::build(&Options {
+        workloads_per_host: 1,
+        xdp_ready: attach != Attach::Tc,
+        overlay: Overlay::Vxlan { port },
+    })
 }
 
 /// Counters of host `netns` that moved between `before` and `after`.
@@ -36,8 +33,7 @@ fn moved(before: &Stats, after: &Stats, hook: &str, name: &str) -> u64 {
 
 fn vxlan_between_ebpf_hosts(attach: Attach) {
     let hook = hook_of(attach);
-    let Some(topo) = vxlan_topology(&format!("vxlan_between_ebpf_hosts({attach})"), attach, 4789)
-    else {
+    let Some(topo) = vxlan_topology(attach, 4789) else {
         return;
     };
     topo.set_kernel_forward_policy("DROP").unwrap();
@@ -130,8 +126,7 @@ fn vxlan_between_ebpf_hosts_with_xdp_attach() {
 /// Flannel-style, FORWARD ACCEPT (the kernel forwards there).
 fn interop_with_the_kernel_vxlan_driver(attach: Attach, port: u16) {
     let hook = hook_of(attach);
-    let name = format!("interop_with_the_kernel_vxlan_driver({attach}, {port})");
-    let Some(topo) = vxlan_topology(&name, attach, port) else {
+    let Some(topo) = vxlan_topology(attach, port) else {
         return;
     };
     topo.make_kernel_vxlan_host(1).unwrap();

@@ -31,11 +31,11 @@ pub struct RootTest {
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
-/// Starts root test `name`: None (the test is skipped, with a message) when not run as root;
-/// otherwise takes the serial lock, sweeps what killed runs left, and mounts a BPF filesystem of
-/// the test's own, which every loader the test starts pins into.
-pub fn root_test(name: &str) -> Option<RootTest> {
-    if !netlab::root::is_root(name) {
+/// Starts the calling root test: None (the test is skipped, with a message) when not run as
+/// root; otherwise takes the serial lock, sweeps what killed runs left, and mounts a BPF
+/// filesystem of the test's own, which every loader the test starts pins into.
+pub fn root_test() -> Option<RootTest> {
+    if !netlab::root::is_root() {
         return None;
     }
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,9 +58,9 @@ pub struct TestBed {
 }
 
 impl TestBed {
-    /// The bed for root test `name`; None when the test is skipped (not root).
-    pub fn build(name: &str, opts: &Options) -> Option<Self> {
-        let root = root_test(name)?;
+    /// The bed of the calling root test; None when the test is skipped (not root).
+    pub fn build(opts: &Options) -> Option<Self> {
+        let root = root_test()?;
         let topo = Topology::build(opts).expect("building the topology");
         Some(Self {
             topo,
