@@ -11,13 +11,15 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
 use dataplane::kernel::inspect::{self as stats, KernelIds};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
+    time::timeout,
 };
 use tracing::warn;
 
@@ -27,6 +29,8 @@ pub struct LoaderCounters {
     pub apply_errors: AtomicU64,
     /// Tables refused because they did not fit a map, by map.
     map_full: Mutex<BTreeMap<&'static str, u64>>,
+    /// Cluster records refused, by reason.
+    refused_records: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl LoaderCounters {
@@ -37,6 +41,21 @@ impl LoaderCounters {
 
     fn map_full(&self) -> BTreeMap<&'static str, u64> {
         self.map_full
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn count_refused_record(&self, reason: &'static str) {
+        let mut refused = self
+            .refused_records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *refused.entry(reason).or_default() += 1;
+    }
+
+    fn refused_records(&self) -> BTreeMap<&'static str, u64> {
+        self.refused_records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -156,42 +175,94 @@ pub fn render(
     for (map, n) in loader.map_full() {
         writeln!(t, "dataplane_map_full_total{{map=\"{map}\"}} {n}")?;
     }
+    family(
+        &mut t,
+        "dataplane_cluster_records_refused_total",
+        "counter",
+        "Cluster records refused (not routed), by reason; own_record_overwritten counts this \
+         host's record written back after another writer changed or removed it.",
+    )?;
+    for (reason, n) in loader.refused_records() {
+        writeln!(
+            t,
+            "dataplane_cluster_records_refused_total{{reason=\"{reason}\"}} {n}"
+        )?;
+    }
     Ok(t)
 }
 
-/// Binds `addr` (in the host's network namespace) and serves until the process ends.
+/// How long a client may take to send its request, and to take the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of a request that is read: a scrape's request line and headers fit.
+const MAX_REQUEST: usize = 8192;
+
+/// Binds `addr` (in the host's network namespace) and serves until the process ends: each
+/// connection in a task of its own, with read and write timeouts and a bounded request, the
+/// rendering (map reads) off the runtime's threads. An idle or slow client holds only its
+/// own connection.
 pub async fn serve(addr: SocketAddr, ids: KernelIds, loader: Arc<LoaderCounters>) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    let ids = Arc::new(ids);
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
+            let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
-            let mut buf = [0u8; 2048];
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics") {
-                let names = dataplane::system::netinfo::links()
-                    .map(|l| l.into_iter().map(|l| (l.ifindex, l.name)).collect())
-                    .unwrap_or_default();
-                match render(&ids, &names, &loader) {
-                    Ok(body) => ("200 OK", body),
-                    Err(e) => {
-                        warn!(error = %e, "rendering metrics");
-                        ("500 Internal Server Error", format!("{e:#}\n"))
-                    }
-                }
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
+            tokio::spawn(answer(socket, ids.clone(), loader.clone()));
         }
     });
     Ok(())
+}
+
+/// Answers one connection (one request, then close).
+async fn answer(mut socket: TcpStream, ids: Arc<KernelIds>, loader: Arc<LoaderCounters>) {
+    let Ok(Some(request)) = timeout(CLIENT_TIMEOUT, read_request(&mut socket)).await else {
+        return; // too slow, too big, or gone: nothing to answer
+    };
+    let (status, body) = if request.starts_with("GET /metrics") {
+        let rendered = tokio::task::spawn_blocking(move || {
+            let names = dataplane::system::netinfo::links()
+                .map(|l| l.into_iter().map(|l| (l.ifindex, l.name)).collect())
+                .unwrap_or_default();
+            render(&ids, &names, &loader)
+        })
+        .await;
+        match rendered {
+            Ok(Ok(body)) => ("200 OK", body),
+            Ok(Err(e)) => {
+                warn!(error = %e, "rendering metrics");
+                ("500 Internal Server Error", format!("{e:#}\n"))
+            }
+            Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+        }
+    } else {
+        ("404 Not Found", "try GET /metrics\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = timeout(CLIENT_TIMEOUT, socket.write_all(response.as_bytes())).await;
+}
+
+/// Reads a request up to the end of its headers; None if the client closes first or sends
+/// more than [`MAX_REQUEST`] bytes without ending them.
+async fn read_request(socket: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+        if buf.len() > MAX_REQUEST {
+            return None;
+        }
+    }
 }

@@ -550,3 +550,231 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
     }
     drop(loaders);
 }
+
+/// Writes into the store from host `n`'s namespace (where the members listen), with `etcd`'s
+/// own client: `put(key, value, lease)` for each of `records` (lease 0: none).
+fn put_records(fabric: &Fabric, n: u8, endpoints: &str, records: &[(String, String, i64)]) {
+    let endpoints: Vec<String> = endpoints.split(',').map(String::from).collect();
+    let records = records.to_vec();
+    netlab::netns::in_netns(fabric.hosts[&n].ns.name(), move || {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+            for (key, value, lease) in records {
+                let options =
+                    (lease != 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+                client.put(key, value, options).await?;
+            }
+            Ok(())
+        })
+    })
+    .expect("writing into the store");
+}
+
+/// Grants a lease of `ttl` seconds from host `n`'s namespace.
+fn grant_lease(fabric: &Fabric, n: u8, endpoints: &str, ttl: i64) -> i64 {
+    let endpoints: Vec<String> = endpoints.split(',').map(String::from).collect();
+    netlab::netns::in_netns(fabric.hosts[&n].ns.name(), move || {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+            Ok(client.lease_grant(ttl, None).await?.id())
+        })
+    })
+    .expect("granting a lease")
+}
+
+/// A host record's JSON, routed, as a host of prefix `prefix` at `underlay` would publish it.
+fn record_json(prefix: &str, underlay: &str) -> String {
+    format!(r#"{{"prefix":"{prefix}","underlay":"{underlay}","encap":"routed","host":"forged"}}"#)
+}
+
+/// Records no host of the cluster may publish, forged into the store while a stream runs
+/// between two hosts: each refused with its reason and counted; the owner of an overwritten
+/// record writes it back; every host keeps its routes and the stream loses nothing. Then five
+/// valid records of hosts that do not answer ARP: their routes are left out, and no host loses
+/// its lease (its record stays in the store) over two lease periods.
+#[test]
+fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
+    let Some(_test) = root_test() else {
+        return;
+    };
+    let dir = temp_dir();
+    let data: PathBuf = dir.join("etcd");
+    let mut fabric = Fabric::new(Options {
+        workloads_per_host: 1,
+        xdp_ready: false,
+        overlay: Overlay::Vxlan { port: 4789 },
+    })
+    .unwrap();
+    for n in 1..=3 {
+        fabric.add_host(n).unwrap();
+    }
+    let members = [1u8, 2, 3];
+    let _etcd: Vec<ChildGuard> = members
+        .iter()
+        .map(|n| start_member(&fabric, *n, &members, &data))
+        .collect();
+    let ep = endpoints(&members);
+    wait_until("etcd answers", Duration::from_secs(30), || {
+        cluster_records(&fabric, &ep).is_some()
+    });
+    let metrics_addr = "198.19.0.1:9467";
+    let _loaders = [
+        start_cluster_loader(
+            &fabric,
+            1,
+            &dir,
+            &ep,
+            &["--host-prefix", &host_prefix(1), "--metrics", metrics_addr],
+        ),
+        start_cluster_loader(&fabric, 2, &dir, &ep, &["--host-prefix", &host_prefix(2)]),
+    ];
+    wait_until(
+        "two hosts route to each other",
+        Duration::from_secs(20),
+        || all_routed(&fabric, &[1, 2]),
+    );
+    let (w1, w2) = (
+        &fabric.hosts[&1].workloads[0],
+        &fabric.hosts[&2].workloads[0],
+    );
+    let hosts = [fabric.hosts[&1].ns.name(), fabric.hosts[&2].ns.name()];
+    let routes_before: Vec<BTreeSet<String>> = hosts.iter().map(|h| prefixes(h)).collect();
+
+    let key = |prefix: &str| format!("/ebpf-dataplane/subnets/{}", prefix.replace('/', "-"));
+    let forged = [
+        // Host 2's own key, a dead underlay address, no lease.
+        (
+            key(&host_prefix(2)),
+            record_json(&host_prefix(2), "198.19.0.250"),
+            0,
+            "no_lease",
+        ),
+        (
+            key("0.0.0.0/0"),
+            record_json("0.0.0.0/0", "198.19.0.250"),
+            0,
+            "outside_cluster",
+        ),
+        (
+            key("198.18.2.2/32"),
+            record_json("198.18.2.2/32", "198.19.0.250"),
+            0,
+            "outside_cluster",
+        ),
+        (
+            key("10.9.0.0/24"),
+            record_json("10.9.0.0/24", "198.19.0.250"),
+            0,
+            "outside_cluster",
+        ),
+        (
+            key("198.18.7.0/24"),
+            record_json("198.18.8.0/24", "198.19.0.250"),
+            0,
+            "key_mismatch",
+        ),
+        (
+            key("198.18.9.0/24"),
+            "{not json".to_string(),
+            0,
+            "malformed",
+        ),
+        (
+            key("198.18.10.0/24"),
+            record_json("198.18.10.0/24", "198.20.0.5"),
+            0,
+            "bad_underlay",
+        ),
+    ];
+    let before = PathCounts::read(&hosts, &w2.ns);
+    let stream = thread::scope(|s| {
+        let stream = s.spawn(|| {
+            netlab::traffic::iperf3(
+                &w1.ns,
+                &w2.ns,
+                w2.addr,
+                netlab::traffic::Proto::Udp {
+                    bits_per_second: 100_000_000,
+                },
+                5,
+            )
+        });
+        thread::sleep(Duration::from_secs(1));
+        let records: Vec<(String, String, i64)> = forged
+            .iter()
+            .map(|(k, v, l, _)| (k.clone(), v.clone(), *l))
+            .collect();
+        put_records(&fabric, 1, &ep, &records);
+        stream.join().unwrap().expect("the stream")
+    });
+    let overflows = before.assert_path_lost_nothing(&stream, &hosts, &w2.ns);
+    eprintln!(
+        "forged records during UDP 100 Mbit/s host 1 -> host 2: {} datagrams, {} lost ({overflows} receive-buffer overflows), nothing lost on the path",
+        stream.packets, stream.lost_packets
+    );
+    for (host, before) in hosts.iter().zip(&routes_before) {
+        assert_eq!(&prefixes(host), before, "{host}: routes unchanged");
+    }
+    let metrics = scrape_metrics(fabric.hosts[&1].ns.name(), metrics_addr);
+    for (_, _, _, reason) in &forged {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!(
+                "dataplane_cluster_records_refused_total{{reason=\"{reason}\"}}"
+            )) && !l.ends_with(" 0")),
+            "host 1 counted no {reason} refusal:\n{metrics}"
+        );
+    }
+    // Host 2 wrote its own record back: the store has it as host 2 published it.
+    wait_until("host 2's record restored", Duration::from_secs(5), || {
+        cluster_records(&fabric, &ep).is_some_and(|records| {
+            records
+                .iter()
+                .any(|r| r["prefix"] == host_prefix(2).as_str() && r["underlay"] == "198.19.0.2")
+        })
+    });
+
+    // Five valid records of hosts that do not answer ARP, under a lease of the test's.
+    let lease = grant_lease(&fabric, 1, &ep, 120);
+    let dead: Vec<(String, String, i64)> = (20..25u8)
+        .map(|i| {
+            let prefix = format!("198.18.{i}.0/24");
+            (
+                key(&prefix),
+                record_json(&prefix, &format!("198.19.0.{}", 180 + i)),
+                lease,
+            )
+        })
+        .collect();
+    put_records(&fabric, 1, &ep, &dead);
+    let lease_ttl: u64 = LEASE_TTL.parse().unwrap();
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2 * lease_ttl + 3) {
+        let records = cluster_records(&fabric, &ep).expect("the store answers");
+        for n in [1u8, 2] {
+            assert!(
+                records
+                    .iter()
+                    .any(|r| r["prefix"] == host_prefix(n).as_str()),
+                "host {n} lost its record ({:.1} s after the dead records came)",
+                watched.elapsed().as_secs_f64()
+            );
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    for host in hosts {
+        let have = prefixes(host);
+        for i in 20..25u8 {
+            let prefix = format!("198.18.{i}.0/24");
+            assert!(
+                !have.contains(&prefix),
+                "{host}: the dead host's route {prefix} was installed"
+            );
+        }
+    }
+    assert!(
+        ping(&w1.ns, w2.addr, 2).unwrap(),
+        "host 1 still reaches host 2"
+    );
+}

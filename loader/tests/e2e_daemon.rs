@@ -9,7 +9,7 @@ use netlab::{
     topology::{Options, Overlay},
     traffic::{IperfResult, Proto, iperf3, ping},
 };
-use std::{collections::BTreeSet, thread, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, thread, time::Duration};
 
 /// The calling root test's bed, routed, kernel forwarding closed (None: skipped).
 fn routed_topology(workloads_per_host: usize) -> Option<TestBed> {
@@ -394,4 +394,128 @@ fn the_programs_log_why_they_pass_a_frame_when_asked() {
         stderr.contains("runs under `ip netns exec`") && stderr.contains("--netns"),
         "{stderr}"
     );
+}
+
+/// The loader's control plane against clients and writers that do not behave, on one bed:
+/// 100 idle connections to the metrics endpoint do not stop it answering; a route table
+/// rewritten in place by a slow writer, or left empty for a moment, never loses a route that
+/// the old and new versions both have; `detach` after the loader was SIGKILLed leaves alone a
+/// process that now has its pid.
+#[test]
+fn the_control_plane_holds_against_idle_clients_slow_writers_and_recycled_pids() {
+    let Some(topo) = routed_topology(2) else {
+        return;
+    };
+    let h0 = topo.hosts[0].ns.name();
+    let path = topo.dir.join("host0.routes");
+    let full = topo.route_table(0, Attach::Tc);
+    std::fs::write(&path, &full).unwrap();
+    let metrics_addr = "127.0.0.1:9466";
+    let guard = spawn_loader(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--netns",
+        h0,
+        "--metrics",
+        metrics_addr,
+    ]);
+    wait_for_routes(h0, 3);
+
+    // 100 clients connect and say nothing; a scraper still gets its answer at once.
+    let idle = netlab::netns::in_netns(h0, || {
+        (0..100)
+            .map(|_| Ok(std::net::TcpStream::connect(metrics_addr)?))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })
+    .expect("100 idle connections");
+    let started = std::time::Instant::now();
+    let metrics = scrape_metrics(h0, metrics_addr);
+    assert!(metrics.contains("dataplane_packets_total"));
+    eprintln!(
+        "metrics answered in {:?} with {} idle connections open",
+        started.elapsed(),
+        idle.len()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the scrape waited on the idle clients"
+    );
+    drop(idle);
+
+    // A slow writer rewrites the table in place, a line every 100 ms; then the file stays
+    // empty for two seconds (a truncating writer that stalls). The routes both versions have
+    // never leave the map.
+    let routes_now = || -> BTreeSet<String> {
+        routes(h0)
+            .iter()
+            .map(|r| r["prefix"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = routes_now();
+    assert_eq!(before.len(), 3);
+    let missing = std::sync::Mutex::new(Vec::new());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = routes_now();
+                if now != before {
+                    missing.lock().unwrap().push(now);
+                }
+                thread::sleep(Duration::from_millis(30));
+            }
+        });
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path).unwrap(); // truncates in place
+        for line in full.lines() {
+            writeln!(file, "{line}").unwrap();
+            file.flush().unwrap();
+            thread::sleep(Duration::from_millis(100));
+        }
+        thread::sleep(Duration::from_secs(1));
+        std::fs::File::create(&path).unwrap(); // empty, and left so
+        thread::sleep(Duration::from_secs(2));
+        std::fs::write(&path, &full).unwrap();
+        thread::sleep(Duration::from_secs(1));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(
+        missing.lock().unwrap().is_empty(),
+        "the route map changed while the file was being rewritten: {:?}",
+        missing.lock().unwrap()
+    );
+
+    // SIGKILL the loader; its pid goes to another process of this namespace (as a recycled
+    // pid would); detach must leave that process alone.
+    signal(guard.pid(), libc::SIGKILL);
+    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    assert!(
+        log.contains("would remove more than half of the routes"),
+        "the empty file was seen and held back:\n{log}"
+    );
+    let mut bystander = topo.hosts[0].ns.spawn("sleep", &["30"]).unwrap();
+    let record_path = PathBuf::from(format!("/run/ebpf-dataplane/{}/loader.json", netns_id(h0)));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("the loader's record")).unwrap();
+    record["pid"] = bystander.pid().into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    detach(h0);
+    assert!(
+        bystander.running(),
+        "detach signalled a process that is not the loader"
+    );
+    assert!(
+        !loader(&["stats", "--netns", h0]).status.success(),
+        "the dataplane was detached all the same"
+    );
+}
+
+/// The loader's name for a network namespace (`net-<inode>`), as its state directory has it.
+fn netns_id(netns: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/run/netns/{netns}"))
+        .unwrap()
+        .ino();
+    format!("net-{ino}")
 }

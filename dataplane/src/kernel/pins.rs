@@ -45,6 +45,11 @@ pub enum PinError {
     },
     #[error("cannot read this network namespace's cookie: {0}")]
     Cookie(std::io::Error),
+    #[error(
+        "{path} is {problem}: anyone who can write there can unpin the dataplane's links or \
+         take their place; not using it (remove it, or make it root's with mode 0700)"
+    )]
+    Untrusted { path: String, problem: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PinError + '_ {
@@ -117,10 +122,27 @@ impl PinDir {
         }
     }
 
-    /// Creates the directories (the bpffs must be mounted).
+    /// Creates the directories (the bpffs must be mounted), mode 0700, and refuses ones that
+    /// exist but are not root's alone (see [`trusted`]).
     pub fn create(&self) -> Result<(), PinError> {
-        for dir in [self.maps_dir(), self.links_dir()] {
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let app = self.root.parent().unwrap_or(&self.root).to_path_buf();
+        for dir in [app, self.root.clone(), self.maps_dir(), self.links_dir()] {
+            match std::fs::metadata(&dir) {
+                Ok(meta) => trusted(&dir, &meta)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&dir)
+                        .map_err(io(&dir))?;
+                }
+                Err(source) => {
+                    return Err(PinError::Io {
+                        path: dir.display().to_string(),
+                        source,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -136,6 +158,30 @@ impl PinDir {
             std::fs::remove_file(&link).map_err(io(&link))?;
         }
         std::fs::remove_dir_all(&self.root).map_err(io(&self.root))
+    }
+}
+
+/// Refuses a directory of ours that someone other than root owns or can write to.
+fn trusted(dir: &Path, meta: &std::fs::Metadata) -> Result<(), PinError> {
+    use std::os::unix::fs::MetadataExt;
+    let problem = if !meta.is_dir() {
+        Some("not a directory".to_string())
+    } else if meta.uid() != 0 {
+        Some(format!("owned by uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(PinError::Untrusted {
+            path: dir.display().to_string(),
+            problem,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -85,6 +85,103 @@ pub fn record_key(store_prefix: &str, prefix: &Ipv4Prefix) -> String {
     )
 }
 
+/// What every host record of a cluster must satisfy, from the cluster's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordRules {
+    /// The store's key prefix (`--etcd-prefix`).
+    pub store_prefix: String,
+    /// Host prefixes come from here (`--cluster-cidr`)...
+    pub cluster: Ipv4Prefix,
+    /// ...and have this length (`--subnet-len`).
+    pub subnet_len: u8,
+    /// Hosts' underlay addresses lie in this network (the underlay interface's).
+    pub underlay: Ipv4Prefix,
+}
+
+/// Why a record was refused: its key, and what is wrong with it, as the log and the metric
+/// (`dataplane_cluster_records_refused_total{reason}`) name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not the JSON of a host record.
+    Malformed(String),
+    /// The key is not the one the record's prefix gives (`<store>/subnets/A.B.C.D-LEN`).
+    KeyMismatch,
+    /// The prefix is not a `/subnet_len` inside the cluster CIDR (0.0.0.0/0, a /32, another
+    /// range...).
+    OutsideCluster,
+    /// The underlay address is not in the underlay network.
+    BadUnderlay,
+    /// VXLAN without the VTEP MAC, VNI or port other hosts need to reach it.
+    IncompleteVxlan,
+    /// Not bound to a lease: a record of a live host always is (it goes when the host does).
+    NoLease,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Malformed(_) => "malformed",
+            Refusal::KeyMismatch => "key_mismatch",
+            Refusal::OutsideCluster => "outside_cluster",
+            Refusal::BadUnderlay => "bad_underlay",
+            Refusal::IncompleteVxlan => "incomplete_vxlan",
+            Refusal::NoLease => "no_lease",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Malformed(e) => write!(f, "not a host record: {e}"),
+            Refusal::KeyMismatch => f.write_str("the key does not match the record's prefix"),
+            Refusal::OutsideCluster => {
+                f.write_str("the prefix is not a subnet of the cluster CIDR of the subnet length")
+            }
+            Refusal::BadUnderlay => {
+                f.write_str("the underlay address is outside the underlay network")
+            }
+            Refusal::IncompleteVxlan => f.write_str("VXLAN without VTEP MAC, VNI or port"),
+            Refusal::NoLease => f.write_str("not bound to a lease"),
+        }
+    }
+}
+
+impl RecordRules {
+    /// The record stored under `key` (value `value`, bound to lease `lease`, 0 for none), if
+    /// it is one a host of this cluster may publish.
+    pub fn check(&self, key: &str, value: &[u8], lease: i64) -> Result<HostRecord, Refusal> {
+        let record: HostRecord =
+            serde_json::from_slice(value).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        self.check_record(&record)?;
+        if key != record_key(&self.store_prefix, &record.prefix) {
+            return Err(Refusal::KeyMismatch);
+        }
+        if lease == 0 {
+            return Err(Refusal::NoLease);
+        }
+        Ok(record)
+    }
+
+    /// The checks of the record itself, which this host's own passes too (it is checked
+    /// before it is published).
+    pub fn check_record(&self, record: &HostRecord) -> Result<(), Refusal> {
+        if record.prefix.prefix_len() != self.subnet_len || !self.cluster.covers(&record.prefix) {
+            return Err(Refusal::OutsideCluster);
+        }
+        if !self.underlay.contains(record.underlay) {
+            return Err(Refusal::BadUnderlay);
+        }
+        if record.encap == Encap::Vxlan
+            && (record.vtep_mac.is_none() || record.vni.is_none() || record.port.is_none())
+        {
+            return Err(Refusal::IncompleteVxlan);
+        }
+        Ok(())
+    }
+}
+
 /// The prefixes of length `len` inside `cluster`, in address order.
 pub fn candidates(cluster: Ipv4Prefix, len: u8) -> impl Iterator<Item = Ipv4Prefix> {
     let count: u64 = if len >= cluster.prefix_len() {
@@ -162,6 +259,75 @@ mod tests {
             port: (encap == Encap::Vxlan).then_some(4789),
             host: "h".into(),
         }
+    }
+
+    fn rules() -> RecordRules {
+        RecordRules {
+            store_prefix: "/dp".into(),
+            cluster: "198.18.0.0/16".parse().unwrap(),
+            subnet_len: 24,
+            underlay: "198.19.0.0/24".parse().unwrap(),
+        }
+    }
+
+    fn stored(r: &HostRecord) -> (String, Vec<u8>) {
+        (record_key("/dp", &r.prefix), serde_json::to_vec(r).unwrap())
+    }
+
+    #[test]
+    fn a_well_formed_record_of_another_host_is_taken() {
+        let r = record("198.18.2.0/24", "198.19.0.2", Encap::Vxlan);
+        let (key, value) = stored(&r);
+        assert_eq!(rules().check(&key, &value, 7), Ok(r));
+    }
+
+    #[test]
+    fn records_a_host_of_the_cluster_may_not_publish_are_refused_with_their_reason() {
+        let rules = rules();
+        let good = record("198.18.2.0/24", "198.19.0.2", Encap::Routed);
+        let refused = |r: &HostRecord| {
+            let (key, value) = stored(r);
+            rules.check(&key, &value, 7).unwrap_err().reason()
+        };
+        for (prefix, why) in [
+            ("0.0.0.0/0", "everything"),
+            ("198.18.2.2/32", "a /32"),
+            ("198.18.2.0/25", "another length"),
+            ("10.0.2.0/24", "outside the cluster CIDR"),
+        ] {
+            let r = HostRecord {
+                prefix: prefix.parse().unwrap(),
+                ..good.clone()
+            };
+            assert_eq!(refused(&r), "outside_cluster", "{why}");
+        }
+        for underlay in ["198.20.0.2", "10.0.0.1"] {
+            let r = HostRecord {
+                underlay: underlay.parse().unwrap(),
+                ..good.clone()
+            };
+            assert_eq!(refused(&r), "bad_underlay", "{underlay}");
+        }
+        let r = HostRecord {
+            encap: Encap::Vxlan,
+            ..good.clone()
+        };
+        assert_eq!(refused(&r), "incomplete_vxlan");
+        let (_, value) = stored(&good);
+        let other_key = record_key("/dp", &"198.18.3.0/24".parse().unwrap());
+        assert_eq!(
+            rules.check(&other_key, &value, 7).unwrap_err().reason(),
+            "key_mismatch"
+        );
+        let (key, _) = stored(&good);
+        assert_eq!(
+            rules.check(&key, b"{not json", 7).unwrap_err().reason(),
+            "malformed"
+        );
+        assert_eq!(
+            rules.check(&key, &value, 0).unwrap_err().reason(),
+            "no_lease"
+        );
     }
 
     #[test]

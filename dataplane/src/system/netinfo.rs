@@ -121,6 +121,8 @@ struct JsonAddrIf {
 struct JsonAddr {
     family: String,
     local: String,
+    #[serde(default)]
+    prefixlen: u8,
 }
 
 /// Every IPv4 address configured in the current namespace (loopback included), with the
@@ -137,6 +139,16 @@ pub fn ipv4_addrs() -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
                 .filter_map(move |a| Some((ifname.clone(), a.local.parse().ok()?)))
         })
         .collect())
+}
+
+/// The first IPv4 address of `ifname` and the length of its network's prefix.
+pub fn ipv4_network_of(ifname: &str) -> Result<Option<(Ipv4Addr, u8)>, NetInfoError> {
+    let raw: Vec<JsonAddrIf> = ip_json(&["-j", "-4", "addr", "show", "dev", ifname])?;
+    Ok(raw
+        .into_iter()
+        .flat_map(|i| i.addr_info)
+        .filter(|a| a.family == "inet")
+        .find_map(|a| Some((a.local.parse().ok()?, a.prefixlen))))
 }
 
 #[derive(Deserialize)]

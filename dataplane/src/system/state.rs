@@ -14,6 +14,11 @@ pub const STATE_ROOT: &str = "/run/ebpf-dataplane";
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LoaderState {
     pub pid: u32,
+    /// When that process started (clock ticks after boot, /proc/PID/stat): with the pid, who
+    /// the loader is. A recycled pid belongs to a process that started later. None in records
+    /// of loaders from before it was kept.
+    #[serde(default)]
+    pub start_time: Option<u64>,
     pub netns: String,
     pub config: String,
     /// The pin directory of the dataplane the loader runs.
@@ -139,9 +144,27 @@ pub fn remove_if_owned(pid: u32) -> Result<(), StateError> {
 }
 
 /// True if the recorded loader still runs: its pid is a live process in this network
-/// namespace (a recycled pid of some other process does not count, and is never signalled).
+/// namespace that started when the recorded one did (a recycled pid of some other process
+/// does not count, and is never signalled).
 pub fn recorded_loader_runs(state: &LoaderState) -> bool {
-    process_alive(state.pid) && process_in_current_netns(state.pid)
+    let same_process = match state.start_time {
+        Some(started) => process_start_time(state.pid) == Some(started),
+        None => true,
+    };
+    process_alive(state.pid) && process_in_current_netns(state.pid) && same_process
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    start_time_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 of a /proc/PID/stat line.
+fn start_time_in(stat: &str) -> Option<u64> {
+    // `pid (comm) state ...`: comm may hold spaces and parentheses, so count fields after
+    // the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// True if `pid`'s network namespace is the calling thread's.
@@ -170,5 +193,20 @@ pub fn process_alive(pid: u32) -> bool {
             .map(|(_, rest)| rest.trim_start())
             .is_some_and(|r| !r.starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_field_22_whatever_the_command_name() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1234567 100 18446744073709551615";
+        assert_eq!(start_time_in(stat), Some(987654));
+        assert_eq!(start_time_in("4242 (short) S 1"), None);
+        assert!(process_start_time(std::process::id()).is_some());
+        assert_eq!(process_start_time(u32::MAX), None);
     }
 }

@@ -9,14 +9,15 @@ pub fn print(store: &StoreArgs, json: bool) -> Result<()> {
     if store.endpoints.is_empty() {
         bail!("give --etcd ENDPOINTS");
     }
-    let store = Store::new(store, 10)?;
+    let store = Store::new(store, 10, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (records, revision) = runtime.block_on(async {
+    let listed = runtime.block_on(async {
         let mut client = store.connect().await?;
         store.records(&mut client).await
     })?;
+    let (records, revision) = (listed.valid, listed.revision);
     if json {
         let list: Vec<&HostRecord> = records.values().collect();
         println!("{}", serde_json::to_string_pretty(&list)?);

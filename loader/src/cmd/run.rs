@@ -65,11 +65,16 @@ pub fn run(settings: RunSettings) -> Result<()> {
     }
     // Everything that can fail on bad input happens before anything is loaded or attached.
     let config = config::load(config_path)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Worker threads for the tasks (the cluster session and its lease keepalives, the metrics
+    // endpoint, the route monitor, the programs' log); the watcher's polling, which may wait
+    // on ARP or on `ip`, runs on this thread and never holds them up.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
+    let counters = Arc::new(LoaderCounters::default());
     let joined = match cluster_args {
-        Some(args) => Some(join_cluster(&runtime, &args, &config, host)?),
+        Some(args) => Some(join_cluster(&runtime, &args, &config, host, &counters)?),
         None => None,
     };
     let cluster_routes = match &joined {
@@ -114,6 +119,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
     let pid = std::process::id();
     let state_path = state::write(&LoaderState {
         pid,
+        start_time: state::process_start_time(pid),
         netns: netns::current_id()?,
         config: config_path.display().to_string(),
         pins: pins.root().display().to_string(),
@@ -135,7 +141,6 @@ pub fn run(settings: RunSettings) -> Result<()> {
         "dataplane running"
     );
 
-    let counters = Arc::new(LoaderCounters::default());
     if let Some(addr) = metrics_addr {
         runtime.block_on(metrics::serve(
             addr,
@@ -158,13 +163,19 @@ pub fn run(settings: RunSettings) -> Result<()> {
         kernel_watch::spawn(feed.changed.clone());
         info!(filter = ?feed.filter, "following the kernel's routes");
     }
-    let mut watcher = Watcher::new(config_path, config, plan, kernel, counters);
+    let mut watcher = Watcher::new(config_path, config, plan, kernel, counters.clone());
     if let Some(path) = policy_path {
         watcher.follow_policy(path);
     }
     if let Some((store, (record, lease), feed)) = joined {
         let _guard = runtime.enter();
-        tokio::spawn(cluster::follow(store, record, lease, feed.view.clone()));
+        tokio::spawn(cluster::follow(
+            store,
+            record,
+            lease,
+            feed.view.clone(),
+            counters.clone(),
+        ));
         watcher.follow_cluster(feed);
     }
     watcher.warn_once(desired.warnings);

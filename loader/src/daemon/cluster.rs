@@ -10,6 +10,12 @@
 //!   missed. Any failure ends the session; the next starts after a backoff (0.5 s doubling
 //!   to 10 s) and resyncs from a fresh read. Meanwhile the maps keep the last known routes:
 //!   an unreachable store never flushes them.
+//! - Trust: every record is checked against the cluster's rules (`RecordRules`: key agrees
+//!   with prefix, a `/subnet-len` of the cluster CIDR, underlay in the underlay network, VXLAN
+//!   complete, bound to a lease) before it becomes a route; a refused record is logged with
+//!   its key and reason and counted, and a refused update of a key keeps the key's last valid
+//!   record. One key per prefix, claimed by transaction, so the first claimant keeps it; if
+//!   another writer overwrites or deletes this host's own record, the host writes it back.
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
@@ -23,7 +29,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use dataplane::model::{
     Ipv4Prefix,
-    cluster::{self, Encap, HostRecord},
+    cluster::{self, Encap, HostRecord, RecordRules, Refusal},
 };
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
@@ -31,18 +37,34 @@ use etcd_client::{
 };
 use tracing::{info, warn};
 
-/// Where and how to reach the store.
+use crate::metrics::LoaderCounters;
+
+/// Where and how to reach the store, and what its records must satisfy.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub lease_ttl: i64,
     tls: Option<TlsOptions>,
+    /// None where records are only listed (`loader cluster`): then every parsable one is.
+    rules: Option<RecordRules>,
+}
+
+/// Every host record at one revision: the valid ones by key, and the refused with why.
+pub struct Records {
+    pub valid: BTreeMap<String, HostRecord>,
+    pub refused: Vec<(String, Refusal)>,
+    pub revision: i64,
 }
 
 impl Store {
-    /// The store the command line names; TLS files are read (and checked) here.
-    pub fn new(args: &crate::cli::StoreArgs, lease_ttl: i64) -> Result<Self> {
+    /// The store the command line names; TLS files are read (and checked) here. `rules`: what
+    /// the records must satisfy to become routes.
+    pub fn new(
+        args: &crate::cli::StoreArgs,
+        lease_ttl: i64,
+        rules: Option<RecordRules>,
+    ) -> Result<Self> {
         let read = |path: &std::path::Path| {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))
         };
@@ -62,7 +84,16 @@ impl Store {
             prefix: args.etcd_prefix.clone(),
             lease_ttl,
             tls,
+            rules,
         })
+    }
+
+    /// Checks the record stored under `key` (value, lease), as the rules say.
+    fn check(&self, key: &str, value: &[u8], lease: i64) -> Result<HostRecord, Refusal> {
+        match &self.rules {
+            Some(rules) => rules.check(key, value, lease),
+            None => serde_json::from_slice(value).map_err(|e| Refusal::Malformed(e.to_string())),
+        }
     }
 
     /// A client of one member that answers. Members are tried one at a time, each checked
@@ -97,28 +128,28 @@ impl Store {
         )
     }
 
-    /// Every host record, and the revision they were read at.
-    pub async fn records(
-        &self,
-        client: &mut Client,
-    ) -> Result<(BTreeMap<String, HostRecord>, i64)> {
+    /// Every host record, checked, at one revision.
+    pub async fn records(&self, client: &mut Client) -> Result<Records> {
         let dir = cluster::subnets_dir(&self.prefix);
         let resp = client
             .get(dir.clone(), Some(GetOptions::new().with_prefix()))
             .await
             .context("reading the host records")?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let mut records = BTreeMap::new();
+        let mut records = Records {
+            valid: BTreeMap::new(),
+            refused: Vec::new(),
+            revision: resp.header().map(|h| h.revision()).unwrap_or(0),
+        };
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            match serde_json::from_slice::<HostRecord>(kv.value()) {
+            match self.check(&key, kv.value(), kv.lease()) {
                 Ok(r) => {
-                    records.insert(key, r);
+                    records.valid.insert(key, r);
                 }
-                Err(e) => warn!(%key, error = %e, "ignoring a record that does not parse"),
+                Err(why) => records.refused.push((key, why)),
             }
         }
-        Ok((records, revision))
+        Ok(records)
     }
 }
 
@@ -200,7 +231,7 @@ pub enum PrefixChoice {
 pub struct Joined {
     pub record: HostRecord,
     pub lease: i64,
-    pub records: BTreeMap<String, HostRecord>,
+    pub records: Records,
 }
 
 /// Joins the cluster: finds this host's prefix, writes its record, and reads the others'.
@@ -212,7 +243,7 @@ pub async fn join(store: &Store, choice: &PrefixChoice, template: &HostRecord) -
         .context("granting a lease")?
         .id();
     let record = claim_prefix(&mut client, store, choice, template, lease).await?;
-    let (records, _) = store.records(&mut client).await?;
+    let records = store.records(&mut client).await?;
     Ok(Joined {
         record,
         lease,
@@ -245,7 +276,7 @@ async fn claim_prefix(
             len,
             remembered,
         } => {
-            let (records, _) = store.records(client).await?;
+            let records = store.records(client).await?.valid;
             let ours = records
                 .values()
                 .filter(|r| r.underlay == template.underlay)
@@ -267,12 +298,29 @@ async fn claim_prefix(
     }
 }
 
+/// Logs and counts the records refused (`counters`), each with its key and why; `kept` says
+/// whether the key's last valid record stays in force.
+pub fn report_refused(key: &str, why: &Refusal, kept: bool, counters: &LoaderCounters) {
+    counters.count_refused_record(why.reason());
+    if kept {
+        warn!(%key, reason = why.reason(), problem = %why, "refusing an update of a host record; keeping its last valid record");
+    } else {
+        warn!(%key, reason = why.reason(), problem = %why, "refusing a host record");
+    }
+}
+
 /// Runs sessions until the process ends, keeping `own` published and `view` current.
-pub async fn follow(store: Store, own: HostRecord, mut lease: i64, view: Arc<View>) {
+pub async fn follow(
+    store: Store,
+    own: HostRecord,
+    mut lease: i64,
+    view: Arc<View>,
+    counters: Arc<LoaderCounters>,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = std::time::Instant::now();
-        if let Err(e) = session(&store, &own, &mut lease, &view).await {
+        if let Err(e) = session(&store, &own, &mut lease, &view, &counters).await {
             view.connected.store(false, Ordering::Relaxed);
             warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "etcd session ended; keeping the last known routes");
         }
@@ -284,7 +332,13 @@ pub async fn follow(store: Store, own: HostRecord, mut lease: i64, view: Arc<Vie
     }
 }
 
-async fn session(store: &Store, own: &HostRecord, lease: &mut i64, view: &View) -> Result<()> {
+async fn session(
+    store: &Store,
+    own: &HostRecord,
+    lease: &mut i64,
+    view: &View,
+    counters: &LoaderCounters,
+) -> Result<()> {
     let mut client = store.connect().await?;
     // The lease of the last session may have expired while the store was away.
     let alive = client
@@ -302,9 +356,31 @@ async fn session(store: &Store, own: &HostRecord, lease: &mut i64, view: &View) 
         );
     }
     let (mut keeper, mut keep_alive) = client.lease_keep_alive(*lease).await?;
-    let (records, revision) = store.records(&mut client).await?;
-    info!(hosts = records.len(), revision, "etcd: in sync");
-    *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
+    let own_key = cluster::record_key(&store.prefix, &own.prefix);
+    let own_value = serde_json::to_vec(own)?;
+    let Records {
+        mut valid,
+        refused,
+        revision,
+    } = store.records(&mut client).await?;
+    {
+        let mut records = view.records.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, why) in &refused {
+            // A key that was valid before this session keeps its last valid record.
+            let last = records.get(key).cloned();
+            report_refused(key, why, last.is_some(), counters);
+            if let Some(last) = last {
+                valid.insert(key.clone(), last);
+            }
+        }
+        info!(
+            hosts = valid.len(),
+            refused = refused.len(),
+            revision,
+            "etcd: in sync"
+        );
+        *records = valid;
+    }
     view.changed.store(true, Ordering::Relaxed);
     view.connected.store(true, Ordering::Relaxed);
     let mut watch = client
@@ -332,23 +408,44 @@ async fn session(store: &Store, own: &HostRecord, lease: &mut i64, view: &View) 
                 if resp.canceled() {
                     bail!("the watch was cancelled (compacted at {})", resp.compact_revision());
                 }
-                let mut records = view.records.lock().unwrap_or_else(|e| e.into_inner());
-                for event in resp.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    match event.event_type() {
-                        EventType::Put => match serde_json::from_slice::<HostRecord>(kv.value()) {
-                            Ok(r) => {
-                                info!(%key, prefix = %r.prefix, underlay = %r.underlay, "host record added or changed");
-                                records.insert(key, r);
+                let mut restore_own = false;
+                {
+                    let mut records = view.records.lock().unwrap_or_else(|e| e.into_inner());
+                    for event in resp.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        if key == own_key {
+                            // Only this host writes its record, bound to its lease.
+                            let intact = event.event_type() == EventType::Put
+                                && kv.value() == own_value.as_slice()
+                                && kv.lease() == *lease;
+                            restore_own |= !intact;
+                            continue;
+                        }
+                        match event.event_type() {
+                            EventType::Put => match store.check(&key, kv.value(), kv.lease()) {
+                                Ok(r) => {
+                                    info!(%key, prefix = %r.prefix, underlay = %r.underlay, "host record added or changed");
+                                    records.insert(key, r);
+                                }
+                                Err(why) => {
+                                    report_refused(&key, &why, records.contains_key(&key), counters);
+                                }
+                            },
+                            EventType::Delete => {
+                                info!(%key, "host record gone");
+                                records.remove(&key);
                             }
-                            Err(e) => warn!(%key, error = %e, "ignoring a record that does not parse"),
-                        },
-                        EventType::Delete => {
-                            info!(%key, "host record gone");
-                            records.remove(&key);
                         }
                     }
+                }
+                if restore_own {
+                    warn!(key = %own_key, "this host's record was changed or removed by another writer; writing it back");
+                    counters.count_refused_record("own_record_overwritten");
+                    client
+                        .put(own_key.clone(), own_value.clone(), Some(PutOptions::new().with_lease(*lease)))
+                        .await
+                        .context("writing this host's record back")?;
                 }
                 view.changed.store(true, Ordering::Relaxed);
             }
@@ -356,13 +453,15 @@ async fn session(store: &Store, own: &HostRecord, lease: &mut i64, view: &View) 
     }
 }
 
-/// The first IPv4 address of interface `ifname` in this network namespace.
-pub fn underlay_address(ifname: &str) -> Result<Ipv4Addr> {
-    dataplane::system::netinfo::ipv4_addrs()?
-        .into_iter()
-        .find(|(name, _)| name == ifname)
-        .map(|(_, a)| a)
-        .with_context(|| format!("`{ifname}` has no IPv4 address (the cluster underlay)"))
+/// The first IPv4 address of interface `ifname` in this network namespace, and the network
+/// it is in (where the other hosts' underlay addresses must lie).
+pub fn underlay_address(ifname: &str) -> Result<(Ipv4Addr, Ipv4Prefix)> {
+    let (addr, len) = dataplane::system::netinfo::ipv4_network_of(ifname)?
+        .with_context(|| format!("`{ifname}` has no IPv4 address (the cluster underlay)"))?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let network =
+        Ipv4Prefix::new(Ipv4Addr::from(u32::from(addr) & mask), len).map_err(anyhow::Error::msg)?;
+    Ok((addr, network))
 }
 
 /// The record template of this host (its prefix is filled in by [`join`]).

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use dataplane::model::{
-    cluster::{Encap, HostRecord},
+    cluster::{Encap, HostRecord, RecordRules},
     route_table::Config,
 };
 use tracing::{info, warn};
@@ -16,7 +16,7 @@ use super::{
     cluster::{self, PrefixChoice},
     watch::ClusterFeed,
 };
-use crate::cli::ClusterArgs;
+use crate::{cli::ClusterArgs, metrics::LoaderCounters};
 
 /// Where a host remembers the prefix it held, to ask for it again after a restart.
 fn remembered_prefix_path() -> Result<std::path::PathBuf> {
@@ -29,6 +29,7 @@ pub fn join_cluster(
     args: &ClusterArgs,
     config: &Config,
     host: String,
+    counters: &LoaderCounters,
 ) -> Result<(cluster::Store, (HostRecord, i64), ClusterFeed)> {
     let underlay_if = match (&args.cluster_underlay, &config.vxlan) {
         (Some(name), _) => name.clone(),
@@ -47,8 +48,28 @@ pub fn join_cluster(
     if encap == Encap::Vxlan && config.vxlan.is_none() {
         bail!("--cluster-encap vxlan needs a `vxlan` statement in the route table");
     }
-    let underlay = cluster::underlay_address(&underlay_if)?;
+    let (underlay, underlay_network) = cluster::underlay_address(&underlay_if)?;
     let template = cluster::template(config, underlay, encap, host);
+    let rules = RecordRules {
+        store_prefix: args.store.etcd_prefix.clone(),
+        cluster: args.cluster_cidr,
+        subnet_len: args.subnet_len,
+        underlay: underlay_network,
+    };
+    if let Some(prefix) = args.host_prefix {
+        let own = HostRecord {
+            prefix,
+            ..template.clone()
+        };
+        if let Err(why) = rules.check_record(&own) {
+            bail!(
+                "--host-prefix {prefix}: this host's own record would be refused: {why} \
+                 (--cluster-cidr {}, --subnet-len {})",
+                args.cluster_cidr,
+                args.subnet_len
+            );
+        }
+    }
     let remembered_path = remembered_prefix_path()?;
     let choice = match args.host_prefix {
         Some(prefix) => PrefixChoice::Given(prefix),
@@ -60,7 +81,7 @@ pub fn join_cluster(
                 .and_then(|t| t.trim().parse().ok()),
         },
     };
-    let store = cluster::Store::new(&args.store, args.etcd_lease_ttl)?;
+    let store = cluster::Store::new(&args.store, args.etcd_lease_ttl, Some(rules))?;
     // The store may be electing a leader or coming up: retried for half a minute.
     let deadline = Instant::now() + Duration::from_secs(30);
     let joined = loop {
@@ -83,8 +104,11 @@ pub fn join_cluster(
     }
     let _ = std::fs::write(&remembered_path, record.prefix.to_string());
     let view = Arc::new(cluster::View::default());
-    info!(prefix = %record.prefix, underlay = %record.underlay, encap = ?record.encap, hosts = records.len(), "joined the cluster");
-    *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
+    for (key, why) in &records.refused {
+        cluster::report_refused(key, why, false, counters);
+    }
+    info!(prefix = %record.prefix, underlay = %record.underlay, encap = ?record.encap, hosts = records.valid.len(), refused = records.refused.len(), "joined the cluster");
+    *view.records.lock().unwrap_or_else(|e| e.into_inner()) = records.valid;
     let feed = ClusterFeed {
         view,
         own: record.prefix,

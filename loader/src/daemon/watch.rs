@@ -59,11 +59,21 @@ impl ClusterFeed {
     }
 }
 
-/// A file the loader follows, with its bytes as last seen (applied or not): an unchanged
-/// file, good or bad, is looked at once.
+/// How long a changed file must stay the same before it is read as the new version: an
+/// editor or a tool rewriting it in place is never caught half-way (write-then-rename is the
+/// way to update at once; it too waits this long).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a route table that would remove more than half of the installed routes must stay
+/// the same before it is applied (a truncated file looks like an empty table).
+pub const BIG_REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A file the loader follows, with its bytes as last taken (applied or refused): an unchanged
+/// file, good or bad, is looked at once. A change is taken only once it has settled.
 struct FollowedFile {
     path: PathBuf,
     seen: Option<Vec<u8>>,
+    /// A change not taken yet, and since when the file has held it.
+    pending: Option<(Vec<u8>, std::time::Instant)>,
 }
 
 impl FollowedFile {
@@ -72,6 +82,14 @@ impl FollowedFile {
         Self {
             path: path.to_path_buf(),
             seen: std::fs::read(path).ok(),
+            pending: None,
+        }
+    }
+
+    /// Marks the settled change as taken (applied, or refused and reported).
+    fn take(&mut self) {
+        if let Some((bytes, _)) = self.pending.take() {
+            self.seen = Some(bytes);
         }
     }
 
@@ -79,9 +97,15 @@ impl FollowedFile {
         self.path.display().to_string()
     }
 
-    /// The file's text if it changed since last seen. A file that cannot be read is
-    /// reported once (as `what`), and counted in `counters` as a refused change.
-    fn changed(&mut self, what: &str, counters: &LoaderCounters) -> Option<String> {
+    /// The file's text and how long it has been so, if it changed since last taken and has
+    /// stayed the same for [`SETTLE`]; the caller [`take`](Self::take)s it once done with it.
+    /// A file that cannot be read is reported once (as `what`), and counted in `counters` as
+    /// a refused change.
+    fn changed(
+        &mut self,
+        what: &str,
+        counters: &LoaderCounters,
+    ) -> Option<(String, std::time::Duration)> {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -93,11 +117,20 @@ impl FollowedFile {
             }
         };
         if self.seen.as_ref() == Some(&bytes) {
+            self.pending = None;
             return None;
         }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        self.seen = Some(bytes);
-        Some(text)
+        let stable = match &self.pending {
+            Some((pending, since)) if *pending == bytes => since.elapsed(),
+            _ => {
+                self.pending = Some((bytes, std::time::Instant::now()));
+                return None;
+            }
+        };
+        if stable < SETTLE {
+            return None;
+        }
+        Some((String::from_utf8_lossy(&bytes).into_owned(), stable))
     }
 }
 
@@ -113,6 +146,8 @@ pub struct Watcher {
     counters: Arc<LoaderCounters>,
     policy: Option<FollowedFile>,
     cluster: Option<ClusterFeed>,
+    /// A big removal is waiting (announced once).
+    big_removal_announced: bool,
 }
 
 impl Watcher {
@@ -132,6 +167,7 @@ impl Watcher {
             counters,
             policy: None,
             cluster: None,
+            big_removal_announced: false,
         }
     }
 
@@ -152,9 +188,10 @@ impl Watcher {
         let Some(followed) = &mut self.policy else {
             return;
         };
-        let Some(text) = followed.changed("policy", &self.counters) else {
+        let Some((text, _)) = followed.changed("policy", &self.counters) else {
             return;
         };
+        followed.take();
         let file = followed.name();
         let started = std::time::Instant::now();
         let policy = match policy::parse(&text) {
@@ -172,6 +209,16 @@ impl Watcher {
                 "policy applied"
             ),
             Err(e) => self.refuse_apply(&file, &e, REFUSED),
+        }
+    }
+
+    /// Looks at the feeds again on the next poll (their changes waited for the route table).
+    fn mark_feeds_changed(&self, kernel: bool, cluster: bool) {
+        if let Some(feed) = self.kernel.as_ref().filter(|_| kernel) {
+            feed.changed.store(true, Ordering::Relaxed);
+        }
+        if let Some(feed) = self.cluster.as_ref().filter(|_| cluster) {
+            feed.view.changed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -206,20 +253,17 @@ impl Watcher {
         self.warned = now;
     }
 
-    /// True if the route table changed since last seen and parsed: `self.config` is then the
-    /// new table. A file that cannot be read or parsed is reported and leaves `self.config`.
-    fn table_changed(&mut self) -> bool {
-        let Some(text) = self.table.changed("route table", &self.counters) else {
-            return false;
-        };
+    /// The route table, parsed, and how long the file has held it, if it changed and has
+    /// settled (not taken yet: [`Self::poll`] takes it once applied or refused). A table that
+    /// does not parse is reported and taken.
+    fn new_table(&mut self) -> Option<(Config, std::time::Duration)> {
+        let (text, stable) = self.table.changed("route table", &self.counters)?;
         match config::parse(&text) {
-            Ok(config) => {
-                self.config = config;
-                true
-            }
+            Ok(config) => Some((config, stable)),
             Err(errors) => {
+                self.table.take();
                 self.refuse_lines(&self.table.name(), &errors, TABLE_REFUSED);
-                false
+                None
             }
         }
     }
@@ -228,7 +272,7 @@ impl Watcher {
     pub fn poll(&mut self, dataplane: &mut Dataplane) {
         self.poll_policy(dataplane);
         let started = std::time::Instant::now();
-        let file_changed = self.table_changed();
+        let new_table = self.new_table();
         let kernel_changed = self
             .kernel
             .as_ref()
@@ -237,18 +281,25 @@ impl Watcher {
             .cluster
             .as_ref()
             .is_some_and(|c| c.view.changed.swap(false, Ordering::Relaxed));
-        if !file_changed && !kernel_changed && !cluster_changed {
+        if new_table.is_none() && !kernel_changed && !cluster_changed {
             return;
         }
         let file = self.table.name();
+        let config = match &new_table {
+            Some((config, _)) => config.clone(),
+            None => self.config.clone(),
+        };
         let filter = self.kernel.as_ref().map(|k| &k.filter);
         let (cluster_routes, mut cluster_warnings) = match &self.cluster {
-            Some(feed) => feed.routes(&self.config),
+            Some(feed) => feed.routes(&config),
             None => (Vec::new(), Vec::new()),
         };
-        let desired = match sources::desired(&self.config, filter, &cluster_routes) {
+        let desired = match sources::desired(&config, filter, &cluster_routes) {
             Ok(desired) => desired,
-            Err(errors) => return self.refuse_lines(&file, &errors, TABLE_REFUSED),
+            Err(errors) => {
+                self.table.take();
+                return self.refuse_lines(&file, &errors, TABLE_REFUSED);
+            }
         };
         cluster_warnings.extend(desired.warnings);
         self.warn_once(cluster_warnings);
@@ -257,6 +308,30 @@ impl Watcher {
             warn!(%file, "the interface list changed: attachments change when the loader restarts");
         }
         let change = diff(&self.applied.routes, &plan.routes);
+        if let Some((_, stable)) = &new_table
+            && change.removals.len() * 2 > self.applied.routes.len()
+            && *stable < BIG_REMOVAL_SETTLE
+        {
+            // Most of the table gone at once looks like a file caught truncated: it waits
+            // until it has stayed so for longer (the feeds' changes wait with it).
+            if !self.big_removal_announced {
+                warn!(
+                    %file,
+                    removed = change.removals.len(),
+                    installed = self.applied.routes.len(),
+                    wait_s = BIG_REMOVAL_SETTLE.as_secs(),
+                    "the route table would remove more than half of the routes; applying it only if it stays so"
+                );
+                self.big_removal_announced = true;
+            }
+            self.mark_feeds_changed(kernel_changed, cluster_changed);
+            return;
+        }
+        self.big_removal_announced = false;
+        if new_table.is_some() {
+            self.table.take();
+            self.config = config;
+        }
         if change.upserts.is_empty() && change.removals.is_empty() && plan == self.applied {
             return;
         }

@@ -26,7 +26,8 @@ use crate::{
 pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What resolution needs from the system; a trait so that the logic is tested without one.
-pub trait System {
+/// `Sync`: next hops are resolved concurrently, so that N that do not answer cost one timeout.
+pub trait System: Sync {
     fn links(&self) -> Result<Vec<Link>, NetInfoError>;
     /// Every IPv4 address with the interface that carries it.
     fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError>;
@@ -54,14 +55,43 @@ type KnownNeighbours = std::collections::HashMap<(Ipv4Addr, String), Option<[u8;
 /// A [`System`] that asks its inner one once per neighbour and interface.
 struct NeighbourCache<'a> {
     inner: &'a dyn System,
-    known: std::cell::RefCell<KnownNeighbours>,
+    known: std::sync::Mutex<KnownNeighbours>,
 }
+
+/// How many neighbours are asked at once.
+const NEIGHBOUR_QUERIES_AT_ONCE: usize = 64;
 
 impl<'a> NeighbourCache<'a> {
     fn new(inner: &'a dyn System) -> Self {
         Self {
             inner,
             known: Default::default(),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, KnownNeighbours> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for every neighbour of `wanted` not known yet, many at once: a table whose N next
+    /// hops do not answer ARP costs one timeout, not N. Errors are left for the lookup that
+    /// needs the answer to report.
+    fn prefetch(&self, wanted: impl IntoIterator<Item = (Ipv4Addr, String)>) {
+        let wanted: std::collections::BTreeSet<(Ipv4Addr, String)> = wanted
+            .into_iter()
+            .filter(|key| !self.known().contains_key(key))
+            .collect();
+        let wanted: Vec<_> = wanted.into_iter().collect();
+        for batch in wanted.chunks(NEIGHBOUR_QUERIES_AT_ONCE) {
+            std::thread::scope(|s| {
+                for (addr, dev) in batch {
+                    s.spawn(move || {
+                        if let Ok(mac) = self.inner.neighbour_mac(*addr, dev) {
+                            self.known().insert((*addr, dev.clone()), mac);
+                        }
+                    });
+                }
+            });
         }
     }
 }
@@ -75,11 +105,11 @@ impl System for NeighbourCache<'_> {
     }
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
         let key = (addr, dev.to_string());
-        if let Some(mac) = self.known.borrow().get(&key) {
+        if let Some(mac) = self.known().get(&key) {
             return Ok(*mac);
         }
         let mac = self.inner.neighbour_mac(addr, dev)?;
-        self.known.borrow_mut().insert(key, mac);
+        self.known().insert(key, mac);
         Ok(mac)
     }
 }
@@ -154,6 +184,11 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         },
     };
 
+    system.prefetch(config.routes.iter().filter_map(|r| match &r.target {
+        Target::Remote { via, dev } => Some((*via, dev.clone())),
+        Target::Vxlan { vtep, dev, .. } => Some((*vtep, dev.clone())),
+        Target::Local { .. } => None,
+    }));
     let mut routes = BTreeMap::new();
     let mut peers = BTreeSet::new();
     for route in &config.routes {

@@ -6,7 +6,7 @@ struct FakeSystem {
     links: Vec<Link>,
     addrs: Vec<(String, Ipv4Addr)>,
     neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
-    lookups: std::cell::Cell<usize>,
+    lookups: std::sync::atomic::AtomicUsize,
 }
 
 impl System for FakeSystem {
@@ -17,7 +17,8 @@ impl System for FakeSystem {
         Ok(self.addrs.clone())
     }
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
-        self.lookups.set(self.lookups.get() + 1);
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self
             .neighbours
             .iter()
@@ -52,7 +53,7 @@ fn system() -> FakeSystem {
             ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
             ("198.18.1.2".parse().unwrap(), "cali1", [0xbb; 6]),
         ],
-        lookups: std::cell::Cell::new(0),
+        lookups: std::sync::atomic::AtomicUsize::new(0),
     }
 }
 
@@ -69,7 +70,7 @@ fn many_routes_behind_one_next_hop_ask_for_its_mac_once() {
     let sys = system();
     let plan = resolve(&parse(&table).unwrap(), &sys).unwrap();
     assert_eq!(plan.routes.len(), 1000);
-    assert_eq!(sys.lookups.get(), 1);
+    assert_eq!(sys.lookups.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 const TABLE: &str = "interface eth0\ninterface cali1\nroute 198.18.1.2/32 dev cali1\nroute 198.18.2.0/24 via 198.19.0.2 dev eth0\n";
@@ -211,4 +212,51 @@ fn a_vxlan_underlay_without_an_address_is_refused_on_its_line() {
     let errs = errors("interface eth0\nvxlan dev eth0 vni 1\n", &sys);
     assert_eq!(errs[0].0, 2);
     assert!(errs[0].1.contains("no IPv4 address"), "{errs:?}");
+}
+
+/// A system whose neighbours never answer, and that records how many it was asked at once.
+struct Unanswering {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_at_once: std::sync::atomic::AtomicUsize,
+}
+
+impl System for Unanswering {
+    fn links(&self) -> Result<Vec<Link>, NetInfoError> {
+        system().links()
+    }
+    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
+        system().ipv4_addrs()
+    }
+    fn neighbour_mac(&self, _: Ipv4Addr, _: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most_at_once.fetch_max(now, SeqCst);
+        // Long enough that lookups asked together overlap: ARP's timeout, shortened.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(None)
+    }
+}
+
+#[test]
+fn next_hops_that_do_not_answer_are_waited_for_together() {
+    let mut table = String::from("interface eth0\n");
+    for i in 0..5 {
+        table.push_str(&format!(
+            "route 198.18.{}.0/24 via 198.19.0.{} dev eth0\n",
+            10 + i,
+            10 + i
+        ));
+    }
+    let sys = Unanswering {
+        in_flight: Default::default(),
+        most_at_once: Default::default(),
+    };
+    let errs = resolve(&parse(&table).unwrap(), &sys).unwrap_err();
+    assert_eq!(errs.len(), 5, "each dead next hop is reported on its line");
+    assert_eq!(
+        sys.most_at_once.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "all five were asked at once"
+    );
 }
