@@ -178,6 +178,14 @@ pub struct StoreArgs {
     /// TLS client key (PEM), with --etcd-cert.
     #[arg(long, value_name = "FILE", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+    /// etcd's own authentication: the user the loader signs in as (etcd `auth enable`), with
+    /// --etcd-password-file. The user needs read and write on --etcd-prefix.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// A file holding the password of --etcd-user (one line; a file, not the command line,
+    /// where every local user could read it).
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 /// Cluster mode: sharing prefixes and VTEPs with the other hosts through etcd.

@@ -777,4 +777,62 @@ fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
         ping(&w1.ns, w2.addr, 2).unwrap(),
         "host 1 still reaches host 2"
     );
+
+    // etcd's own authentication: a user with read-write on the prefix, auth enabled.
+    enable_auth(&fabric, 1, &ep, "loader", "s3cret");
+    let password = dir.join("password");
+    let listing = |password_file: Option<&str>| {
+        let mut args = vec!["cluster", "--etcd", &ep, "--json", "--netns", hosts[0]];
+        if let Some(file) = password_file {
+            args.extend(["--etcd-user", "loader", "--etcd-password-file", file]);
+        }
+        loader(&args)
+    };
+    std::fs::write(&password, "wrong\n").unwrap();
+    let wrong = listing(Some(password.to_str().unwrap()));
+    assert!(!wrong.status.success(), "a wrong password is refused");
+    assert!(
+        !listing(None).status.success(),
+        "no credentials are refused"
+    );
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let right = listing(Some(password.to_str().unwrap()));
+    assert!(
+        right.status.success(),
+        "the user's password opens the store: {}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&right.stdout).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["prefix"] == host_prefix(1).as_str())
+    );
+}
+
+/// Turns on etcd's authentication: a root user (which etcd requires first) and `user` with
+/// `password`, allowed to read and write the records' prefix.
+fn enable_auth(fabric: &Fabric, n: u8, endpoints: &str, user: &str, password: &str) {
+    let endpoints: Vec<String> = endpoints.split(',').map(String::from).collect();
+    let (user, password) = (user.to_string(), password.to_string());
+    netlab::netns::in_netns(fabric.hosts[&n].ns.name(), move || {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+            client.user_add("root", "root-pw", None).await?;
+            client.user_grant_role("root", "root").await?;
+            client.role_add("records").await?;
+            client
+                .role_grant_permission(
+                    "records",
+                    etcd_client::Permission::read_write("/ebpf-dataplane/").with_prefix(),
+                )
+                .await?;
+            client.user_add(user.clone(), password, None).await?;
+            client.user_grant_role(user, "records").await?;
+            client.auth_enable().await?;
+            Ok(())
+        })
+    })
+    .expect("enabling etcd's authentication");
 }

@@ -46,6 +46,8 @@ pub struct Store {
     pub prefix: String,
     pub lease_ttl: i64,
     tls: Option<TlsOptions>,
+    /// etcd's own authentication: user and password.
+    user: Option<(String, String)>,
     /// None where records are only listed (`loader cluster`): then every parsable one is.
     rules: Option<RecordRules>,
 }
@@ -79,11 +81,24 @@ impl Store {
         if tls.is_some() && args.endpoints.iter().any(|e| !e.starts_with("https://")) {
             bail!("--etcd-ca/--etcd-cert give TLS: the endpoints must be https:// URLs");
         }
+        let user = match (&args.etcd_user, &args.etcd_password_file) {
+            (Some(name), Some(file)) => {
+                let text = String::from_utf8(read(file)?)
+                    .with_context(|| format!("{}: not text", file.display()))?;
+                let password = text.lines().next().unwrap_or_default().to_string();
+                if password.is_empty() {
+                    bail!("{}: no password on its first line", file.display());
+                }
+                Some((name.clone(), password))
+            }
+            _ => None,
+        };
         Ok(Self {
             endpoints: args.endpoints.clone(),
             prefix: args.etcd_prefix.clone(),
             lease_ttl,
             tls,
+            user,
             rules,
         })
     }
@@ -107,6 +122,9 @@ impl Store {
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         if let Some(tls) = &self.tls {
             options = options.with_tls(tls.clone());
+        }
+        if let Some((name, password)) = &self.user {
+            options = options.with_user(name.clone(), password.clone());
         }
         let start = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
