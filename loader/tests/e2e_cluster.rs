@@ -192,9 +192,10 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
             ],
         ),
     ];
+    // Joining retries for 30 s while the members elect a leader: wait past that.
     wait_until(
         "three hosts route to each other",
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         || all_routed(&fabric, &[1, 2, 3]),
     );
     eprintln!(
