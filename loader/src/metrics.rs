@@ -27,6 +27,8 @@ use tracing::warn;
 #[derive(Default)]
 pub struct LoaderCounters {
     pub apply_errors: AtomicU64,
+    /// Feed routes left out at the last resolution for want of a next hop's MAC.
+    pub unresolved_routes: AtomicU64,
     /// Tables refused because they did not fit a map, by map.
     map_full: Mutex<BTreeMap<&'static str, u64>>,
     /// Cluster records refused, by reason.
@@ -165,6 +167,18 @@ pub fn render(
         t,
         "dataplane_route_table_apply_errors_total {}",
         loader.apply_errors.load(Ordering::Relaxed)
+    )?;
+    family(
+        &mut t,
+        "dataplane_feed_routes_unresolved",
+        "gauge",
+        "Routes of the kernel and cluster feeds left out at the last resolution because they \
+         could not be resolved (their next hop does not answer ARP...).",
+    )?;
+    writeln!(
+        t,
+        "dataplane_feed_routes_unresolved {}",
+        loader.unresolved_routes.load(Ordering::Relaxed)
     )?;
     family(
         &mut t,

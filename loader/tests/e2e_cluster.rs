@@ -764,6 +764,8 @@ fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
         }
         thread::sleep(Duration::from_millis(250));
     }
+    let metrics = scrape_metrics(fabric.hosts[&1].ns.name(), metrics_addr);
+    assert_metrics_have(&metrics, &["dataplane_feed_routes_unresolved 5"]);
     for host in hosts {
         let have = prefixes(host);
         for i in 20..25u8 {

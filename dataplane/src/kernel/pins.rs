@@ -190,6 +190,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_directory_others_can_write_to_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dpt-pins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = trusted(&dir, &std::fs::metadata(&dir).unwrap());
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(
+            matches!(refused, Err(PinError::Untrusted { .. })),
+            "{refused:?}"
+        );
+        // Root's, and writable by root alone (as / is on any host this runs on).
+        assert!(trusted(Path::new("/"), &std::fs::metadata("/").unwrap()).is_ok());
+    }
+
+    #[test]
     fn pin_paths_name_the_attach_kind_and_ifindex() {
         let pins = PinDir::at("/sys/fs/bpf/ebpf-dataplane/netns-7".into());
         assert_eq!(

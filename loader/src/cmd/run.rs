@@ -94,6 +94,10 @@ pub fn run(settings: RunSettings) -> Result<()> {
                 render_line_errors(&config_path.display().to_string(), &errors)
             )
         })?;
+    counters.unresolved_routes.store(
+        desired.unresolved as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let plan = desired.plan;
     let policy = match policy_path {
         Some(path) => policy::load(path)?,

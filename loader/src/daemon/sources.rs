@@ -27,6 +27,9 @@ pub struct Desired {
     /// Routes in the plan from the kernel, and from the cluster.
     pub from_kernel: usize,
     pub from_cluster: usize,
+    /// Routes of the feeds left out because they could not be resolved (a next hop that does
+    /// not answer ARP, say).
+    pub unresolved: usize,
     pub warnings: Vec<String>,
 }
 
@@ -37,6 +40,7 @@ pub fn desired(
 ) -> Result<Desired, Vec<LineError>> {
     let mut plan = resolve::resolve(config, &LiveSystem)?;
     let mut warnings = Vec::new();
+    let mut unresolved = 0;
     let mut from_kernel = 0;
     if let Some(filter) = kernel {
         let table = netinfo::kernel_routes(&filter.table).map_err(|e| {
@@ -54,7 +58,14 @@ pub fn desired(
                 "kernel route {dst} goes through `{dev}`, which the route table does not declare: not taken"
             ),
         }));
-        from_kernel = merge(&mut plan, config, routes, "kernel route", &mut warnings)?;
+        from_kernel = merge(
+            &mut plan,
+            config,
+            routes,
+            "kernel route",
+            &mut warnings,
+            &mut unresolved,
+        )?;
     }
     let from_cluster = merge(
         &mut plan,
@@ -62,11 +73,13 @@ pub fn desired(
         cluster.to_vec(),
         "cluster route",
         &mut warnings,
+        &mut unresolved,
     )?;
     Ok(Desired {
         plan,
         from_kernel,
         from_cluster,
+        unresolved,
         warnings,
     })
 }
@@ -79,6 +92,7 @@ fn merge(
     mut routes: Vec<Route>,
     what: &str,
     warnings: &mut Vec<String>,
+    unresolved: &mut usize,
 ) -> Result<usize, Vec<LineError>> {
     if routes.is_empty() {
         return Ok(0);
@@ -110,6 +124,7 @@ fn merge(
                 return Err(errors);
             }
             let bad: BTreeSet<usize> = errors.iter().map(|e| e.line).collect();
+            *unresolved += bad.len();
             for e in &errors {
                 warnings.push(format!(
                     "{what} {}: {}: not taken",

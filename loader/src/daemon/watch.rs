@@ -302,6 +302,9 @@ impl Watcher {
             }
         };
         cluster_warnings.extend(desired.warnings);
+        self.counters
+            .unresolved_routes
+            .store(desired.unresolved as u64, Ordering::Relaxed);
         self.warn_once(cluster_warnings);
         let plan = desired.plan;
         if plan.attachments != self.applied.attachments {
