@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -147,13 +147,9 @@ fn pings_all_pairs(fabric: &Fabric, hosts: &[u8]) {
     }
 }
 
-#[test]
-fn hosts_share_routes_through_etcd_and_survive_its_outage() {
-    let Some(_test) = root_test() else {
-        return;
-    };
-    let dir = temp_dir();
-    let data: PathBuf = dir.join("etcd");
+/// Three hosts on one underlay (VXLAN on port 4789, a workload each), an etcd member in each
+/// (data under `dir`): the fabric, the members, and their endpoints, once the store answers.
+fn etcd_bed(dir: &Path) -> (Fabric, Vec<ChildGuard>, String) {
     let mut fabric = Fabric::new(Options {
         workloads_per_host: 1,
         xdp_ready: false,
@@ -164,14 +160,28 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
         fabric.add_host(n).unwrap();
     }
     let members = [1u8, 2, 3];
-    let mut etcd: Vec<Option<ChildGuard>> = members
+    let data = dir.join("etcd");
+    let etcd = members
         .iter()
-        .map(|n| Some(start_member(&fabric, *n, &members, &data)))
+        .map(|n| start_member(&fabric, *n, &members, &data))
         .collect();
     let ep = endpoints(&members);
     wait_until("etcd answers", Duration::from_secs(30), || {
         cluster_records(&fabric, &ep).is_some()
     });
+    (fabric, etcd, ep)
+}
+
+#[test]
+fn hosts_share_routes_through_etcd_and_survive_its_outage() {
+    let Some(_test) = root_test() else {
+        return;
+    };
+    let dir = temp_dir();
+    let (mut fabric, guards, ep) = etcd_bed(&dir);
+    let mut etcd: Vec<Option<ChildGuard>> = guards.into_iter().map(Some).collect();
+    // For restarting them: the members, and their data (where `etcd_bed` put it).
+    let (members, data) = ([1u8, 2, 3], dir.join("etcd"));
 
     // Three loaders, no remote routes in their files: hosts 1 and 2 are reached over VXLAN,
     // host 3 routed.
@@ -601,25 +611,7 @@ fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
         return;
     };
     let dir = temp_dir();
-    let data: PathBuf = dir.join("etcd");
-    let mut fabric = Fabric::new(Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Vxlan { port: 4789 },
-    })
-    .unwrap();
-    for n in 1..=3 {
-        fabric.add_host(n).unwrap();
-    }
-    let members = [1u8, 2, 3];
-    let _etcd: Vec<ChildGuard> = members
-        .iter()
-        .map(|n| start_member(&fabric, *n, &members, &data))
-        .collect();
-    let ep = endpoints(&members);
-    wait_until("etcd answers", Duration::from_secs(30), || {
-        cluster_records(&fabric, &ep).is_some()
-    });
+    let (fabric, _etcd, ep) = etcd_bed(&dir);
     let metrics_addr = "198.19.0.1:9467";
     let _loaders = [
         start_cluster_loader(
