@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 const TABLE_REFUSED: &str = "route table not applied; keeping the last good one";
 
 /// How often the file is looked at.
-pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The kernel's routes as a second source.
 pub struct KernelFeed {
@@ -62,7 +62,7 @@ impl ClusterFeed {
 /// How long a changed file must stay the same before it is read as the new version: an
 /// editor or a tool rewriting it in place is never caught half-way (write-then-rename is the
 /// way to update at once; it too waits this long).
-pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 /// How long a route table that would remove more than half of the installed routes must stay
 /// the same before it is applied (a truncated file looks like an empty table).
 pub const BIG_REMOVAL_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
