@@ -131,10 +131,14 @@ impl PinDir {
                 Ok(meta) => trusted(&dir, &meta)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     use std::os::unix::fs::DirBuilderExt;
-                    std::fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&dir)
-                        .map_err(io(&dir))?;
+                    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                        Ok(()) => {}
+                        // Another loader (another host's) made it meanwhile: check it as found.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            trusted(&dir, &std::fs::metadata(&dir).map_err(io(&dir))?)?;
+                        }
+                        Err(e) => return Err(io(&dir)(e)),
+                    }
                 }
                 Err(source) => {
                     return Err(PinError::Io {
