@@ -126,23 +126,46 @@ fn endpoint(addr: [u8; 4], direction: u32) -> PolicyEndpoint {
     }
 }
 
-/// True if `flow` is a recorded flow or a reply to one. A first reply to a flow still waiting
-/// for one moves it among the flows with replies.
+/// Where a packet stands in the flow tables.
+#[derive(PartialEq, Eq)]
+enum Recorded {
+    No,
+    /// Part of a flow with replies (either direction), or sent again in a flow waiting for one.
+    Yes,
+    /// The first reply to a flow waiting for one.
+    FirstReply,
+}
+
+/// Where `flow` stands in the flow tables.
 #[inline(always)]
-fn part_of_a_recorded_flow(flow: &FlowKey, now: u64) -> bool {
+fn recorded(flow: &FlowKey, now: u64) -> Recorded {
     let back = reverse(flow);
     if known(&POLICY_FLOWS, flow, now)
         || known(&POLICY_FLOWS, &back, now)
         || known(&POLICY_FLOWS_NEW, flow, now)
     {
-        return true;
+        Recorded::Yes
+    } else if known(&POLICY_FLOWS_NEW, &back, now) {
+        Recorded::FirstReply
+    } else {
+        Recorded::No
     }
-    if known(&POLICY_FLOWS_NEW, &back, now) {
-        let _ = POLICY_FLOWS.insert(back, now, 0);
-        let _ = POLICY_FLOWS_NEW.remove(back);
-        return true;
+}
+
+/// True if `flow` is a recorded flow or a reply to one. A first reply to a flow still waiting
+/// for one moves it among the flows with replies.
+#[inline(always)]
+fn part_of_a_recorded_flow(flow: &FlowKey, now: u64) -> bool {
+    match recorded(flow, now) {
+        Recorded::Yes => true,
+        Recorded::FirstReply => {
+            let back = reverse(flow);
+            let _ = POLICY_FLOWS.insert(back, now, 0);
+            let _ = POLICY_FLOWS_NEW.remove(back);
+            true
+        }
+        Recorded::No => false,
     }
-    false
 }
 
 /// ICMP types that carry the head of the packet they are about.
@@ -194,11 +217,7 @@ fn error_about_a_recorded_flow(l4: usize, data_end: usize, dst: [u8; 4], now: u6
         proto,
         _pad: [0; 3],
     };
-    let back = reverse(&flow);
-    known(&POLICY_FLOWS, &flow, now)
-        || known(&POLICY_FLOWS, &back, now)
-        || known(&POLICY_FLOWS_NEW, &flow, now)
-        || known(&POLICY_FLOWS_NEW, &back, now)
+    recorded(&flow, now) != Recorded::No
 }
 
 #[inline(always)]

@@ -289,16 +289,7 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
     let before = PathCounts::read(&hosts, &w2.ns);
     // Host 5 leaves while the store is away: the others hear of it once it is back.
     drop(loader5);
-    let stream = netlab::traffic::iperf3(
-        &w1.ns,
-        &w2.ns,
-        w2.addr,
-        netlab::traffic::Proto::Udp {
-            bits_per_second: 100_000_000,
-        },
-        60,
-    )
-    .unwrap();
+    let stream = udp_100m(w1, w2, 60).unwrap();
     let overflows = before.assert_path_lost_nothing(&stream, &hosts, &w2.ns);
     eprintln!(
         "all etcd members down for 60 s: UDP 100 Mbit/s host 1 -> host 2, {} datagrams, iperf3 lost {} ({overflows} receive-buffer overflows), nothing lost on the path",
@@ -683,17 +674,7 @@ fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
     ];
     let before = PathCounts::read(&hosts, &w2.ns);
     let stream = thread::scope(|s| {
-        let stream = s.spawn(|| {
-            netlab::traffic::iperf3(
-                &w1.ns,
-                &w2.ns,
-                w2.addr,
-                netlab::traffic::Proto::Udp {
-                    bits_per_second: 100_000_000,
-                },
-                5,
-            )
-        });
+        let stream = s.spawn(|| udp_100m(w1, w2, 5));
         thread::sleep(Duration::from_secs(1));
         let records: Vec<(String, String, i64)> = forged
             .iter()

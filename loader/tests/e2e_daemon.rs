@@ -7,7 +7,7 @@ use common::*;
 use dataplane::model::route_table::Attach;
 use netlab::{
     topology::{Options, Overlay},
-    traffic::{IperfResult, Proto, iperf3, ping},
+    traffic::ping,
 };
 use std::{collections::BTreeSet, path::PathBuf, thread, time::Duration};
 
@@ -29,23 +29,6 @@ fn link_ids_of_program(prog_id: u64) -> BTreeSet<u64> {
         .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
         .filter_map(|l| l["id"].as_u64())
         .collect()
-}
-
-fn udp_100m(
-    a: &netlab::topology::Workload,
-    b: &netlab::topology::Workload,
-    secs: u32,
-) -> IperfResult {
-    iperf3(
-        &a.ns,
-        &b.ns,
-        b.addr,
-        Proto::Udp {
-            bits_per_second: 100_000_000,
-        },
-        secs,
-    )
-    .expect("iperf3 UDP across the restart")
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -82,7 +65,7 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
     let before = PathCounts::read(&hosts, &b.ns);
 
     let (stream, forwarded_unattended, restarted) = thread::scope(|s| {
-        let stream = s.spawn(|| udp_100m(a, b, 8));
+        let stream = s.spawn(|| udp_100m(a, b, 8).expect("iperf3 UDP across the restart"));
         thread::sleep(Duration::from_millis(1500));
         // Host 0's loader is killed outright, host 1's asked to stop: both dataplanes stay.
         signal(loader0.pid(), libc::SIGKILL);

@@ -434,7 +434,7 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
     let hosts = [h0, topo.hosts[1].ns.name()];
     let before = PathCounts::read(&hosts, &b.ns);
     let (stream, routes_at_peak) = thread::scope(|s| {
-        let stream = s.spawn(|| iperf3_udp_100m(a, b, 8));
+        let stream = s.spawn(|| udp_100m(a, b, 8).expect("iperf3 UDP through the churn"));
         thread::sleep(Duration::from_secs(1));
         std::fs::write(&path, &churned).unwrap();
         wait_for_applied(&log_path, |(set, _, _)| set == 10_000);
@@ -483,21 +483,4 @@ fn wait_for_applied(path: &std::path::Path, ok: impl Fn((usize, usize, f64)) -> 
         thread::sleep(Duration::from_millis(50));
     }
     panic!("the loader never logged the expected `route table applied` line");
-}
-
-fn iperf3_udp_100m(
-    a: &netlab::topology::Workload,
-    b: &netlab::topology::Workload,
-    seconds: u32,
-) -> netlab::traffic::IperfResult {
-    netlab::traffic::iperf3(
-        &a.ns,
-        &b.ns,
-        b.addr,
-        netlab::traffic::Proto::Udp {
-            bits_per_second: 100_000_000,
-        },
-        seconds,
-    )
-    .expect("iperf3 UDP through the churn")
 }

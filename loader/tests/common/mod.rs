@@ -401,16 +401,7 @@ pub fn traffic_works(
         tcp.bytes
     );
     let overflows_before = udp_receive_buffer_errors(&server.ns);
-    let udp = iperf3(
-        &client.ns,
-        &server.ns,
-        server.addr,
-        Proto::Udp {
-            bits_per_second: 100_000_000,
-        },
-        2,
-    )
-    .unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
+    let udp = udp_100m(client, server, 2).unwrap_or_else(|e| panic!("{what}: UDP: {e:#}"));
     let overflows = udp_receive_buffer_errors(&server.ns) - overflows_before;
     assert!(
         udp.packets > 10_000,
@@ -435,6 +426,24 @@ pub fn traffic_works(
         udp.lost_packets
     );
     (tcp, udp)
+}
+
+/// iperf3 UDP at 100 Mbit/s from workload `client` to workload `server` for `secs`: the
+/// stream every loss check here is made of.
+pub fn udp_100m(
+    client: &netlab::topology::Workload,
+    server: &netlab::topology::Workload,
+    secs: u32,
+) -> anyhow::Result<IperfResult> {
+    iperf3(
+        &client.ns,
+        &server.ns,
+        server.addr,
+        Proto::Udp {
+            bits_per_second: 100_000_000,
+        },
+        secs,
+    )
 }
 
 /// Waits up to `within` for `loader routes` of `netns` to satisfy `ok`; returns whether it did.
