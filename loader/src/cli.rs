@@ -60,6 +60,19 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = dataplane::common::maps::MAX_ROUTES,
               value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
         max_routes: u32,
+        /// How the interfaces of the CNI plugin's workloads are attached (xdp, xdp-generic or
+        /// tc). The plugin tells the loader of each workload it wires (README.md, "With
+        /// podman"); the loader attaches, routes and polices it before the plugin's ADD
+        /// returns, and releases it on DEL or when its interface disappears.
+        #[arg(long, value_name = "KIND", default_value = "tc")]
+        workload_attach: dataplane::model::route_table::Attach,
+        /// Masquerade traffic from workloads in CIDR (the cluster's range) to addresses
+        /// outside it, behind this host's address, as Calico's natOutgoing and Flannel's
+        /// ipMasq do: one nftables rule in a table the loader owns (`ip ebpf_dataplane_nat`),
+        /// removed without this option and by `loader detach`. Such traffic has no route in
+        /// the maps, so the programs pass it to the kernel, which forwards and translates it.
+        #[arg(long, value_name = "CIDR")]
+        nat_outgoing: Option<dataplane::model::Ipv4Prefix>,
         #[command(flatten)]
         kernel: KernelRoutesArgs,
         #[command(flatten)]
@@ -223,7 +236,7 @@ pub struct ClusterArgs {
 #[derive(Args, Debug, Clone)]
 pub struct KernelRoutesArgs {
     /// Also take routes from the kernel's routing table and follow their changes (netlink
-    /// notifications through `ip monitor route`), so that a BGP daemon such as BIRD, or `ip
+    /// notifications), so that a BGP daemon such as BIRD, or `ip
     /// route` commands, drive the dataplane. Only the protocols named by --kernel-proto are
     /// taken, only through interfaces the route table declares, only unicast routes with one
     /// next hop; the default route never unless --kernel-default. Routes of the file win over

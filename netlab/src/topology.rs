@@ -101,7 +101,7 @@ fn wire_workloads(host: &mut Host, prefix_octet: u8, opts: &Options) -> Result<(
                 Overlay::Vxlan { .. } => Some(workload::vxlan_mtu(UNDERLAY_IF)?),
             };
             Ok(workload::wire(&workload::WorkloadSpec {
-                netns: wl_ns,
+                netns: std::path::Path::new(dataplane::system::netns::NETNS_DIR).join(wl_ns),
                 host_ifname: if_name,
                 ifname: "eth0".into(),
                 addr,

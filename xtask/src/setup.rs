@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 /// nftables (the kernel baselines, FORWARD DROP), iperf3 (traffic), ethtool (offloads),
 /// bpftool (inspection), iputils-ping, procps (sysctl), fonts-dejavu-core (chart text),
 /// protobuf-compiler and libprotobuf-dev (protoc and its well-known types, which the etcd
-/// client's build needs) and etcd-server (the
-/// cluster tests' store).
+/// client's build needs), etcd-server (the cluster tests' store), and podman, runc,
+/// containernetworking-plugins (the reference `host-local` IPAM the CNI plugin delegates to)
+/// and busybox-static (a container image made without a registry): the CNI tests' runtime.
 const DEBIAN_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "iproute2",
@@ -23,6 +24,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     "libprotobuf-dev",
     "etcd-server",
+    "podman",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
 ];
 
 /// bpf-linker release known to build with this toolchain (rustc 1.95, LLVM 22): newer ones

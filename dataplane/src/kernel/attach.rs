@@ -76,6 +76,49 @@ impl Dataplane {
         Ok(report)
     }
 
+    /// Moves the attachments from `before` (what this dataplane attached) to `after`, live:
+    /// new interfaces attached (pinned), gone ones released; the others are left running
+    /// untouched. On failure the new attachments made so far are undone and nothing is
+    /// released.
+    pub fn update_attachments(
+        &mut self,
+        before: &[Attachment],
+        after: &[Attachment],
+    ) -> Result<AttachReport, DataplaneError> {
+        let mut report = AttachReport::default();
+        let mut done: Vec<Undo> = Vec::new();
+        for a in after.iter().filter(|a| !before.contains(a)) {
+            match self.attach_or_adopt(a) {
+                Ok((undo, _)) => {
+                    done.push(undo);
+                    report.attached.push(a.ifname.clone());
+                }
+                Err(e) => {
+                    for undo in done {
+                        undo.run(self);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let Some(pins) = self.pins.clone() else {
+            return Ok(report);
+        };
+        for a in before.iter().filter(|a| !after.contains(a)) {
+            let path = pins.link(a.attach, a.ifindex);
+            // Another attachment of `after` may share the pin (same interface, other role).
+            if after.iter().any(|b| pins.link(b.attach, b.ifindex) == path) {
+                continue;
+            }
+            self.pinned_links.retain(|(p, _)| *p != path);
+            if path.exists() {
+                remove_pin(&path)?;
+            }
+            report.released.push(path);
+        }
+        Ok(report)
+    }
+
     /// Attaches `a`, through its pinned link if there is one. Returns how to undo it and
     /// whether an existing link was adopted.
     fn attach_or_adopt(&mut self, a: &Attachment) -> Result<(Undo, bool), DataplaneError> {

@@ -5,6 +5,7 @@
 //! the network namespace of the calling thread.
 use std::{
     net::Ipv4Addr,
+    path::Path,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -47,9 +48,24 @@ pub enum NetInfoError {
 
 /// Runs `ip ARGS` and returns its standard output.
 pub fn ip(args: &[&str]) -> Result<String, NetInfoError> {
+    run_ip(Command::new("ip").args(args), args)
+}
+
+/// Runs `ip ARGS` in the network namespace whose file is `netns` (through `nsenter`, which
+/// takes any namespace file, where `ip -n` takes only names under /run/netns).
+pub fn ip_in(netns: &Path, args: &[&str]) -> Result<String, NetInfoError> {
+    run_ip(
+        Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .arg("ip")
+            .args(args),
+        args,
+    )
+}
+
+fn run_ip(command: &mut Command, args: &[&str]) -> Result<String, NetInfoError> {
     let shown = args.join(" ");
-    let out = Command::new("ip")
-        .args(args)
+    let out = command
         .output()
         .map_err(|source| NetInfoError::Spawn {
             args: shown.clone(),
@@ -65,12 +81,11 @@ pub fn ip(args: &[&str]) -> Result<String, NetInfoError> {
 }
 
 fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<T, NetInfoError> {
-    let text = ip(args)?;
-    let text = if text.trim().is_empty() {
-        "[]"
-    } else {
-        text.as_str()
-    };
+    parse_json(&ip(args)?, args)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(text: &str, args: &[&str]) -> Result<T, NetInfoError> {
+    let text = if text.trim().is_empty() { "[]" } else { text };
     serde_json::from_str(text).map_err(|e| NetInfoError::Parse {
         args: args.join(" "),
         message: e.to_string(),
@@ -95,8 +110,17 @@ struct JsonLinkInfo {
 
 /// Every link of the current namespace.
 pub fn links() -> Result<Vec<Link>, NetInfoError> {
-    let raw: Vec<JsonLink> = ip_json(&["-j", "-d", "link", "show"])?;
-    Ok(raw
+    Ok(to_links(ip_json(&["-j", "-d", "link", "show"])?))
+}
+
+/// Every link of the network namespace whose file is `netns`.
+pub fn links_in(netns: &Path) -> Result<Vec<Link>, NetInfoError> {
+    let args = ["-j", "-d", "link", "show"];
+    Ok(to_links(parse_json(&ip_in(netns, &args)?, &args)?))
+}
+
+fn to_links(raw: Vec<JsonLink>) -> Vec<Link> {
+    raw
         .into_iter()
         .map(|l| Link {
             // `ip` prints a veth as `name@peer` only in text mode; JSON has the bare name.
@@ -107,7 +131,7 @@ pub fn links() -> Result<Vec<Link>, NetInfoError> {
             mtu: l.mtu,
             up: l.flags.iter().any(|f| f == "UP"),
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Deserialize)]

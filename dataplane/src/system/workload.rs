@@ -10,11 +10,15 @@
 //!   pair are delivered instead of silently lost;
 //! - TX checksum offload off on the workload end, because an XDP program on the host end sees
 //!   frames without the skb's partial-checksum state and would forward them with bad checksums.
-use std::{net::Ipv4Addr, process::Command};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use dataplane_common::vxlan::VXLAN_OVERHEAD;
 
-use super::netinfo::{self, NetInfoError, ip};
+use super::netinfo::{self, NetInfoError, ip, ip_in};
 use crate::model::mac::format_mac;
 
 /// The gateway address every workload routes through (as Calico does); no interface owns it.
@@ -22,8 +26,8 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
 #[derive(Clone, Debug)]
 pub struct WorkloadSpec {
-    /// Named network namespace of the workload (must exist).
-    pub netns: String,
+    /// The workload's network namespace (a file: `/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub netns: PathBuf,
     /// Host-side veth name (in the current namespace).
     pub host_ifname: String,
     /// Interface name inside the workload.
@@ -57,7 +61,16 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     if let Some(mtu) = &mtu {
         create.extend(["mtu", mtu]);
     }
-    create.extend(["type", "veth", "peer", "name", ifname, "netns", netns]);
+    let netns_file = netns.display().to_string();
+    create.extend([
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ifname,
+        "netns",
+        &netns_file,
+    ]);
     if let Some(mtu) = &mtu {
         create.extend(["mtu", mtu]);
     }
@@ -78,35 +91,79 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     ])?;
 
     let gw = GATEWAY.to_string();
-    ip(&["-n", netns, "link", "set", "lo", "up"])?;
-    ip(&["-n", netns, "addr", "add", &addr32, "dev", ifname])?;
-    ip(&["-n", netns, "link", "set", ifname, "up"])?;
-    ip(&[
-        "-n", netns, "route", "add", &gw, "dev", ifname, "scope", "link",
-    ])?;
+    ip_in(netns, &["link", "set", "lo", "up"])?;
+    ip_in(netns, &["addr", "add", &addr32, "dev", ifname])?;
+    ip_in(netns, &["link", "set", ifname, "up"])?;
+    ip_in(netns, &["route", "add", &gw, "dev", ifname, "scope", "link"])?;
     // Proxy ARP answers for the gateway only where the host has a route to it out of another
     // interface (a default route, on most hosts); a permanent entry does not depend on that.
     let host_mac = host_mac(host_ifname)?;
-    ip(&[
-        "-n",
+    ip_in(
         netns,
+        &[
+            "neigh",
+            "replace",
+            &gw,
+            "lladdr",
+            &host_mac,
+            "dev",
+            ifname,
+            "nud",
+            "permanent",
+        ],
+    )?;
+    ip_in(
+        netns,
+        &["route", "add", "default", "via", &gw, "dev", ifname],
+    )?;
+    // The host knows the workload's MAC from now on without asking: the dataplane's route to
+    // the workload is ready the moment it is read, and a new MAC under the same address (a
+    // restarted container) arrives as a neighbour notification.
+    let workload_mac = workload_mac(netns, ifname)?;
+    ip(&[
         "neigh",
         "replace",
-        &gw,
+        &addr.to_string(),
         "lladdr",
-        &host_mac,
+        &format_mac(&workload_mac),
         "dev",
-        ifname,
+        host_ifname,
         "nud",
         "permanent",
-    ])?;
-    ip(&[
-        "-n", netns, "route", "add", "default", "via", &gw, "dev", ifname,
     ])?;
     if spec.xdp_ready {
         ethtool_in(netns, &["-K", ifname, "gro", "on", "tx", "off"])?;
     }
     Ok(())
+}
+
+/// Removes a workload's wiring on the host side: deleting the host end of the veth takes the
+/// workload's end, the host route and the neighbour entry with it. An interface that is not
+/// there is fine (its namespace went first, or it was removed already).
+pub fn unwire(host_ifname: &str) -> Result<(), WireError> {
+    let exists = netinfo::links()?.iter().any(|l| l.name == host_ifname);
+    if exists {
+        match ip(&["link", "del", host_ifname]) {
+            // Gone between the look and the delete.
+            Err(NetInfoError::Failed { stderr, .. }) if stderr.contains("Cannot find device") => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The MAC of `ifname` inside the workload's namespace.
+pub fn workload_mac(netns: &Path, ifname: &str) -> Result<[u8; 6], WireError> {
+    netinfo::links_in(netns)?
+        .into_iter()
+        .find(|l| l.name == ifname)
+        .and_then(|l| l.mac)
+        .ok_or_else(|| WireError::Step {
+            what: format!("reading the address of {ifname} in {}", netns.display()),
+            message: "no such interface or no Ethernet address".into(),
+        })
 }
 
 /// The MTU a workload needs so that its packets fit `underlay` after VXLAN encapsulation:
@@ -149,9 +206,10 @@ fn sysctl(key: &str, value: &str) -> Result<(), WireError> {
     })
 }
 
-fn ethtool_in(netns: &str, args: &[&str]) -> Result<(), WireError> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "ethtool"])
+fn ethtool_in(netns: &Path, args: &[&str]) -> Result<(), WireError> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg("ethtool")
         .args(args)
         .output()
         .map_err(|e| WireError::Step {
@@ -160,7 +218,7 @@ fn ethtool_in(netns: &str, args: &[&str]) -> Result<(), WireError> {
         })?;
     if !out.status.success() {
         return Err(WireError::Step {
-            what: format!("ethtool {} in {netns}", args.join(" ")),
+            what: format!("ethtool {} in {}", args.join(" "), netns.display()),
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }

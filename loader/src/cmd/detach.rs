@@ -40,6 +40,9 @@ pub fn detach(timeout: Duration, bpffs: &Path) -> Result<()> {
         Err(StateError::NotRunning { .. }) => info!("no loader recorded in this namespace"),
         Err(e) => return Err(e.into()),
     }
+    // The masquerade rule is the loader's too (the workload records stay: they are the
+    // plugin's, and a loader started again takes them).
+    dataplane::system::nat::remove()?;
     let pins = PinDir::for_current_netns(bpffs)?;
     if pins.root().exists() {
         pins.remove()?;

@@ -45,6 +45,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             ebpf_log,
             policy,
             cluster,
+            workload_attach,
+            nat_outgoing,
             ..
         } => run::run(RunSettings {
             config_path: &config,
@@ -57,6 +59,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             },
             kernel_filter: kernel.filter(),
             cluster_args: (!cluster.store.endpoints.is_empty()).then_some(cluster),
+            workload_attach,
+            nat_outgoing,
             host: run::host_name(&target_name),
         }),
         Command::Cluster { store, json, .. } => cluster::print(&store, json),

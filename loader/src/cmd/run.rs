@@ -1,21 +1,21 @@
 //! `loader run`: load and attach the dataplane on its pins, fill its maps from the route
 //! table (and the kernel's routes, the cluster, the policy), then follow them until stopped.
-use std::{
-    path::Path,
-    sync::{Arc, atomic::AtomicBool},
-};
+use std::{path::Path, sync::Arc};
 
 use anyhow::{Result, bail};
 use dataplane::{
     kernel::{Dataplane, LoadOptions, pins::PinDir, program_log::ProgramLogger},
     model::{
+        Ipv4Prefix,
         policy::{self, Policy},
-        render_line_errors, route_table as config,
+        render_line_errors,
+        route_table::{self as config, Attach},
     },
     plan::{Plan, kernel_routes::KernelRouteFilter},
     system::{
-        bpffs, netns,
+        bpffs, nat, netns,
         state::{self, AttachmentRecord, LoaderState, StateError},
+        workloads::{HostDir, HostFacts, Request},
     },
 };
 use tracing::{info, warn};
@@ -25,8 +25,10 @@ use crate::{
     daemon::{
         cluster,
         join::join_cluster,
-        kernel_watch, sources,
-        watch::{self, KernelFeed, Watcher},
+        kernel_watch::{self, KernelEvents},
+        plugin_socket,
+        sources::{self, Feeds},
+        watch::{self, KernelFeed, Watcher, WatcherStart, WorkloadFeed},
     },
     metrics::{self, LoaderCounters},
 };
@@ -40,6 +42,10 @@ pub struct RunSettings<'a> {
     pub options: LoadOptions,
     pub kernel_filter: Option<KernelRouteFilter>,
     pub cluster_args: Option<ClusterArgs>,
+    /// How the CNI plugin's workload interfaces are attached.
+    pub workload_attach: Attach,
+    /// Masquerade workload traffic from this range to destinations outside it.
+    pub nat_outgoing: Option<Ipv4Prefix>,
     /// This host's name in its cluster record.
     pub host: String,
 }
@@ -53,6 +59,8 @@ pub fn run(settings: RunSettings) -> Result<()> {
         options,
         kernel_filter,
         cluster_args,
+        workload_attach,
+        nat_outgoing,
         host,
     } = settings;
     match state::read_live() {
@@ -87,13 +95,23 @@ pub fn run(settings: RunSettings) -> Result<()> {
         }
         None => Vec::new(),
     };
-    let desired =
-        sources::desired(&config, kernel_filter.as_ref(), &cluster_routes).map_err(|errors| {
-            anyhow::anyhow!(
-                "cannot realise the route table:\n{}",
-                render_line_errors(&config_path.display().to_string(), &errors)
-            )
-        })?;
+    let host_dir = HostDir::current()?;
+    let (records, problems) = host_dir.read_records();
+    for p in problems {
+        warn!("{p}");
+    }
+    let feeds = Feeds {
+        workloads: &records,
+        workload_attach: Some(workload_attach),
+        kernel: kernel_filter.as_ref(),
+        cluster: &cluster_routes,
+    };
+    let desired = sources::desired(&config, &feeds).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot realise the route table:\n{}",
+            render_line_errors(&config_path.display().to_string(), &errors)
+        )
+    })?;
     counters.unresolved_routes.store(
         desired.unresolved as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -121,7 +139,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
         }
     };
     let pid = std::process::id();
-    let state_path = state::write(&LoaderState {
+    let loader_state = LoaderState {
         pid,
         start_time: state::process_start_time(pid),
         netns: netns::current_id()?,
@@ -133,9 +151,23 @@ pub fn run(settings: RunSettings) -> Result<()> {
             .iter()
             .map(AttachmentRecord::from)
             .collect(),
+    };
+    let state_path = state::write(&loader_state)?;
+    match nat_outgoing {
+        Some(range) => {
+            nat::install(range)?;
+            info!(%range, "masquerading workload traffic that leaves the range");
+        }
+        None => nat::remove()?,
+    }
+    let own_subnet = joined.as_ref().map(|(_, _, feed)| feed.own);
+    host_dir.write_facts(&HostFacts {
+        subnet: own_subnet.map(|p| p.to_string()),
+        mtu: workload_mtu(&config)?,
     })?;
     info!(
         routes = plan.routes.len(),
+        workloads = desired.workloads,
         from_kernel = desired.from_kernel,
         from_cluster = desired.from_cluster,
         host_addrs = plan.host_addrs.len(),
@@ -153,21 +185,42 @@ pub fn run(settings: RunSettings) -> Result<()> {
         ))?;
         info!(%addr, "metrics at http://{addr}/metrics");
     }
+    let events = KernelEvents::default();
     let kernel = kernel_filter.map(|filter| KernelFeed {
         filter,
-        changed: Arc::new(AtomicBool::new(false)),
+        changed: events.routes.clone(),
     });
     if let Some(logger) = dataplane.take_logger() {
         let _guard = runtime.enter();
         spawn_program_log_reader(logger)?;
         info!("logging from the programs");
     }
-    if let Some(feed) = &kernel {
+    let mut requests = {
         let _guard = runtime.enter();
-        kernel_watch::spawn(feed.changed.clone());
+        kernel_watch::spawn(events.clone())
+            .map_err(|e| anyhow::anyhow!("subscribing to the kernel's notifications: {e}"))?;
+        plugin_socket::serve(&host_dir.socket()).map_err(|e| {
+            anyhow::anyhow!("listening at {}: {e}", host_dir.socket().display())
+        })?
+    };
+    if let Some(feed) = &kernel {
         info!(filter = ?feed.filter, "following the kernel's routes");
     }
-    let mut watcher = Watcher::new(config_path, config, plan, kernel, counters.clone());
+    info!(records = %host_dir.records().display(), socket = %host_dir.socket().display(), "taking workloads from the CNI plugin");
+    let mut watcher = Watcher::new(WatcherStart {
+        path: config_path,
+        config,
+        applied: plan,
+        kernel,
+        workloads: WorkloadFeed {
+            dir: host_dir.clone(),
+            records,
+            attach: workload_attach,
+        },
+        system_changed: events.system.clone(),
+        state: loader_state,
+        counters: counters.clone(),
+    });
     if let Some(path) = policy_path {
         watcher.follow_policy(path);
     }
@@ -191,6 +244,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
             tokio::select! {
                 signal = &mut stop => break signal,
                 _ = tick.tick() => watcher.poll(&mut dataplane),
+                Some(first) = requests.recv() => answer(&mut watcher, &mut dataplane, first, &mut requests),
             }
         }
     })?;
@@ -200,8 +254,39 @@ pub fn run(settings: RunSettings) -> Result<()> {
         "stopping; the dataplane stays pinned and keeps forwarding (`loader detach` removes it)"
     );
     drop(dataplane);
+    let _ = std::fs::remove_file(host_dir.socket());
     state::remove_if_owned(pid)?;
     Ok(())
+}
+
+/// Answers the plugin's requests: every sync waiting now is served by one reconciliation.
+fn answer(
+    watcher: &mut Watcher,
+    dataplane: &mut Dataplane,
+    first: plugin_socket::Pending,
+    requests: &mut tokio::sync::mpsc::Receiver<plugin_socket::Pending>,
+) {
+    let mut waiting = vec![first];
+    while let Ok(more) = requests.try_recv() {
+        waiting.push(more);
+    }
+    let mut synced = None;
+    for (request, reply) in waiting {
+        let answer = match request {
+            Request::Sync => synced.get_or_insert_with(|| watcher.sync(dataplane)).clone(),
+            Request::Check { host_ifname, addr } => watcher.check(&host_ifname, addr),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// The MTU the plugin gives workloads: the underlay's less the VXLAN overhead when the host
+/// encapsulates; None (the runtime's default) otherwise.
+fn workload_mtu(config: &config::Config) -> Result<Option<u32>> {
+    match &config.vxlan {
+        Some(vxlan) => Ok(Some(dataplane::system::workload::vxlan_mtu(&vxlan.dev)?)),
+        None => Ok(None),
+    }
 }
 
 /// A name for this host in its cluster record: the network namespace it was pointed at, or

@@ -11,7 +11,7 @@ pub fn wire(args: WireArgs) -> Result<()> {
         None => args.mtu,
     };
     workload::wire(&WorkloadSpec {
-        netns: args.workload_netns,
+        netns: std::path::Path::new(dataplane::system::netns::NETNS_DIR).join(&args.workload_netns),
         host_ifname: args.host_if,
         ifname: args.ifname,
         addr: args.addr,

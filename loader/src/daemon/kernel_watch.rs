@@ -1,8 +1,12 @@
-//! Following the kernel's routing table: `ip -4 monitor route` (netlink's route notifications)
-//! marks the table changed; the watcher then reads it afresh and applies the difference. A
-//! full re-read every 30 s catches anything a notification could miss (a restarted monitor,
-//! a dropped message).
+//! Following the kernel through netlink notifications (rtnetlink's multicast groups, read in
+//! this process): a route change marks the kernel's routing table changed (for
+//! `--routes-from-kernel`); a link, address or neighbour change marks the system changed, and
+//! the watcher resolves the plan afresh (an interface gone, a workload's MAC changed under its
+//! address, a next hop that answered ARP). A full re-read every 30 s catches anything a
+//! notification could miss (a full socket buffer drops messages).
 use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -10,48 +14,115 @@ use std::{
     time::Duration,
 };
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use futures_util::StreamExt;
+use rtnetlink::{
+    MulticastGroup, new_multicast_connection,
+    packet_core::NetlinkPayload,
+    packet_route::{
+        RouteNetlinkMessage,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+    },
+};
 use tracing::{debug, warn};
 
 const RESYNC: Duration = Duration::from_secs(30);
 
-/// Starts the monitor on the current runtime; `changed` is set whenever the kernel's IPv4
-/// routes may have changed. The monitor runs in this process's network namespace.
-pub fn spawn(changed: Arc<AtomicBool>) {
-    let resync = changed.clone();
+/// What the notifications mark changed.
+#[derive(Clone, Default)]
+pub struct KernelEvents {
+    /// The kernel's IPv4 routes may have changed.
+    pub routes: Arc<AtomicBool>,
+    /// Links, addresses or neighbours changed: the plan's interfaces and MACs may be stale.
+    pub system: Arc<AtomicBool>,
+}
+
+impl KernelEvents {
+    fn mark_all(&self) {
+        self.routes.store(true, Ordering::Relaxed);
+        self.system.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts following on the current runtime, in this process's network namespace. Fails only
+/// if the netlink socket cannot be opened.
+pub fn spawn(events: KernelEvents) -> std::io::Result<()> {
+    let (connection, _handle, mut messages) = new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Neigh,
+    ])?;
+    tokio::spawn(connection);
+    let resync = events.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
         loop {
             tick.tick().await;
-            resync.store(true, Ordering::Relaxed);
+            resync.mark_all();
         }
     });
     tokio::spawn(async move {
-        loop {
-            let child = tokio::process::Command::new("ip")
-                .args(["-4", "monitor", "route"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn();
-            let mut child = match child {
-                Ok(child) => child,
-                Err(e) => {
-                    warn!(error = %e, "cannot run `ip monitor route`; retrying in 5 s (full re-reads every 30 s go on)");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
+        let mut neighbours = NeighbourMacs::default();
+        while let Some((message, _)) = messages.next().await {
+            let NetlinkPayload::InnerMessage(message) = message.payload else {
+                // An overrun (ENOBUFS) arrives as an error: anything may have been missed.
+                events.mark_all();
+                continue;
             };
-            let stdout = child.stdout.take().expect("piped stdout");
-            let mut lines = BufReader::new(stdout).lines();
-            // Anything may have changed while no monitor ran.
-            changed.store(true, Ordering::Relaxed);
-            while let Ok(Some(line)) = lines.next_line().await {
-                debug!(%line, "kernel route notification");
-                changed.store(true, Ordering::Relaxed);
+            match &message {
+                RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => {
+                    events.routes.store(true, Ordering::Relaxed)
+                }
+                RouteNetlinkMessage::NewLink(_)
+                | RouteNetlinkMessage::DelLink(_)
+                | RouteNetlinkMessage::NewAddress(_)
+                | RouteNetlinkMessage::DelAddress(_) => {
+                    events.system.store(true, Ordering::Relaxed)
+                }
+                RouteNetlinkMessage::NewNeighbour(n) => {
+                    if neighbours.update(n, false) {
+                        events.system.store(true, Ordering::Relaxed);
+                    }
+                }
+                RouteNetlinkMessage::DelNeighbour(n) => {
+                    if neighbours.update(n, true) {
+                        events.system.store(true, Ordering::Relaxed);
+                    }
+                }
+                _ => continue,
             }
-            warn!("`ip monitor route` ended; restarting it");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            debug!(?message, "kernel notification");
         }
+        warn!("the kernel's notifications stopped; only the 30 s re-reads remain");
     });
+    Ok(())
+}
+
+/// The MAC each IPv4 neighbour was last announced with: a neighbour's state moves (REACHABLE,
+/// STALE, DELAY...) on every host all the time; only a MAC that appears, changes or goes
+/// matters to the plan.
+#[derive(Default)]
+struct NeighbourMacs(HashMap<(u32, Ipv4Addr), Option<Vec<u8>>>);
+
+impl NeighbourMacs {
+    /// Records `message`; true if the neighbour's MAC is new, changed or gone.
+    fn update(&mut self, message: &NeighbourMessage, deleted: bool) -> bool {
+        let mut addr = None;
+        let mut mac = None;
+        for attribute in &message.attributes {
+            match attribute {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+                NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m.clone()),
+                _ => {}
+            }
+        }
+        let Some(addr) = addr else {
+            return false;
+        };
+        let key = (message.header.ifindex, addr);
+        if deleted {
+            return self.0.remove(&key).is_some_and(|mac| mac.is_some());
+        }
+        self.0.insert(key, mac.clone()) != Some(mac)
+    }
 }

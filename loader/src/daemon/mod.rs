@@ -3,12 +3,14 @@
 //!
 //! - [`sources`]: what the maps should hold, from every source at once;
 //! - [`watch`]: the loop that notices a changed source and applies the difference;
-//! - [`kernel_watch`]: the kernel's route notifications;
+//! - [`kernel_watch`]: the kernel's link, address, neighbour and route notifications;
+//! - [`plugin_socket`]: the CNI plugin's requests;
 //! - [`cluster`], [`join`], [`store`]: this host's record in etcd and the other hosts'
 //!   records, and the store they are read from.
 pub mod cluster;
 pub mod join;
 pub mod kernel_watch;
+pub mod plugin_socket;
 pub mod sources;
 pub mod store;
 pub mod watch;

@@ -1,7 +1,8 @@
-//! Following the route table (and, with `--routes-from-kernel`, the kernel's routes) while the
-//! dataplane runs: every change of the file is parsed and resolved in full first; a table that
-//! fails is reported (file and line) and the running dataplane keeps its last good table
-//! untouched; a good one is applied as a difference, each change logged.
+//! Following the route table, the CNI plugin's workloads, the kernel (links, addresses,
+//! neighbours, and with `--routes-from-kernel` its routes) and the cluster while the dataplane
+//! runs: every change is parsed and resolved in full first; a table that fails is reported
+//! (file and line) and the running dataplane keeps its last good table untouched; a good one
+//! is applied as a difference (maps, then attachments), each change logged.
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -14,15 +15,19 @@ use std::{
 use dataplane::{
     kernel::{Dataplane, DataplaneError},
     model::{
-        LineError,
+        Ipv4Prefix, LineError,
         mac::format_mac,
         policy,
-        route_table::{self as config, Config},
+        route_table::{self as config, Attach, Config},
     },
     plan::{Plan, diff, kernel_routes::KernelRouteFilter},
+    system::{
+        state::{self, AttachmentRecord, LoaderState},
+        workloads::{HostDir, Reply, WorkloadRecord},
+    },
 };
 
-use super::sources;
+use super::sources::{self, Feeds};
 use crate::metrics::LoaderCounters;
 use tracing::{error, info, warn};
 
@@ -35,8 +40,17 @@ pub const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// The kernel's routes as a second source.
 pub struct KernelFeed {
     pub filter: KernelRouteFilter,
-    /// Set by the route monitor when the kernel's table may have changed.
+    /// Set by the kernel's notifications when its routing table may have changed.
     pub changed: Arc<AtomicBool>,
+}
+
+/// The CNI plugin's workload records.
+pub struct WorkloadFeed {
+    pub dir: HostDir,
+    /// The records as last taken.
+    pub records: Vec<WorkloadRecord>,
+    /// How workload interfaces are attached.
+    pub attach: Attach,
 }
 
 /// The other hosts of the cluster as a source of routes.
@@ -146,27 +160,41 @@ pub struct Watcher {
     counters: Arc<LoaderCounters>,
     policy: Option<FollowedFile>,
     cluster: Option<ClusterFeed>,
+    workloads: WorkloadFeed,
+    /// Set by the kernel's notifications when links, addresses or neighbours changed.
+    system_changed: Arc<AtomicBool>,
+    /// The loader's record, rewritten when the attachments change.
+    state: LoaderState,
     /// A big removal is waiting (announced once).
     big_removal_announced: bool,
 }
 
+/// Everything [`Watcher::new`] starts from.
+pub struct WatcherStart<'a> {
+    pub path: &'a Path,
+    pub config: Config,
+    pub applied: Plan,
+    pub kernel: Option<KernelFeed>,
+    pub workloads: WorkloadFeed,
+    pub system_changed: Arc<AtomicBool>,
+    pub state: LoaderState,
+    pub counters: Arc<LoaderCounters>,
+}
+
 impl Watcher {
-    pub fn new(
-        path: &Path,
-        config: Config,
-        applied: Plan,
-        kernel: Option<KernelFeed>,
-        counters: Arc<LoaderCounters>,
-    ) -> Self {
+    pub fn new(start: WatcherStart) -> Self {
         Self {
-            table: FollowedFile::new(path),
-            config,
-            kernel,
+            table: FollowedFile::new(start.path),
+            config: start.config,
+            kernel: start.kernel,
             warned: BTreeSet::new(),
-            applied,
-            counters,
+            applied: start.applied,
+            counters: start.counters,
             policy: None,
             cluster: None,
+            workloads: start.workloads,
+            system_changed: start.system_changed,
+            state: start.state,
             big_removal_announced: false,
         }
     }
@@ -271,6 +299,57 @@ impl Watcher {
     /// Looks at the sources; if one changed, applies the new plan's difference.
     pub fn poll(&mut self, dataplane: &mut Dataplane) {
         self.poll_policy(dataplane);
+        let _ = self.reconcile(dataplane, false);
+    }
+
+    /// The CNI plugin's request: takes the workload records as they are now and answers once
+    /// the dataplane holds them (or why it does not).
+    pub fn sync(&mut self, dataplane: &mut Dataplane) -> Reply {
+        match self.reconcile(dataplane, true) {
+            Ok(()) => Reply {
+                ok: true,
+                error: None,
+            },
+            Err(error) => Reply {
+                ok: false,
+                error: Some(error),
+            },
+        }
+    }
+
+    /// Whether the workload behind `host_ifname` is attached and its address routed to it.
+    pub fn check(&self, host_ifname: &str, addr: std::net::Ipv4Addr) -> Reply {
+        let fail = |error: String| Reply {
+            ok: false,
+            error: Some(error),
+        };
+        let Some(attachment) = self
+            .applied
+            .attachments
+            .iter()
+            .find(|a| a.ifname == host_ifname)
+        else {
+            return fail(format!(
+                "the dataplane is not attached to `{host_ifname}` (see the loader's log)"
+            ));
+        };
+        let prefix = Ipv4Prefix::new(addr, 32).expect("a /32 has no host bits");
+        match self.applied.routes.get(&prefix) {
+            Some(nh) if nh.ifindex == attachment.ifindex => Reply {
+                ok: true,
+                error: None,
+            },
+            Some(nh) => fail(format!(
+                "the dataplane routes {addr} to interface {} instead of `{host_ifname}` ({})",
+                nh.ifindex, attachment.ifindex
+            )),
+            None => fail(format!("the dataplane has no route to {addr}")),
+        }
+    }
+
+    /// Resolves the sources again if one changed (or `force`) and applies the difference;
+    /// the error says why a change was not applied.
+    fn reconcile(&mut self, dataplane: &mut Dataplane, force: bool) -> Result<(), String> {
         let started = std::time::Instant::now();
         let new_table = self.new_table();
         let kernel_changed = self
@@ -281,35 +360,48 @@ impl Watcher {
             .cluster
             .as_ref()
             .is_some_and(|c| c.view.changed.swap(false, Ordering::Relaxed));
-        if new_table.is_none() && !kernel_changed && !cluster_changed {
-            return;
+        let system_changed = self.system_changed.swap(false, Ordering::Relaxed);
+        let (records, problems) = self.workloads.dir.read_records();
+        let records_changed = records != self.workloads.records;
+        if new_table.is_none()
+            && !kernel_changed
+            && !cluster_changed
+            && !system_changed
+            && !records_changed
+            && !force
+        {
+            return Ok(());
         }
         let file = self.table.name();
         let config = match &new_table {
             Some((config, _)) => config.clone(),
             None => self.config.clone(),
         };
-        let filter = self.kernel.as_ref().map(|k| &k.filter);
-        let (cluster_routes, mut cluster_warnings) = match &self.cluster {
+        let (cluster_routes, mut warnings) = match &self.cluster {
             Some(feed) => feed.routes(&config),
             None => (Vec::new(), Vec::new()),
         };
-        let desired = match sources::desired(&config, filter, &cluster_routes) {
+        warnings.extend(problems);
+        let feeds = Feeds {
+            workloads: &records,
+            workload_attach: Some(self.workloads.attach),
+            kernel: self.kernel.as_ref().map(|k| &k.filter),
+            cluster: &cluster_routes,
+        };
+        let desired = match sources::desired(&config, &feeds) {
             Ok(desired) => desired,
             Err(errors) => {
                 self.table.take();
-                return self.refuse_lines(&file, &errors, TABLE_REFUSED);
+                self.refuse_lines(&file, &errors, TABLE_REFUSED);
+                return Err(render(&errors));
             }
         };
-        cluster_warnings.extend(desired.warnings);
+        warnings.extend(desired.warnings);
         self.counters
             .unresolved_routes
             .store(desired.unresolved as u64, Ordering::Relaxed);
-        self.warn_once(cluster_warnings);
+        self.warn_once(warnings);
         let plan = desired.plan;
-        if plan.attachments != self.applied.attachments {
-            warn!(%file, "the interface list changed: attachments change when the loader restarts");
-        }
         let change = diff(&self.applied.routes, &plan.routes);
         if let Some((_, stable)) = &new_table
             && change.removals.len() * 2 > self.applied.routes.len()
@@ -328,19 +420,44 @@ impl Watcher {
                 self.big_removal_announced = true;
             }
             self.mark_feeds_changed(kernel_changed, cluster_changed);
-            return;
+            return Err("a route table change that removes most routes is waiting".into());
         }
         self.big_removal_announced = false;
         if new_table.is_some() {
             self.table.take();
             self.config = config;
         }
-        if change.upserts.is_empty() && change.removals.is_empty() && plan == self.applied {
-            return;
+        self.workloads.records = records;
+        if plan == self.applied {
+            return Ok(());
         }
         let resolved_ms = started.elapsed().as_secs_f64() * 1e3;
+        // Maps first (a new interface never meets a table without its route), then the
+        // attachments.
         if let Err(e) = dataplane.apply(&plan) {
-            return self.refuse_apply(&file, &e, TABLE_REFUSED);
+            self.refuse_apply(&file, &e, TABLE_REFUSED);
+            return Err(e.to_string());
+        }
+        if plan.attachments != self.applied.attachments {
+            match dataplane.update_attachments(&self.applied.attachments, &plan.attachments) {
+                Ok(report) => {
+                    for ifname in &report.attached {
+                        info!(%ifname, "attached");
+                    }
+                    for path in &report.released {
+                        info!(link = %path.display(), "released the link of an interface no longer in the plan");
+                    }
+                }
+                Err(e) => {
+                    // The maps hold the new plan; the attachments stay as they were, and the
+                    // next change tries again.
+                    self.refuse_apply(&file, &e, "attachments not changed");
+                    self.applied.routes = plan.routes;
+                    self.system_changed.store(true, Ordering::Relaxed);
+                    return Err(e.to_string());
+                }
+            }
+            self.record_attachments(&plan);
         }
         for (prefix, nh) in &change.upserts {
             let verb = if self.applied.routes.contains_key(prefix) {
@@ -358,16 +475,31 @@ impl Watcher {
             %file,
             set = change.upserts.len(),
             removed = change.removals.len(),
+            workloads = desired.workloads,
             from_kernel = desired.from_kernel,
             from_cluster = desired.from_cluster,
             parse_resolve_ms = format!("{resolved_ms:.1}"),
             total_ms = format!("{total_ms:.1}"),
-            "route table applied"
+            "plan applied"
         );
-        let attachments = std::mem::take(&mut self.applied.attachments);
-        self.applied = Plan {
-            attachments,
-            ..plan
-        };
+        self.applied = plan;
+        Ok(())
     }
+
+    /// Keeps the loader's record's attachment list true.
+    fn record_attachments(&mut self, plan: &Plan) {
+        self.state.attachments = plan.attachments.iter().map(AttachmentRecord::from).collect();
+        if let Err(e) = state::write(&self.state) {
+            warn!(error = %e, "cannot update the loader's record");
+        }
+    }
+}
+
+/// Problems on lines as one message.
+fn render(errors: &[LineError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("line {}: {}", e.line, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
