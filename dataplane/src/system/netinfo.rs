@@ -152,9 +152,17 @@ struct JsonAddr {
 /// Every IPv4 address configured in the current namespace (loopback included), with the
 /// interface that carries it, in the kernel's order (primary addresses first).
 pub fn ipv4_addrs() -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
-    let raw: Vec<JsonAddrIf> = ip_json(&["-j", "-4", "addr", "show"])?;
-    Ok(raw
-        .into_iter()
+    Ok(to_addrs(ip_json(&["-j", "-4", "addr", "show"])?))
+}
+
+/// As [`ipv4_addrs`], in the network namespace whose file is `netns`.
+pub fn ipv4_addrs_in(netns: &Path) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
+    let args = ["-j", "-4", "addr", "show"];
+    Ok(to_addrs(parse_json(&ip_in(netns, &args)?, &args)?))
+}
+
+fn to_addrs(raw: Vec<JsonAddrIf>) -> Vec<(String, Ipv4Addr)> {
+    raw.into_iter()
         .flat_map(|i| {
             let ifname = i.ifname;
             i.addr_info
@@ -162,7 +170,7 @@ pub fn ipv4_addrs() -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
                 .filter(|a| a.family == "inet")
                 .filter_map(move |a| Some((ifname.clone(), a.local.parse().ok()?)))
         })
-        .collect())
+        .collect()
 }
 
 /// The first IPv4 address of `ifname` and the length of its network's prefix.
