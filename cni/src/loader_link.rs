@@ -14,8 +14,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// What came of a request.
 pub enum Answer {
     Reply(Reply),
-    /// No loader runs on this host (its socket is absent or refuses): it takes the records
-    /// when it starts.
+    /// No loader runs on this host (its socket is absent or refuses, or it went away before
+    /// answering): the next one takes the records when it starts.
     NoLoader,
 }
 
@@ -42,9 +42,14 @@ pub fn ask(host: &HostDir, request: &Request) -> Result<Answer, String> {
         .write_all(line.as_bytes())
         .map_err(|e| format!("writing to {}: {e}", socket.display()))?;
     let mut reply = String::new();
-    BufReader::new(stream)
+    let read = BufReader::new(stream)
         .read_line(&mut reply)
         .map_err(|e| format!("the loader did not answer within {} s: {e}", REPLY_TIMEOUT.as_secs()))?;
+    if read == 0 {
+        // The loader went away before answering (stopped or killed): like no loader at all,
+        // the records wait for the next one.
+        return Ok(Answer::NoLoader);
+    }
     serde_json::from_str(reply.trim())
         .map(Answer::Reply)
         .map_err(|e| format!("the loader's answer `{}` is not a reply: {e}", reply.trim()))

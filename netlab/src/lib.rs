@@ -8,6 +8,7 @@
 pub mod craft;
 pub mod netfilter;
 pub mod netns;
+pub mod podman;
 pub mod probe;
 pub mod root;
 pub mod topology;

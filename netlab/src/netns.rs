@@ -15,6 +15,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Made by this run (deleted on drop), or someone else's (a container runtime's).
+    owned: bool,
 }
 
 impl Netns {
@@ -23,9 +25,18 @@ impl Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PREFIX}{}-{n}-{role}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A namespace someone else made and removes (a container's, under /run/netns): used,
+    /// never deleted.
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            owned: false,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -100,6 +111,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         kill_processes_in(&self.name);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])

@@ -1,5 +1,7 @@
-//! What the CNI plugin and the loader of a host tell each other, through the host's state
-//! directory (one per network namespace, beside the loader's record):
+//! What the CNI plugin and the loader of a host tell each other, through a directory of the
+//! host's under /run/ebpf-dataplane, named by the network namespace's cookie (unique for the
+//! machine's life, where an inode number is reused by a later namespace, which must never
+//! find an earlier one's workloads):
 //!
 //! - `workloads/CONTAINER-IFNAME.json`: one record per workload the plugin wired, written
 //!   (atomically) before it asks the loader to take it and removed on DEL. The directory is
@@ -76,10 +78,23 @@ pub struct HostDir {
 
 impl HostDir {
     /// The directory of the current network namespace's host.
-    pub fn current() -> Result<Self, netns::NetnsError> {
+    pub fn current() -> io::Result<Self> {
         Ok(Self {
-            root: PathBuf::from(STATE_ROOT).join(netns::current_id()?),
+            root: PathBuf::from(STATE_ROOT).join(format!("netns-{}", netns::netns_cookie()?)),
         })
+    }
+
+    /// The directory itself (removed with everything in it by [`Self::remove`]).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes the directory: the host is gone for good.
+    pub fn remove(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub fn records(&self) -> PathBuf {

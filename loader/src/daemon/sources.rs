@@ -145,10 +145,14 @@ fn workload_config(
     for (i, record) in records.iter().enumerate() {
         let line = i + 1;
         if !links.iter().any(|l| l.name == record.host_ifname) {
-            warnings.push(format!(
-                "workload {} ({}): its interface `{}` is gone: not taken",
-                record.container_id, record.addr, record.host_ifname
-            ));
+            // The usual order when a container stops: its namespace (and the veth) goes
+            // first, the runtime's DEL (which removes the record) after.
+            tracing::debug!(
+                container = record.container_id,
+                addr = %record.addr,
+                ifname = record.host_ifname,
+                "workload's interface is gone: not taken"
+            );
             continue;
         }
         if config.interfaces.iter().any(|i| i.name == record.host_ifname) {

@@ -112,6 +112,10 @@ impl Drop for TestBed {
         // Best effort, and quiet: a test may have detached a host already.
         for host in &self.topo.hosts {
             let _ = loader(&["detach", "--netns", host.ns.name()]);
+            // The plugin's records and the loader's socket go with the host.
+            let _ = netlab::netns::in_netns(host.ns.name(), || {
+                Ok(dataplane::system::workloads::HostDir::current()?.remove()?)
+            });
         }
     }
 }

@@ -1,0 +1,564 @@
+//! The CNI plugin driven by a real container runtime (podman, CNI backend) on two hosts, the
+//! loader following the workloads live: reachability with the kernel's forwarding shut
+//! (`iptables -P FORWARD DROP`), churn under a stream, a restarted container, a loader killed
+//! while containers come and go, traffic leaving the cluster (masqueraded), and the plugin's
+//! DEL and CHECK semantics run directly as a runtime would.
+mod common;
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use dataplane::model::route_table::Attach;
+use netlab::{
+    netns::{ChildGuard, Netns, in_netns, veth_between},
+    podman::{NetworkSpec, Podman},
+    topology::{Options, Workload},
+};
+
+/// Our plugin, built beside the loader by `cargo test --workspace`.
+fn plugin() -> PathBuf {
+    let path = std::path::Path::new(LOADER).with_file_name("ebpf-dataplane");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Two hosts (routed underlay, no hand-wired workloads), podman on each with the plugin on a
+/// network of the host's prefix, a loader on each, and the kernel's forwarding shut.
+struct CniBed {
+    // Dropped first: every container removed while the hosts still exist.
+    podman: Vec<Podman>,
+    loaders: Vec<Option<ChildGuard>>,
+    bed: TestBed,
+}
+
+impl CniBed {
+    fn build() -> Option<Self> {
+        Self::build_with(&[])
+    }
+
+    /// With `extra` arguments for host 0's loader.
+    fn build_with(extra0: &[&str]) -> Option<Self> {
+        let bed = TestBed::build(&Options {
+            workloads_per_host: 0,
+            ..Options::default()
+        })?;
+        bed.set_kernel_forward_policy("DROP").unwrap();
+        let podman = (0..2)
+            .map(|i| {
+                let spec = NetworkSpec {
+                    subnet: Some(&bed.hosts[i].prefix()),
+                    static_ips: true,
+                };
+                Podman::new(&bed.dir.join(format!("podman{i}")), bed.host(i), &plugin(), &spec)
+                    .unwrap()
+            })
+            .collect();
+        let loaders = vec![
+            Some(start_loader_with(&bed.topo, 0, Attach::Tc, &bed.dir, extra0)),
+            Some(bed.start_loader(1, Attach::Tc)),
+        ];
+        Some(Self {
+            podman,
+            loaders,
+            bed,
+        })
+    }
+
+    /// A container name unique to the run.
+    fn name(&self, host: usize, what: &str) -> String {
+        format!("dpt-{}-h{host}-{what}", std::process::id())
+    }
+
+    /// Starts a container on `host`; returns its name.
+    fn run(&self, host: usize, what: &str, ip: Option<Ipv4Addr>) -> String {
+        let name = self.name(host, what);
+        self.podman[host].run(&name, ip).unwrap();
+        name
+    }
+
+    /// The container as a workload of the bed (its namespace is podman's).
+    fn workload(&self, host: usize, name: &str) -> Workload {
+        Workload {
+            ns: self.podman[host].netns(name).unwrap(),
+            addr: self.podman[host].addr(name).unwrap(),
+            host_if: String::new(),
+        }
+    }
+}
+
+/// One ping, waiting up to `wait_s` for its answer.
+fn ping_once(from: &Netns, to: Ipv4Addr, wait_s: u32) -> bool {
+    from.command("ping")
+        .args(["-n", "-q", "-c", "1", "-W", &wait_s.to_string(), &to.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Pings until answered; the time it took, or None after `limit`.
+fn first_answer(from: &Netns, to: Ipv4Addr, started: Instant, limit: Duration) -> Option<Duration> {
+    while started.elapsed() < limit {
+        if ping_once(from, to, 1) {
+            return Some(started.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The /32 routes of `netns`'s dataplane (its local workloads).
+fn workload_routes(netns: &str) -> Vec<String> {
+    let mut routes: Vec<String> = routes(netns)
+        .iter()
+        .filter(|r| r["kind"] == "local")
+        .map(|r| r["prefix"].as_str().unwrap().to_string())
+        .collect();
+    routes.sort();
+    routes
+}
+
+/// Interfaces of `netns` named like the plugin's host ends.
+fn plugin_veths(netns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("dp"))
+        .collect()
+}
+
+/// The addresses the IPAM plugin holds for host `host`.
+fn allocated(podman: &Podman) -> Vec<String> {
+    std::fs::read_dir(podman.ipam_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The plugin's workload records on host `netns`.
+fn records(netns: &str) -> usize {
+    in_netns(netns, || {
+        Ok(dataplane::system::workloads::HostDir::current()?
+            .read_records()
+            .0
+            .len())
+    })
+    .unwrap()
+}
+
+/// The tc forwarded counter of host `netns`.
+fn tc_forwarded(netns: &str) -> u64 {
+    forwarded(&stats(netns), "tc")
+}
+
+/// Pinned links of host `netns` (one per attached interface).
+fn pinned_links(netns: &str) -> usize {
+    let status = loader(&["status", "--json", "--netns", netns]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    status["links"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
+    let Some(bed) = CniBed::build_with(&["--nat-outgoing", "198.18.0.0/16"]) else {
+        return;
+    };
+    // The outside: a namespace of the test's own beyond host 0 (TEST-NET-3), to which the
+    // operator lets host 0 forward (and nothing else).
+    let outside = Netns::create("outside").unwrap();
+    let host0 = &bed.bed.hosts[0].ns;
+    veth_between(host0, "ext0", &outside, "eth0").unwrap();
+    host0.ip(&["addr", "add", "203.0.113.1/24", "dev", "ext0"]).unwrap();
+    host0.ip(&["link", "set", "ext0", "up"]).unwrap();
+    outside.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"]).unwrap();
+    outside.ip(&["link", "set", "eth0", "up"]).unwrap();
+    host0.exec("iptables", &["-A", "FORWARD", "-o", "ext0", "-j", "ACCEPT"]).unwrap();
+    host0
+        .exec(
+            "iptables",
+            &["-A", "FORWARD", "-i", "ext0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        )
+        .unwrap();
+
+    // Ten containers a host; each timed from `podman run` to its first packet forwarded (a
+    // ping to the other host's first container answered).
+    let mut names = [Vec::new(), Vec::new()];
+    let mut to_first_packet = Vec::new();
+    names[1].push(bed.run(1, "c0", None));
+    names[0].push(bed.run(0, "c0", None));
+    let first = [bed.workload(0, &names[0][0]), bed.workload(1, &names[1][0])];
+    for j in 1..10 {
+        for host in [0, 1] {
+            let started = Instant::now();
+            let name = bed.run(host, &format!("c{j}"), None);
+            let w = bed.workload(host, &name);
+            let took = first_answer(&w.ns, first[1 - host].addr, started, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("{name} ({}) never reached the other host", w.addr));
+            to_first_packet.push(took);
+            names[host].push(name);
+        }
+    }
+    to_first_packet.sort();
+    eprintln!(
+        "podman run to first forwarded packet, {} containers: p50 {:.0} ms, p99 {:.0} ms",
+        to_first_packet.len(),
+        percentile(&to_first_packet, 0.5).as_secs_f64() * 1e3,
+        percentile(&to_first_packet, 0.99).as_secs_f64() * 1e3,
+    );
+    let workloads: Vec<Vec<Workload>> = (0..2)
+        .map(|h| names[h].iter().map(|n| bed.workload(h, n)).collect())
+        .collect();
+    for h in 0..2 {
+        assert_eq!(workload_routes(bed.bed.host(h)).len(), 10, "host {h}'s routes");
+    }
+
+    // Every pair across the hosts: one echo and one reply each, each forwarded once on
+    // either host by the programs (the kernel's FORWARD drops everything).
+    let before = [tc_forwarded(bed.bed.host(0)), tc_forwarded(bed.bed.host(1))];
+    for a in &workloads[0] {
+        for b in &workloads[1] {
+            assert!(ping_once(&a.ns, b.addr, 2), "{} -> {} unanswered", a.addr, b.addr);
+        }
+    }
+    for h in 0..2 {
+        assert_eq!(
+            tc_forwarded(bed.bed.host(h)) - before[h],
+            200,
+            "host {h}: 100 echoes and 100 replies, each forwarded once"
+        );
+    }
+
+    // A restarted container: new veth, new MAC, same address (asked for with --ip), reachable
+    // again within a second of its ADD (which `podman restart` waits for).
+    let fixed = Ipv4Addr::new(198, 18, 1, 200);
+    let restarted = bed.run(0, "restarted", Some(fixed));
+    let mac_of = |name: &str| {
+        let ns = bed.podman[0].netns(name).unwrap();
+        String::from_utf8_lossy(&ns.exec("cat", &["/sys/class/net/eth0/address"]).unwrap().stdout)
+            .trim()
+            .to_string()
+    };
+    let mac_before = mac_of(&restarted);
+    assert!(ping_once(&workloads[1][0].ns, fixed, 2), "before the restart");
+    bed.podman[0].podman(&["restart", "-t", "0", &restarted]).unwrap();
+    let back = Instant::now();
+    assert_eq!(bed.podman[0].addr(&restarted).unwrap(), fixed);
+    let mac_after = mac_of(&restarted);
+    assert_ne!(mac_before, mac_after, "the restart made a new veth");
+    let took = first_answer(&workloads[1][0].ns, fixed, back, Duration::from_secs(1))
+        .expect("the restarted container answers within a second of its ADD");
+    eprintln!("restarted container ({mac_before} -> {mac_after}) answered after {took:?}");
+
+    // Out of the cluster: the source is translated to host 0's address on the way out, and
+    // the reply comes back to the container.
+    let server = UdpSocketIn::bind(&outside, "203.0.113.2:9999");
+    let container = workloads[0][3].ns.name().to_string();
+    let reply = in_netns(&container, || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+        socket.send_to(b"hello", "203.0.113.2:9999")?;
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    let seen = server.join();
+    assert_eq!(seen.ip().to_string(), "203.0.113.1", "source as the outside saw it");
+    assert_eq!(reply.expect("a reply from the outside"), format!("seen {seen}"));
+}
+
+/// A UDP server in a namespace that answers one datagram with `seen ADDR:PORT` (its source).
+struct UdpSocketIn(thread::JoinHandle<std::net::SocketAddr>);
+
+impl UdpSocketIn {
+    fn bind(ns: &Netns, addr: &'static str) -> Self {
+        let name = ns.name().to_string();
+        let (ready, wait) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || {
+            in_netns(&name, || {
+                let socket = UdpSocket::bind(addr)?;
+                socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+                ready.send(()).unwrap();
+                let mut buf = [0u8; 64];
+                let (_, from) = socket.recv_from(&mut buf)?;
+                socket.send_to(format!("seen {from}").as_bytes(), from)?;
+                Ok(from)
+            })
+            .expect("the outside got a datagram")
+        });
+        wait.recv().unwrap();
+        Self(handle)
+    }
+
+    fn join(self) -> std::net::SocketAddr {
+        self.0.join().unwrap()
+    }
+}
+
+#[test]
+fn a_hundred_containers_come_and_go_under_a_stream_and_leave_nothing_behind() {
+    let Some(bed) = CniBed::build() else {
+        return;
+    };
+    let client_name = bed.run(0, "client", None);
+    let server_name = bed.run(1, "server", None);
+    let (client, server) = (bed.workload(0, &client_name), bed.workload(1, &server_name));
+    let kept = [workload_routes(bed.bed.host(0)), workload_routes(bed.bed.host(1))];
+    let overflows_before = udp_receive_buffer_errors(&server.ns);
+    let started = Instant::now();
+    let churn_done = std::sync::atomic::AtomicBool::new(false);
+    let stream = thread::scope(|s| {
+        let stream = s.spawn(|| udp_100m(&client, &server, 40));
+        // 50 containers a host, two podman clients at a time on each, then removed 10 at
+        // a time.
+        thread::scope(|churn| {
+            for host in [0, 1] {
+                for worker in 0..2 {
+                    let bed = &bed;
+                    churn.spawn(move || {
+                        let names: Vec<String> = (0..25)
+                            .map(|j| bed.run(host, &format!("churn{worker}-{j}"), None))
+                            .collect();
+                        for batch in names.chunks(10) {
+                            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+                            bed.podman[host].rm(&batch).unwrap();
+                        }
+                    });
+                }
+            }
+        });
+        churn_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("100 containers created and removed in {:?}", started.elapsed());
+        stream.join().unwrap()
+    });
+    assert!(churn_done.into_inner());
+    let udp = stream.expect("the stream ran");
+    let overflows = udp_receive_buffer_errors(&server.ns) - overflows_before;
+    let path_lost = udp.lost_packets.saturating_sub(overflows);
+    eprintln!(
+        "stream under churn: {} datagrams, {} lost ({overflows} receive-buffer overflows)",
+        udp.packets, udp.lost_packets
+    );
+    assert!(udp.packets > 200_000, "the stream ran at 100 Mbit/s: {udp:?}");
+    assert_eq!(path_lost, 0, "datagrams lost on the path during the churn");
+
+    // Nothing of the 100 is left: routes, attachments, addresses, records, veths.
+    for h in 0..2 {
+        let ns = bed.bed.host(h);
+        assert_eq!(workload_routes(ns), kept[h], "host {h}: routes");
+        assert_eq!(pinned_links(ns), 2, "host {h}: links pinned (eth0 and the stream's container)");
+        assert_eq!(allocated(&bed.podman[h]).len(), 1, "host {h}: addresses held by IPAM");
+        assert_eq!(records(ns), 1, "host {h}: workload records");
+        assert_eq!(plugin_veths(ns).len(), 1, "host {h}: plugin veths {:?}", plugin_veths(ns));
+    }
+}
+
+#[test]
+fn a_loader_killed_while_containers_come_and_go_catches_up_when_restarted() {
+    let Some(mut bed) = CniBed::build() else {
+        return;
+    };
+    let peer_name = bed.run(1, "peer", None);
+    let peer = bed.workload(1, &peer_name);
+    let names: Vec<String> = (0..8).map(|j| bed.name(0, &format!("k{j}"))).collect();
+    // Added and removed in turn on host 0; the loader is killed after the second step.
+    let steps: Vec<(bool, &str)> = vec![
+        (true, &names[0]),
+        (true, &names[1]),
+        (true, &names[2]),
+        (false, &names[1]),
+        (true, &names[3]),
+        (true, &names[4]),
+        (false, &names[3]),
+        (true, &names[5]),
+        (false, &names[0]),
+        (true, &names[6]),
+    ];
+    let (progress, steps_done) = std::sync::mpsc::channel();
+    let loader0 = bed.loaders[0].take().unwrap();
+    thread::scope(|s| {
+        let podman = &bed.podman[0];
+        s.spawn(move || {
+            for (add, name) in steps {
+                if add {
+                    podman.run(name, None).unwrap();
+                } else {
+                    podman.rm(&[name]).unwrap();
+                }
+                progress.send(()).unwrap();
+            }
+        });
+        steps_done.recv().unwrap();
+        steps_done.recv().unwrap();
+        let pid = loader0.pid() as i32;
+        // SAFETY: kill(2) on the loader child this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = loader0.wait();
+    });
+    let remaining = [&names[2], &names[4], &names[5], &names[6]];
+    bed.loaders[0] = Some(bed.bed.start_loader(0, Attach::Tc));
+    let mut expected: Vec<String> = remaining
+        .iter()
+        .map(|n| format!("{}/32", bed.podman[0].addr(n).unwrap()))
+        .collect();
+    expected.sort();
+    assert!(
+        routes_become(bed.bed.host(0), Duration::from_secs(5), |_| {
+            workload_routes(bed.bed.host(0)) == expected
+        }),
+        "host 0 routes {:?}, want {expected:?}",
+        workload_routes(bed.bed.host(0))
+    );
+    assert_eq!(pinned_links(bed.bed.host(0)), 1 + remaining.len(), "links pinned");
+    assert_eq!(records(bed.bed.host(0)), remaining.len());
+    assert_eq!(plugin_veths(bed.bed.host(0)).len(), remaining.len());
+    let before = tc_forwarded(bed.bed.host(0));
+    for name in remaining {
+        let w = bed.workload(0, name);
+        assert!(ping_once(&w.ns, peer.addr, 2), "{name} ({}) unreachable", w.addr);
+    }
+    assert_eq!(tc_forwarded(bed.bed.host(0)) - before, 8, "each echo and reply by the programs");
+}
+
+/// Runs the plugin as a runtime does, in host `netns`, with `conf` on stdin.
+fn plugin_run(netns: &str, command: &str, container: &str, container_ns: Option<&str>, conf: &serde_json::Value) -> Output {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}"))
+        .arg(plugin())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", netlab::podman::REFERENCE_PLUGINS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ns) = container_ns {
+        cmd.env("CNI_NETNS", format!("/run/netns/{ns}"));
+    }
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
+    let Some(bed) = TestBed::build(&Options {
+        workloads_per_host: 0,
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let _loader = bed.start_loader(0, Attach::Tc);
+    let host = bed.host(0);
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "dpnet",
+        "type": "ebpf-dataplane",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": bed.hosts[0].prefix()}]],
+                 "dataDir": bed.dir.join("ipam")},
+    });
+    let version = plugin_run(host, "VERSION", "", None, &conf);
+    assert!(json_of(&version)["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&"1.0.0".into()));
+
+    // ADD, timed: the plugin's own time, IPAM and the loader's sync included.
+    let containers: Vec<Netns> = (0..20).map(|i| Netns::create(&format!("cni{i}")).unwrap()).collect();
+    let mut add_times = Vec::new();
+    let mut results = Vec::new();
+    for (i, ns) in containers.iter().enumerate() {
+        let started = Instant::now();
+        let out = plugin_run(host, "ADD", &format!("direct{i}"), Some(ns.name()), &conf);
+        add_times.push(started.elapsed());
+        assert!(out.status.success(), "ADD: {}", String::from_utf8_lossy(&out.stdout));
+        results.push(json_of(&out));
+    }
+    add_times.sort();
+    eprintln!(
+        "plugin ADD (IPAM, wiring, loader sync), 20 in a row: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&add_times, 0.5).as_secs_f64() * 1e3,
+        percentile(&add_times, 0.99).as_secs_f64() * 1e3
+    );
+    let result = &results[0];
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let address = result["ips"][0]["address"].as_str().unwrap();
+    assert!(address.ends_with("/32"), "{result}");
+    let addr: Ipv4Addr = address.trim_end_matches("/32").parse().unwrap();
+    assert_eq!(result["ips"][0]["gateway"], "169.254.1.1");
+    assert_eq!(result["interfaces"][1]["sandbox"], format!("/run/netns/{}", containers[0].name()));
+    let host_if = result["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(workload_routes(host).len(), 20, "every ADD routed before it returned");
+
+    // CHECK passes as ADD left it, and names the host route once it is removed by hand.
+    let mut checked = conf.clone();
+    checked["prevResult"] = result.clone();
+    let ok = plugin_run(host, "CHECK", "direct0", Some(containers[0].name()), &checked);
+    assert!(ok.status.success(), "CHECK: {}", String::from_utf8_lossy(&ok.stdout));
+    bed.hosts[0].ns.ip(&["route", "del", &format!("{addr}/32"), "dev", &host_if]).unwrap();
+    let broken = plugin_run(host, "CHECK", "direct0", Some(containers[0].name()), &checked);
+    assert!(!broken.status.success());
+    let error = json_of(&broken);
+    assert_eq!(error["code"], 102);
+    assert!(
+        error["msg"].as_str().unwrap().contains(&format!("no route {addr} dev {host_if}")),
+        "{error}"
+    );
+    let unknown = plugin_run(host, "CHECK", "never-added", Some(containers[0].name()), &checked);
+    assert!(json_of(&unknown)["msg"].as_str().unwrap().contains("no record"));
+
+    // DEL, DEL again, DEL of a container never added: all succeed; the first releases
+    // everything.
+    for container in ["direct0", "direct0", "never-added"] {
+        let out = plugin_run(host, "DEL", container, Some(containers[0].name()), &conf);
+        assert!(out.status.success(), "DEL {container}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(out.stdout.is_empty(), "DEL prints nothing on success");
+    }
+    assert!(!plugin_veths(host).contains(&host_if));
+    assert!(!workload_routes(host).contains(&format!("{addr}/32")));
+    assert!(!bed.dir.join("ipam/dpnet").join(addr.to_string()).exists(), "address released");
+    assert_eq!(records(host), 19);
+    // A malformed configuration changes nothing and says what is wrong.
+    let bad = plugin_run(host, "ADD", "direct-bad", Some(containers[0].name()), &serde_json::json!({"cniVersion": "1.0.0", "type": "ebpf-dataplane"}));
+    assert!(!bad.status.success());
+    assert_eq!(json_of(&bad)["code"], 7);
+    assert_eq!(records(host), 19);
+}
