@@ -404,6 +404,16 @@ fn the_control_plane_holds_against_idle_clients_slow_writers_and_recycled_pids()
         metrics_addr,
     ]);
     wait_for_routes(h0, 3);
+    // The endpoint opens once the loader has attached and recorded itself, after the maps.
+    netlab::netns::in_netns(h0, || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(metrics_addr).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "no metrics endpoint");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    })
+    .unwrap();
 
     // 100 clients connect and say nothing; a scraper still gets its answer at once.
     let idle = netlab::netns::in_netns(h0, || {

@@ -362,7 +362,7 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
     assert!(log.contains("route removed"), "log of the removal:\n{log}");
 }
 
-/// The loader's `route table applied` log lines: (routes set, routes removed, total ms).
+/// The loader's `plan applied` log lines: (routes set, routes removed, total ms).
 fn applied_lines(log: &str) -> Vec<(usize, usize, f64)> {
     let field = |line: &str, key: &str| -> Option<String> {
         let rest = line.split(&format!(" {key}=")).nth(1)?;
@@ -374,7 +374,7 @@ fn applied_lines(log: &str) -> Vec<(usize, usize, f64)> {
         )
     };
     log.lines()
-        .filter(|l| l.contains("route table applied"))
+        .filter(|l| l.contains("plan applied"))
         .filter_map(|l| {
             Some((
                 field(l, "set")?.parse().ok()?,
@@ -472,7 +472,7 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
     );
 }
 
-/// Waits up to 20 s for a `route table applied` line of the log at `path` that satisfies `ok`.
+/// Waits up to 20 s for a `plan applied` line of the log at `path` that satisfies `ok`.
 fn wait_for_applied(path: &std::path::Path, ok: impl Fn((usize, usize, f64)) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
@@ -482,5 +482,5 @@ fn wait_for_applied(path: &std::path::Path, ok: impl Fn((usize, usize, f64)) -> 
         }
         thread::sleep(Duration::from_millis(50));
     }
-    panic!("the loader never logged the expected `route table applied` line");
+    panic!("the loader never logged the expected `plan applied` line");
 }
