@@ -104,6 +104,23 @@ pub fn add(env: &Env, conf: &NetConf, raw: &Value) -> Result<Value, CniError> {
         .map_err(io_error("writing the workload's record"))
         .map_err(undo_record)?;
     sync(&host).map_err(undo_record)?;
+    // The loader took the records; this one may still have lost to another source (the
+    // route table naming the same address, say): ADD succeeds only if it is in place.
+    match loader_link::ask(
+        &host,
+        &Request::Check {
+            host_ifname: host_ifname.clone(),
+            addr,
+        },
+    ) {
+        Ok(Answer::Reply(reply)) if !reply.ok => {
+            return Err(undo_record(
+                CniError::new(code::DATAPLANE, "the loader did not take the workload")
+                    .with_details(reply.error.unwrap_or_default()),
+            ));
+        }
+        _ => {}
+    }
     let macs = (|| -> Result<_, CniError> {
         let host_mac = netinfo::links()
             .map_err(wiring)?

@@ -542,6 +542,34 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
         || all_routed(&fabric, &[1, 2]),
     );
     pings_all_pairs(&fabric, &[1, 2]);
+
+    // A container on host 1 from a network configuration that names no range: the plugin
+    // takes the prefix the cluster gave the host. Its first address (.2) is the hand-wired
+    // workload's: refused, and left to it; the next one is the container's.
+    {
+        let podman = netlab::podman::Podman::new(
+            &dir.join("podman1"),
+            netns1,
+            &plugin(),
+            &netlab::podman::NetworkSpec {
+                subnet: None,
+                static_ips: false,
+            },
+        )
+        .unwrap();
+        let name = |what: &str| format!("dpt-{}-{what}", std::process::id());
+        let refused = podman.run(&name("taken"), None).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("198.18.1.2 is already routed on this host"),
+            "{refused:#}"
+        );
+        podman.run(&name("fresh"), None).unwrap();
+        let addr = podman.addr(&name("fresh")).unwrap();
+        assert_eq!(addr.octets()[..3], [198, 18, 1], "{addr} is in host 1's prefix");
+        assert!(ping(&fabric.hosts[&2].workloads[0].ns, addr, 2).unwrap());
+        assert!(ping(&fabric.hosts[&2].workloads[0].ns, fabric.hosts[&1].workloads[0].addr, 2).unwrap(),
+            "the hand-wired workload kept its address");
+    }
     let shown = String::from_utf8_lossy(&listing(&tls).stdout).into_owned();
     assert!(
         shown.contains("2 hosts") && shown.contains("198.18.2.0/24"),

@@ -21,17 +21,6 @@ use netlab::{
     topology::{Options, Workload},
 };
 
-/// Our plugin, built beside the loader by `cargo test --workspace`.
-fn plugin() -> PathBuf {
-    let path = std::path::Path::new(LOADER).with_file_name("ebpf-dataplane");
-    assert!(
-        path.is_file(),
-        "{} is missing: build the workspace (`cargo xtask test` does)",
-        path.display()
-    );
-    path
-}
-
 /// Two hosts (routed underlay, no hand-wired workloads), podman on each with the plugin on a
 /// network of the host's prefix, a loader on each, and the kernel's forwarding shut.
 struct CniBed {

@@ -80,15 +80,19 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     // Answer at once rather than after the default random delay of up to 0.8 s (Calico too).
     sysctl(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
     // The host side carries no address: proxy ARP answers for the gateway, as in Calico.
-    ip(&[
-        "route",
-        "replace",
-        &addr32,
-        "dev",
-        host_ifname,
-        "scope",
-        "link",
-    ])?;
+    // `add`, not `replace`: an address this host already routes (another workload's) is
+    // refused, never taken from it.
+    match ip(&["route", "add", &addr32, "dev", host_ifname, "scope", "link"]) {
+        Err(NetInfoError::Failed { stderr, .. }) if stderr.contains("File exists") => {
+            return Err(WireError::Step {
+                what: format!("routing {addr} to {host_ifname}"),
+                message: format!("{addr} is already routed on this host (another workload has it)"),
+            });
+        }
+        other => {
+            other?;
+        }
+    }
 
     let gw = GATEWAY.to_string();
     ip_in(netns, &["link", "set", "lo", "up"])?;

@@ -89,6 +89,21 @@ impl HostDir {
         &self.root
     }
 
+    /// Removes what the loader published (its facts, its socket), and the directory too if no
+    /// workload record is left in it.
+    pub fn remove_loaders_files(&self) -> io::Result<()> {
+        for path in [self.facts_path(), self.socket()] {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        // Fails, as it should, while records are there.
+        let _ = std::fs::remove_dir(self.records());
+        let _ = std::fs::remove_dir(&self.root);
+        Ok(())
+    }
+
     /// Removes the directory: the host is gone for good.
     pub fn remove(&self) -> io::Result<()> {
         match std::fs::remove_dir_all(&self.root) {

@@ -40,9 +40,11 @@ pub fn detach(timeout: Duration, bpffs: &Path) -> Result<()> {
         Err(StateError::NotRunning { .. }) => info!("no loader recorded in this namespace"),
         Err(e) => return Err(e.into()),
     }
-    // The masquerade rule is the loader's too (the workload records stay: they are the
-    // plugin's, and a loader started again takes them).
+    // The masquerade rule and what the loader published for the plugin are the loader's too;
+    // the workload records stay (they are the plugin's, and a loader started again takes
+    // them).
     dataplane::system::nat::remove()?;
+    dataplane::system::workloads::HostDir::current()?.remove_loaders_files()?;
     let pins = PinDir::for_current_netns(bpffs)?;
     if pins.root().exists() {
         pins.remove()?;

@@ -23,6 +23,17 @@ pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub const LOADER: &str = env!("CARGO_BIN_EXE_loader");
 
+/// Our CNI plugin, built beside the loader by `cargo test --workspace`.
+pub fn plugin() -> PathBuf {
+    let path = std::path::Path::new(LOADER).with_file_name("ebpf-dataplane");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
 /// A root test's hold on the machine: the serial lock and its own BPF filesystem.
 pub struct RootTest {
     // Fields drop in order: the bpffs goes (and with it every pin the test's loaders made,
