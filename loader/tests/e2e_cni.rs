@@ -534,6 +534,37 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
     let unknown = plugin_run(host, "CHECK", "never-added", Some(containers[0].name()), &checked);
     assert!(json_of(&unknown)["msg"].as_str().unwrap().contains("no record"));
 
+    // A MAC that changes under an address (the neighbour entry replaced, as a plugin does for
+    // a new interface) is followed within a second, through the kernel's notification.
+    let (moved, peer) = (&results[1], &results[2]);
+    let moved_addr = moved["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_string();
+    let moved_if = moved["interfaces"][0]["name"].as_str().unwrap();
+    let new_mac = "02:00:5e:00:53:99";
+    containers[1].ip(&["link", "set", "eth0", "address", new_mac]).unwrap();
+    // A new address flushes the container's neighbours, its gateway's permanent entry with
+    // them: made again as the wiring makes it.
+    let host_mac = moved["interfaces"][0]["mac"].as_str().unwrap();
+    containers[1]
+        .ip(&["neigh", "replace", "169.254.1.1", "lladdr", host_mac, "dev", "eth0", "nud", "permanent"])
+        .unwrap();
+    bed.hosts[0]
+        .ns
+        .ip(&["neigh", "replace", &moved_addr, "lladdr", new_mac, "dev", moved_if, "nud", "permanent"])
+        .unwrap();
+    let changed = Instant::now();
+    let prefix = format!("{moved_addr}/32");
+    assert!(
+        routes_become(host, Duration::from_secs(1), |table| table
+            .iter()
+            .any(|r| r["prefix"] == prefix.as_str() && r["dst_mac"] == new_mac)),
+        "the route to {moved_addr} did not take its new MAC within a second"
+    );
+    eprintln!("new MAC of {moved_addr} in the route after {:?}", changed.elapsed());
+    let peer_addr: Ipv4Addr = peer["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").parse().unwrap();
+    let before = tc_forwarded(host);
+    assert!(ping_once(&containers[1], peer_addr, 2), "the moved workload answers");
+    assert_eq!(tc_forwarded(host) - before, 2, "echo and reply forwarded by the programs");
+
     // DEL, DEL again, DEL of a container never added: all succeed; the first releases
     // everything.
     for container in ["direct0", "direct0", "never-added"] {
