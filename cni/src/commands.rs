@@ -31,16 +31,20 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
 }
 
 fn host_dir() -> Result<HostDir, CniError> {
-    HostDir::current()
-        .map_err(|e| CniError::new(code::IO_FAILURE, "reading this network namespace").with_details(e))
+    HostDir::current().map_err(|e| {
+        CniError::new(code::IO_FAILURE, "reading this network namespace").with_details(e)
+    })
 }
 
 fn facts(host: &HostDir) -> Result<HostFacts, CniError> {
     Ok(host
         .read_facts()
         .map_err(|e| {
-            CniError::new(code::IO_FAILURE, format!("reading {}", host.facts_path().display()))
-                .with_details(e)
+            CniError::new(
+                code::IO_FAILURE,
+                format!("reading {}", host.facts_path().display()),
+            )
+            .with_details(e)
         })?
         .unwrap_or_default())
 }
@@ -52,11 +56,21 @@ fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> CniError + '_ {
 /// Wires the container, records it, and returns once the loader holds it. Anything that
 /// fails on the way is undone (address released, veth deleted, record removed).
 pub fn add(env: &Env, conf: &NetConf, raw: &Value) -> Result<Value, CniError> {
-    let netns = env.netns.as_deref().expect("Env::read requires CNI_NETNS for ADD");
+    let netns = env
+        .netns
+        .as_deref()
+        .expect("Env::read requires CNI_NETNS for ADD");
     let host = host_dir()?;
     let host_ifname = host_ifname(&env.container_id, &env.ifname);
-    if host.read_record(&env.container_id, &env.ifname).ok().flatten().is_some()
-        && netinfo::links().map_err(wiring)?.iter().any(|l| l.name == host_ifname)
+    if host
+        .read_record(&env.container_id, &env.ifname)
+        .ok()
+        .flatten()
+        .is_some()
+        && netinfo::links()
+            .map_err(wiring)?
+            .iter()
+            .any(|l| l.name == host_ifname)
     {
         return Err(CniError::new(
             code::WIRING,
@@ -151,12 +165,16 @@ pub fn add(env: &Env, conf: &NetConf, raw: &Value) -> Result<Value, CniError> {
 /// gone is fine (DEL twice, DEL of a container never added).
 pub fn del(env: &Env, raw: &Value) -> Result<(), CniError> {
     let host = host_dir()?;
-    let record = host.read_record(&env.container_id, &env.ifname).ok().flatten();
+    let record = host
+        .read_record(&env.container_id, &env.ifname)
+        .ok()
+        .flatten();
     let host_ifname = record
         .map(|r| r.host_ifname)
         .unwrap_or_else(|| host_ifname(&env.container_id, &env.ifname));
-    workload::unwire(&host_ifname)
-        .map_err(|e| CniError::new(code::WIRING, "removing the container's veth").with_details(e))?;
+    workload::unwire(&host_ifname).map_err(|e| {
+        CniError::new(code::WIRING, "removing the container's veth").with_details(e)
+    })?;
     host.remove_record(&env.container_id, &env.ifname)
         .map_err(io_error("removing the workload's record"))?;
     // The loader drops the route and the attachment now rather than at its next look; a
@@ -210,10 +228,16 @@ pub fn check(env: &Env, conf: &NetConf, raw: &Value) -> Result<(), CniError> {
     }
     let links = netinfo::links().map_err(wiring)?;
     let Some(link) = links.iter().find(|l| l.name == record.host_ifname) else {
-        return Err(fail(format!("the host end `{}` is gone", record.host_ifname)));
+        return Err(fail(format!(
+            "the host end `{}` is gone",
+            record.host_ifname
+        )));
     };
     if !link.is_veth() || !link.up {
-        return Err(fail(format!("the host end `{}` is not an up veth", link.name)));
+        return Err(fail(format!(
+            "the host end `{}` is not an up veth",
+            link.name
+        )));
     }
     let routes = netinfo::kernel_routes("main").map_err(wiring)?;
     let dst = record.addr.to_string();
@@ -239,7 +263,9 @@ pub fn check(env: &Env, conf: &NetConf, raw: &Value) -> Result<(), CniError> {
         Answer::Reply(reply) if reply.ok => {}
         Answer::Reply(reply) => return Err(fail(reply.error.unwrap_or_default())),
         Answer::NoLoader => {
-            return Err(fail("no loader runs on this host: the container is not attached".into()));
+            return Err(fail(
+                "no loader runs on this host: the container is not attached".into(),
+            ));
         }
     }
     let facts = facts(&host)?;
@@ -252,7 +278,10 @@ fn check_container(netns: &Path, ifname: &str, addr: Ipv4Addr) -> Result<(), Cni
     let addrs = netinfo::ipv4_addrs_in(netns).map_err(|e| {
         CniError::new(
             code::CHECK_FAILED,
-            format!("cannot look into the container's namespace {}", netns.display()),
+            format!(
+                "cannot look into the container's namespace {}",
+                netns.display()
+            ),
         )
         .with_details(e)
     })?;

@@ -67,9 +67,10 @@ pub fn delegate(env: &Env, command: &str, conf: &Value) -> Result<Value, CniErro
     })?;
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     if !out.status.success() {
-        let msg = doc["msg"].as_str().map(str::to_string).unwrap_or_else(|| {
-            String::from_utf8_lossy(&out.stderr).trim().to_string()
-        });
+        let msg = doc["msg"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
         return Err(CniError::new(
             code::IPAM,
             format!("IPAM plugin `{kind}` {command} failed: {msg}"),
@@ -87,8 +88,7 @@ pub fn first_ipv4(result: &Value) -> Result<Ipv4Addr, CniError> {
         .filter_map(|ip| ip["address"].as_str())
         .find_map(|cidr| cidr.split('/').next()?.parse().ok())
         .ok_or_else(|| {
-            CniError::new(code::IPAM, "the IPAM plugin gave no IPv4 address")
-                .with_details(result)
+            CniError::new(code::IPAM, "the IPAM plugin gave no IPv4 address").with_details(result)
         })
 }
 
@@ -134,7 +134,10 @@ mod tests {
         let none = configuration(&raw, None).unwrap_err();
         assert!(none.msg.contains("no range"), "{}", none.msg);
         let no_ipam = json!({"cniVersion": "1.0.0", "name": "n", "type": "ebpf-dataplane"});
-        assert_eq!(configuration(&no_ipam, None).unwrap_err().code, code::INVALID_CONFIG);
+        assert_eq!(
+            configuration(&no_ipam, None).unwrap_err().code,
+            code::INVALID_CONFIG
+        );
     }
 
     #[test]

@@ -42,9 +42,12 @@ pub fn ask(host: &HostDir, request: &Request) -> Result<Answer, String> {
         .write_all(line.as_bytes())
         .map_err(|e| format!("writing to {}: {e}", socket.display()))?;
     let mut reply = String::new();
-    let read = BufReader::new(stream)
-        .read_line(&mut reply)
-        .map_err(|e| format!("the loader did not answer within {} s: {e}", REPLY_TIMEOUT.as_secs()))?;
+    let read = BufReader::new(stream).read_line(&mut reply).map_err(|e| {
+        format!(
+            "the loader did not answer within {} s: {e}",
+            REPLY_TIMEOUT.as_secs()
+        )
+    })?;
     if read == 0 {
         // The loader went away before answering (stopped or killed): like no loader at all,
         // the records wait for the next one.

@@ -25,7 +25,7 @@ fn main() {
         .unwrap_or_else(|| "1.0.0".into());
     let outcome = read
         .map_err(|e| CniError::new(code::IO_FAILURE, "reading stdin").with_details(e))
-        .and_then(|_| env)
+        .and(env)
         .and_then(|env| run(&env, &stdin));
     match outcome {
         Ok(Some(doc)) => println!("{doc}"),

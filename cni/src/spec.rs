@@ -88,7 +88,9 @@ impl Env {
             check_container_id(&container_id)?;
             check_ifname(&ifname)?;
         }
-        let netns = get("CNI_NETNS").filter(|n| !n.is_empty()).map(PathBuf::from);
+        let netns = get("CNI_NETNS")
+            .filter(|n| !n.is_empty())
+            .map(PathBuf::from);
         if command == "ADD" && netns.is_none() {
             return Err(missing("CNI_NETNS"));
         }
@@ -111,10 +113,7 @@ impl Env {
 /// Container IDs are letters, digits, `_`, `.` and `-`, starting with a letter or digit
 /// (they name files here).
 fn check_container_id(id: &str) -> Result<(), CniError> {
-    let ok = id
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
+    let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -135,7 +134,9 @@ fn check_ifname(name: &str) -> Result<(), CniError> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if ok {
         Ok(())
     } else {
@@ -153,7 +154,10 @@ pub struct NetConf {
     #[serde(rename = "cniVersion")]
     pub cni_version: String,
     /// Required by the spec; parsing checks that it is there (the IPAM plugin uses it).
-    #[expect(dead_code, reason = "read by the IPAM plugin, from the raw configuration")]
+    #[expect(
+        dead_code,
+        reason = "read by the IPAM plugin, from the raw configuration"
+    )]
     pub name: String,
     /// MTU of the container's interface; default: what the loader says the host's
     /// encapsulation leaves, else the kernel's default.
@@ -168,12 +172,18 @@ pub struct NetConf {
 impl NetConf {
     pub fn parse(bytes: &[u8]) -> Result<(Self, Value), CniError> {
         let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::new(code::DECODE_FAILURE, "the network configuration is not JSON")
-                .with_details(e)
+            CniError::new(
+                code::DECODE_FAILURE,
+                "the network configuration is not JSON",
+            )
+            .with_details(e)
         })?;
         let conf: NetConf = serde_json::from_value(raw.clone()).map_err(|e| {
-            CniError::new(code::INVALID_CONFIG, "the network configuration is not valid")
-                .with_details(e)
+            CniError::new(
+                code::INVALID_CONFIG,
+                "the network configuration is not valid",
+            )
+            .with_details(e)
         })?;
         if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
             return Err(CniError::new(
@@ -267,7 +277,11 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ])
         .unwrap_err();
-        assert!(traversal.msg.contains("CNI_CONTAINERID"), "{}", traversal.msg);
+        assert!(
+            traversal.msg.contains("CNI_CONTAINERID"),
+            "{}",
+            traversal.msg
+        );
         let long_if = env(&[
             ("CNI_COMMAND", "DEL"),
             ("CNI_CONTAINERID", "c0ffee"),
@@ -285,8 +299,8 @@ mod tests {
         let old = NetConf::parse(br#"{"cniVersion":"0.2.0","name":"n","type":"ebpf-dataplane"}"#)
             .unwrap_err();
         assert_eq!(old.code, code::INCOMPATIBLE_VERSION);
-        let no_name = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"ebpf-dataplane"}"#)
-            .unwrap_err();
+        let no_name =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","type":"ebpf-dataplane"}"#).unwrap_err();
         assert_eq!(no_name.code, code::INVALID_CONFIG);
         assert!(no_name.to_string().contains("name"), "{no_name}");
     }

@@ -565,10 +565,21 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
         );
         podman.run(&name("fresh"), None).unwrap();
         let addr = podman.addr(&name("fresh")).unwrap();
-        assert_eq!(addr.octets()[..3], [198, 18, 1], "{addr} is in host 1's prefix");
+        assert_eq!(
+            addr.octets()[..3],
+            [198, 18, 1],
+            "{addr} is in host 1's prefix"
+        );
         assert!(ping(&fabric.hosts[&2].workloads[0].ns, addr, 2).unwrap());
-        assert!(ping(&fabric.hosts[&2].workloads[0].ns, fabric.hosts[&1].workloads[0].addr, 2).unwrap(),
-            "the hand-wired workload kept its address");
+        assert!(
+            ping(
+                &fabric.hosts[&2].workloads[0].ns,
+                fabric.hosts[&1].workloads[0].addr,
+                2
+            )
+            .unwrap(),
+            "the hand-wired workload kept its address"
+        );
     }
     let shown = String::from_utf8_lossy(&listing(&tls).stdout).into_owned();
     assert!(

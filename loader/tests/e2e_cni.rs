@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
-    path::PathBuf,
     process::{Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
@@ -19,6 +18,7 @@ use netlab::{
     netns::{ChildGuard, Netns, in_netns, veth_between},
     podman::{NetworkSpec, Podman},
     topology::{Options, Workload},
+    traffic::{Proto, iperf3},
 };
 
 /// Two hosts (routed underlay, no hand-wired workloads), podman on each with the plugin on a
@@ -32,11 +32,11 @@ struct CniBed {
 
 impl CniBed {
     fn build() -> Option<Self> {
-        Self::build_with(&[])
+        Self::build_with(&[], None)
     }
 
-    /// With `extra` arguments for host 0's loader.
-    fn build_with(extra0: &[&str]) -> Option<Self> {
+    /// With `extra0` arguments for host 0's loader, and the policy `policy1` for host 1.
+    fn build_with(extra0: &[&str], policy1: Option<&str>) -> Option<Self> {
         let bed = TestBed::build(&Options {
             workloads_per_host: 0,
             ..Options::default()
@@ -48,13 +48,27 @@ impl CniBed {
                     subnet: Some(&bed.hosts[i].prefix()),
                     static_ips: true,
                 };
-                Podman::new(&bed.dir.join(format!("podman{i}")), bed.host(i), &plugin(), &spec)
-                    .unwrap()
+                Podman::new(
+                    &bed.dir.join(format!("podman{i}")),
+                    bed.host(i),
+                    &plugin(),
+                    &spec,
+                )
+                .unwrap()
             })
             .collect();
         let loaders = vec![
-            Some(start_loader_with(&bed.topo, 0, Attach::Tc, &bed.dir, extra0)),
-            Some(bed.start_loader(1, Attach::Tc)),
+            Some(start_loader_with(
+                &bed.topo,
+                0,
+                Attach::Tc,
+                &bed.dir,
+                extra0,
+            )),
+            Some(match policy1 {
+                Some(policy) => bed.start_loader_with_policy(1, Attach::Tc, policy),
+                None => bed.start_loader(1, Attach::Tc),
+            }),
         ];
         Some(Self {
             podman,
@@ -88,7 +102,15 @@ impl CniBed {
 /// One ping, waiting up to `wait_s` for its answer.
 fn ping_once(from: &Netns, to: Ipv4Addr, wait_s: u32) -> bool {
     from.command("ping")
-        .args(["-n", "-q", "-c", "1", "-W", &wait_s.to_string(), &to.to_string()])
+        .args([
+            "-n",
+            "-q",
+            "-c",
+            "1",
+            "-W",
+            &wait_s.to_string(),
+            &to.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -172,7 +194,11 @@ fn pinned_links(netns: &str) -> usize {
 
 #[test]
 fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
-    let Some(bed) = CniBed::build_with(&["--nat-outgoing", "198.18.0.0/16"]) else {
+    // Host 1 polices the container it will be given 198.18.2.200: TCP from host 0's prefix
+    // only.
+    let policy = "workload 198.18.2.200 ingress deny egress allow\n\
+                  allow ingress 198.18.2.200 peer 198.18.1.0/24 proto tcp\n";
+    let Some(bed) = CniBed::build_with(&["--nat-outgoing", "198.18.0.0/16"], Some(policy)) else {
         return;
     };
     // The outside: a namespace of the test's own beyond host 0 (TEST-NET-3), to which the
@@ -180,15 +206,32 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
     let outside = Netns::create("outside").unwrap();
     let host0 = &bed.bed.hosts[0].ns;
     veth_between(host0, "ext0", &outside, "eth0").unwrap();
-    host0.ip(&["addr", "add", "203.0.113.1/24", "dev", "ext0"]).unwrap();
+    host0
+        .ip(&["addr", "add", "203.0.113.1/24", "dev", "ext0"])
+        .unwrap();
     host0.ip(&["link", "set", "ext0", "up"]).unwrap();
-    outside.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"]).unwrap();
+    outside
+        .ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"])
+        .unwrap();
     outside.ip(&["link", "set", "eth0", "up"]).unwrap();
-    host0.exec("iptables", &["-A", "FORWARD", "-o", "ext0", "-j", "ACCEPT"]).unwrap();
+    host0
+        .exec("iptables", &["-A", "FORWARD", "-o", "ext0", "-j", "ACCEPT"])
+        .unwrap();
     host0
         .exec(
             "iptables",
-            &["-A", "FORWARD", "-i", "ext0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+            &[
+                "-A",
+                "FORWARD",
+                "-i",
+                "ext0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
         )
         .unwrap();
 
@@ -204,8 +247,13 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
             let started = Instant::now();
             let name = bed.run(host, &format!("c{j}"), None);
             let w = bed.workload(host, &name);
-            let took = first_answer(&w.ns, first[1 - host].addr, started, Duration::from_secs(10))
-                .unwrap_or_else(|| panic!("{name} ({}) never reached the other host", w.addr));
+            let took = first_answer(
+                &w.ns,
+                first[1 - host].addr,
+                started,
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|| panic!("{name} ({}) never reached the other host", w.addr));
             to_first_packet.push(took);
             names[host].push(name);
         }
@@ -221,7 +269,11 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
         .map(|h| names[h].iter().map(|n| bed.workload(h, n)).collect())
         .collect();
     for h in 0..2 {
-        assert_eq!(workload_routes(bed.bed.host(h)).len(), 10, "host {h}'s routes");
+        assert_eq!(
+            workload_routes(bed.bed.host(h)).len(),
+            10,
+            "host {h}'s routes"
+        );
     }
 
     // Every pair across the hosts: one echo and one reply each, each forwarded once on
@@ -229,12 +281,17 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
     let before = [tc_forwarded(bed.bed.host(0)), tc_forwarded(bed.bed.host(1))];
     for a in &workloads[0] {
         for b in &workloads[1] {
-            assert!(ping_once(&a.ns, b.addr, 2), "{} -> {} unanswered", a.addr, b.addr);
+            assert!(
+                ping_once(&a.ns, b.addr, 2),
+                "{} -> {} unanswered",
+                a.addr,
+                b.addr
+            );
         }
     }
-    for h in 0..2 {
+    for (h, before) in before.iter().enumerate() {
         assert_eq!(
-            tc_forwarded(bed.bed.host(h)) - before[h],
+            tc_forwarded(bed.bed.host(h)) - before,
             200,
             "host {h}: 100 echoes and 100 replies, each forwarded once"
         );
@@ -246,13 +303,22 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
     let restarted = bed.run(0, "restarted", Some(fixed));
     let mac_of = |name: &str| {
         let ns = bed.podman[0].netns(name).unwrap();
-        String::from_utf8_lossy(&ns.exec("cat", &["/sys/class/net/eth0/address"]).unwrap().stdout)
-            .trim()
-            .to_string()
+        String::from_utf8_lossy(
+            &ns.exec("cat", &["/sys/class/net/eth0/address"])
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_string()
     };
     let mac_before = mac_of(&restarted);
-    assert!(ping_once(&workloads[1][0].ns, fixed, 2), "before the restart");
-    bed.podman[0].podman(&["restart", "-t", "0", &restarted]).unwrap();
+    assert!(
+        ping_once(&workloads[1][0].ns, fixed, 2),
+        "before the restart"
+    );
+    bed.podman[0]
+        .podman(&["restart", "-t", "0", &restarted])
+        .unwrap();
     let back = Instant::now();
     assert_eq!(bed.podman[0].addr(&restarted).unwrap(), fixed);
     let mac_after = mac_of(&restarted);
@@ -260,6 +326,35 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
     let took = first_answer(&workloads[1][0].ns, fixed, back, Duration::from_secs(1))
         .expect("the restarted container answers within a second of its ADD");
     eprintln!("restarted container ({mac_before} -> {mac_after}) answered after {took:?}");
+
+    // A container that arrives under policy is policed from its first packet: pings denied
+    // (counted), while its neighbours on the same host answer (above).
+    let policed = Ipv4Addr::new(198, 18, 2, 200);
+    let policed_name = bed.run(1, "policed", Some(policed));
+    let denied = counter(&stats(bed.bed.host(1)), "tc", "drop_policy_ingress");
+    assert!(
+        !ping_once(&workloads[0][0].ns, policed, 1),
+        "the policy let a ping in"
+    );
+    assert!(
+        counter(&stats(bed.bed.host(1)), "tc", "drop_policy_ingress") > denied,
+        "the ping was dropped by the policy"
+    );
+    // ...and what the policy allows gets through: TCP from host 0.
+    let policed_ns = bed.podman[1].netns(&policed_name).unwrap();
+    let listener = in_netns(policed_ns.name(), || {
+        Ok(std::net::TcpListener::bind("198.18.2.200:8080")?)
+    })
+    .unwrap();
+    in_netns(workloads[0][0].ns.name(), || {
+        let addr = std::net::SocketAddr::from((policed, 8080));
+        Ok(std::net::TcpStream::connect_timeout(
+            &addr,
+            Duration::from_secs(3),
+        )?)
+    })
+    .expect("TCP from host 0's prefix is allowed");
+    drop(listener);
 
     // Out of the cluster: the source is translated to host 0's address on the way out, and
     // the reply comes back to the container.
@@ -274,8 +369,41 @@ fn podman_containers_on_two_hosts_reach_each_other_only_through_the_programs() {
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     });
     let seen = server.join();
-    assert_eq!(seen.ip().to_string(), "203.0.113.1", "source as the outside saw it");
-    assert_eq!(reply.expect("a reply from the outside"), format!("seen {seen}"));
+    assert_eq!(
+        seen.ip().to_string(),
+        "203.0.113.1",
+        "source as the outside saw it"
+    );
+    assert_eq!(
+        reply.expect("a reply from the outside"),
+        format!("seen {seen}")
+    );
+
+    // What the way out costs beside the programs' path: TCP through the kernel and the NAT
+    // rule, and container to container across the hosts, from the same container.
+    let from = &workloads[0][3];
+    let nat = iperf3(
+        &from.ns,
+        &outside,
+        Ipv4Addr::new(203, 0, 113, 2),
+        Proto::Tcp,
+        3,
+    )
+    .expect("TCP to the outside");
+    let ebpf = iperf3(
+        &from.ns,
+        &workloads[1][3].ns,
+        workloads[1][3].addr,
+        Proto::Tcp,
+        3,
+    )
+    .expect("TCP across the hosts");
+    eprintln!(
+        "TCP 3 s: to the outside through the kernel and NAT {:.2} Gbit/s, across the hosts through the programs {:.2} Gbit/s",
+        nat.bits_per_second / 1e9,
+        ebpf.bits_per_second / 1e9
+    );
+    assert!(nat.bytes > 1_000_000 && ebpf.bytes > 1_000_000);
 }
 
 /// A UDP server in a namespace that answers one datagram with `seen ADDR:PORT` (its source).
@@ -314,7 +442,10 @@ fn a_hundred_containers_come_and_go_under_a_stream_and_leave_nothing_behind() {
     let client_name = bed.run(0, "client", None);
     let server_name = bed.run(1, "server", None);
     let (client, server) = (bed.workload(0, &client_name), bed.workload(1, &server_name));
-    let kept = [workload_routes(bed.bed.host(0)), workload_routes(bed.bed.host(1))];
+    let kept = [
+        workload_routes(bed.bed.host(0)),
+        workload_routes(bed.bed.host(1)),
+    ];
     let overflows_before = udp_receive_buffer_errors(&server.ns);
     let started = Instant::now();
     let churn_done = std::sync::atomic::AtomicBool::new(false);
@@ -339,7 +470,10 @@ fn a_hundred_containers_come_and_go_under_a_stream_and_leave_nothing_behind() {
             }
         });
         churn_done.store(true, std::sync::atomic::Ordering::Relaxed);
-        eprintln!("100 containers created and removed in {:?}", started.elapsed());
+        eprintln!(
+            "100 containers created and removed in {:?}",
+            started.elapsed()
+        );
         stream.join().unwrap()
     });
     assert!(churn_done.into_inner());
@@ -350,17 +484,33 @@ fn a_hundred_containers_come_and_go_under_a_stream_and_leave_nothing_behind() {
         "stream under churn: {} datagrams, {} lost ({overflows} receive-buffer overflows)",
         udp.packets, udp.lost_packets
     );
-    assert!(udp.packets > 200_000, "the stream ran at 100 Mbit/s: {udp:?}");
+    assert!(
+        udp.packets > 200_000,
+        "the stream ran at 100 Mbit/s: {udp:?}"
+    );
     assert_eq!(path_lost, 0, "datagrams lost on the path during the churn");
 
     // Nothing of the 100 is left: routes, attachments, addresses, records, veths.
-    for h in 0..2 {
+    for (h, kept) in kept.iter().enumerate() {
         let ns = bed.bed.host(h);
-        assert_eq!(workload_routes(ns), kept[h], "host {h}: routes");
-        assert_eq!(pinned_links(ns), 2, "host {h}: links pinned (eth0 and the stream's container)");
-        assert_eq!(allocated(&bed.podman[h]).len(), 1, "host {h}: addresses held by IPAM");
+        assert_eq!(&workload_routes(ns), kept, "host {h}: routes");
+        assert_eq!(
+            pinned_links(ns),
+            2,
+            "host {h}: links pinned (eth0 and the stream's container)"
+        );
+        assert_eq!(
+            allocated(&bed.podman[h]).len(),
+            1,
+            "host {h}: addresses held by IPAM"
+        );
         assert_eq!(records(ns), 1, "host {h}: workload records");
-        assert_eq!(plugin_veths(ns).len(), 1, "host {h}: plugin veths {:?}", plugin_veths(ns));
+        assert_eq!(
+            plugin_veths(ns).len(),
+            1,
+            "host {h}: plugin veths {:?}",
+            plugin_veths(ns)
+        );
     }
 }
 
@@ -420,19 +570,37 @@ fn a_loader_killed_while_containers_come_and_go_catches_up_when_restarted() {
         "host 0 routes {:?}, want {expected:?}",
         workload_routes(bed.bed.host(0))
     );
-    assert_eq!(pinned_links(bed.bed.host(0)), 1 + remaining.len(), "links pinned");
+    assert_eq!(
+        pinned_links(bed.bed.host(0)),
+        1 + remaining.len(),
+        "links pinned"
+    );
     assert_eq!(records(bed.bed.host(0)), remaining.len());
     assert_eq!(plugin_veths(bed.bed.host(0)).len(), remaining.len());
     let before = tc_forwarded(bed.bed.host(0));
     for name in remaining {
         let w = bed.workload(0, name);
-        assert!(ping_once(&w.ns, peer.addr, 2), "{name} ({}) unreachable", w.addr);
+        assert!(
+            ping_once(&w.ns, peer.addr, 2),
+            "{name} ({}) unreachable",
+            w.addr
+        );
     }
-    assert_eq!(tc_forwarded(bed.bed.host(0)) - before, 8, "each echo and reply by the programs");
+    assert_eq!(
+        tc_forwarded(bed.bed.host(0)) - before,
+        8,
+        "each echo and reply by the programs"
+    );
 }
 
 /// Runs the plugin as a runtime does, in host `netns`, with `conf` on stdin.
-fn plugin_run(netns: &str, command: &str, container: &str, container_ns: Option<&str>, conf: &serde_json::Value) -> Output {
+fn plugin_run(
+    netns: &str,
+    command: &str,
+    container: &str,
+    container_ns: Option<&str>,
+    conf: &serde_json::Value,
+) -> Output {
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{netns}"))
         .arg(plugin())
@@ -485,20 +653,28 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
                  "dataDir": bed.dir.join("ipam")},
     });
     let version = plugin_run(host, "VERSION", "", None, &conf);
-    assert!(json_of(&version)["supportedVersions"]
-        .as_array()
-        .unwrap()
-        .contains(&"1.0.0".into()));
+    assert!(
+        json_of(&version)["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&"1.0.0".into())
+    );
 
     // ADD, timed: the plugin's own time, IPAM and the loader's sync included.
-    let containers: Vec<Netns> = (0..20).map(|i| Netns::create(&format!("cni{i}")).unwrap()).collect();
+    let containers: Vec<Netns> = (0..20)
+        .map(|i| Netns::create(&format!("cni{i}")).unwrap())
+        .collect();
     let mut add_times = Vec::new();
     let mut results = Vec::new();
     for (i, ns) in containers.iter().enumerate() {
         let started = Instant::now();
         let out = plugin_run(host, "ADD", &format!("direct{i}"), Some(ns.name()), &conf);
         add_times.push(started.elapsed());
-        assert!(out.status.success(), "ADD: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "ADD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         results.push(json_of(&out));
     }
     add_times.sort();
@@ -513,43 +689,112 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
     assert!(address.ends_with("/32"), "{result}");
     let addr: Ipv4Addr = address.trim_end_matches("/32").parse().unwrap();
     assert_eq!(result["ips"][0]["gateway"], "169.254.1.1");
-    assert_eq!(result["interfaces"][1]["sandbox"], format!("/run/netns/{}", containers[0].name()));
-    let host_if = result["interfaces"][0]["name"].as_str().unwrap().to_string();
-    assert_eq!(workload_routes(host).len(), 20, "every ADD routed before it returned");
+    assert_eq!(
+        result["interfaces"][1]["sandbox"],
+        format!("/run/netns/{}", containers[0].name())
+    );
+    let host_if = result["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        workload_routes(host).len(),
+        20,
+        "every ADD routed before it returned"
+    );
 
     // CHECK passes as ADD left it, and names the host route once it is removed by hand.
     let mut checked = conf.clone();
     checked["prevResult"] = result.clone();
-    let ok = plugin_run(host, "CHECK", "direct0", Some(containers[0].name()), &checked);
-    assert!(ok.status.success(), "CHECK: {}", String::from_utf8_lossy(&ok.stdout));
-    bed.hosts[0].ns.ip(&["route", "del", &format!("{addr}/32"), "dev", &host_if]).unwrap();
-    let broken = plugin_run(host, "CHECK", "direct0", Some(containers[0].name()), &checked);
+    let ok = plugin_run(
+        host,
+        "CHECK",
+        "direct0",
+        Some(containers[0].name()),
+        &checked,
+    );
+    assert!(
+        ok.status.success(),
+        "CHECK: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    bed.hosts[0]
+        .ns
+        .ip(&["route", "del", &format!("{addr}/32"), "dev", &host_if])
+        .unwrap();
+    let broken = plugin_run(
+        host,
+        "CHECK",
+        "direct0",
+        Some(containers[0].name()),
+        &checked,
+    );
     assert!(!broken.status.success());
     let error = json_of(&broken);
     assert_eq!(error["code"], 102);
     assert!(
-        error["msg"].as_str().unwrap().contains(&format!("no route {addr} dev {host_if}")),
+        error["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no route {addr} dev {host_if}")),
         "{error}"
     );
-    let unknown = plugin_run(host, "CHECK", "never-added", Some(containers[0].name()), &checked);
-    assert!(json_of(&unknown)["msg"].as_str().unwrap().contains("no record"));
+    let unknown = plugin_run(
+        host,
+        "CHECK",
+        "never-added",
+        Some(containers[0].name()),
+        &checked,
+    );
+    assert!(
+        json_of(&unknown)["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no record")
+    );
 
     // A MAC that changes under an address (the neighbour entry replaced, as a plugin does for
     // a new interface) is followed within a second, through the kernel's notification.
     let (moved, peer) = (&results[1], &results[2]);
-    let moved_addr = moved["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").to_string();
+    let moved_addr = moved["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .to_string();
     let moved_if = moved["interfaces"][0]["name"].as_str().unwrap();
     let new_mac = "02:00:5e:00:53:99";
-    containers[1].ip(&["link", "set", "eth0", "address", new_mac]).unwrap();
+    containers[1]
+        .ip(&["link", "set", "eth0", "address", new_mac])
+        .unwrap();
     // A new address flushes the container's neighbours, its gateway's permanent entry with
     // them: made again as the wiring makes it.
     let host_mac = moved["interfaces"][0]["mac"].as_str().unwrap();
     containers[1]
-        .ip(&["neigh", "replace", "169.254.1.1", "lladdr", host_mac, "dev", "eth0", "nud", "permanent"])
+        .ip(&[
+            "neigh",
+            "replace",
+            "169.254.1.1",
+            "lladdr",
+            host_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
         .unwrap();
     bed.hosts[0]
         .ns
-        .ip(&["neigh", "replace", &moved_addr, "lladdr", new_mac, "dev", moved_if, "nud", "permanent"])
+        .ip(&[
+            "neigh",
+            "replace",
+            &moved_addr,
+            "lladdr",
+            new_mac,
+            "dev",
+            moved_if,
+            "nud",
+            "permanent",
+        ])
         .unwrap();
     let changed = Instant::now();
     let prefix = format!("{moved_addr}/32");
@@ -559,25 +804,53 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
             .any(|r| r["prefix"] == prefix.as_str() && r["dst_mac"] == new_mac)),
         "the route to {moved_addr} did not take its new MAC within a second"
     );
-    eprintln!("new MAC of {moved_addr} in the route after {:?}", changed.elapsed());
-    let peer_addr: Ipv4Addr = peer["ips"][0]["address"].as_str().unwrap().trim_end_matches("/32").parse().unwrap();
+    eprintln!(
+        "new MAC of {moved_addr} in the route after {:?}",
+        changed.elapsed()
+    );
+    let peer_addr: Ipv4Addr = peer["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .parse()
+        .unwrap();
     let before = tc_forwarded(host);
-    assert!(ping_once(&containers[1], peer_addr, 2), "the moved workload answers");
-    assert_eq!(tc_forwarded(host) - before, 2, "echo and reply forwarded by the programs");
+    assert!(
+        ping_once(&containers[1], peer_addr, 2),
+        "the moved workload answers"
+    );
+    assert_eq!(
+        tc_forwarded(host) - before,
+        2,
+        "echo and reply forwarded by the programs"
+    );
 
     // DEL, DEL again, DEL of a container never added: all succeed; the first releases
     // everything.
     for container in ["direct0", "direct0", "never-added"] {
         let out = plugin_run(host, "DEL", container, Some(containers[0].name()), &conf);
-        assert!(out.status.success(), "DEL {container}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "DEL {container}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(out.stdout.is_empty(), "DEL prints nothing on success");
     }
     assert!(!plugin_veths(host).contains(&host_if));
     assert!(!workload_routes(host).contains(&format!("{addr}/32")));
-    assert!(!bed.dir.join("ipam/dpnet").join(addr.to_string()).exists(), "address released");
+    assert!(
+        !bed.dir.join("ipam/dpnet").join(addr.to_string()).exists(),
+        "address released"
+    );
     assert_eq!(records(host), 19);
     // A malformed configuration changes nothing and says what is wrong.
-    let bad = plugin_run(host, "ADD", "direct-bad", Some(containers[0].name()), &serde_json::json!({"cniVersion": "1.0.0", "type": "ebpf-dataplane"}));
+    let bad = plugin_run(
+        host,
+        "ADD",
+        "direct-bad",
+        Some(containers[0].name()),
+        &serde_json::json!({"cniVersion": "1.0.0", "type": "ebpf-dataplane"}),
+    );
     assert!(!bad.status.success());
     assert_eq!(json_of(&bad)["code"], 7);
     assert_eq!(records(host), 19);

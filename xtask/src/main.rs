@@ -24,7 +24,8 @@ enum Cmd {
     Setup,
     /// Build the eBPF objects (target/ebpf/bpfel-unknown-none/release/{dataplane,softirq-probe}).
     BuildEbpf,
-    /// Set up, then build the loader (release, target/release/loader) with its eBPF object.
+    /// Set up, then build the loader (release, target/release/loader) with its eBPF object, and
+    /// the CNI plugin (target/release/ebpf-dataplane).
     Build,
     /// Set up, build, and run the whole test suite: unit, program and end-to-end tests. Run it
     /// as root: here the root tests must run (outside it, an ordinary user's `cargo test`
@@ -56,7 +57,17 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Build => {
             setup::run()?;
-            cargo(&["build", "--release", "--package", "loader"], &[])
+            cargo(
+                &[
+                    "build",
+                    "--release",
+                    "--package",
+                    "loader",
+                    "--package",
+                    "cni",
+                ],
+                &[],
+            )
         }
         Cmd::Test { args } => {
             setup::run()?;

@@ -3,9 +3,10 @@
 //! ([`bpffs`]), workload wiring ([`workload`]), the loader's state record ([`state`]) and
 //! what the CNI plugin and the loader tell each other ([`workloads`]).
 pub mod bpffs;
+pub mod nat;
 pub mod netinfo;
 pub mod netns;
+pub mod rtnl;
 pub mod state;
 pub mod workload;
 pub mod workloads;
-pub mod nat;

@@ -55,7 +55,9 @@ fn nft_script(script: &str) -> Result<(), NatError> {
         .wait_with_output()
         .map_err(|e| NatError(e.to_string()))?;
     if !out.status.success() {
-        return Err(NatError(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(NatError(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(())
 }

@@ -62,15 +62,7 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
         create.extend(["mtu", mtu]);
     }
     let netns_file = netns.display().to_string();
-    create.extend([
-        "type",
-        "veth",
-        "peer",
-        "name",
-        ifname,
-        "netns",
-        &netns_file,
-    ]);
+    create.extend(["type", "veth", "peer", "name", ifname, "netns", &netns_file]);
     if let Some(mtu) = &mtu {
         create.extend(["mtu", mtu]);
     }
@@ -98,7 +90,10 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     ip_in(netns, &["link", "set", "lo", "up"])?;
     ip_in(netns, &["addr", "add", &addr32, "dev", ifname])?;
     ip_in(netns, &["link", "set", ifname, "up"])?;
-    ip_in(netns, &["route", "add", &gw, "dev", ifname, "scope", "link"])?;
+    ip_in(
+        netns,
+        &["route", "add", &gw, "dev", ifname, "scope", "link"],
+    )?;
     // Proxy ARP answers for the gateway only where the host has a route to it out of another
     // interface (a default route, on most hosts); a permanent entry does not depend on that.
     let host_mac = host_mac(host_ifname)?;

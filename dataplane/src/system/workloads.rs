@@ -133,8 +133,14 @@ impl HostDir {
     }
 
     /// The record of a container's interface, if there is one.
-    pub fn read_record(&self, container_id: &str, ifname: &str) -> io::Result<Option<WorkloadRecord>> {
-        let path = self.records().join(WorkloadRecord::file_name(container_id, ifname));
+    pub fn read_record(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> io::Result<Option<WorkloadRecord>> {
+        let path = self
+            .records()
+            .join(WorkloadRecord::file_name(container_id, ifname));
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -144,7 +150,9 @@ impl HostDir {
 
     /// Removes a record; one that is not there is fine (DEL is idempotent).
     pub fn remove_record(&self, container_id: &str, ifname: &str) -> io::Result<()> {
-        let path = self.records().join(WorkloadRecord::file_name(container_id, ifname));
+        let path = self
+            .records()
+            .join(WorkloadRecord::file_name(container_id, ifname));
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -167,8 +175,9 @@ impl HostDir {
         for path in paths {
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<WorkloadRecord>(&b).map_err(|e| e.to_string()))
-            {
+                .and_then(|b| {
+                    serde_json::from_slice::<WorkloadRecord>(&b).map_err(|e| e.to_string())
+                }) {
                 Ok(record) => records.push(record),
                 // Gone between listing and reading: DEL ran.
                 Err(_) if !path.exists() => {}

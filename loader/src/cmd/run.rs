@@ -199,9 +199,8 @@ pub fn run(settings: RunSettings) -> Result<()> {
         let _guard = runtime.enter();
         kernel_watch::spawn(events.clone())
             .map_err(|e| anyhow::anyhow!("subscribing to the kernel's notifications: {e}"))?;
-        plugin_socket::serve(&host_dir.socket()).map_err(|e| {
-            anyhow::anyhow!("listening at {}: {e}", host_dir.socket().display())
-        })?
+        plugin_socket::serve(&host_dir.socket())
+            .map_err(|e| anyhow::anyhow!("listening at {}: {e}", host_dir.socket().display()))?
     };
     if let Some(feed) = &kernel {
         info!(filter = ?feed.filter, "following the kernel's routes");
@@ -273,7 +272,9 @@ fn answer(
     let mut synced = None;
     for (request, reply) in waiting {
         let answer = match request {
-            Request::Sync => synced.get_or_insert_with(|| watcher.sync(dataplane)).clone(),
+            Request::Sync => synced
+                .get_or_insert_with(|| watcher.sync(dataplane))
+                .clone(),
             Request::Check { host_ifname, addr } => watcher.check(&host_ifname, addr),
         };
         let _ = reply.send(answer);

@@ -48,11 +48,8 @@ pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Pending>> {
 async fn answer(stream: UnixStream, requests: mpsc::Sender<Pending>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let read = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        BufReader::new(read).read_line(&mut line),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(REQUEST_TIMEOUT, BufReader::new(read).read_line(&mut line)).await;
     let reply = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
             Ok(request) => {

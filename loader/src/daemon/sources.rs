@@ -155,7 +155,11 @@ fn workload_config(
             );
             continue;
         }
-        if config.interfaces.iter().any(|i| i.name == record.host_ifname) {
+        if config
+            .interfaces
+            .iter()
+            .any(|i| i.name == record.host_ifname)
+        {
             warnings.push(format!(
                 "workload {}: its interface `{}` is also in the route table, which wins: not taken",
                 record.container_id, record.host_ifname
@@ -216,7 +220,10 @@ fn merge(
         .map(|r| (r.line, format!("{} {:?}", r.prefix, r.target)))
         .collect();
     let mut feed = Config {
-        interfaces: interfaces.into_iter().chain(config.interfaces.clone()).collect(),
+        interfaces: interfaces
+            .into_iter()
+            .chain(config.interfaces.clone())
+            .collect(),
         routes,
         vxlan: config.vxlan.clone(),
     };

@@ -488,7 +488,11 @@ impl Watcher {
 
     /// Keeps the loader's record's attachment list true.
     fn record_attachments(&mut self, plan: &Plan) {
-        self.state.attachments = plan.attachments.iter().map(AttachmentRecord::from).collect();
+        self.state.attachments = plan
+            .attachments
+            .iter()
+            .map(AttachmentRecord::from)
+            .collect();
         if let Err(e) = state::write(&self.state) {
             warn!(error = %e, "cannot update the loader's record");
         }
