@@ -85,6 +85,10 @@ struct RunArgs {
 }
 
 const ALL_RATES: [u64; 7] = [5, 10, 50, 100, 500, 800, 1000];
+/// The default run's rates (the full grid under `--full`): the run-time pass made room.
+const DEFAULT_RATES: [u64; 5] = [5, 50, 100, 500, 1000];
+/// Seconds of traffic per point of the run-time pass.
+const RUN_TIME_PASS_S: u32 = 1;
 const POLICY_RULES: [usize; 5] = [0, 10, 100, 1_000, 10_000];
 /// The policy sweep's stream: well within what every engine forwards on this machine.
 const POLICY_RATE_MBPS: u64 = 500;
@@ -108,7 +112,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
     } else if a.full {
         (Mode::ALL.to_vec(), ALL_RATES.to_vec(), 3, 5, 2000)
     } else {
-        (Mode::ALL.to_vec(), ALL_RATES.to_vec(), 3, 2, 1000)
+        (Mode::ALL.to_vec(), DEFAULT_RATES.to_vec(), 3, 2, 1000)
     };
     let modes = match &a.modes {
         Some(names) => names
@@ -248,9 +252,6 @@ fn run(args: &RunArgs) -> Result<()> {
     println!("bench: writing to {}", out.display());
 
     let meter = SoftirqMeter::start().context("attaching the softirq timing programs")?;
-    // BPF run-time statistics are on while this fd lives.
-    let _bpf_stats =
-        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF statistics")?;
 
     let per_bed = settings.rates_mbps.len() * settings.protocols.len() + 1;
     let total = settings.modes.len() * settings.repetitions as usize * per_bed;
@@ -282,7 +283,8 @@ fn run(args: &RunArgs) -> Result<()> {
                 }
             }
             plan.push(Proto::Tcp);
-            for proto in plan {
+            let first_of_bed = points.len();
+            for proto in plan.iter().copied() {
                 let done = points.len() + 1;
                 let elapsed = started.elapsed().as_secs_f64();
                 let eta = if done > 1 {
@@ -302,6 +304,20 @@ fn run(args: &RunArgs) -> Result<()> {
                 let p = measure::point(&bed, &meter, proto, repetition, settings.duration_s)
                     .with_context(|| format!("{} {proto:?}", mode.name()))?;
                 points.push(p);
+            }
+            // The programs' run time, in a pass of its own with BPF statistics on (1 s a
+            // fixed-rate point), written into the points just measured.
+            if mode.attach().is_some() {
+                for (point, proto) in points[first_of_bed..].iter_mut().zip(&plan) {
+                    if matches!(proto, Proto::Tcp) {
+                        continue;
+                    }
+                    let (ns, runs) = measure::run_time(&bed, *proto, RUN_TIME_PASS_S)
+                        .with_context(|| format!("{} {proto:?}: run time", mode.name()))?;
+                    point.bpf_run_ns = ns;
+                    point.bpf_run_count = runs;
+                    point.bpf_ns_per_run = if runs > 0 { ns as f64 / runs as f64 } else { 0.0 };
+                }
             }
             for &size in &settings.latency_sizes {
                 let l = probe::udp_rr(

@@ -2,7 +2,7 @@
 //! three ways side by side (see README, "Bench").
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use netlab::traffic::{IperfResult, Proto, iperf3};
 
 use crate::{
@@ -79,7 +79,21 @@ fn bpf_stats(bed: &Bed) -> Result<(u64, u64)> {
     Ok(sum)
 }
 
-/// Sends `proto` traffic through `bed` for `duration` seconds and accounts for it.
+/// The programs' run time and run count (summed over the bed's dataplanes) while `proto`
+/// traffic crosses `bed` for `duration` seconds, BPF run-time statistics on for just that
+/// long. A pass of its own: the statistics cost two clock reads per program run, which the
+/// CPU points must not carry.
+pub fn run_time(bed: &Bed, proto: Proto, duration: u32) -> Result<(u64, u64)> {
+    let _stats =
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF statistics")?;
+    let before = bpf_stats(bed)?;
+    iperf3(bed.client(), bed.server(), bed.server_addr, proto, duration)?;
+    let after = bpf_stats(bed)?;
+    Ok((after.0 - before.0, after.1 - before.1))
+}
+
+/// Sends `proto` traffic through `bed` for `duration` seconds and accounts for it (BPF
+/// statistics off: the run-time fields are left for [`run_time`] to fill).
 pub fn point(
     bed: &Bed,
     meter: &SoftirqMeter,
@@ -89,7 +103,6 @@ pub fn point(
 ) -> Result<Point> {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let soft0 = meter.read()?;
-    let bpf0 = bpf_stats(bed)?;
     let (busy0, _) = proc_stat()?;
     let gen0 = children_cpu_s();
     let started = Instant::now();
@@ -97,7 +110,6 @@ pub fn point(
     let elapsed = started.elapsed().as_secs_f64();
     let gen1 = children_cpu_s();
     let (busy1, _) = proc_stat()?;
-    let bpf1 = bpf_stats(bed)?;
     let soft: SoftirqTime = meter.read()?.since(&soft0);
 
     let secs = duration as f64;
@@ -117,7 +129,6 @@ pub fn point(
     };
     let off_target = rate_mbps > 0
         && (achieved_mbps - rate_mbps as f64).abs() > RATE_TOLERANCE * rate_mbps as f64;
-    let (bpf_run_ns, bpf_run_count) = (bpf1.0 - bpf0.0, bpf1.1 - bpf0.1);
     Ok(Point {
         mode: bed.mode.name().to_string(),
         protocol: protocol.to_string(),
@@ -129,13 +140,9 @@ pub fn point(
         softirq_net_rx_ns: soft.net_rx_ns,
         softirq_net_tx_ns: soft.net_tx_ns,
         softirq_cpu_pct: soft.total_ns() as f64 / (secs * 1e9) * 100.0,
-        bpf_run_ns,
-        bpf_run_count,
-        bpf_ns_per_run: if bpf_run_count > 0 {
-            bpf_run_ns as f64 / bpf_run_count as f64
-        } else {
-            0.0
-        },
+        bpf_run_ns: 0,
+        bpf_run_count: 0,
+        bpf_ns_per_run: 0.0,
         // Over the whole iperf3 run (its start-up included), as the generator's time is.
         machine_busy_pct: (busy1 - busy0) as f64 / ticks / elapsed * 100.0,
         generator_cpu_pct: (gen1 - gen0) / elapsed * 100.0,

@@ -9,6 +9,7 @@ use dataplane::{
     kernel::Dataplane,
     model::route_table::{self as config, Attach},
     plan::resolve::{self, LiveSystem},
+    system::nat,
 };
 use netlab::{
     netns::{Netns, in_netns, veth_between},
@@ -34,6 +35,11 @@ pub enum Mode {
     EbpfRoutedTc,
     EbpfVxlanXdp,
     EbpfVxlanTc,
+    /// eBPF TC on both hosts, but the client's host has no route to the server's prefix:
+    /// the traffic leaves the way a workload reaches outside the cluster, through the
+    /// kernel's forwarding and the loader's masquerade rule (`--nat-outgoing`). Not in the
+    /// default set: `--modes ebpf-tc-nat-out`.
+    EbpfTcNatOut,
 }
 
 /// Flannel's VXLAN port: every VXLAN mode uses it, so they differ only in who forwards.
@@ -52,6 +58,9 @@ impl Mode {
         Mode::EbpfVxlanTc,
     ];
 
+    /// Modes measured only when named (`--modes`).
+    pub const OPTIONAL: [Mode; 1] = [Mode::EbpfTcNatOut];
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Floor => "floor",
@@ -61,17 +70,18 @@ impl Mode {
             Mode::Macvlan => "macvlan",
             Mode::EbpfRoutedXdp => "ebpf-routed-xdp",
             Mode::EbpfRoutedTc => "ebpf-routed-tc",
+            Mode::EbpfTcNatOut => "ebpf-tc-nat-out",
             Mode::EbpfVxlanXdp => "ebpf-vxlan-xdp",
             Mode::EbpfVxlanTc => "ebpf-vxlan-tc",
         }
     }
 
     pub fn parse(s: &str) -> Result<Mode> {
-        Mode::ALL
-            .into_iter()
+        let every = || Mode::ALL.into_iter().chain(Mode::OPTIONAL);
+        every()
             .find(|m| m.name() == s)
             .with_context(|| {
-                let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                let names: Vec<&str> = every().map(|m| m.name()).collect();
                 format!("unknown mode `{s}` (one of: {})", names.join(", "))
             })
     }
@@ -79,7 +89,7 @@ impl Mode {
     pub fn attach(self) -> Option<Attach> {
         match self {
             Mode::EbpfRoutedXdp | Mode::EbpfVxlanXdp => Some(Attach::Xdp),
-            Mode::EbpfRoutedTc | Mode::EbpfVxlanTc => Some(Attach::Tc),
+            Mode::EbpfRoutedTc | Mode::EbpfVxlanTc | Mode::EbpfTcNatOut => Some(Attach::Tc),
             _ => None,
         }
     }
@@ -294,7 +304,9 @@ fn macvlan() -> Result<Bed> {
 
 fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
     let overlay = match mode {
-        Mode::Calico | Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc => Overlay::Routed,
+        Mode::Calico | Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc | Mode::EbpfTcNatOut => {
+            Overlay::Routed
+        }
         Mode::FlannelVxlan | Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc => {
             Overlay::Vxlan { port: VXLAN_PORT }
         }
@@ -318,9 +330,25 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
         }
         _ => {
             let attach = mode.attach().expect("eBPF modes have an attach kind");
-            topo.set_kernel_forward_policy("DROP")?;
+            if mode == Mode::EbpfTcNatOut {
+                // Host 0 sends what it has no route for to the kernel, which forwards and
+                // masquerades it; host 1's replies to host 0's address go the kernel's way
+                // too.
+                let own = topo.hosts[0].prefix().parse().map_err(anyhow::Error::msg)?;
+                in_netns(topo.hosts[0].ns.name(), || Ok(nat::install(own)?))?;
+            } else {
+                topo.set_kernel_forward_policy("DROP")?;
+            }
             for index in 0..topo.hosts.len() {
-                let table = config::parse(&topo.route_table(index, attach))
+                let mut text = topo.route_table(index, attach);
+                if mode == Mode::EbpfTcNatOut && index == 0 {
+                    text = text
+                        .lines()
+                        .filter(|l| !l.contains(" via "))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                }
+                let table = config::parse(&text)
                     .map_err(|e| anyhow::anyhow!("generated route table: {e:?}"))?;
                 let dp = in_netns(topo.hosts[index].ns.name(), || {
                     let plan = resolve::resolve(&table, &LiveSystem)

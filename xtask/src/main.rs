@@ -35,10 +35,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and run the bench with its defaults (see `cargo xtask bench -- --help`).
+    /// Set up, build, and run the bench with its defaults (see `cargo xtask bench --help`).
+    /// Every option is the bench's own, given as users type them (`cargo xtask bench
+    /// --quick`); the `--` separator form keeps working.
+    #[command(disable_help_flag = true)]
     Bench {
-        /// Arguments for the bench binary.
-        #[arg(last = true)]
+        /// Arguments for the bench binary (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Format both workspaces (the host one and the eBPF crate's own).
@@ -72,6 +75,9 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup::run()?;
             build_ebpf()?;
+            // The tests run the CNI plugin binary, which `cargo test` builds only for its
+            // own package's tests: built first, beside the loader.
+            cargo(&["build", "--workspace", "--bins"], &[])?;
             cargo(&["test", "--workspace", "--"], &args)
         }
         Cmd::Bench { args } => {

@@ -28,7 +28,7 @@ pub fn plugin() -> PathBuf {
     let path = std::path::Path::new(LOADER).with_file_name("ebpf-dataplane");
     assert!(
         path.is_file(),
-        "{} is missing: build the workspace (`cargo xtask test` does)",
+        "{} is missing: build it first (`cargo build --workspace --bins`; `cargo xtask test` does)",
         path.display()
     );
     path
