@@ -316,7 +316,11 @@ fn run(args: &RunArgs) -> Result<()> {
                         .with_context(|| format!("{} {proto:?}: run time", mode.name()))?;
                     point.bpf_run_ns = ns;
                     point.bpf_run_count = runs;
-                    point.bpf_ns_per_run = if runs > 0 { ns as f64 / runs as f64 } else { 0.0 };
+                    point.bpf_ns_per_run = if runs > 0 {
+                        ns as f64 / runs as f64
+                    } else {
+                        0.0
+                    };
                 }
             }
             for &size in &settings.latency_sizes {

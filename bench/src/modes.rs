@@ -78,12 +78,10 @@ impl Mode {
 
     pub fn parse(s: &str) -> Result<Mode> {
         let every = || Mode::ALL.into_iter().chain(Mode::OPTIONAL);
-        every()
-            .find(|m| m.name() == s)
-            .with_context(|| {
-                let names: Vec<&str> = every().map(|m| m.name()).collect();
-                format!("unknown mode `{s}` (one of: {})", names.join(", "))
-            })
+        every().find(|m| m.name() == s).with_context(|| {
+            let names: Vec<&str> = every().map(|m| m.name()).collect();
+            format!("unknown mode `{s}` (one of: {})", names.join(", "))
+        })
     }
 
     pub fn attach(self) -> Option<Attach> {

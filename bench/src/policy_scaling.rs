@@ -173,7 +173,11 @@ pub fn measure(
         0.0
     } else {
         let (ns, runs) = measure::run_time(bed, stream, 1)?;
-        if runs > 0 { ns as f64 / runs as f64 } else { 0.0 }
+        if runs > 0 {
+            ns as f64 / runs as f64
+        } else {
+            0.0
+        }
     };
     let rr = |flows| {
         probe::udp_rr_flows(
