@@ -50,7 +50,7 @@ impl Podman {
             dir: dir.to_path_buf(),
             host_ns: host_ns.to_string(),
         };
-        for sub in ["net", "bin", "ipam", "storage", "run", "rootfs/bin"] {
+        for sub in ["net", "bin", "ipam", "storage", "run", "tmp", "rootfs/bin"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let plugin_type = plugin
@@ -61,8 +61,12 @@ impl Podman {
             .with_context(|| format!("copying {}", plugin.display()))?;
         std::fs::write(
             dir.join("containers.conf"),
+            // Its own state and locks (file locks in its tmp_dir), not the machine's shared
+            // /run/libpod and SHM lock segment: two instances sharing those take each other's
+            // locks and leave containers' namespaces behind.
             format!(
-                "[network]\ncni_plugin_dirs = [\"{}\", \"{REFERENCE_PLUGINS}\"]\nnetwork_backend = \"cni\"\n",
+                "[engine]\ntmp_dir = \"{}\"\nlock_type = \"file\"\n\n[network]\ncni_plugin_dirs = [\"{}\", \"{REFERENCE_PLUGINS}\"]\nnetwork_backend = \"cni\"\n",
+                dir.join("tmp").display(),
                 dir.join("bin").display()
             ),
         )?;
