@@ -703,6 +703,40 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
         "every ADD routed before it returned"
     );
 
+    // A route table change that would remove most routes waits 10 s (a truncated file looks
+    // like that); containers still come and go meanwhile, against the running table.
+    let table_path = bed.dir.join("host0.routes");
+    let table = std::fs::read_to_string(&table_path).unwrap();
+    let mut big = table.clone();
+    for i in 0..100 {
+        big.push_str(&format!(
+            "route 198.19.200.{i}/32 via 198.19.0.2 dev eth0\n"
+        ));
+    }
+    std::fs::write(&table_path, &big).unwrap();
+    assert!(routes_become(host, Duration::from_secs(3), |t| t.len() == 121));
+    std::fs::write(&table_path, &table).unwrap();
+    thread::sleep(Duration::from_millis(600)); // settled, and waiting out its 10 s
+    let late = Netns::create("cni-late").unwrap();
+    let out = plugin_run(host, "ADD", "direct-late", Some(late.name()), &conf);
+    assert!(
+        out.status.success(),
+        "ADD while a big removal waits: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        routes(host).len(),
+        122,
+        "the new container routed, the 100 routes still there"
+    );
+    let out = plugin_run(host, "DEL", "direct-late", Some(late.name()), &conf);
+    assert!(out.status.success());
+    assert_eq!(routes(host).len(), 121);
+    assert!(
+        routes_become(host, Duration::from_secs(15), |t| t.len() == 21),
+        "the removal applied once it had stayed"
+    );
+
     // CHECK passes as ADD left it, and names the host route once it is removed by hand.
     let mut checked = conf.clone();
     checked["prevResult"] = result.clone();

@@ -240,16 +240,6 @@ impl Watcher {
         }
     }
 
-    /// Looks at the feeds again on the next poll (their changes waited for the route table).
-    fn mark_feeds_changed(&self, kernel: bool, cluster: bool) {
-        if let Some(feed) = self.kernel.as_ref().filter(|_| kernel) {
-            feed.changed.store(true, Ordering::Relaxed);
-        }
-        if let Some(feed) = self.cluster.as_ref().filter(|_| cluster) {
-            feed.view.changed.store(true, Ordering::Relaxed);
-        }
-    }
-
     /// Reports a change refused for the problems on its lines, and counts it.
     fn refuse_lines(&self, file: &str, errors: &[LineError], message: &str) {
         for e in errors {
@@ -373,22 +363,12 @@ impl Watcher {
             return Ok(());
         }
         let file = self.table.name();
-        let config = match &new_table {
+        let mut new_table = new_table;
+        let mut config = match &new_table {
             Some((config, _)) => config.clone(),
             None => self.config.clone(),
         };
-        let (cluster_routes, mut warnings) = match &self.cluster {
-            Some(feed) => feed.routes(&config),
-            None => (Vec::new(), Vec::new()),
-        };
-        warnings.extend(problems);
-        let feeds = Feeds {
-            workloads: &records,
-            workload_attach: Some(self.workloads.attach),
-            kernel: self.kernel.as_ref().map(|k| &k.filter),
-            cluster: &cluster_routes,
-        };
-        let desired = match sources::desired(&config, &feeds) {
+        let (mut desired, mut warnings) = match self.desired(&config, &records, &problems) {
             Ok(desired) => desired,
             Err(errors) => {
                 self.table.take();
@@ -396,33 +376,40 @@ impl Watcher {
                 return Err(render(&errors));
             }
         };
-        warnings.extend(desired.warnings);
-        self.counters
-            .unresolved_routes
-            .store(desired.unresolved as u64, Ordering::Relaxed);
-        self.warn_once(warnings);
-        let plan = desired.plan;
-        let change = diff(&self.applied.routes, &plan.routes);
+        let removals = diff(&self.applied.routes, &desired.plan.routes)
+            .removals
+            .len();
         if let Some((_, stable)) = &new_table
-            && change.removals.len() * 2 > self.applied.routes.len()
+            && removals * 2 > self.applied.routes.len()
             && *stable < BIG_REMOVAL_SETTLE
         {
             // Most of the table gone at once looks like a file caught truncated: it waits
-            // until it has stayed so for longer (the feeds' changes wait with it).
+            // until it has stayed so for longer. The feeds (workloads, kernel, cluster) go on
+            // being applied, against the running table.
             if !self.big_removal_announced {
                 warn!(
                     %file,
-                    removed = change.removals.len(),
+                    removed = removals,
                     installed = self.applied.routes.len(),
                     wait_s = BIG_REMOVAL_SETTLE.as_secs(),
                     "the route table would remove more than half of the routes; applying it only if it stays so"
                 );
                 self.big_removal_announced = true;
             }
-            self.mark_feeds_changed(kernel_changed, cluster_changed);
-            return Err("a route table change that removes most routes is waiting".into());
+            new_table = None;
+            config = self.config.clone();
+            (desired, warnings) = self
+                .desired(&config, &records, &problems)
+                .map_err(|errors| render(&errors))?;
+        } else {
+            self.big_removal_announced = false;
         }
-        self.big_removal_announced = false;
+        self.counters
+            .unresolved_routes
+            .store(desired.unresolved as u64, Ordering::Relaxed);
+        self.warn_once(warnings);
+        let plan = desired.plan;
+        let change = diff(&self.applied.routes, &plan.routes);
         if new_table.is_some() {
             self.table.take();
             self.config = config;
@@ -484,6 +471,30 @@ impl Watcher {
         );
         self.applied = plan;
         Ok(())
+    }
+
+    /// What the maps should hold for `config` and the feeds as they are now, with every
+    /// warning (the caller logs those of the plan it takes).
+    fn desired(
+        &self,
+        config: &Config,
+        records: &[WorkloadRecord],
+        problems: &[String],
+    ) -> Result<(sources::Desired, Vec<String>), Vec<LineError>> {
+        let (cluster_routes, mut warnings) = match &self.cluster {
+            Some(feed) => feed.routes(config),
+            None => (Vec::new(), Vec::new()),
+        };
+        warnings.extend_from_slice(problems);
+        let feeds = Feeds {
+            workloads: records,
+            workload_attach: Some(self.workloads.attach),
+            kernel: self.kernel.as_ref().map(|k| &k.filter),
+            cluster: &cluster_routes,
+        };
+        let desired = sources::desired(config, &feeds)?;
+        warnings.extend(desired.warnings.iter().cloned());
+        Ok((desired, warnings))
     }
 
     /// Keeps the loader's record's attachment list true.
