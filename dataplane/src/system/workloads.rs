@@ -148,6 +148,14 @@ impl HostDir {
         }
     }
 
+    /// When the records directory last changed (a record written, replaced or removed);
+    /// None if it does not exist.
+    pub fn records_changed_at(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.records())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Removes a record; one that is not there is fine (DEL is idempotent).
     pub fn remove_record(&self, container_id: &str, ifname: &str) -> io::Result<()> {
         let path = self

@@ -96,13 +96,14 @@ pub fn run(settings: RunSettings) -> Result<()> {
         None => Vec::new(),
     };
     let host_dir = HostDir::current()?;
+    let taken_at = host_dir.records_changed_at();
     let (records, problems) = host_dir.read_records();
-    for p in problems {
+    for p in &problems {
         warn!("{p}");
     }
     let feeds = Feeds {
         workloads: &records,
-        workload_attach: Some(workload_attach),
+        workload_attach,
         kernel: kernel_filter.as_ref(),
         cluster: &cluster_routes,
     };
@@ -214,6 +215,8 @@ pub fn run(settings: RunSettings) -> Result<()> {
         workloads: WorkloadFeed {
             dir: host_dir.clone(),
             records,
+            problems,
+            taken_at,
             attach: workload_attach,
         },
         system_changed: events.system.clone(),

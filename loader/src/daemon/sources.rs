@@ -38,11 +38,10 @@ pub struct Desired {
 }
 
 /// The live feeds besides the file.
-#[derive(Default)]
 pub struct Feeds<'a> {
     pub workloads: &'a [WorkloadRecord],
     /// How workload interfaces are attached.
-    pub workload_attach: Option<Attach>,
+    pub workload_attach: Attach,
     pub kernel: Option<&'a KernelRouteFilter>,
     pub cluster: &'a [Route],
 }
@@ -58,13 +57,8 @@ pub fn desired(config: &Config, feeds: &Feeds) -> Result<Desired, Vec<LineError>
     let mut warnings = Vec::new();
     let mut unresolved = 0;
     let mut from_kernel = 0;
-    let workload_feed = workload_config(
-        config,
-        workloads,
-        workload_attach.unwrap_or(Attach::default_for(Role::Workload)),
-        &mut warnings,
-    )
-    .map_err(|e| vec![e])?;
+    let workload_feed =
+        workload_config(config, workloads, workload_attach, &mut warnings).map_err(|e| vec![e])?;
     let workloads = merge(
         &mut plan,
         config,

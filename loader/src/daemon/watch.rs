@@ -47,10 +47,42 @@ pub struct KernelFeed {
 /// The CNI plugin's workload records.
 pub struct WorkloadFeed {
     pub dir: HostDir,
-    /// The records as last taken.
+    /// The records as last taken, and the files that were not records.
     pub records: Vec<WorkloadRecord>,
+    pub problems: Vec<String>,
+    /// The records directory's modification time when they were taken.
+    pub taken_at: Option<std::time::SystemTime>,
     /// How workload interfaces are attached.
     pub attach: Attach,
+}
+
+/// How long after its last change a directory's modification time is trusted to show the
+/// next one: the kernel stamps it from a coarse clock (a tick or so), so two changes close
+/// together may carry the same time.
+const STAMP_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl WorkloadFeed {
+    /// The records as they are now if the directory may have changed since they were taken
+    /// (always when `force`); None when it certainly has not. Every record and every
+    /// plugin request changes the directory, so an unchanged one is not read again each poll.
+    fn read_if_changed(
+        &self,
+        force: bool,
+    ) -> Option<(
+        Vec<WorkloadRecord>,
+        Vec<String>,
+        Option<std::time::SystemTime>,
+    )> {
+        let stamp = self.dir.records_changed_at();
+        let settled = stamp
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STAMP_SETTLE);
+        if !force && settled && stamp == self.taken_at {
+            return None;
+        }
+        let (records, problems) = self.dir.read_records();
+        Some((records, problems, stamp))
+    }
 }
 
 /// The other hosts of the cluster as a source of routes.
@@ -351,8 +383,10 @@ impl Watcher {
             .as_ref()
             .is_some_and(|c| c.view.changed.swap(false, Ordering::Relaxed));
         let system_changed = self.system_changed.swap(false, Ordering::Relaxed);
-        let (records, problems) = self.workloads.dir.read_records();
-        let records_changed = records != self.workloads.records;
+        let fresh = self.workloads.read_if_changed(force);
+        let records_changed = fresh.as_ref().is_some_and(|(records, problems, _)| {
+            *records != self.workloads.records || *problems != self.workloads.problems
+        });
         if new_table.is_none()
             && !kernel_changed
             && !cluster_changed
@@ -368,6 +402,13 @@ impl Watcher {
             Some((config, _)) => config.clone(),
             None => self.config.clone(),
         };
+        let (records, problems, taken_at) = fresh.unwrap_or_else(|| {
+            (
+                self.workloads.records.clone(),
+                self.workloads.problems.clone(),
+                self.workloads.taken_at,
+            )
+        });
         let (mut desired, mut warnings) = match self.desired(&config, &records, &problems) {
             Ok(desired) => desired,
             Err(errors) => {
@@ -415,6 +456,8 @@ impl Watcher {
             self.config = config;
         }
         self.workloads.records = records;
+        self.workloads.problems = problems;
+        self.workloads.taken_at = taken_at;
         if plan == self.applied {
             return Ok(());
         }
@@ -488,7 +531,7 @@ impl Watcher {
         warnings.extend_from_slice(problems);
         let feeds = Feeds {
             workloads: records,
-            workload_attach: Some(self.workloads.attach),
+            workload_attach: self.workloads.attach,
             kernel: self.kernel.as_ref().map(|k| &k.filter),
             cluster: &cluster_routes,
         };
