@@ -1,5 +1,6 @@
 //! Charts with plotters, each as PNG and SVG: CPU vs rate (log rate axis), cost above the
-//! floor vs rate, latency by message size; medians with min-max error bars.
+//! floor vs rate, the headline ratios with their bootstrap intervals, latency by message
+//! size; medians with min-max error bars (the ratios: their 95 % intervals).
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -178,7 +179,7 @@ fn rate_series(
 ) -> Vec<Series> {
     let rates: Vec<u64> = r
         .settings
-        .rates_mbps
+        .rates_for(protocol)
         .iter()
         .copied()
         .filter(|rate| *rate > 0)
@@ -211,6 +212,9 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
     let mut files = Vec::new();
     for protocol in &r.settings.protocols {
         let p = protocol.as_str();
+        if r.settings.rates_for(p).is_empty() {
+            continue;
+        }
         files.extend(write(
             dir,
             &format!("cpu_vs_rate_{p}"),
@@ -246,6 +250,46 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             },
         )?);
     }
+    let headline: Vec<Series> = r
+        .modes()
+        .into_iter()
+        .filter(|m| m.baseline().is_some())
+        .map(|mode| Series {
+            label: format!("{} / {}", mode.name(), mode.baseline().unwrap().name()),
+            points: r
+                .settings
+                .rates_mbps
+                .iter()
+                .filter_map(|rate| {
+                    let h = r.headline(mode, "udp", *rate)?;
+                    Some((
+                        *rate as f64,
+                        Spread {
+                            median: h.ratio,
+                            min: h.low,
+                            max: h.high,
+                            n: h.per_repetition.len(),
+                        },
+                    ))
+                })
+                .collect(),
+            off_target: vec![],
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if !headline.is_empty() {
+        files.extend(write(
+            dir,
+            "headline_ratio_udp",
+            &Chart {
+                title: "UDP: eBPF / kernel baseline, CPU per packet above the floor (95 % bootstrap interval)",
+                x_label: "offered rate, Mbit/s (log)",
+                y_label: "ratio (1 = same cost; lower: eBPF cheaper)",
+                log_x: true,
+                series: headline,
+            },
+        )?);
+    }
     if !r.settings.latency_sizes.is_empty() {
         let series = r
             .modes()
@@ -269,9 +313,9 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
             dir,
             "latency",
             &Chart {
-                title: "UDP request-response latency (p50) by message size",
+                title: "TCP request-response latency (p50, half round trip as qperf tcp_lat)",
                 x_label: "message size, bytes",
-                y_label: "round trip, µs",
+                y_label: "half round trip, µs",
                 log_x: false,
                 series,
             },

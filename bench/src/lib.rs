@@ -1,6 +1,7 @@
 //! The bench: the forwarding modes it compares (on beds from `netlab`), one measured point,
 //! the policy rule-scaling sweep, the softirq probe that accounts CPU in the kernel, and the
 //! results, report and charts.
+pub mod campaign;
 pub mod charts;
 pub mod measure;
 pub mod modes;

@@ -8,20 +8,15 @@ use std::{
 
 use anyhow::{Context, Result};
 use bench::{
-    charts,
-    measure::{self, Point},
-    modes::{Bed, Mode},
+    campaign, charts,
+    modes::Mode,
     policy_scaling::{self, Engine, ScalingPoint},
     report,
-    results::{LatencyPoint, Results, SCHEMA_VERSION, Settings},
+    results::{Results, SCHEMA_VERSION, Settings},
     softirq::SoftirqMeter,
 };
 use clap::{Args, Parser, Subcommand};
-use netlab::{
-    netns::sweep_stale,
-    probe,
-    traffic::{Proto, ping},
-};
+use netlab::netns::sweep_stale;
 
 /// Measures what forwarding costs: the kernel's dataplanes and the eBPF ones, at fixed rates,
 /// CPU accounted in the kernel. Writes results.json, results.csv, report.md and charts (PNG,
@@ -46,19 +41,32 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// A short run (under 3 minutes): floor, calico, flannel-vxlan and the eBPF TC modes,
-    /// three rates, one repetition of 1 s.
+    /// A short run (under 2 minutes): floor, calico, flannel-vxlan and the eBPF TC modes,
+    /// two UDP rates, one repetition of 1 s, no meter check.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
-    /// Every mode and rate, 3 repetitions of 5 s (longer than the default's 20 minutes).
+    /// Every mode and rate (UDP and paced TCP), 5 repetitions of 5 s, every policy rule count
+    /// (an hour or more).
     #[arg(long)]
     full: bool,
-    /// Modes to measure, comma-separated (default: all).
+    /// Modes to measure, comma-separated (default: the headline modes; the floor is always
+    /// added).
     #[arg(long, value_delimiter = ',')]
     modes: Option<Vec<String>>,
-    /// Offered rates in Mbit/s, comma-separated.
+    /// UDP rates in Mbit/s, comma-separated.
     #[arg(long, value_delimiter = ',')]
     rates: Option<Vec<u64>>,
+    /// Paced TCP rates in Mbit/s, comma-separated (default: none; unpaced TCP is always
+    /// measured; `--full`: the full grid).
+    #[arg(long, value_delimiter = ',')]
+    tcp_rates: Option<Vec<u64>>,
+    /// Seed of the shuffled measuring order (default: from the clock; printed and kept in
+    /// results.json, so that a run's order can be repeated).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seconds of the softirq meter's check against /proc/stat (0: skip; default 30).
+    #[arg(long)]
+    meter_check: Option<u32>,
     /// Repetitions of every point.
     #[arg(long)]
     repetitions: Option<u32>,
@@ -72,8 +80,8 @@ struct RunArgs {
     /// policy also has the one that allows it), comma-separated.
     #[arg(long, value_delimiter = ',')]
     policy_rules: Option<Vec<usize>>,
-    /// Engines of the policy scaling sweep: iptables-nft, iptables-legacy, nftables-sets,
-    /// ebpf (default: all).
+    /// Engines of the policy scaling sweep: iptables-nft, iptables-legacy, iptables-ipset,
+    /// nftables-sets, nftables-linear, ebpf (default: all).
     #[arg(long, value_delimiter = ',')]
     policy_engines: Option<Vec<String>>,
     /// Leave the policy scaling sweep out.
@@ -85,58 +93,94 @@ struct RunArgs {
 }
 
 const ALL_RATES: [u64; 7] = [5, 10, 50, 100, 500, 800, 1000];
-/// The default run's rates (the full grid under `--full`): the run-time pass made room.
-const DEFAULT_RATES: [u64; 5] = [5, 50, 100, 500, 1000];
-/// Seconds of traffic per point of the run-time pass.
-const RUN_TIME_PASS_S: u32 = 1;
+/// The default run's UDP rates (the full grid under `--full`).
+const DEFAULT_RATES: [u64; 4] = [5, 100, 500, 1000];
 const POLICY_RULES: [usize; 5] = [0, 10, 100, 1_000, 10_000];
+/// The default policy sweep's rule counts (every one of POLICY_RULES under `--full`).
+const DEFAULT_POLICY_RULES: [usize; 3] = [0, 100, 10_000];
 /// The policy sweep's stream: well within what every engine forwards on this machine.
 const POLICY_RATE_MBPS: u64 = 500;
 const LATENCY_SIZES: [usize; 3] = [50, 100, 500];
+/// 18 bytes of UDP payload: 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 + 4 (FCS) = 64 bytes.
+const SMALL_PAYLOAD: u64 = 18;
+/// The meter check's window: at 250 Hz on 2 CPUs, 15,000 ticks sampled.
+const METER_CHECK_S: u32 = 30;
 
 fn settings(a: &RunArgs) -> Result<Settings> {
-    let (modes, rates, repetitions, duration, latency_count) = if a.quick {
-        (
-            vec![
+    struct Shape {
+        modes: Vec<Mode>,
+        rates: Vec<u64>,
+        tcp_rates: Vec<u64>,
+        repetitions: u32,
+        duration: u32,
+        latency_count: usize,
+        policy_rules: Vec<usize>,
+        meter_check_s: u32,
+    }
+    let shape = if a.quick {
+        Shape {
+            modes: vec![
                 Mode::Floor,
                 Mode::Calico,
                 Mode::FlannelVxlan,
                 Mode::EbpfRoutedTc,
                 Mode::EbpfVxlanTc,
             ],
-            vec![10, 100, 1000],
-            1,
-            1,
-            300,
-        )
+            rates: vec![100, 1000],
+            tcp_rates: vec![],
+            repetitions: 1,
+            duration: 1,
+            latency_count: 300,
+            policy_rules: vec![0, 1_000],
+            meter_check_s: 0,
+        }
     } else if a.full {
-        (Mode::ALL.to_vec(), ALL_RATES.to_vec(), 3, 5, 2000)
+        Shape {
+            modes: Mode::ALL.to_vec(),
+            rates: ALL_RATES.to_vec(),
+            tcp_rates: ALL_RATES.to_vec(),
+            repetitions: 5,
+            duration: 5,
+            latency_count: 2000,
+            policy_rules: POLICY_RULES.to_vec(),
+            meter_check_s: METER_CHECK_S * 2,
+        }
     } else {
-        (Mode::ALL.to_vec(), DEFAULT_RATES.to_vec(), 3, 2, 1000)
+        Shape {
+            modes: Mode::DEFAULT.to_vec(),
+            rates: DEFAULT_RATES.to_vec(),
+            tcp_rates: vec![],
+            repetitions: 3,
+            duration: 2,
+            latency_count: 1000,
+            policy_rules: DEFAULT_POLICY_RULES.to_vec(),
+            meter_check_s: METER_CHECK_S,
+        }
     };
-    let modes = match &a.modes {
+    let mut modes = match &a.modes {
         Some(names) => names
             .iter()
             .map(|n| Mode::parse(n))
             .collect::<Result<Vec<_>>>()?,
-        None => modes,
+        None => shape.modes,
     };
-    let rates = a.rates.clone().unwrap_or(rates);
+    // Every above-floor figure needs the floor measured beside it.
+    if !modes.contains(&Mode::Floor) {
+        modes.insert(0, Mode::Floor);
+    }
+    let rates = a.rates.clone().unwrap_or(shape.rates);
+    let tcp_rates = a.tcp_rates.clone().unwrap_or(shape.tcp_rates);
     anyhow::ensure!(
-        rates.iter().all(|r| (1..=100_000).contains(r)),
+        rates
+            .iter()
+            .chain(&tcp_rates)
+            .all(|r| (1..=100_000).contains(r)),
         "rates are Mbit/s from 1 to 100000"
     );
-    anyhow::ensure!(!modes.is_empty(), "no modes to measure");
     let policy_rules = if a.no_policy {
         vec![]
     } else {
-        a.policy_rules.clone().unwrap_or_else(|| {
-            if a.quick {
-                vec![0, 1_000]
-            } else {
-                POLICY_RULES.to_vec()
-            }
-        })
+        a.policy_rules.clone().unwrap_or(shape.policy_rules)
     };
     anyhow::ensure!(
         policy_rules.iter().all(|n| *n <= 100_000),
@@ -154,15 +198,25 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             .collect::<Result<Vec<_>>>()?,
         None => Engine::ALL.to_vec(),
     };
+    let order_seed = a.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
     Ok(Settings {
         modes,
         rates_mbps: rates,
+        tcp_rates_mbps: tcp_rates,
         protocols: vec!["udp".into(), "tcp".into()],
-        repetitions: a.repetitions.unwrap_or(repetitions).max(1),
-        duration_s: a.duration.unwrap_or(duration).max(1),
+        repetitions: a.repetitions.unwrap_or(shape.repetitions).max(1),
+        duration_s: a.duration.unwrap_or(shape.duration).max(1),
         calico_rules: a.calico_rules,
+        order_seed,
+        small_payload: SMALL_PAYLOAD,
+        meter_check_s: a.meter_check.unwrap_or(shape.meter_check_s),
         latency_sizes: LATENCY_SIZES.to_vec(),
-        latency_count,
+        latency_count: shape.latency_count,
         policy_rules,
         policy_engines,
         policy_rate_mbps: POLICY_RATE_MBPS,
@@ -249,98 +303,15 @@ fn run(args: &RunArgs) -> Result<()> {
         PathBuf::from("bench-out").join(t.to_string())
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    println!("bench: writing to {}", out.display());
+    println!(
+        "bench: writing to {} (order seed {})",
+        out.display(),
+        settings.order_seed
+    );
 
     let meter = SoftirqMeter::start().context("attaching the softirq timing programs")?;
-
-    let per_bed = settings.rates_mbps.len() * settings.protocols.len() + 1;
-    let total = settings.modes.len() * settings.repetitions as usize * per_bed;
     let started = Instant::now();
-    let mut points: Vec<Point> = Vec::new();
-    let mut latency: Vec<LatencyPoint> = Vec::new();
-    for repetition in 0..settings.repetitions {
-        for &mode in &settings.modes {
-            let bed = Bed::build(mode, settings.calico_rules)
-                .with_context(|| format!("building {}", mode.name()))?;
-            // Warm up: neighbour entries, and proof of a path before measuring.
-            anyhow::ensure!(
-                ping(bed.client(), bed.server_addr, 2)?,
-                "{}: no connectivity between the workloads",
-                mode.name()
-            );
-            let mut plan: Vec<Proto> = Vec::new();
-            for protocol in &settings.protocols {
-                for &rate in &settings.rates_mbps {
-                    let bps = rate * 1_000_000;
-                    plan.push(match protocol.as_str() {
-                        "udp" => Proto::Udp {
-                            bits_per_second: bps,
-                        },
-                        _ => Proto::TcpAt {
-                            bits_per_second: bps,
-                        },
-                    });
-                }
-            }
-            plan.push(Proto::Tcp);
-            let first_of_bed = points.len();
-            for proto in plan.iter().copied() {
-                let done = points.len() + 1;
-                let elapsed = started.elapsed().as_secs_f64();
-                let eta = if done > 1 {
-                    elapsed / (done - 1) as f64 * (total - done + 1) as f64
-                } else {
-                    0.0
-                };
-                eprint!(
-                    "\r[{done}/{total}] rep {}/{} {:<16} {:<28} {:>5.0} s elapsed, ~{:>4.0} s left   ",
-                    repetition + 1,
-                    settings.repetitions,
-                    mode.name(),
-                    format!("{proto:?}"),
-                    elapsed,
-                    eta
-                );
-                let p = measure::point(&bed, &meter, proto, repetition, settings.duration_s)
-                    .with_context(|| format!("{} {proto:?}", mode.name()))?;
-                points.push(p);
-            }
-            // The programs' run time, in a pass of its own with BPF statistics on (1 s a
-            // fixed-rate point), written into the points just measured.
-            if mode.attach().is_some() {
-                for (point, proto) in points[first_of_bed..].iter_mut().zip(&plan) {
-                    if matches!(proto, Proto::Tcp) {
-                        continue;
-                    }
-                    let (ns, runs) = measure::run_time(&bed, *proto, RUN_TIME_PASS_S)
-                        .with_context(|| format!("{} {proto:?}: run time", mode.name()))?;
-                    point.bpf_run_ns = ns;
-                    point.bpf_run_count = runs;
-                    point.bpf_ns_per_run = if runs > 0 {
-                        ns as f64 / runs as f64
-                    } else {
-                        0.0
-                    };
-                }
-            }
-            for &size in &settings.latency_sizes {
-                let l = probe::udp_rr(
-                    bed.client(),
-                    bed.server(),
-                    bed.server_addr,
-                    size,
-                    settings.latency_count,
-                )?;
-                latency.push(LatencyPoint {
-                    mode: mode.name().to_string(),
-                    size,
-                    repetition,
-                    latency: l,
-                });
-            }
-        }
-    }
-    eprintln!();
+    let measured = campaign::run(&settings, &meter)?;
     let policy_scaling = policy_sweep(&settings, &meter)?;
     let results = Results {
         schema: SCHEMA_VERSION,
@@ -355,9 +326,12 @@ fn run(args: &RunArgs) -> Result<()> {
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        duration_s: started.elapsed().as_secs_f64(),
         settings,
-        points,
-        latency,
+        points: measured.points,
+        latency: measured.latency,
+        small_packets: measured.small_packets,
+        meter_check: measured.meter_check,
         policy_scaling,
     };
     write_outputs(&results, &out)?;

@@ -2,7 +2,7 @@
 //!
 //! Every bed has a client workload on host 0 and a server workload on host 1 (cross-host),
 //! except `floor`, two namespaces joined by a bare veth pair: the lower bound.
-use std::net::Ipv4Addr;
+use std::{fmt::Write, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail};
 use dataplane::{
@@ -23,11 +23,20 @@ use netlab::{
 pub enum Mode {
     /// Two workloads on one bare veth pair: no forwarding at all.
     Floor,
-    /// Routed /32s, static routes between hosts, iptables FORWARD chains per workload.
+    /// Calico's wiring (routed /32s, static routes between hosts) and no netfilter rule at
+    /// all: what routing alone costs, so that routing and netfilter separate.
+    KernelRouted,
+    /// Calico as Felix programs a workload under policy in iptables mode: raw, mangle, filter
+    /// and nat chains, marks, per-interface dispatch, conntrack with INVALID dropped,
+    /// strict `rp_filter` and proxy ARP on the workload interfaces.
     Calico,
-    /// A bridge per host, kernel vxlan device (port 8472), FDB and routes per remote host.
+    /// Flannel's vxlan backend as flanneld and the bridge CNI plugin build it: workloads on a
+    /// `cni0` bridge (bridged frames through netfilter: `br_netfilter`), the kernel vxlan
+    /// device `flannel.1` (port 8472) with FDB, neighbour and route per remote host,
+    /// FLANNEL-FWD and flanneld's MASQUERADE rules.
     FlannelVxlan,
-    /// A bridge per host and plain routes to the other host's prefix.
+    /// Flannel's host-gw backend: the same bridge and rules, plain routes to the other
+    /// host's prefix.
     FlannelHostGw,
     /// Workloads on macvlan interfaces (bridge mode) of the underlay.
     Macvlan,
@@ -35,6 +44,11 @@ pub enum Mode {
     EbpfRoutedTc,
     EbpfVxlanXdp,
     EbpfVxlanTc,
+    /// `ebpf-routed-tc` with both workloads under an allow-all policy: the flow table on,
+    /// stateful as Calico's conntrack is.
+    EbpfRoutedTcPolicy,
+    /// `ebpf-vxlan-tc` with both workloads under an allow-all policy.
+    EbpfVxlanTcPolicy,
     /// eBPF TC on both hosts, but the client's host has no route to the server's prefix:
     /// the traffic leaves the way a workload reaches outside the cluster, through the
     /// kernel's forwarding and the loader's masquerade rule (`--nat-outgoing`). Not in the
@@ -46,16 +60,33 @@ pub enum Mode {
 pub const VXLAN_PORT: u16 = 8472;
 
 impl Mode {
-    pub const ALL: [Mode; 9] = [
+    /// Every mode of `--full`.
+    pub const ALL: [Mode; 12] = [
         Mode::Floor,
+        Mode::KernelRouted,
         Mode::Calico,
         Mode::FlannelVxlan,
         Mode::FlannelHostGw,
         Mode::Macvlan,
         Mode::EbpfRoutedXdp,
         Mode::EbpfRoutedTc,
+        Mode::EbpfRoutedTcPolicy,
         Mode::EbpfVxlanXdp,
         Mode::EbpfVxlanTc,
+        Mode::EbpfVxlanTcPolicy,
+    ];
+
+    /// The default run's modes: the headline pairs, their stateful variants and the bare
+    /// routed path (host-gw, macvlan and XDP on veth only under `--full`).
+    pub const DEFAULT: [Mode; 8] = [
+        Mode::Floor,
+        Mode::KernelRouted,
+        Mode::Calico,
+        Mode::FlannelVxlan,
+        Mode::EbpfRoutedTc,
+        Mode::EbpfRoutedTcPolicy,
+        Mode::EbpfVxlanTc,
+        Mode::EbpfVxlanTcPolicy,
     ];
 
     /// Modes measured only when named (`--modes`).
@@ -64,6 +95,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Floor => "floor",
+            Mode::KernelRouted => "kernel-routed",
             Mode::Calico => "calico",
             Mode::FlannelVxlan => "flannel-vxlan",
             Mode::FlannelHostGw => "flannel-host-gw",
@@ -73,6 +105,8 @@ impl Mode {
             Mode::EbpfTcNatOut => "ebpf-tc-nat-out",
             Mode::EbpfVxlanXdp => "ebpf-vxlan-xdp",
             Mode::EbpfVxlanTc => "ebpf-vxlan-tc",
+            Mode::EbpfRoutedTcPolicy => "ebpf-routed-tc-policy",
+            Mode::EbpfVxlanTcPolicy => "ebpf-vxlan-tc-policy",
         }
     }
 
@@ -87,18 +121,77 @@ impl Mode {
     pub fn attach(self) -> Option<Attach> {
         match self {
             Mode::EbpfRoutedXdp | Mode::EbpfVxlanXdp => Some(Attach::Xdp),
-            Mode::EbpfRoutedTc | Mode::EbpfVxlanTc | Mode::EbpfTcNatOut => Some(Attach::Tc),
+            Mode::EbpfRoutedTc
+            | Mode::EbpfVxlanTc
+            | Mode::EbpfTcNatOut
+            | Mode::EbpfRoutedTcPolicy
+            | Mode::EbpfVxlanTcPolicy => Some(Attach::Tc),
             _ => None,
         }
     }
 
-    /// The kernel mode an eBPF mode replaces, for the headline ratios.
+    /// The kernel mode an eBPF mode replaces, for the headline ratios. The XDP modes have
+    /// none: on veth they run with offloads changed (GRO on, TX checksum off in the
+    /// workload), which neither the floor nor the baselines have, so part of their work moves
+    /// out of the meter; they are reported, not ratioed.
     pub fn baseline(self) -> Option<Mode> {
         match self {
-            Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc => Some(Mode::Calico),
-            Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc => Some(Mode::FlannelVxlan),
+            Mode::EbpfRoutedTc | Mode::EbpfRoutedTcPolicy => Some(Mode::Calico),
+            Mode::EbpfVxlanTc | Mode::EbpfVxlanTcPolicy => Some(Mode::FlannelVxlan),
             _ => None,
         }
+    }
+
+    /// What this mode has of the product it stands for, and what it lacks (report and
+    /// README's table).
+    pub fn fidelity(self) -> (&'static str, &'static str) {
+        match self {
+            Mode::Floor => (
+                "two namespaces on one veth pair",
+                "any forwarding: the lower bound",
+            ),
+            Mode::KernelRouted => (
+                "Calico's wiring: veth per workload, /32 scope-link routes, static routes between hosts",
+                "netfilter entirely (no rules, no conntrack rules loaded)",
+            ),
+            Mode::Calico => (
+                "Felix's iptables for a workload under policy: raw/mangle/filter/nat chains, marks, per-interface dispatch, conntrack ESTABLISHED accept and INVALID drop, VXLAN/IPIP from workloads dropped, policy chain (--calico-rules unmatched rules + allow), profile chain, nat-outgoing MASQUERADE; rp_filter strict, proxy_arp, /32 routes",
+                "ipsets (pool CIDR instead), host-endpoint chains empty, BGP (static routes), kube-proxy's chains",
+            ),
+            Mode::FlannelVxlan => (
+                "cni0 bridge with hairpin, bridged frames through iptables (bridge-nf-call-iptables=1), flannel.1 vxlan (VNI 1, port 8472, nolearning) with route, permanent neighbour and FDB entry per remote host, FLANNEL-FWD accept and FLANNEL-POSTRTG masquerade rules",
+                "flanneld itself (entries written once, as it would), kube-proxy's chains",
+            ),
+            Mode::FlannelHostGw => (
+                "the same bridge and rules as flannel-vxlan, a plain route per remote host",
+                "flanneld itself, kube-proxy's chains",
+            ),
+            Mode::Macvlan => (
+                "macvlan (bridge mode) on the underlay, workloads on one L2 segment",
+                "any policy or isolation between workloads",
+            ),
+            Mode::EbpfRoutedXdp | Mode::EbpfVxlanXdp => (
+                "our programs at XDP on every interface, workload offloads changed for XDP on veth (GRO on, TX checksum off)",
+                "a matching floor or baseline (so no headline ratio), GSO for TCP",
+            ),
+            Mode::EbpfRoutedTc | Mode::EbpfVxlanTc => (
+                "our programs at TC, every isolation check on (source validation, tunnel peer check), no workload under policy, kernel FORWARD policy DROP",
+                "a flow table (no workload under policy: stateless, unlike calico)",
+            ),
+            Mode::EbpfRoutedTcPolicy | Mode::EbpfVxlanTcPolicy => (
+                "as the TC mode, both workloads under an allow-all policy: every packet through the policy stage and its flow table",
+                "nothing of the TC mode; the stateful comparison",
+            ),
+            Mode::EbpfTcNatOut => (
+                "eBPF TC, traffic leaving through the kernel's forwarding and the loader's nftables masquerade",
+                "a route to the other host (on purpose)",
+            ),
+        }
+    }
+
+    /// Whether both workloads are under an (allow-all) policy: the eBPF flow table on.
+    pub fn stateful_ebpf(self) -> bool {
+        matches!(self, Mode::EbpfRoutedTcPolicy | Mode::EbpfVxlanTcPolicy)
     }
 
     /// Whether TCP keeps GSO/TSO end to end in this mode (XDP on veth gives it up).
@@ -170,6 +263,7 @@ impl Bed {
         match mode {
             Mode::Floor => floor(),
             Mode::FlannelHostGw => host_gw(),
+            Mode::FlannelVxlan => flannel_vxlan(),
             Mode::Macvlan => macvlan(),
             _ => topology_bed(mode, calico_rules),
         }
@@ -216,32 +310,77 @@ fn two_hosts(role: &str) -> Result<Vec<Netns>> {
     Ok(v)
 }
 
-/// Flannel's host-gw backend: workloads on a bridge `cni0` (the bridge holds the gateway
-/// address), and a plain route to the other host's prefix via its underlay address.
+/// Flannel's network: 198.18.0.0/16, a /24 per host (`198.18.<host + 1>.0/24`).
+const FLANNEL_NETWORK: &str = "198.18.0.0/16";
+
+/// What the bridge CNI plugin does for a workload on host `net` (1 or 2): a `cni0` bridge
+/// holding the gateway address (hairpin on, as flannel's CNI configuration asks), a veth into
+/// it, the workload's address and default route; then the netfilter flanneld installs.
+fn bridge_workload(host: &Netns, wl: &Netns, net: usize) -> Result<()> {
+    host.ip(&["link", "add", "cni0", "type", "bridge"])?;
+    host.ip(&["addr", "add", &format!("198.18.{net}.1/24"), "dev", "cni0"])?;
+    host.ip(&["link", "set", "cni0", "up"])?;
+    host.ip(&[
+        "link",
+        "add",
+        "veth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        wl.name(),
+    ])?;
+    host.ip(&["link", "set", "veth0", "master", "cni0", "up"])?;
+    host.ip(&[
+        "link",
+        "set",
+        "veth0",
+        "type",
+        "bridge_slave",
+        "hairpin",
+        "on",
+    ])?;
+    wl.ip(&["addr", "add", &format!("198.18.{net}.2/24"), "dev", "eth0"])?;
+    wl.ip(&["link", "set", "eth0", "up"])?;
+    wl.ip(&["route", "add", "default", "via", &format!("198.18.{net}.1")])?;
+    flannel_netfilter(host, net)
+}
+
+/// flanneld's iptables: FORWARD accepts the pod network both ways (FLANNEL-FWD), and
+/// POSTROUTING masquerades what leaves it (FLANNEL-POSTRTG, as flanneld 0.2x writes it). The
+/// bridge's frames go through netfilter (`bridge-nf-call-iptables`, as kubeadm requires).
+fn flannel_netfilter(host: &Netns, net: usize) -> Result<()> {
+    host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
+    let (all, own) = (FLANNEL_NETWORK, format!("198.18.{net}.0/24"));
+    let rules = format!(
+        "*filter\n:FLANNEL-FWD - [0:0]\n\
+         -A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\n\
+         -A FLANNEL-FWD -s {all} -m comment --comment \"flanneld forward\" -j ACCEPT\n\
+         -A FLANNEL-FWD -d {all} -m comment --comment \"flanneld forward\" -j ACCEPT\n\
+         COMMIT\n\
+         *nat\n:FLANNEL-POSTRTG - [0:0]\n\
+         -A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n\
+         -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {own} -d {all} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {all} -d {own} -j RETURN\n\
+         -A FLANNEL-POSTRTG ! -s {all} -d {own} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {all} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG ! -s {all} -d {all} -j MASQUERADE --random-fully\n\
+         COMMIT\n"
+    );
+    host.feed("iptables-restore", &["--noflush"], &rules)
+}
+
+/// Flannel's host-gw backend: bridged workloads and a plain route to the other host's
+/// prefix via its underlay address.
 fn host_gw() -> Result<Bed> {
     let v = two_hosts("hostgw")?;
     for i in 0..2usize {
         let (host, wl) = (&v[i], &v[2 + i]);
         let net = i + 1;
-        host.ip(&["link", "add", "cni0", "type", "bridge"])?;
-        host.ip(&["addr", "add", &format!("198.18.{net}.1/24"), "dev", "cni0"])?;
-        host.ip(&["link", "set", "cni0", "up"])?;
-        host.ip(&[
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            wl.name(),
-        ])?;
-        host.ip(&["link", "set", "veth0", "master", "cni0", "up"])?;
-        wl.ip(&["addr", "add", &format!("198.18.{net}.2/24"), "dev", "eth0"])?;
-        wl.ip(&["link", "set", "eth0", "up"])?;
-        wl.ip(&["route", "add", "default", "via", &format!("198.18.{net}.1")])?;
+        bridge_workload(host, wl, net)?;
         let other = 2 - i;
         host.ip(&[
             "route",
@@ -257,6 +396,32 @@ fn host_gw() -> Result<Bed> {
         extra: v,
         client: Endpoint::Extra(2),
         server: Endpoint::Extra(3),
+        server_addr: Ipv4Addr::new(198, 18, 2, 2),
+        dataplanes: vec![],
+    })
+}
+
+/// Flannel's vxlan backend: the topology's hosts (no workloads of its own) made kernel VXLAN
+/// hosts as flanneld makes them, and bridged workloads.
+fn flannel_vxlan() -> Result<Bed> {
+    let topo = Topology::build(&Options {
+        workloads_per_host: 0,
+        xdp_ready: false,
+        overlay: Overlay::Vxlan { port: VXLAN_PORT },
+    })?;
+    let mut workloads = Vec::new();
+    for i in 0..2usize {
+        topo.make_kernel_vxlan_host(i)?;
+        let wl = Netns::create(&format!("flannel-h{i}w0"))?;
+        bridge_workload(&topo.hosts[i].ns, &wl, i + 1)?;
+        workloads.push(wl);
+    }
+    Ok(Bed {
+        mode: Mode::FlannelVxlan,
+        topology: Some(topo),
+        extra: workloads,
+        client: Endpoint::Extra(0),
+        server: Endpoint::Extra(1),
         server_addr: Ipv4Addr::new(198, 18, 2, 2),
         dataplanes: vec![],
     })
@@ -302,10 +467,13 @@ fn macvlan() -> Result<Bed> {
 
 fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
     let overlay = match mode {
-        Mode::Calico | Mode::EbpfRoutedXdp | Mode::EbpfRoutedTc | Mode::EbpfTcNatOut => {
-            Overlay::Routed
-        }
-        Mode::FlannelVxlan | Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc => {
+        Mode::KernelRouted
+        | Mode::Calico
+        | Mode::EbpfRoutedXdp
+        | Mode::EbpfRoutedTc
+        | Mode::EbpfRoutedTcPolicy
+        | Mode::EbpfTcNatOut => Overlay::Routed,
+        Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc | Mode::EbpfVxlanTcPolicy => {
             Overlay::Vxlan { port: VXLAN_PORT }
         }
         other => bail!("{} is not built on the two-host topology", other.name()),
@@ -317,14 +485,11 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
     })?;
     let mut dataplanes = Vec::new();
     match mode {
+        Mode::KernelRouted => {}
         Mode::Calico => {
             for host in &topo.hosts {
-                calico_chains(host, calico_rules)?;
+                calico_host(host, calico_rules)?;
             }
-        }
-        Mode::FlannelVxlan => {
-            topo.make_kernel_vxlan_host(0)?;
-            topo.make_kernel_vxlan_host(1)?;
         }
         _ => {
             let attach = mode.attach().expect("eBPF modes have an attach kind");
@@ -358,6 +523,12 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
                 })?;
                 dataplanes.push(dp);
             }
+            if mode.stateful_ebpf() {
+                let policy = allow_all(&topo);
+                for dp in &mut dataplanes {
+                    dp.apply_policy(&policy)?;
+                }
+            }
         }
     }
     let server_addr = topo.hosts[1].workloads[0].addr;
@@ -372,34 +543,206 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
     })
 }
 
-/// Calico's iptables shape: FORWARD dispatches traffic from and to workload interfaces to a
-/// chain per workload and direction, whose first rule accepts ESTABLISHED/RELATED through
-/// conntrack, then `rules` policy rules that this traffic does not match, then an accept.
+/// Both hosts' workloads under a policy that admits everything, both ways: every packet goes
+/// through the policy stage and its flow table, as every packet of a Calico workload with a
+/// policy goes through conntrack.
+fn allow_all(topo: &Topology) -> dataplane::model::policy::Policy {
+    let text: String = topo
+        .hosts
+        .iter()
+        .flat_map(|h| &h.workloads)
+        .map(|w| format!("workload {} ingress allow egress allow\n", w.addr))
+        .collect();
+    dataplane::model::policy::parse(&text).expect("the allow-all policy parses")
+}
+
+/// Felix's marks (iptables mode, default `IptablesMarkMask` 0xffff0000): accept, pass,
+/// scratch and endpoint bits.
+const MARK_ACCEPT: &str = "0x10000";
+const MARK_PASS: &str = "0x20000";
+const MARK_SCRATCH: &str = "0x40000";
+
+/// Calico as Felix programs a host whose workloads have a policy (iptables data plane,
+/// abridged to the chains a forwarded workload packet meets; chain and rule shapes follow
+/// `iptables-save` of a Calico 3.2x node):
+///
+/// - raw PREROUTING `cali-PREROUTING`: clears the marks, marks what comes from a workload,
+///   sends host-endpoint traffic to its chain, accepts what a host endpoint accepted;
+/// - mangle PREROUTING `cali-PREROUTING`: ESTABLISHED accepted, then host endpoints;
+/// - filter FORWARD `cali-FORWARD`: clears the marks, from/to workload dispatch by interface
+///   (an unknown `cali` interface is dropped), host-endpoint forward chains, and an accept of
+///   what policy marked; each workload chain accepts RELATED/ESTABLISHED, drops INVALID,
+///   drops VXLAN and IP-in-IP a workload sends, then runs the policy chain (`rules` rules the
+///   bench traffic never matches, then the allow that sets the accept mark) and the profile
+///   chain, and drops what nothing accepted;
+/// - nat POSTROUTING `cali-POSTROUTING`/`cali-nat-outgoing`: masquerade from the pool to
+///   outside it (Felix matches ipsets; here the pool's CIDR);
+/// - workload interfaces: `rp_filter=1` (strict), `proxy_arp=1`, forwarding on, and the /32
+///   scope-link routes the topology already installs.
+///
 /// Applied atomically with iptables-restore.
-fn calico_chains(host: &netlab::topology::Host, rules: usize) -> Result<()> {
-    let mut t = String::from("*filter\n:cali-from-wl - [0:0]\n:cali-to-wl - [0:0]\n");
-    let mut body =
-        String::from("-A FORWARD -i cali+ -j cali-from-wl\n-A FORWARD -o cali+ -j cali-to-wl\n");
-    for w in &host.workloads {
-        for (dir, chain, flag) in [("fw", "cali-from-wl", "-i"), ("tw", "cali-to-wl", "-o")] {
-            let own = format!("cali-{dir}-{}", w.host_if);
-            t.push_str(&format!(":{own} - [0:0]\n"));
-            body.push_str(&format!("-A {chain} {flag} {} -g {own}\n", w.host_if));
-            body.push_str(&format!(
-                "-A {own} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
-            ));
-            for r in 0..rules {
-                // TEST-NET-3 peers on ports nobody uses here: never matched by bench traffic.
-                body.push_str(&format!(
-                    "-A {own} -s 203.0.113.{}/32 -p tcp --dport {} -j DROP\n",
-                    r % 250 + 1,
-                    10_000 + r
-                ));
-            }
-            body.push_str(&format!("-A {own} -j ACCEPT\n"));
-        }
+fn calico_host(host: &netlab::topology::Host, rules: usize) -> Result<()> {
+    let pool = "198.18.0.0/16";
+    let mut raw = String::from(
+        "*raw\n:cali-PREROUTING - [0:0]\n:cali-OUTPUT - [0:0]\n:cali-from-host-endpoint - [0:0]\n\
+         :cali-to-host-endpoint - [0:0]\n:cali-rpf-skip - [0:0]\n\
+         -A PREROUTING -m comment --comment \"cali:6gwbT8clXdHdC1b1\" -j cali-PREROUTING\n\
+         -A OUTPUT -m comment --comment \"cali:tVnHkvAo15HuiPy0\" -j cali-OUTPUT\n",
+    );
+    writeln!(raw, "-A cali-PREROUTING -j MARK --set-xmark 0x0/0xf0000").unwrap();
+    writeln!(
+        raw,
+        "-A cali-PREROUTING -i cali+ -j MARK --set-xmark {MARK_SCRATCH}/{MARK_SCRATCH}"
+    )
+    .unwrap();
+    writeln!(
+        raw,
+        "-A cali-PREROUTING -m mark --mark {MARK_SCRATCH}/{MARK_SCRATCH} -j cali-rpf-skip"
+    )
+    .unwrap();
+    writeln!(
+        raw,
+        "-A cali-PREROUTING -m mark --mark 0x0/{MARK_SCRATCH} -j cali-from-host-endpoint"
+    )
+    .unwrap();
+    writeln!(
+        raw,
+        "-A cali-PREROUTING -m mark --mark {MARK_ACCEPT}/{MARK_ACCEPT} -j ACCEPT"
+    )
+    .unwrap();
+    writeln!(raw, "-A cali-OUTPUT -j MARK --set-xmark 0x0/0xf0000").unwrap();
+    writeln!(raw, "-A cali-OUTPUT -j cali-to-host-endpoint").unwrap();
+    writeln!(
+        raw,
+        "-A cali-OUTPUT -m mark --mark {MARK_ACCEPT}/{MARK_ACCEPT} -j ACCEPT"
+    )
+    .unwrap();
+    raw.push_str("COMMIT\n");
+
+    let mangle = "*mangle\n:cali-PREROUTING - [0:0]\n:cali-from-host-endpoint - [0:0]\n\
+         -A PREROUTING -m comment --comment \"cali:6gwbT8clXdHdC1b1\" -j cali-PREROUTING\n\
+         -A cali-PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A cali-PREROUTING -m mark --mark 0x10000/0x10000 -j ACCEPT\n\
+         -A cali-PREROUTING -j cali-from-host-endpoint\n\
+         -A cali-PREROUTING -m mark --mark 0x10000/0x10000 -j ACCEPT\n\
+         COMMIT\n";
+
+    let mut filter = String::from(
+        "*filter\n:cali-FORWARD - [0:0]\n:cali-from-wl-dispatch - [0:0]\n:cali-to-wl-dispatch - [0:0]\n\
+         :cali-from-hep-forward - [0:0]\n:cali-to-hep-forward - [0:0]\n:cali-cidr-block - [0:0]\n\
+         :cali-po-bench - [0:0]\n:cali-pri-kns.bench - [0:0]\n",
+    );
+    let mut body = String::new();
+    writeln!(
+        body,
+        "-A FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD"
+    )
+    .unwrap();
+    writeln!(body, "-A cali-FORWARD -j MARK --set-xmark 0x0/0xe0000").unwrap();
+    writeln!(
+        body,
+        "-A cali-FORWARD -m mark --mark 0x0/{MARK_ACCEPT} -j cali-from-hep-forward"
+    )
+    .unwrap();
+    writeln!(body, "-A cali-FORWARD -i cali+ -j cali-from-wl-dispatch").unwrap();
+    writeln!(body, "-A cali-FORWARD -o cali+ -j cali-to-wl-dispatch").unwrap();
+    writeln!(body, "-A cali-FORWARD -j cali-to-hep-forward").unwrap();
+    writeln!(body, "-A cali-FORWARD -j cali-cidr-block").unwrap();
+    writeln!(
+        body,
+        "-A cali-FORWARD -m mark --mark {MARK_ACCEPT}/{MARK_ACCEPT} -j ACCEPT"
+    )
+    .unwrap();
+    // The policy: rules this traffic never matches (TEST-NET-3 peers on unused ports), then
+    // the allow; the profile allows nothing of its own (default deny comes after).
+    for r in 0..rules {
+        writeln!(
+            body,
+            "-A cali-po-bench -s 203.0.113.{}/32 -p tcp -m tcp --dport {} -j DROP",
+            r % 250 + 1,
+            10_000 + r
+        )
+        .unwrap();
     }
-    t.push_str(&body);
-    t.push_str("COMMIT\n");
-    host.ns.feed("iptables-restore", &["--noflush"], &t)
+    writeln!(
+        body,
+        "-A cali-po-bench -s {pool} -j MARK --set-xmark {MARK_ACCEPT}/{MARK_ACCEPT}"
+    )
+    .unwrap();
+    writeln!(
+        body,
+        "-A cali-po-bench -m mark --mark {MARK_ACCEPT}/{MARK_ACCEPT} -j RETURN"
+    )
+    .unwrap();
+    for w in &host.workloads {
+        for (dir, dispatch, flag) in [
+            ("fw", "cali-from-wl-dispatch", "-i"),
+            ("tw", "cali-to-wl-dispatch", "-o"),
+        ] {
+            let own = format!("cali-{dir}-{}", w.host_if);
+            writeln!(filter, ":{own} - [0:0]").unwrap();
+            writeln!(body, "-A {dispatch} {flag} {} -g {own}", w.host_if).unwrap();
+            writeln!(
+                body,
+                "-A {own} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            )
+            .unwrap();
+            writeln!(body, "-A {own} -m conntrack --ctstate INVALID -j DROP").unwrap();
+            writeln!(body, "-A {own} -j MARK --set-xmark 0x0/{MARK_ACCEPT}").unwrap();
+            if dir == "fw" {
+                writeln!(body, "-A {own} -p udp -m udp --dport 4789 -j DROP").unwrap();
+                writeln!(body, "-A {own} -p ipencap -j DROP").unwrap();
+            }
+            writeln!(body, "-A {own} -j MARK --set-xmark 0x0/{MARK_PASS}").unwrap();
+            writeln!(
+                body,
+                "-A {own} -m mark --mark 0x0/{MARK_PASS} -j cali-po-bench"
+            )
+            .unwrap();
+            writeln!(
+                body,
+                "-A {own} -m mark --mark {MARK_ACCEPT}/{MARK_ACCEPT} -j RETURN"
+            )
+            .unwrap();
+            writeln!(body, "-A {own} -j cali-pri-kns.bench").unwrap();
+            writeln!(
+                body,
+                "-A {own} -m mark --mark {MARK_ACCEPT}/{MARK_ACCEPT} -j RETURN"
+            )
+            .unwrap();
+            writeln!(
+                body,
+                "-A {own} -m comment --comment \"Drop if no profiles matched\" -j DROP"
+            )
+            .unwrap();
+        }
+        host.ns
+            .sysctl(&format!("net.ipv4.conf.{}.rp_filter", w.host_if), "1")?;
+        host.ns
+            .sysctl(&format!("net.ipv4.conf.{}.proxy_arp", w.host_if), "1")?;
+        host.ns
+            .sysctl(&format!("net.ipv4.conf.{}.forwarding", w.host_if), "1")?;
+    }
+    for dispatch in ["cali-from-wl-dispatch", "cali-to-wl-dispatch"] {
+        writeln!(
+            body,
+            "-A {dispatch} -m comment --comment \"Unknown interface\" -j DROP"
+        )
+        .unwrap();
+    }
+    filter.push_str(&body);
+    filter.push_str("COMMIT\n");
+
+    let nat = format!(
+        "*nat\n:cali-POSTROUTING - [0:0]\n:cali-nat-outgoing - [0:0]\n\
+         -A POSTROUTING -m comment --comment \"cali:O3lYWMrLQYEMJtB5\" -j cali-POSTROUTING\n\
+         -A cali-POSTROUTING -j cali-nat-outgoing\n\
+         -A cali-nat-outgoing -s {pool} ! -d {pool} -j MASQUERADE --random-fully\n\
+         COMMIT\n"
+    );
+    host.ns.feed(
+        "iptables-restore",
+        &["--noflush"],
+        &format!("{raw}{mangle}{filter}{nat}"),
+    )
 }

@@ -1,6 +1,6 @@
 //! Policy rule scaling: what a packet costs as the number of policy rules grows, for netfilter
-//! (Calico-shaped iptables chains on each iptables backend, nftables with sets) and for the
-//! eBPF dataplane's compiled policy.
+//! (Calico-shaped iptables chains on each iptables backend and with ipsets, nftables with sets
+//! and as a linear rule list) and for the eBPF dataplane's compiled policy.
 //!
 //! The server's workload (host 1) gets ingress policy: N rules its traffic does not match
 //! (deny rules for other peers, which the iptables chain checks first, as Calico orders them),
@@ -36,17 +36,24 @@ pub enum Engine {
     IptablesNft,
     /// The same chains through `iptables-legacy-restore`: the classic x_tables backend.
     IptablesLegacy,
+    /// Calico-shaped chains whose rules live in ipsets (`hash:net,port`), as Calico scales
+    /// selectors: one set match per chain and action.
+    IptablesIpset,
     /// One nftables table, deny and allow interval sets per workload and direction.
     NftablesSets,
+    /// One nftables table of plain rules, one per policy rule: a linear list.
+    NftablesLinear,
     /// The eBPF dataplane (TC) with the policy compiled into its maps.
     Ebpf,
 }
 
 impl Engine {
-    pub const ALL: [Engine; 4] = [
+    pub const ALL: [Engine; 6] = [
         Engine::IptablesNft,
         Engine::IptablesLegacy,
+        Engine::IptablesIpset,
         Engine::NftablesSets,
+        Engine::NftablesLinear,
         Engine::Ebpf,
     ];
 
@@ -54,7 +61,9 @@ impl Engine {
         match self {
             Engine::IptablesNft => "iptables-nft",
             Engine::IptablesLegacy => "iptables-legacy",
+            Engine::IptablesIpset => "iptables-ipset",
             Engine::NftablesSets => "nftables-sets",
+            Engine::NftablesLinear => "nftables-linear",
             Engine::Ebpf => "ebpf",
         }
     }
@@ -73,7 +82,12 @@ impl Engine {
         match self {
             Engine::IptablesNft => version("iptables", &["--version"]),
             Engine::IptablesLegacy => version("iptables-legacy", &["--version"]),
-            Engine::NftablesSets => version("nft", &["--version"]),
+            Engine::IptablesIpset => format!(
+                "{} + {}",
+                version("iptables", &["--version"]),
+                version("ipset", &["--version"])
+            ),
+            Engine::NftablesSets | Engine::NftablesLinear => version("nft", &["--version"]),
             Engine::Ebpf => "eBPF TC program, LPM tries (dataplane::plan::policy)".into(),
         }
     }
@@ -98,6 +112,11 @@ pub struct ScalingPoint {
     pub bpf_ns_per_run: f64,
     pub established: Latency,
     pub new_flows: Latency,
+    /// Kernel-level CPU per new flow under a stream of them (the new-flow request-response
+    /// run: each flow's request and reply, its conntrack or flow-table entry and its verdict),
+    /// µs.
+    #[serde(default)]
+    pub new_flow_cpu_us: f64,
 }
 
 /// The policy: N deny rules for peers in 10.0.0.0/8 (never the client) on distinct ports,
@@ -122,7 +141,8 @@ pub fn policy(rules: usize, client: Ipv4Addr, server: Ipv4Addr) -> Policy {
 pub fn build(engine: Engine, rules: usize) -> Result<(Bed, f64)> {
     let mode = match engine {
         Engine::Ebpf => Mode::EbpfRoutedTc,
-        _ => Mode::Calico,
+        // Calico's wiring without its rules: the engine's rendering is all the netfilter.
+        _ => Mode::KernelRouted,
     };
     let mut bed = Bed::build(mode, 0)?;
     let client = bed.client_addr().context("the bed has a client address")?;
@@ -132,14 +152,21 @@ pub fn build(engine: Engine, rules: usize) -> Result<(Bed, f64)> {
         bed.dataplanes[1].apply_policy(&policy)?;
     } else {
         let ns = bed.host(1).context("two-host bed")?;
-        // The Calico bed's own accept chains go: the engine's rendering is all there is.
-        ns.feed("iptables-restore", &[], "*filter\nCOMMIT\n")?;
         match engine {
             Engine::IptablesNft => ns.feed("iptables-restore", &[], &render::iptables(&policy))?,
             Engine::IptablesLegacy => {
                 ns.feed("iptables-legacy-restore", &[], &render::iptables(&policy))?
             }
-            _ => ns.feed("nft", &["-f", "-"], &render::nftables(&policy))?,
+            Engine::IptablesIpset => {
+                let (sets, rules) = render::iptables_ipset(&policy);
+                ns.feed("ipset", &["restore"], &sets)?;
+                ns.feed("iptables-restore", &[], &rules)?
+            }
+            Engine::NftablesLinear => {
+                ns.feed("nft", &["-f", "-"], &render::nftables_linear(&policy))?
+            }
+            Engine::NftablesSets => ns.feed("nft", &["-f", "-"], &render::nftables(&policy))?,
+            Engine::Ebpf => unreachable!("the eBPF engine's policy goes into its maps"),
         }
     }
     let apply_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -189,6 +216,14 @@ pub fn measure(
             flows,
         )
     };
+    let before = meter.read()?;
+    let new_flows = rr(Flows::NewEach)?;
+    let spent = meter.read()?.since(&before).total_ns();
+    let new_flow_cpu_us = if new_flows.samples > 0 {
+        spent as f64 / new_flows.samples as f64 / 1e3
+    } else {
+        f64::NAN
+    };
     Ok(ScalingPoint {
         engine,
         backend: engine.backend(),
@@ -205,7 +240,8 @@ pub fn measure(
         },
         bpf_ns_per_run,
         established: rr(Flows::One)?,
-        new_flows: rr(Flows::NewEach)?,
+        new_flows,
+        new_flow_cpu_us,
     })
 }
 

@@ -46,12 +46,12 @@ fn rate_header(t: &mut String, title: &str, rates: &[u64]) {
 /// point missed its rate).
 fn rate_table(
     r: &Results,
+    rates: &[u64],
     title: &str,
     f: impl Fn(Mode, u64) -> (Option<Spread>, bool),
     digits: usize,
 ) -> String {
     let mut t = String::new();
-    let rates = &r.settings.rates_mbps;
     rate_header(&mut t, title, rates);
     for mode in r.modes() {
         write!(t, "| {} |", mode.name()).unwrap();
@@ -76,6 +76,7 @@ fn measure_table(
 ) -> String {
     rate_table(
         r,
+        &rates_with_max(r, protocol),
         title,
         |m, rate| {
             let flagged = flag && r.any_off_target(m, protocol, rate);
@@ -85,85 +86,472 @@ fn measure_table(
     )
 }
 
-pub fn render(r: &Results) -> String {
+/// The columns of a protocol's tables: its paced rates, and for TCP the unpaced `max`.
+fn rates_with_max(r: &Results, protocol: &str) -> Vec<u64> {
+    let mut rates = r.settings.rates_for(protocol).to_vec();
+    if protocol == "tcp" {
+        rates.push(0);
+    }
+    rates
+}
+
+/// Published figures this bench's tables are laid out to be read against.
+const SEED_LATENCY: &str = "A published CNI comparison measured qperf `tcp_lat` (TCP, one \
+    message in flight, half round trip) between hosts: Calico 0.046 ms, Flannel (vxlan) \
+    0.379 ms. Its hosts were real machines on a real network; ours are namespaces on one VM, \
+    so compare the ratio between modes, not the absolute figures.";
+const SEED_PPS: &str = "The XDP paper (Høiland-Jørgensen et al., CoNEXT 2018) forwarded \
+    64-byte packets on one core at 1.74 Mpps through Linux's stack and 5.36 Mpps through \
+    XDP (one route, real 100 Gbit/s NICs). Here every packet also crosses veth pairs and the \
+    generator shares the machine's two cores.";
+
+/// The headline: each eBPF TC mode against the kernel mode it replaces, UDP.
+fn headline_section(r: &Results) -> String {
+    let mut t = String::new();
+    let rates = &r.settings.rates_mbps;
+    writeln!(
+        t,
+        "\n## Headline: eBPF against the kernel mode it replaces (UDP)\n"
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "Kernel-level CPU per packet the server received, above the floor measured beside \
+         each point: mean over repetitions of the eBPF mode / mean of the baseline, with its \
+         95 % bootstrap interval (repetitions resampled, {} resamples) in brackets; `raw` is \
+         the same ratio without subtracting the floor. Repetitions where any of the four \
+         points (mode, baseline, and the floor beside each) missed its rate are left out and \
+         counted. Lower is better; 1 is the same cost. The XDP modes have no ratio: on veth \
+         they run with changed offloads that neither the floor nor the baselines have.\n",
+        2000
+    )
+    .unwrap();
+    write!(t, "| eBPF / baseline \\ Mbit/s |").unwrap();
+    for rate in rates {
+        write!(t, " {rate} |").unwrap();
+    }
+    writeln!(t, "\n|---|{}", "---|".repeat(rates.len())).unwrap();
+    let mut per_rep = String::new();
+    for mode in r.modes() {
+        let Some(base) = mode.baseline() else {
+            continue;
+        };
+        write!(t, "| {} / {} |", mode.name(), base.name()).unwrap();
+        for rate in rates {
+            match r.headline(mode, "udp", *rate) {
+                Some(h) => {
+                    let left_out = if h.excluded > 0 {
+                        format!(", {} rep. left out", h.excluded)
+                    } else {
+                        String::new()
+                    };
+                    write!(
+                        t,
+                        " **{:.2}** [{:.2}-{:.2}]; raw {:.2} [{:.2}-{:.2}]; n={}{left_out} |",
+                        h.ratio,
+                        h.low,
+                        h.high,
+                        h.raw,
+                        h.raw_low,
+                        h.raw_high,
+                        h.per_repetition.len()
+                    )
+                    .unwrap();
+                    writeln!(
+                        per_rep,
+                        "- {} / {} at {rate} Mbit/s: {}",
+                        mode.name(),
+                        base.name(),
+                        h.per_repetition
+                            .iter()
+                            .map(|x| format!("{x:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                    .unwrap();
+                }
+                None => write!(t, " - (no repetition held its rate) |").unwrap(),
+            }
+        }
+        writeln!(t).unwrap();
+    }
+    if !per_rep.is_empty() {
+        writeln!(t, "\nEach repetition's own above-floor ratio:\n\n{per_rep}").unwrap();
+    }
+    t
+}
+
+/// What each measured mode has of its product and what it lacks.
+fn modes_section(r: &Results) -> String {
+    let mut t = String::from("\n## The modes\n\n| mode | has | lacks |\n|---|---|---|\n");
+    for mode in r.modes() {
+        let (has, lacks) = mode.fidelity();
+        writeln!(t, "| {} | {has} | {lacks} |", mode.name()).unwrap();
+    }
+    t
+}
+
+/// Small packets at the generator's maximum rate.
+fn small_packet_section(r: &Results) -> String {
+    use crate::results::SMALL_PACKETS as P;
+    let mut t = String::new();
+    writeln!(
+        t,
+        "\n## Small packets: {}-byte frames, as fast as one sender goes\n",
+        r.settings.small_payload + 46
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "UDP with {} bytes of payload (14 Ethernet + 20 IPv4 + 8 UDP + payload + 4 FCS), one \
+         iperf3 sender unpaced, {} s per repetition, beside a floor point. Packets are counted \
+         on the devices: sent by the client's interface, received by the server's. **Forwarding \
+         capacity** is packets per second per core of kernel-level CPU spent forwarding: 10⁹ / \
+         (softirq ns per packet above the floor), the XDP paper's measure. {SEED_PPS}\n",
+        r.settings.small_payload, r.settings.duration_s
+    )
+    .unwrap();
+    writeln!(
+        t,
+        "| mode | sent kpps | received kpps | lost on the path % | not read by the receiver % | softirq CPU % | ns/packet | ns/packet above floor | Mpps per core forwarding |"
+    )
+    .unwrap();
+    writeln!(t, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    let spread = |mode: Mode, f: &dyn Fn(&crate::measure::Point) -> f64| {
+        Spread::of(
+            r.small_packets
+                .iter()
+                .filter(|p| p.mode == mode.name() && p.protocol == P)
+                .map(f)
+                .collect(),
+        )
+    };
+    for mode in r.modes() {
+        let kpps = |n: u64, p: &crate::measure::Point| n as f64 / p.duration_s / 1e3;
+        let sent = spread(mode, &|p| kpps(p.client_tx_packets, p));
+        let received = spread(mode, &|p| kpps(p.server_rx_packets, p));
+        let path_loss = spread(mode, &|p| {
+            (p.client_tx_packets.saturating_sub(p.server_rx_packets)) as f64
+                / p.client_tx_packets.max(1) as f64
+                * 100.0
+        });
+        let unread = spread(mode, &|p| {
+            let delivered = p.packets.saturating_sub(p.lost_packets);
+            p.server_rx_packets.saturating_sub(delivered) as f64 / p.server_rx_packets.max(1) as f64
+                * 100.0
+        });
+        let cpu = spread(mode, &|p| p.softirq_cpu_pct);
+        let ns = spread(mode, &|p| p.softirq_ns_per_packet);
+        let (above, capacity) = if mode == Mode::Floor {
+            (None, None)
+        } else {
+            let above = r.above_floor_per_packet(mode, P, 0);
+            let capacity = Spread::of(
+                r.paired(mode, P, 0, |p| p.softirq_ns_per_packet)
+                    .into_iter()
+                    .map(|(_, m, f, _)| if m > f { 1e3 / (m - f) } else { f64::NAN })
+                    .collect(),
+            );
+            (above, capacity)
+        };
+        writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            mode.name(),
+            cell(sent, false, 0),
+            cell(received, false, 0),
+            cell(path_loss, false, 1),
+            cell(unread, false, 1),
+            cell(cpu, false, 1),
+            cell(ns, false, 0),
+            cell(above, false, 0),
+            cell(capacity, false, 2)
+        )
+        .unwrap();
+    }
+    writeln!(
+        t,
+        "\nWhere the packets stop: `lost on the path` is what the client's interface sent and the \
+         server's never received (a queue on the way overflowed: the forwarding could not keep \
+         up); `not read` is what reached the server's interface but not iperf3 (its socket \
+         buffer overflowed: the receiver, not the dataplane). With both near zero the sender \
+         is the limit, and the per-packet figures, not the rate, carry the comparison."
+    )
+    .unwrap();
+    t
+}
+
+/// qperf-style TCP latency, laid out as the published comparison's table.
+fn latency_section(r: &Results) -> String {
     let s = &r.settings;
     let mut t = String::new();
     writeln!(
         t,
-        "# Bench: CPU per throughput, kernel vs eBPF dataplanes\n"
+        "\n## Latency: TCP request/response (qperf `tcp_lat` style)\n"
     )
     .unwrap();
     writeln!(
         t,
-        "Kernel {}, {} CPUs. Modes: {}. Rates {:?} Mbit/s, {} repetition(s) of {} s per point, modes \
-         interleaved within each repetition, each mode on a fresh topology per repetition; traffic \
-         cross-host (client workload on host 0, server on host 1; floor: a bare veth pair). TCP and \
-         UDP (1400-byte datagrams) from iperf3 at fixed rates. Cells: median (min-max) over \
-         repetitions; ⚑ marks a point whose achieved rate was more than 2 % off its target in at \
-         least one repetition: read it as not holding its rate.\n",
+        "One TCP connection (Nagle off), one message in flight, the server echoing each; {} \
+         timed transactions per size and repetition after 50 of warm-up; **half** the round trip, \
+         as qperf reports it, in µs (ms in the seeds' unit beside). Median over repetitions of \
+         each repetition's p50 and p99. {SEED_LATENCY}\n",
+        s.latency_count
+    )
+    .unwrap();
+    write!(t, "| mode |").unwrap();
+    for size in &s.latency_sizes {
+        write!(t, " {size} B p50 µs | {size} B p50 ms | {size} B p99 µs |").unwrap();
+    }
+    writeln!(t, " seeds (qperf, ms) |").unwrap();
+    writeln!(
+        t,
+        "|---|{}---|",
+        "---|---|---|".repeat(s.latency_sizes.len())
+    )
+    .unwrap();
+    for mode in r.modes() {
+        write!(t, "| {} |", mode.name()).unwrap();
+        for size in &s.latency_sizes {
+            let p50 = r.latency_spread(mode, *size, |l| l.p50_us);
+            let p99 = r.latency_spread(mode, *size, |l| l.p99_us);
+            let ms = p50
+                .map(|x| format!("{:.3}", x.median / 1e3))
+                .unwrap_or_else(|| "-".into());
+            write!(
+                t,
+                " {} | {ms} | {} |",
+                cell(p50, false, 1),
+                cell(p99, false, 1)
+            )
+            .unwrap();
+        }
+        let seed = match mode {
+            Mode::Calico => "0.046",
+            Mode::FlannelVxlan => "0.379",
+            _ => "",
+        };
+        writeln!(t, " {seed} |").unwrap();
+    }
+    t
+}
+
+/// The softirq meter against /proc/stat.
+fn meter_check_section(r: &Results) -> String {
+    let mut t = String::from("\n## The softirq meter, checked\n\n");
+    match &r.meter_check {
+        None => writeln!(t, "Not run (`--meter-check 0` or `--quick`).").unwrap(),
+        Some(c) => {
+            let agreement = if c.proc_stat_pct > 0.0 {
+                format!(
+                    "{:+.1} %",
+                    (c.meter_all_pct / c.proc_stat_pct - 1.0) * 100.0
+                )
+            } else {
+                "- (/proc/stat saw no softirq)".into()
+            };
+            writeln!(
+                t,
+                "UDP at 1 Gbit/s through `{}` for {:.1} s. The meter (raw tracepoints on \
+                 softirq_entry/exit, every vector): **{:.2} %** of one CPU; /proc/stat's softirq \
+                 column over the same window: **{:.2} %** ({} jiffies of machine time sampled). \
+                 Meter against /proc/stat: **{agreement}**. The network vectors alone (the \
+                 bench's figure): {:.2} %. /proc/stat here counts whole ticks (no IRQ time \
+                 accounting): a tick that lands in softirq charges its jiffy there, so over a \
+                 long window it estimates the same time the meter measures, with a sampling \
+                 error of about √n ticks; softirq work that runs on the way out of the timer \
+                 interrupt itself is never sampled, so /proc/stat can only read low.",
+                c.mode, c.seconds, c.meter_all_pct, c.proc_stat_pct, c.ticks, c.meter_net_pct
+            )
+            .unwrap();
+        }
+    }
+    t
+}
+
+/// How the figures were made, for a reviewer to check.
+fn method_section(r: &Results) -> String {
+    let s = &r.settings;
+    let mut t = String::from("\n## How this was measured\n\n");
+    let lines = [
+        format!(
+            "Run: {} repetition(s); in each, the modes in a shuffled order (seed {}, \
+             `--seed` repeats it), every mode on a fresh bed; within a mode, its points in a \
+             shuffled order. {} s of traffic per point. Took {:.0} s.",
+            s.repetitions, s.order_seed, s.duration_s, r.duration_s
+        ),
+        "Floor: two namespaces on one veth pair, built once and left idle between its points; \
+         a floor point is measured beside every point of every mode (same protocol and rate, \
+         immediately before or after it, which one drawn), and the above-floor figures \
+         subtract that point's floor, repetition by repetition."
+            .into(),
+        "CPU: nanoseconds in the NET_RX and NET_TX softirqs on all CPUs, from raw tracepoint \
+         programs on softirq_entry/exit (the bench's own probe, checked against /proc/stat \
+         below), BPF run-time statistics off. The programs' run time per run comes from a \
+         separate 1 s pass per paced point with the statistics on."
+            .into(),
+        "Per packet: softirq time / packets the server's interface received (device \
+         counters), so a point that delivered fewer packets is not credited with less work. \
+         On TCP the device counts GSO segments, not wire packets: TCP is compared per Gbit/s, \
+         not per packet."
+            .into(),
+        format!(
+            "Rate held: a UDP or paced TCP point more than {} % off its rate is flagged (⚑) and \
+             left out of the headline. Steal: /proc/stat's steal column per point; points with \
+             more than {} % of a CPU stolen are listed below.",
+            crate::measure::RATE_TOLERANCE * 100.0,
+            crate::measure::STEAL_FLAG_PCT
+        ),
+        "Intervals: 95 % percentile bootstrap over repetitions (pairs kept together). With \
+         three repetitions the interval can be no narrower than what the repetitions disagree \
+         by: read it as the spread of the evidence, not as a precise confidence level."
+            .into(),
+        "Offloads: every mode runs with the kernel's defaults on its interfaces except the XDP \
+         modes (GRO on, workload TX checksum off: XDP on veth needs them), which therefore \
+         have no ratio."
+            .into(),
+    ];
+    for l in lines {
+        writeln!(t, "- {l}").unwrap();
+    }
+    t
+}
+
+/// Points the reader should discount: off their rate, or with time stolen.
+fn flagged_section(r: &Results) -> String {
+    let mut t = String::new();
+    let all = || r.points.iter().chain(&r.small_packets);
+    writeln!(t, "\n## Points off their target rate (more than 2 %)\n").unwrap();
+    let off: Vec<String> = all()
+        .filter(|p| p.off_target)
+        .map(|p| {
+            format!(
+                "{}{} {} {} Mbit/s rep {}: {:.1} Mbit/s",
+                p.mode,
+                if p.beside.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (beside {})", p.beside)
+                },
+                p.protocol,
+                p.rate_mbps,
+                p.repetition,
+                p.achieved_mbps
+            )
+        })
+        .collect();
+    if off.is_empty() {
+        writeln!(t, "None.").unwrap();
+    }
+    for f in off {
+        writeln!(t, "- {f}").unwrap();
+    }
+    writeln!(
+        t,
+        "\n## Points with steal (more than {} % of a CPU)\n",
+        crate::measure::STEAL_FLAG_PCT
+    )
+    .unwrap();
+    let stolen: Vec<String> = all()
+        .filter(|p| p.steal_pct > crate::measure::STEAL_FLAG_PCT)
+        .map(|p| {
+            format!(
+                "{} {} {} rep {}: {:.1} %",
+                p.mode, p.protocol, p.rate_mbps, p.repetition, p.steal_pct
+            )
+        })
+        .collect();
+    if stolen.is_empty() {
+        writeln!(t, "None.").unwrap();
+    }
+    for f in stolen {
+        writeln!(t, "- {f}").unwrap();
+    }
+    t
+}
+
+pub fn render(r: &Results) -> String {
+    let s = &r.settings;
+    let mut t = String::new();
+    writeln!(t, "# Bench: CPU per packet, kernel vs eBPF dataplanes\n").unwrap();
+    writeln!(
+        t,
+        "Kernel {}, {} CPUs. Modes: {}. UDP (1400-byte datagrams) at {:?} Mbit/s, TCP paced at \
+         {:?} Mbit/s and unpaced (`max`), from iperf3; {} repetition(s) of {} s per point. \
+         Traffic crosses hosts (client workload on host 0, server on host 1; floor: a bare veth \
+         pair). Cells: median (min-max) over repetitions; ⚑ marks a point that missed its \
+         rate by more than 2 % in at least one repetition. How every figure was made: the last \
+         section.\n",
         r.kernel,
         r.cpus,
-        s.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
+        s.modes
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         s.rates_mbps,
+        s.tcp_rates_mbps,
         s.repetitions,
         s.duration_s
     )
     .unwrap();
+    t.push_str(&headline_section(r));
+    t.push_str(&small_packet_section(r));
+    t.push_str(&latency_section(r));
+    t.push_str(&modes_section(r));
     writeln!(
         t,
-        "CPU is read three ways. **Kernel level** (the headline): nanoseconds spent in the NET_RX \
-         and NET_TX softirqs on all CPUs, from raw tracepoint programs on softirq_entry/exit, as % \
-         of one CPU. It is the network stack's own work wherever the kernel ran it; this kernel has \
-         no IRQ time accounting and ticks at 250 Hz, so /proc/stat charges softirq work done on the \
-         way out of a syscall to the task that ran it (often iperf3). **BPF run time**: our programs' \
-         own time per run from the kernel's BPF statistics. **Machine busy**: /proc/stat, whole \
-         machine, % of one CPU (up to {}00 %), with the traffic generator's own time (iperf3 client \
-         and server, from getrusage: precise) beside it: most of the machine time is the \
-         generator's, not the dataplane's. /proc/stat samples at the tick, and work paced in step \
-         with the tick (iperf3's pacing timers) can escape it: where it reads below the \
-         generator's own time, it missed work. Context only.\n",
-        r.cpus
-    )
-    .unwrap();
-    writeln!(
-        t,
-        "TCP and UDP are shown apart: in calico, flannel-*, macvlan and the eBPF TC modes a TCP \
-         stream rides on GSO/TSO (a few large packets); the eBPF XDP modes on veth give GSO up and \
-         carry the same stream in many MTU-sized frames, so their TCP cost is a packet-count effect, \
-         not a per-packet one. Compare per-packet costs on UDP.\n"
+        "\nTCP and UDP are shown apart: in the kernel modes and the eBPF TC modes a TCP stream \
+         rides on GSO/TSO (a few large packets); the eBPF XDP modes on veth give GSO up and \
+         carry the same stream in many MTU-sized frames, so their TCP cost is a packet-count \
+         effect, not a per-packet one. Compare per-packet costs on UDP.\n"
     )
     .unwrap();
 
     for protocol in &s.protocols {
         let p = protocol.as_str();
-        writeln!(t, "\n## {}\n", p.to_uppercase()).unwrap();
+        let rates = rates_with_max(r, p);
+        writeln!(t, "\n## {} in detail\n", p.to_uppercase()).unwrap();
         t.push_str(&rate_table(
             r,
+            &rates,
             &format!(
-                "{p}: kernel-level CPU above the floor, % of one CPU (the dataplane's own cost)"
+                "{p}: kernel-level CPU above the floor beside it, % of one CPU (the dataplane's own cost)"
             ),
-            |m, rate| (r.above_floor(m, p, rate), r.any_off_target(m, p, rate)),
+            |m, rate| {
+                if m == Mode::Floor {
+                    (None, false)
+                } else {
+                    (r.above_floor(m, p, rate), r.any_off_target(m, p, rate))
+                }
+            },
             2,
         ));
-        // Ratios of the eBPF modes to the kernel mode they replace, above the floor.
-        rate_header(
-            &mut t,
-            &format!("{p}: eBPF above floor / kernel baseline above floor (median)"),
-            &s.rates_mbps,
-        );
-        for mode in r.modes() {
-            let Some(base) = mode.baseline() else {
-                continue;
-            };
-            write!(t, "| {} / {} |", mode.name(), base.name()).unwrap();
-            for rate in &s.rates_mbps {
-                let ratio = match (r.above_floor(mode, p, *rate), r.above_floor(base, p, *rate)) {
-                    (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
-                    _ => "-".into(),
-                };
-                write!(t, " {ratio} |").unwrap();
-            }
-            writeln!(t).unwrap();
+        if p == "udp" {
+            t.push_str(&measure_table(
+                r,
+                p,
+                "udp: kernel-level CPU per packet received, ns",
+                |x| x.softirq_ns_per_packet,
+                true,
+                0,
+            ));
+            t.push_str(&rate_table(
+                r,
+                &rates,
+                "udp: kernel-level CPU per packet above the floor beside it, ns",
+                |m, rate| {
+                    if m == Mode::Floor {
+                        (None, false)
+                    } else {
+                        (
+                            r.above_floor_per_packet(m, p, rate),
+                            r.any_off_target(m, p, rate),
+                        )
+                    }
+                },
+                0,
+            ));
         }
         t.push_str(&measure_table(
             r,
@@ -176,13 +564,17 @@ pub fn render(r: &Results) -> String {
         // Kernel modes run no program: their cells stay empty rather than 0.
         t.push_str(&rate_table(
             r,
-            &format!("{p}: BPF run time per program run, ns (eBPF modes)"),
+            &rates,
+            &format!("{p}: BPF run time per program run, ns (eBPF modes, separate pass)"),
             |m, rate| {
-                (
-                    m.attach()
-                        .and_then(|_| r.spread(m, p, rate, |x| x.bpf_ns_per_run)),
-                    false,
-                )
+                // Unpaced TCP gets no run-time pass: no cell rather than a 0.
+                let runs: Vec<f64> = r
+                    .points_at(m, p, rate)
+                    .into_iter()
+                    .filter(|x| x.bpf_run_count > 0)
+                    .map(|x| x.bpf_ns_per_run)
+                    .collect();
+                (m.attach().and_then(|_| Spread::of(runs)), false)
             },
             0,
         ));
@@ -212,23 +604,29 @@ pub fn render(r: &Results) -> String {
         ));
     }
 
-    writeln!(t, "\n## Bandwidth, loss, latency\n").unwrap();
+    writeln!(t, "\n## Bandwidth and loss\n").unwrap();
+    let loss_rate = s
+        .rates_mbps
+        .iter()
+        .copied()
+        .find(|r| *r >= 100)
+        .unwrap_or(0);
     writeln!(
         t,
-        "| mode | max TCP Gbit/s | UDP loss % at 100 Mbit/s | UDP jitter ms at 100 Mbit/s |"
+        "| mode | max TCP Gbit/s | UDP loss % at {loss_rate} Mbit/s | UDP jitter ms at {loss_rate} Mbit/s |"
     )
     .unwrap();
     writeln!(t, "|---|---|---|---|").unwrap();
     for mode in r.modes() {
         let max_tcp = r.spread(mode, "tcp", 0, |p| p.achieved_mbps / 1000.0);
-        let loss = r.spread(mode, "udp", 100, |p| {
+        let loss = r.spread(mode, "udp", loss_rate, |p| {
             if p.packets > 0 {
                 p.lost_packets as f64 / p.packets as f64 * 100.0
             } else {
                 f64::NAN
             }
         });
-        let jitter = r.spread(mode, "udp", 100, |p| p.jitter_ms);
+        let jitter = r.spread(mode, "udp", loss_rate, |p| p.jitter_ms);
         writeln!(
             t,
             "| {} | {} | {} | {} |",
@@ -239,56 +637,19 @@ pub fn render(r: &Results) -> String {
         )
         .unwrap();
     }
-    if !s.latency_sizes.is_empty() {
-        writeln!(
-            t,
-            "\nRequest-response latency (UDP echo, {} round trips per size and repetition), µs, p50 / p99:\n",
-            s.latency_count
-        )
-        .unwrap();
-        write!(t, "| mode |").unwrap();
-        for size in &s.latency_sizes {
-            write!(t, " {size} B p50 | {size} B p99 |").unwrap();
-        }
-        writeln!(t, "\n|---|{}", "---|---|".repeat(s.latency_sizes.len())).unwrap();
-        for mode in r.modes() {
-            write!(t, "| {} |", mode.name()).unwrap();
-            for size in &s.latency_sizes {
-                let p50 = r.latency_spread(mode, *size, |l| l.p50_us);
-                let p99 = r.latency_spread(mode, *size, |l| l.p99_us);
-                write!(t, " {} | {} |", cell(p50, false, 1), cell(p99, false, 1)).unwrap();
-            }
-            writeln!(t).unwrap();
-        }
-    }
 
     if !s.policy_rules.is_empty() {
         t.push_str(&policy_section(r));
     }
 
-    let flagged: Vec<String> = r
-        .points
-        .iter()
-        .filter(|p| p.off_target)
-        .map(|p| {
-            format!(
-                "{} {} {} Mbit/s rep {}: {:.1} Mbit/s",
-                p.mode, p.protocol, p.rate_mbps, p.repetition, p.achieved_mbps
-            )
-        })
-        .collect();
-    writeln!(t, "\n## Points off their target rate (more than 2 %)\n").unwrap();
-    if flagged.is_empty() {
-        writeln!(t, "None.").unwrap();
-    } else {
-        for f in flagged {
-            writeln!(t, "- {f}").unwrap();
-        }
-    }
+    t.push_str(&meter_check_section(r));
+    t.push_str(&flagged_section(r));
+    t.push_str(&method_section(r));
     writeln!(
         t,
-        "\nCharts: cpu_vs_rate_<proto>, above_floor_<proto>, latency, policy_new_flow_latency, \
-         policy_cpu_per_gbps (PNG and SVG). Raw data: results.json, results.csv."
+        "\nCharts: headline_ratio_udp, cpu_vs_rate_<proto>, above_floor_<proto>, latency, \
+         policy_new_flow_latency, policy_cpu_per_gbps (PNG and SVG). Raw data: results.json, \
+         results.csv."
     )
     .unwrap();
     t
@@ -335,7 +696,7 @@ fn policy_section(r: &Results) -> String {
         }
         writeln!(t, "\n|---|{}", "---|".repeat(s.policy_rules.len())).unwrap();
     };
-    let tables: [ScalingTable; 6] = [
+    let tables: [ScalingTable; 7] = [
         (
             "New flows: request-response p50, µs (each request a new flow)",
             |p| p.new_flows.p50_us,
@@ -344,6 +705,11 @@ fn policy_section(r: &Results) -> String {
         (
             "New flows: request-response p99, µs",
             |p| p.new_flows.p99_us,
+            1,
+        ),
+        (
+            "New flows: kernel-level CPU per new flow under a stream of them, µs",
+            |p| p.new_flow_cpu_us,
             1,
         ),
         (
@@ -379,6 +745,36 @@ fn policy_section(r: &Results) -> String {
                 .unwrap();
             }
             writeln!(t).unwrap();
+        }
+    }
+    // Each engine against its own N=0: what the rules add, whatever the engine's base cost.
+    let relative: [ScalingTable; 2] = [
+        (
+            "New flows: p50 change against the engine's own 0 rules, µs",
+            |p| p.new_flows.p50_us,
+            1,
+        ),
+        (
+            "New flows: CPU per new flow, change against the engine's own 0 rules, µs",
+            |p| p.new_flow_cpu_us,
+            1,
+        ),
+    ];
+    if let Some(&first) = s.policy_rules.first() {
+        for (title, f, digits) in relative {
+            header(&mut t, title);
+            for engine in &s.policy_engines {
+                write!(t, "| {} |", engine.name()).unwrap();
+                let base = r.scaling_spread(*engine, first, f).map(|b| b.median);
+                for n in &s.policy_rules {
+                    let cell = match (base, r.scaling_spread(*engine, *n, f)) {
+                        (Some(b), Some(x)) => format!("{:+.d$}", x.median - b, d = digits),
+                        _ => "-".into(),
+                    };
+                    write!(t, " {cell} |").unwrap();
+                }
+                writeln!(t).unwrap();
+            }
         }
     }
     writeln!(

@@ -11,22 +11,45 @@ use crate::{
     policy_scaling::{Engine, ScalingPoint},
 };
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The protocol name of the small-packet points.
+pub const SMALL_PACKETS: &str = "udp-small";
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub modes: Vec<Mode>,
+    /// UDP rates (1400-byte datagrams).
     pub rates_mbps: Vec<u64>,
+    /// TCP paced rates (empty by default: TCP is measured unpaced, `max`).
+    pub tcp_rates_mbps: Vec<u64>,
     pub protocols: Vec<String>,
     pub repetitions: u32,
     pub duration_s: u32,
     pub calico_rules: usize,
+    /// Seed of the mode and point order (shuffled per repetition) and of the bootstrap.
+    pub order_seed: u64,
+    /// Small packets: UDP payload bytes (18: a 64-byte Ethernet frame with its FCS).
+    pub small_payload: u64,
+    /// The softirq meter's check against /proc/stat: seconds of UDP at 1 Gbit/s (0: none).
+    pub meter_check_s: u32,
+    /// qperf-style TCP request/response: message sizes and transactions per size.
     pub latency_sizes: Vec<usize>,
     pub latency_count: usize,
     /// Policy rule scaling: rule counts (empty: not measured), engines, the stream's rate.
     pub policy_rules: Vec<usize>,
     pub policy_engines: Vec<Engine>,
     pub policy_rate_mbps: u64,
+}
+
+impl Settings {
+    /// The paced rates measured for `protocol` (TCP's unpaced `max`, rate 0, not included).
+    pub fn rates_for(&self, protocol: &str) -> &[u64] {
+        match protocol {
+            "tcp" => &self.tcp_rates_mbps,
+            _ => &self.rates_mbps,
+        }
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -38,16 +61,83 @@ pub struct LatencyPoint {
     pub latency: Latency,
 }
 
+/// The softirq meter read beside /proc/stat's softirq column over one long window.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MeterCheck {
+    pub mode: String,
+    pub seconds: f64,
+    /// The meter over every softirq vector, and over NET_RX + NET_TX alone, % of one CPU.
+    pub meter_all_pct: f64,
+    pub meter_net_pct: f64,
+    /// /proc/stat's softirq column over the same window, % of one CPU, and the ticks it saw
+    /// (all CPUs): its sampling resolution.
+    pub proc_stat_pct: f64,
+    pub ticks: u64,
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub schema: u32,
     pub started_unix: u64,
     pub kernel: String,
     pub cpus: usize,
+    /// Wall-clock seconds the run took (measurement only, not the build).
+    pub duration_s: f64,
     pub settings: Settings,
     pub points: Vec<Point>,
     pub latency: Vec<LatencyPoint>,
+    /// Small packets at the generator's maximum rate (protocol `udp-small`).
+    pub small_packets: Vec<Point>,
+    pub meter_check: Option<MeterCheck>,
     pub policy_scaling: Vec<ScalingPoint>,
+}
+
+/// An eBPF mode against its baseline at one protocol and rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Headline {
+    /// Mean above-floor cost per packet of the mode / of the baseline, over the repetitions
+    /// where all four points held their rate, and its 95 % bootstrap interval.
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    /// The same without subtracting the floor.
+    pub raw: f64,
+    pub raw_low: f64,
+    pub raw_high: f64,
+    /// Each repetition's own above-floor ratio, in repetition order.
+    pub per_repetition: Vec<f64>,
+    /// Repetitions left out because a point missed its rate.
+    pub excluded: usize,
+}
+
+/// Bootstrap resamples per interval.
+const RESAMPLES: usize = 2000;
+
+/// The ratio of means of paired samples and its 95 % percentile bootstrap interval
+/// (repetitions resampled with replacement, pairs kept together).
+pub fn ratio_interval(pairs: &[(f64, f64)], rng: &mut fastrand::Rng) -> Option<(f64, f64, f64)> {
+    let ratio = |idx: &mut dyn Iterator<Item = usize>| {
+        let (mut a, mut b) = (0.0, 0.0);
+        for i in idx {
+            a += pairs[i].0;
+            b += pairs[i].1;
+        }
+        if b > 0.0 { a / b } else { f64::NAN }
+    };
+    if pairs.is_empty() {
+        return None;
+    }
+    let estimate = ratio(&mut (0..pairs.len()));
+    let mut samples: Vec<f64> = (0..RESAMPLES)
+        .map(|_| ratio(&mut (0..pairs.len()).map(|_| rng.usize(..pairs.len()))))
+        .filter(|x| x.is_finite())
+        .collect();
+    if !estimate.is_finite() || samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Some((estimate, at(0.025), at(0.975)))
 }
 
 impl Results {
@@ -80,11 +170,12 @@ impl Results {
         let mut out = String::from(
             "mode,protocol,rate_mbps,repetition,duration_s,achieved_mbps,off_target,softirq_net_rx_ns,\
              softirq_net_tx_ns,softirq_cpu_pct,bpf_run_ns,bpf_run_count,bpf_ns_per_run,machine_busy_pct,\
-             generator_cpu_pct,packets,lost_packets,jitter_ms,retransmits\n",
+             generator_cpu_pct,packets,lost_packets,jitter_ms,retransmits,client_tx_packets,\
+             server_rx_packets,softirq_ns_per_packet,steal_pct,beside\n",
         );
-        for p in &self.points {
+        for p in self.points.iter().chain(&self.small_packets) {
             out.push_str(&format!(
-                "{},{},{},{},{},{:.3},{},{},{},{:.3},{},{},{:.1},{:.3},{:.3},{},{},{:.4},{}\n",
+                "{},{},{},{},{},{:.3},{},{},{},{:.3},{},{},{:.1},{:.3},{:.3},{},{},{:.4},{},{},{},{:.1},{:.2},{}\n",
                 p.mode,
                 p.protocol,
                 p.rate_mbps,
@@ -103,7 +194,12 @@ impl Results {
                 p.packets,
                 p.lost_packets,
                 p.jitter_ms,
-                p.retransmits
+                p.retransmits,
+                p.client_tx_packets,
+                p.server_rx_packets,
+                p.softirq_ns_per_packet,
+                p.steal_pct,
+                p.beside
             ));
         }
         out
@@ -133,13 +229,105 @@ impl Results {
         )
     }
 
-    /// Kernel-level CPU above the floor: each repetition's softirq CPU less the floor's median
-    /// at the same protocol and rate.
+    /// The floor point measured beside `point` (same repetition, protocol and rate).
+    pub fn floor_beside<'a>(&'a self, point: &Point, among: &'a [Point]) -> Option<&'a Point> {
+        among.iter().find(|f| {
+            f.mode == Mode::Floor.name()
+                && f.beside == point.mode
+                && f.repetition == point.repetition
+                && f.protocol == point.protocol
+                && f.rate_mbps == point.rate_mbps
+        })
+    }
+
+    /// Per repetition: `f` of the mode's point less `f` of the floor point beside it, and
+    /// whether both held their rate.
+    pub fn paired(
+        &self,
+        mode: Mode,
+        protocol: &str,
+        rate: u64,
+        f: impl Fn(&Point) -> f64,
+    ) -> Vec<(u32, f64, f64, bool)> {
+        let among = if protocol == SMALL_PACKETS {
+            &self.small_packets
+        } else {
+            &self.points
+        };
+        among
+            .iter()
+            .filter(|p| p.mode == mode.name() && p.protocol == protocol && p.rate_mbps == rate)
+            .filter_map(|p| {
+                let floor = self.floor_beside(p, among)?;
+                Some((
+                    p.repetition,
+                    f(p),
+                    f(floor),
+                    !p.off_target && !floor.off_target,
+                ))
+            })
+            .collect()
+    }
+
+    /// Kernel-level CPU above the floor, % of one CPU: each repetition's softirq CPU less that
+    /// of the floor point measured beside it.
     pub fn above_floor(&self, mode: Mode, protocol: &str, rate: u64) -> Option<Spread> {
-        let floor = self
-            .spread(Mode::Floor, protocol, rate, |p| p.softirq_cpu_pct)?
-            .median;
-        self.spread(mode, protocol, rate, |p| p.softirq_cpu_pct - floor)
+        Spread::of(
+            self.paired(mode, protocol, rate, |p| p.softirq_cpu_pct)
+                .into_iter()
+                .map(|(_, m, f, _)| m - f)
+                .collect(),
+        )
+    }
+
+    /// Kernel-level CPU per packet the server received, above the floor's (ns).
+    pub fn above_floor_per_packet(&self, mode: Mode, protocol: &str, rate: u64) -> Option<Spread> {
+        Spread::of(
+            self.paired(mode, protocol, rate, |p| p.softirq_ns_per_packet)
+                .into_iter()
+                .map(|(_, m, f, _)| m - f)
+                .collect(),
+        )
+    }
+
+    /// `mode` against its baseline: above-floor cost per packet, repetition by repetition.
+    pub fn headline(&self, mode: Mode, protocol: &str, rate: u64) -> Option<Headline> {
+        let base = mode.baseline()?;
+        let per_packet = |p: &Point| p.softirq_ns_per_packet;
+        let ours = self.paired(mode, protocol, rate, per_packet);
+        let theirs = self.paired(base, protocol, rate, per_packet);
+        let mut above = Vec::new();
+        let mut raw = Vec::new();
+        let mut excluded = 0;
+        for (rep, m, f, held) in &ours {
+            let Some((_, bm, bf, bheld)) = theirs.iter().find(|t| t.0 == *rep) else {
+                continue;
+            };
+            if !held || !bheld {
+                excluded += 1;
+                continue;
+            }
+            above.push((m - f, bm - bf));
+            raw.push((*m, *bm));
+        }
+        // Seeded by the point, so that a redrawn report gives the same interval.
+        let seed = self.settings.order_seed ^ rate ^ (mode as u64) << 32;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (ratio, low, high) = ratio_interval(&above, &mut rng)?;
+        let (raw, raw_low, raw_high) = ratio_interval(&raw, &mut rng)?;
+        Some(Headline {
+            ratio,
+            low,
+            high,
+            raw,
+            raw_low,
+            raw_high,
+            per_repetition: above
+                .iter()
+                .map(|(a, b)| if *b > 0.0 { a / b } else { f64::NAN })
+                .collect(),
+            excluded,
+        })
     }
 
     pub fn any_off_target(&self, mode: Mode, protocol: &str, rate: u64) -> bool {
@@ -227,5 +415,21 @@ mod tests {
         assert_eq!(s.median, 2.5);
         assert!(Spread::of(vec![]).is_none());
         assert_eq!(Spread::of(vec![f64::NAN, 1.0]).unwrap().n, 1);
+    }
+
+    #[test]
+    fn ratio_interval_brackets_the_ratio_of_means() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let pairs = [(1.0, 4.0), (2.0, 4.0), (1.5, 5.0), (1.2, 3.0)];
+        let (r, lo, hi) = ratio_interval(&pairs, &mut rng).unwrap();
+        assert!((r - 5.7 / 16.0).abs() < 1e-12);
+        assert!(lo <= r && r <= hi, "{lo} {r} {hi}");
+        // Resampled ratios lie between the smallest and largest single-pair ratios.
+        assert!(lo >= 0.25 - 1e-12 && hi <= 0.5 + 1e-12, "{lo} {hi}");
+        // Identical pairs: no spread at all.
+        let (r, lo, hi) = ratio_interval(&[(1.0, 2.0); 3], &mut rng).unwrap();
+        assert_eq!((r, lo, hi), (0.5, 0.5, 0.5));
+        assert!(ratio_interval(&[], &mut rng).is_none());
+        assert!(ratio_interval(&[(1.0, 0.0)], &mut rng).is_none());
     }
 }

@@ -9,7 +9,7 @@ use aya::{
 
 use anyhow::{Context, Result, bail};
 use dataplane_common::softirq::{
-    SOFTIRQ_ENTRY, SOFTIRQ_EXIT, SOFTIRQ_NET_RX, SOFTIRQ_NET_TX, SOFTIRQ_NS,
+    SOFTIRQ_ENTRY, SOFTIRQ_EXIT, SOFTIRQ_NET_RX, SOFTIRQ_NET_TX, SOFTIRQ_NS, SOFTIRQ_VECTORS,
 };
 
 /// The probe object, built by the bench's build script (empty when the eBPF build was not
@@ -70,23 +70,31 @@ impl SoftirqMeter {
         Ok(Self { bpf })
     }
 
-    /// Network softirq time so far, summed over CPUs.
-    pub fn read(&self) -> Result<SoftirqTime> {
+    /// Time so far in softirq `vector`, summed over CPUs.
+    fn vector_ns(&self, vector: u32) -> Result<u64> {
         let map = self
             .bpf
             .map(SOFTIRQ_NS)
             .with_context(|| format!("the softirq probe has no map `{SOFTIRQ_NS}`"))?;
         let ns: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let sum = |vector: u32| -> Result<u64> {
-            Ok(ns
-                .get(&vector, 0)
-                .with_context(|| format!("reading {SOFTIRQ_NS}[{vector}]"))?
-                .iter()
-                .sum())
-        };
+        Ok(ns
+            .get(&vector, 0)
+            .with_context(|| format!("reading {SOFTIRQ_NS}[{vector}]"))?
+            .iter()
+            .sum())
+    }
+
+    /// Network softirq time so far, summed over CPUs.
+    pub fn read(&self) -> Result<SoftirqTime> {
         Ok(SoftirqTime {
-            net_rx_ns: sum(SOFTIRQ_NET_RX)?,
-            net_tx_ns: sum(SOFTIRQ_NET_TX)?,
+            net_rx_ns: self.vector_ns(SOFTIRQ_NET_RX)?,
+            net_tx_ns: self.vector_ns(SOFTIRQ_NET_TX)?,
         })
+    }
+
+    /// Time so far in every softirq vector together (what /proc/stat's softirq column
+    /// samples), summed over CPUs.
+    pub fn read_all_vectors(&self) -> Result<u64> {
+        (0..SOFTIRQ_VECTORS).map(|v| self.vector_ns(v)).sum()
     }
 }

@@ -153,7 +153,7 @@ fn expected(policy: &Policy, a: &Workload, b: &Workload) -> Vec<bool> {
 }
 
 #[test]
-fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
+fn ebpf_and_every_netfilter_rendering_give_every_flow_the_same_verdict() {
     let Some(topo) = TestBed::build(&Options {
         workloads_per_host: 1,
         xdp_ready: false,
@@ -208,25 +208,52 @@ fn ebpf_iptables_and_nftables_give_every_flow_the_same_verdict() {
         .feed("iptables-restore", &[], "*filter\nCOMMIT\n")
         .unwrap();
 
+    // iptables with the rules in ipsets (the bench's iptables-ipset engine).
+    let (sets, rules) = render::iptables_ipset(&policy);
+    host0.feed("ipset", &["restore"], &sets).unwrap();
+    host0.feed("iptables-restore", &[], &rules).unwrap();
+    let ipset = run_matrix(a, b);
+    host0
+        .feed("iptables-restore", &[], "*filter\nCOMMIT\n")
+        .unwrap();
+
     // nftables with sets.
     host0
         .feed("nft", &["-f", "-"], &render::nftables(&policy))
         .unwrap();
     let nftables = run_matrix(a, b);
+    host0.exec("nft", &["flush", "ruleset"]).unwrap();
+
+    // nftables as a linear rule list (the bench's nftables-linear engine).
+    host0
+        .feed("nft", &["-f", "-"], &render::nftables_linear(&policy))
+        .unwrap();
+    let linear = run_matrix(a, b);
 
     let table: Vec<String> = matrix()
         .iter()
         .zip(&want)
-        .zip(ebpf.iter().zip(&iptables).zip(&nftables))
-        .map(|(((into_a, probe), w), ((e, i), n))| {
+        .enumerate()
+        .map(|(k, ((into_a, probe), w))| {
             format!(
-                "{} {probe:?}: want {w} ebpf {e} iptables {i} nft {n}",
-                if *into_a { "in " } else { "out" }
+                "{} {probe:?}: want {w} ebpf {} iptables {} ipset {} nft {} nft-linear {}",
+                if *into_a { "in " } else { "out" },
+                ebpf[k],
+                iptables[k],
+                ipset[k],
+                nftables[k],
+                linear[k]
             )
         })
         .collect();
     eprintln!("{}", table.join("\n"));
-    assert_eq!(ebpf, want, "eBPF verdicts:\n{}", table.join("\n"));
-    assert_eq!(iptables, want, "iptables verdicts:\n{}", table.join("\n"));
-    assert_eq!(nftables, want, "nftables verdicts:\n{}", table.join("\n"));
+    for (name, got) in [
+        ("eBPF", &ebpf),
+        ("iptables", &iptables),
+        ("iptables + ipset", &ipset),
+        ("nftables", &nftables),
+        ("nftables linear", &linear),
+    ] {
+        assert_eq!(got, &want, "{name} verdicts:\n{}", table.join("\n"));
+    }
 }

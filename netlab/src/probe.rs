@@ -1,8 +1,9 @@
 //! Request-response latency between two namespaces: a UDP echo server and a client that sends
 //! one message, waits for its echo, and times the round trip (what netperf's UDP_RR measures;
-//! iperf3 cannot).
+//! iperf3 cannot); and the same over one TCP connection, reported as qperf's `tcp_lat` does.
 use std::{
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,6 +16,9 @@ use anyhow::{Context, Result};
 use crate::netns::{Netns, in_netns};
 
 const PORT: u16 = 7007;
+const TCP_PORT: u16 = 7008;
+/// Transactions run before timing starts (connection slow start, neighbour entries, caches).
+const TCP_WARM_UP: usize = 50;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
@@ -46,6 +50,122 @@ pub fn udp_rr(
     udp_rr_flows(client, server, server_addr, size, count, Flows::One)
 }
 
+/// qperf's `tcp_lat`: one TCP connection (Nagle off), one `size`-byte message in flight, the
+/// server sends back `size` bytes for each; `count` transactions timed after a warm-up. The
+/// figures are **half** round trips (one-way latency as qperf reports it), in µs.
+pub fn tcp_rr(
+    client: &Netns,
+    server: &Netns,
+    server_addr: Ipv4Addr,
+    size: usize,
+    count: usize,
+) -> Result<Latency> {
+    anyhow::ensure!(size > 0, "tcp_rr needs a message of at least one byte");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let server_name = server.name().to_string();
+    let echo = std::thread::spawn(move || -> Result<()> {
+        let listener = (|| -> Result<TcpListener> {
+            dataplane::system::netns::enter(&server_name)?;
+            pin_to_probe_cpu()?;
+            let listener = TcpListener::bind((server_addr, TCP_PORT))?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })()
+        .context("binding the TCP echo server");
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                return Ok(());
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        // Polled, so that a client that never connects cannot leave this thread waiting.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    anyhow::ensure!(Instant::now() < deadline, "no client connected in 5 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        conn.set_nonblocking(false)?;
+        conn.set_nodelay(true)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = vec![0u8; size];
+        // Until the client closes: read one message, send one back.
+        while conn.read_exact(&mut buf).is_ok() {
+            conn.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    ready_rx.recv().context("TCP echo server thread")??;
+    let result = in_netns(client.name(), || {
+        pin_to_probe_cpu()?;
+        let mut conn = TcpStream::connect_timeout(
+            &SocketAddr::from((server_addr, TCP_PORT)),
+            Duration::from_secs(2),
+        )
+        .context("connecting to the TCP echo server")?;
+        conn.set_nodelay(true)?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let message = vec![0x42u8; size];
+        let mut buf = vec![0u8; size];
+        let mut half_rtts = Vec::with_capacity(count);
+        for i in 0..TCP_WARM_UP + count {
+            let start = Instant::now();
+            conn.write_all(&message)?;
+            conn.read_exact(&mut buf).context("reading the echo")?;
+            if i >= TCP_WARM_UP {
+                half_rtts.push(start.elapsed().as_secs_f64() * 1e6 / 2.0);
+            }
+        }
+        Ok(summarise(half_rtts, 0))
+    });
+    echo.join().expect("TCP echo thread panicked")?;
+    result
+}
+
+/// The CPU both ends of a request-response probe run on. Pinned to one CPU, every
+/// transaction takes the same path through the scheduler (the reply's softirq and the
+/// wake-up on the CPU that sent the request): what differs between modes is then the
+/// dataplane, not where the two threads happened to land (unpinned, the same mode's p50 moved
+/// between 9 and 40 µs from run to run here).
+const PROBE_CPU: usize = 0;
+
+/// Pins the calling thread to [`PROBE_CPU`].
+fn pin_to_probe_cpu() -> Result<()> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(PROBE_CPU, &mut set) };
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    anyhow::ensure!(
+        rc == 0,
+        "pinning the probe to CPU {PROBE_CPU}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// p50 and p99 of `samples` (µs).
+fn summarise(mut samples: Vec<f64>, lost: usize) -> Latency {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Latency {
+        samples: samples.len(),
+        lost,
+        p50_us: pick(0.5),
+        p99_us: pick(0.99),
+    }
+}
+
 /// As [`udp_rr`], the requests grouped into flows as `flows` says.
 pub fn udp_rr_flows(
     client: &Netns,
@@ -61,6 +181,7 @@ pub fn udp_rr_flows(
     let stop_server = stop.clone();
     let echo = std::thread::spawn(move || -> Result<()> {
         dataplane::system::netns::enter(&server_name)?;
+        pin_to_probe_cpu()?;
         let socket = UdpSocket::bind((server_addr, PORT)).context("binding the echo server");
         let socket = match socket {
             Ok(s) => s,
@@ -81,6 +202,7 @@ pub fn udp_rr_flows(
     });
     ready_rx.recv().context("echo server thread")??;
     let result = in_netns(client.name(), || {
+        pin_to_probe_cpu()?;
         let open = || -> Result<UdpSocket> {
             let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
             socket.connect(SocketAddr::from((server_addr, PORT)))?;
@@ -103,18 +225,7 @@ pub fn udp_rr_flows(
                 Err(_) => lost += 1,
             }
         }
-        rtts.sort_by(|a, b| a.total_cmp(b));
-        let pick = |q: f64| {
-            rtts.get(((rtts.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        Ok(Latency {
-            samples: rtts.len(),
-            lost,
-            p50_us: pick(0.5),
-            p99_us: pick(0.99),
-        })
+        Ok(summarise(rtts, lost))
     });
     stop.store(true, Ordering::Relaxed);
     echo.join().expect("echo thread panicked")?;

@@ -47,6 +47,8 @@ pub enum Proto {
     TcpAt { bits_per_second: u64 },
     /// UDP at a target rate in bits per second, 1400-byte datagrams.
     Udp { bits_per_second: u64 },
+    /// UDP as fast as the sender goes (`-b 0`), `payload`-byte datagrams.
+    UdpFlood { payload: u64 },
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -99,6 +101,15 @@ pub fn iperf3(
             bits_per_second.to_string(),
         ]);
     }
+    if let Proto::UdpFlood { payload } = proto {
+        args.extend([
+            "-u".into(),
+            "-l".into(),
+            payload.to_string(),
+            "-b".into(),
+            "0".into(),
+        ]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The server may take a moment to listen: retry a refused connection a few times.
     // (iperf3 3.12 reports some errors in its JSON while exiting 0: read both.)
@@ -142,7 +153,7 @@ fn parse(text: &str, proto: Proto) -> Result<IperfResult> {
             retransmits: num(&end["sum_sent"]["retransmits"]) as u64,
             ..Default::default()
         },
-        Proto::Udp { .. } => IperfResult {
+        Proto::Udp { .. } | Proto::UdpFlood { .. } => IperfResult {
             bits_per_second: num(&end["sum"]["bits_per_second"]),
             bytes: num(&end["sum"]["bytes"]) as u64,
             packets: num(&end["sum"]["packets"]) as u64,

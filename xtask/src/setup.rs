@@ -4,8 +4,8 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages the tests and the bench run: iproute2 (ip, and namespaces), iptables and
-/// nftables (the kernel baselines, FORWARD DROP), iperf3 (traffic), ethtool (offloads),
+/// Debian packages the tests and the bench run: iproute2 (ip, and namespaces), iptables,
+/// ipset and nftables (the kernel baselines, FORWARD DROP), iperf3 (traffic), ethtool (offloads),
 /// bpftool (inspection), iputils-ping, procps (sysctl), fonts-dejavu-core (chart text),
 /// protobuf-compiler and libprotobuf-dev (protoc and its well-known types, which the etcd
 /// client's build needs), etcd-server (the cluster tests' store), and podman, runc,
@@ -15,6 +15,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "iproute2",
     "iptables",
+    "ipset",
     "nftables",
     "iperf3",
     "ethtool",
