@@ -31,13 +31,8 @@ fn assert_svg(path: &Path) {
     );
 }
 
-const CHARTS: [&str; 5] = [
-    "cpu_vs_rate_udp",
-    "cpu_vs_rate_tcp",
-    "above_floor_udp",
-    "above_floor_tcp",
-    "latency",
-];
+/// Charts of every quick run (the quick run paces UDP only: no TCP rate charts).
+const CHARTS: [&str; 3] = ["cpu_vs_rate_udp", "above_floor_udp", "latency"];
 /// Charts of the policy scaling sweep (legend: engines).
 const POLICY_CHARTS: [&str; 2] = ["policy_new_flow_latency", "policy_cpu_per_gbps"];
 
@@ -47,7 +42,14 @@ fn quick_bench_writes_every_output() {
     let dir = std::env::temp_dir().join(format!("dpt-bench-quick-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(BENCH)
-        .args(["--quick", "--out", dir.to_str().unwrap()])
+        // A short meter check too, so that its path runs here.
+        .args([
+            "--quick",
+            "--meter-check",
+            "3",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -58,15 +60,29 @@ fn quick_bench_writes_every_output() {
 
     let r = Results::load(&dir).expect("results.json parses");
     assert_eq!(r.schema, SCHEMA_VERSION);
-    let modes = r.settings.modes.len();
-    let per_mode = r.settings.rates_mbps.len() * r.settings.protocols.len() + 1;
-    assert_eq!(
-        r.points.len(),
-        modes * per_mode * r.settings.repetitions as usize
+    let s = &r.settings;
+    // Every mode but the floor measures its plan, each point with a floor point beside it.
+    let others = s.modes.len() - 1;
+    let plan = s.rates_mbps.len() + s.tcp_rates_mbps.len() + 1;
+    let reps = s.repetitions as usize;
+    assert_eq!(r.points.len(), others * plan * 2 * reps);
+    for p in r.points.iter().filter(|p| p.mode != "floor") {
+        let beside = r.floor_beside(p, &r.points);
+        assert!(beside.is_some(), "no floor point beside {p:?}");
+    }
+    assert!(
+        r.points
+            .iter()
+            .filter(|p| p.mode == "floor")
+            .all(|p| s.modes.iter().any(|m| m.name() == p.beside)),
+        "a floor point beside no measured mode"
     );
-    assert_eq!(
-        r.latency.len(),
-        modes * r.settings.latency_sizes.len() * r.settings.repetitions as usize
+    assert_eq!(r.latency.len(), (others + 1) * s.latency_sizes.len() * reps);
+    assert!(
+        r.latency
+            .iter()
+            .all(|l| l.latency.samples == s.latency_count),
+        "a latency run lost transactions"
     );
     for p in &r.points {
         assert!(
@@ -77,7 +93,24 @@ fn quick_bench_writes_every_output() {
             p.achieved_mbps.is_finite() && p.softirq_cpu_pct.is_finite(),
             "{p:?}"
         );
+        // The devices carried the traffic, counted in both namespaces.
+        assert!(
+            p.server_rx_packets > 0 && p.client_tx_packets >= p.server_rx_packets / 2,
+            "{p:?}"
+        );
+        assert!(p.softirq_ns_per_packet > 0.0, "{p:?}");
     }
+    // Small packets: every mode, each beside a floor point.
+    assert_eq!(r.small_packets.len(), others * 2 * reps);
+    for p in &r.small_packets {
+        assert_eq!(p.protocol, bench::results::SMALL_PACKETS);
+        assert!(p.server_rx_packets > 10_000, "{p:?}");
+    }
+    let check = r.meter_check.as_ref().expect("the meter check ran");
+    assert!(
+        check.meter_all_pct >= check.meter_net_pct && check.meter_net_pct > 0.0 && check.ticks > 0,
+        "{check:?}"
+    );
     // eBPF modes report BPF run time; kernel modes do not.
     let ebpf_runs: u64 = r
         .points
@@ -98,16 +131,15 @@ fn quick_bench_writes_every_output() {
 
     // The policy sweep: every engine at every rule count; the eBPF engine reports its run
     // time, and every point's allowed client got its answers.
-    let s = &r.settings;
     assert_eq!(
         r.policy_scaling.len(),
         s.policy_rules.len() * s.policy_engines.len() * s.repetitions as usize
     );
-    assert!(!s.policy_rules.is_empty() && s.policy_engines.len() == 4);
+    assert!(!s.policy_rules.is_empty() && s.policy_engines.len() == 6);
     for p in &r.policy_scaling {
         assert!(!p.backend.is_empty(), "{p:?}");
         assert!(
-            p.new_flows.samples > 0 && p.established.samples > 0,
+            p.new_flows.samples > 0 && p.established.samples > 0 && p.new_flow_cpu_us > 0.0,
             "{p:?}"
         );
         assert_eq!(
@@ -119,13 +151,25 @@ fn quick_bench_writes_every_output() {
 
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     assert!(csv.starts_with("mode,protocol,rate_mbps,repetition"));
-    assert_eq!(csv.lines().count(), r.points.len() + 1);
+    assert_eq!(
+        csv.lines().count(),
+        r.points.len() + r.small_packets.len() + 1
+    );
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for heading in [
+        "## Headline: eBPF against the kernel mode it replaces",
+        "## Small packets",
+        "## Latency: TCP request/response",
+        "## The modes",
         "kernel-level CPU above the floor",
-        "Bandwidth, loss, latency",
+        "kernel-level CPU per packet above the floor",
+        "## Bandwidth and loss",
+        "## The softirq meter, checked",
         "off their target rate",
+        "## Points with steal",
+        "## How this was measured",
         "Policy rule scaling",
+        "change against the engine's own 0 rules",
         "iptables v1.8",
     ] {
         assert!(report.contains(heading), "report.md lacks {heading:?}");
@@ -134,11 +178,23 @@ fn quick_bench_writes_every_output() {
         assert_png(&dir.join(format!("{chart}.png")));
         assert_svg(&dir.join(format!("{chart}.svg")));
     }
+    // The headline chart exists whenever a ratio does (a point may miss its rate).
+    let ratios = r.settings.rates_mbps.iter().any(|rate| {
+        r.headline(bench::modes::Mode::EbpfRoutedTc, "udp", *rate)
+            .is_some()
+    });
+    if ratios {
+        assert_png(&dir.join("headline_ratio_udp.png"));
+        assert_svg(&dir.join("headline_ratio_udp.svg"));
+    }
     for chart in POLICY_CHARTS {
         assert_png(&dir.join(format!("{chart}.png")));
         let svg = std::fs::read_to_string(dir.join(format!("{chart}.svg"))).unwrap();
         assert!(
-            svg.contains("nftables-sets") && svg.contains("iptables-legacy"),
+            svg.contains("nftables-sets")
+                && svg.contains("iptables-legacy")
+                && svg.contains("iptables-ipset")
+                && svg.contains("nftables-linear"),
             "{chart}.svg legend"
         );
     }
