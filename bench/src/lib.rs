@@ -8,4 +8,5 @@ pub mod modes;
 pub mod policy_scaling;
 pub mod report;
 pub mod results;
+pub mod route_scale;
 pub mod softirq;

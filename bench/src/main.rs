@@ -13,6 +13,7 @@ use bench::{
     policy_scaling::{self, Engine, ScalingPoint},
     report,
     results::{Results, SCHEMA_VERSION, Settings},
+    route_scale::{self, RouteScalePoint},
     softirq::SoftirqMeter,
 };
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +65,10 @@ struct RunArgs {
     /// results.json, so that a run's order can be repeated).
     #[arg(long)]
     seed: Option<u64>,
+    /// Route-scale sweep: prefixes added to the eBPF bed's handful, comma-separated
+    /// (default 0,1000000; an empty value skips it).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    route_scale: Option<Vec<usize>>,
     /// Seconds of the softirq meter's check against /proc/stat (0: skip; default 30).
     #[arg(long)]
     meter_check: Option<u32>,
@@ -116,6 +121,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         latency_count: usize,
         policy_rules: Vec<usize>,
         meter_check_s: u32,
+        route_scale: Vec<usize>,
     }
     let shape = if a.quick {
         Shape {
@@ -133,6 +139,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             latency_count: 300,
             policy_rules: vec![0, 1_000],
             meter_check_s: 0,
+            route_scale: vec![0, 100_000],
         }
     } else if a.full {
         Shape {
@@ -144,6 +151,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             latency_count: 2000,
             policy_rules: POLICY_RULES.to_vec(),
             meter_check_s: METER_CHECK_S * 2,
+            route_scale: vec![0, 10_000, 100_000, 1_000_000],
         }
     } else {
         Shape {
@@ -155,6 +163,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             latency_count: 1000,
             policy_rules: DEFAULT_POLICY_RULES.to_vec(),
             meter_check_s: METER_CHECK_S,
+            route_scale: vec![0, 1_000_000],
         }
     };
     let mut modes = match &a.modes {
@@ -215,12 +224,40 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         order_seed,
         small_payload: SMALL_PAYLOAD,
         meter_check_s: a.meter_check.unwrap_or(shape.meter_check_s),
+        route_scale: a.route_scale.clone().unwrap_or(shape.route_scale),
         latency_sizes: LATENCY_SIZES.to_vec(),
         latency_count: shape.latency_count,
         policy_rules,
         policy_engines,
         policy_rate_mbps: POLICY_RATE_MBPS,
     })
+}
+
+/// The route-scale sweep: every route count per repetition, in a shuffled order.
+fn route_sweep(settings: &Settings, meter: &SoftirqMeter) -> Result<Vec<RouteScalePoint>> {
+    let mut rng = fastrand::Rng::with_seed(settings.order_seed ^ 0x5eed);
+    let mut points = Vec::new();
+    for repetition in 0..settings.repetitions {
+        let mut counts = settings.route_scale.clone();
+        rng.shuffle(&mut counts);
+        for extra in counts {
+            eprint!(
+                "\r[routes] rep {}/{} {extra:>8} more routes   ",
+                repetition + 1,
+                settings.repetitions
+            );
+            points.push(route_scale::measure(
+                extra,
+                repetition,
+                meter,
+                settings.duration_s,
+            )?);
+        }
+    }
+    if !points.is_empty() {
+        eprintln!();
+    }
+    Ok(points)
 }
 
 /// The policy rule scaling sweep: every engine at every rule count, interleaved within each
@@ -312,6 +349,7 @@ fn run(args: &RunArgs) -> Result<()> {
     let meter = SoftirqMeter::start().context("attaching the softirq timing programs")?;
     let started = Instant::now();
     let measured = campaign::run(&settings, &meter)?;
+    let route_scale = route_sweep(&settings, &meter)?;
     let policy_scaling = policy_sweep(&settings, &meter)?;
     let results = Results {
         schema: SCHEMA_VERSION,
@@ -332,6 +370,7 @@ fn run(args: &RunArgs) -> Result<()> {
         latency: measured.latency,
         small_packets: measured.small_packets,
         meter_check: measured.meter_check,
+        route_scale,
         policy_scaling,
     };
     write_outputs(&results, &out)?;

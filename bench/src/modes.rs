@@ -2,11 +2,11 @@
 //!
 //! Every bed has a client workload on host 0 and a server workload on host 1 (cross-host),
 //! except `floor`, two namespaces joined by a bare veth pair: the lower bound.
-use std::{fmt::Write, net::Ipv4Addr};
+use std::{fmt::Write, net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use dataplane::{
-    kernel::Dataplane,
+    kernel::{Dataplane, LoadOptions},
     model::route_table::{self as config, Attach},
     plan::resolve::{self, LiveSystem},
     system::nat,
@@ -216,6 +216,29 @@ pub struct Bed {
     server: Endpoint,
     pub server_addr: Ipv4Addr,
     pub dataplanes: Vec<Dataplane>,
+    /// eBPF beds: how long host 0's route table took to parse, resolve and write into the
+    /// maps.
+    pub route_load: Option<RouteLoad>,
+}
+
+/// Loading a route table into a dataplane, timed.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RouteLoad {
+    pub routes: usize,
+    pub parse_ms: f64,
+    pub resolve_ms: f64,
+    pub apply_ms: f64,
+}
+
+/// Prefixes the bench's traffic never matches, for the route-scale figure: /32s counted up
+/// from 10.0.0.0 (1,048,576 fit in 10.0.0.0/12), via the other host like its own prefix.
+pub fn extra_routes(count: usize, via: Ipv4Addr) -> String {
+    let mut t = String::with_capacity(count * 40);
+    for i in 0..count as u32 {
+        let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i);
+        writeln!(t, "route {a}/32 via {via} dev {UNDERLAY_IF}").unwrap();
+    }
+    t
 }
 
 impl Bed {
@@ -265,8 +288,19 @@ impl Bed {
             Mode::FlannelHostGw => host_gw(),
             Mode::FlannelVxlan => flannel_vxlan(),
             Mode::Macvlan => macvlan(),
-            _ => topology_bed(mode, calico_rules),
+            _ => topology_bed(mode, calico_rules, 0),
         }
+    }
+
+    /// An eBPF routed bed whose hosts' route tables hold `extra` more prefixes (see
+    /// [`extra_routes`]), the route map sized for them.
+    pub fn build_with_routes(mode: Mode, extra: usize) -> Result<Bed> {
+        anyhow::ensure!(
+            mode.attach().is_some(),
+            "{}: only eBPF modes load a route table",
+            mode.name()
+        );
+        topology_bed(mode, 0, extra)
     }
 }
 
@@ -286,6 +320,7 @@ fn floor() -> Result<Bed> {
         server: Endpoint::Extra(1),
         server_addr: Ipv4Addr::new(198, 18, 0, 2),
         dataplanes: vec![],
+        route_load: None,
     })
 }
 
@@ -398,6 +433,7 @@ fn host_gw() -> Result<Bed> {
         server: Endpoint::Extra(3),
         server_addr: Ipv4Addr::new(198, 18, 2, 2),
         dataplanes: vec![],
+        route_load: None,
     })
 }
 
@@ -424,6 +460,7 @@ fn flannel_vxlan() -> Result<Bed> {
         server: Endpoint::Extra(1),
         server_addr: Ipv4Addr::new(198, 18, 2, 2),
         dataplanes: vec![],
+        route_load: None,
     })
 }
 
@@ -462,10 +499,11 @@ fn macvlan() -> Result<Bed> {
         server: Endpoint::Extra(3),
         server_addr: Ipv4Addr::new(198, 18, 100, 2),
         dataplanes: vec![],
+        route_load: None,
     })
 }
 
-fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
+fn topology_bed(mode: Mode, calico_rules: usize, extra: usize) -> Result<Bed> {
     let overlay = match mode {
         Mode::KernelRouted
         | Mode::Calico
@@ -484,6 +522,7 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
         overlay,
     })?;
     let mut dataplanes = Vec::new();
+    let mut route_load = None;
     match mode {
         Mode::KernelRouted => {}
         Mode::Calico => {
@@ -511,16 +550,40 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
                         .map(|l| format!("{l}\n"))
                         .collect();
                 }
+                text.push_str(&extra_routes(extra, topo.hosts[1 - index].underlay_addr));
+                let started = Instant::now();
                 let table = config::parse(&text)
                     .map_err(|e| anyhow::anyhow!("generated route table: {e:?}"))?;
-                let dp = in_netns(topo.hosts[index].ns.name(), || {
+                let parse_ms = started.elapsed().as_secs_f64() * 1e3;
+                let (dp, timing) = in_netns(topo.hosts[index].ns.name(), || {
+                    let started = Instant::now();
                     let plan = resolve::resolve(&table, &LiveSystem)
                         .map_err(|e| anyhow::anyhow!("resolving the route table: {e:?}"))?;
-                    let mut dp = Dataplane::load()?;
+                    let resolve_ms = started.elapsed().as_secs_f64() * 1e3;
+                    let options = LoadOptions {
+                        max_routes: LoadOptions::default()
+                            .max_routes
+                            .max((plan.routes.len() + 1024) as u32),
+                        ..LoadOptions::default()
+                    };
+                    let mut dp = Dataplane::load_unpinned(options)?;
+                    let started = Instant::now();
                     dp.apply(&plan)?;
+                    let apply_ms = started.elapsed().as_secs_f64() * 1e3;
                     dp.attach(&plan.attachments)?;
-                    Ok(dp)
+                    Ok((
+                        dp,
+                        RouteLoad {
+                            routes: plan.routes.len(),
+                            parse_ms,
+                            resolve_ms,
+                            apply_ms,
+                        },
+                    ))
                 })?;
+                if index == 0 {
+                    route_load = Some(timing);
+                }
                 dataplanes.push(dp);
             }
             if mode.stateful_ebpf() {
@@ -540,6 +603,7 @@ fn topology_bed(mode: Mode, calico_rules: usize) -> Result<Bed> {
         server: Endpoint::Workload { host: 1, index: 0 },
         server_addr,
         dataplanes,
+        route_load,
     })
 }
 

@@ -33,6 +33,9 @@ pub struct Settings {
     pub small_payload: u64,
     /// The softirq meter's check against /proc/stat: seconds of UDP at 1 Gbit/s (0: none).
     pub meter_check_s: u32,
+    /// Route-table scale: prefixes added to a handful (empty: not measured).
+    #[serde(default)]
+    pub route_scale: Vec<usize>,
     /// qperf-style TCP request/response: message sizes and transactions per size.
     pub latency_sizes: Vec<usize>,
     pub latency_count: usize,
@@ -89,6 +92,8 @@ pub struct Results {
     /// Small packets at the generator's maximum rate (protocol `udp-small`).
     pub small_packets: Vec<Point>,
     pub meter_check: Option<MeterCheck>,
+    #[serde(default)]
+    pub route_scale: Vec<crate::route_scale::RouteScalePoint>,
     pub policy_scaling: Vec<ScalingPoint>,
 }
 
@@ -353,6 +358,21 @@ impl Results {
 
     pub fn modes(&self) -> Vec<Mode> {
         self.settings.modes.clone()
+    }
+
+    /// A measure of the route-scale points with `extra` more routes.
+    pub fn route_scale_spread(
+        &self,
+        extra: usize,
+        f: impl Fn(&crate::route_scale::RouteScalePoint) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.route_scale
+                .iter()
+                .filter(|p| p.extra_routes == extra)
+                .map(f)
+                .collect(),
+        )
     }
 
     /// A measure of the policy-scaling points of one engine and rule count.

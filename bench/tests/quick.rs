@@ -106,6 +106,22 @@ fn quick_bench_writes_every_output() {
         assert_eq!(p.protocol, bench::results::SMALL_PACKETS);
         assert!(p.server_rx_packets > 10_000, "{p:?}");
     }
+    // Route scale: every count, the map holding the bed's handful plus the count.
+    assert_eq!(r.route_scale.len(), s.route_scale.len() * reps);
+    let handful = r
+        .route_scale
+        .iter()
+        .find(|p| p.extra_routes == 0)
+        .expect("a point without extra routes")
+        .load
+        .routes;
+    for p in &r.route_scale {
+        assert_eq!(p.load.routes, handful + p.extra_routes, "{p:?}");
+        assert!(
+            p.bpf_ns_per_run > 0.0 && p.softirq_ns_per_packet > 0.0,
+            "{p:?}"
+        );
+    }
     let check = r.meter_check.as_ref().expect("the meter check ran");
     assert!(
         check.meter_all_pct >= check.meter_net_pct && check.meter_net_pct > 0.0 && check.ticks > 0,
@@ -165,6 +181,7 @@ fn quick_bench_writes_every_output() {
         "kernel-level CPU per packet above the floor",
         "## Bandwidth and loss",
         "## The softirq meter, checked",
+        "## Route table scale",
         "off their target rate",
         "## Points with steal",
         "## How this was measured",

@@ -64,6 +64,11 @@ impl Dataplane {
         Self::load_with(None, LoadOptions::default())
     }
 
+    /// As [`Dataplane::load`], with the choices of `options` (a route map of another size).
+    pub fn load_unpinned(options: LoadOptions) -> Result<Self, DataplaneError> {
+        Self::load_with(None, options)
+    }
+
     /// Loads the object with its maps pinned in `pins`, reusing the maps already pinned there
     /// (their entries and counters carry on). Refuses, changing nothing, if a pinned map does
     /// not have the layout and size this object and `options` need.
