@@ -17,7 +17,8 @@ use bench::{
     softirq::SoftirqMeter,
 };
 use clap::{Args, Parser, Subcommand};
-use netlab::netns::sweep_stale;
+use dataplane::kernel::path_costs::PathCost;
+use netlab::netns::{Netns, in_netns, sweep_stale};
 
 /// Measures what forwarding costs: the kernel's dataplanes and the eBPF ones, at fixed rates,
 /// CPU accounted in the kernel. Writes results.json, results.csv, report.md and charts (PNG,
@@ -33,6 +34,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Only the per-path program costs (BPF_PROG_TEST_RUN on crafted frames, a few seconds):
+    /// prints the table, to see a change to the hot path without a bench run.
+    Paths {
+        /// Runs per path and hook.
+        #[arg(long, default_value_t = PATH_RUNS)]
+        runs: usize,
+    },
     /// Redraw report.md and the charts from an existing results.json, without measuring.
     Report {
         /// The directory holding results.json.
@@ -108,6 +116,8 @@ const POLICY_RATE_MBPS: u64 = 500;
 const LATENCY_SIZES: [usize; 3] = [50, 100, 500];
 /// 18 bytes of UDP payload: 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 + 4 (FCS) = 64 bytes.
 const SMALL_PAYLOAD: u64 = 18;
+/// Runs per path and hook of the per-path cost table.
+const PATH_RUNS: usize = 20_000;
 /// The meter check's window: at 250 Hz on 2 CPUs, 15,000 ticks sampled.
 const METER_CHECK_S: u32 = 30;
 
@@ -122,6 +132,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         policy_rules: Vec<usize>,
         meter_check_s: u32,
         route_scale: Vec<usize>,
+        path_runs: usize,
     }
     let shape = if a.quick {
         Shape {
@@ -140,6 +151,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             policy_rules: vec![0, 1_000],
             meter_check_s: 0,
             route_scale: vec![0, 100_000],
+            path_runs: 2_000,
         }
     } else if a.full {
         Shape {
@@ -152,6 +164,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             policy_rules: POLICY_RULES.to_vec(),
             meter_check_s: METER_CHECK_S * 2,
             route_scale: vec![0, 10_000, 100_000, 1_000_000],
+            path_runs: PATH_RUNS * 5,
         }
     } else {
         Shape {
@@ -164,6 +177,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             policy_rules: DEFAULT_POLICY_RULES.to_vec(),
             meter_check_s: METER_CHECK_S,
             route_scale: vec![0, 1_000_000],
+            path_runs: PATH_RUNS,
         }
     };
     let mut modes = match &a.modes {
@@ -225,12 +239,25 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         small_payload: SMALL_PAYLOAD,
         meter_check_s: a.meter_check.unwrap_or(shape.meter_check_s),
         route_scale: a.route_scale.clone().unwrap_or(shape.route_scale),
+        path_runs: shape.path_runs,
         latency_sizes: LATENCY_SIZES.to_vec(),
         latency_count: shape.latency_count,
         policy_rules,
         policy_engines,
         policy_rate_mbps: POLICY_RATE_MBPS,
     })
+}
+
+/// The per-path program costs, measured in a network namespace of their own.
+fn path_costs(runs: usize) -> Result<Vec<PathCost>> {
+    if runs == 0 {
+        return Ok(vec![]);
+    }
+    let ns = Netns::create("paths")?;
+    in_netns(ns.name(), || {
+        Ok(dataplane::kernel::path_costs::measure(runs)?)
+    })
+    .context("measuring the per-path program costs")
 }
 
 /// The route-scale sweep: every route count per repetition, in a shuffled order.
@@ -305,6 +332,14 @@ fn policy_sweep(settings: &Settings, meter: &SoftirqMeter) -> Result<Vec<Scaling
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Paths { runs }) => {
+            anyhow::ensure!(
+                unsafe { libc::geteuid() } == 0,
+                "the bench needs root (eBPF)"
+            );
+            print!("{}", report::path_costs_table(&path_costs(runs)?));
+            Ok(())
+        }
         Some(Command::Report { dir }) => {
             let results = Results::load(&dir)?;
             write_outputs(&results, &dir)
@@ -348,6 +383,11 @@ fn run(args: &RunArgs) -> Result<()> {
 
     let meter = SoftirqMeter::start().context("attaching the softirq timing programs")?;
     let started = Instant::now();
+    eprintln!(
+        "per-path program costs: {} runs per path and hook",
+        settings.path_runs
+    );
+    let path_costs = path_costs(settings.path_runs)?;
     let measured = campaign::run(&settings, &meter)?;
     let route_scale = route_sweep(&settings, &meter)?;
     let policy_scaling = policy_sweep(&settings, &meter)?;
@@ -371,6 +411,7 @@ fn run(args: &RunArgs) -> Result<()> {
         small_packets: measured.small_packets,
         meter_check: measured.meter_check,
         route_scale,
+        path_costs,
         policy_scaling,
     };
     write_outputs(&results, &out)?;

@@ -49,6 +49,10 @@ pub enum Mode {
     EbpfRoutedTcPolicy,
     /// `ebpf-vxlan-tc` with both workloads under an allow-all policy.
     EbpfVxlanTcPolicy,
+    /// Hybrid attach: XDP on the underlay, TC on the workload interfaces (what Cilium and
+    /// Katran do on real NICs).
+    EbpfRoutedHybrid,
+    EbpfVxlanHybrid,
     /// eBPF TC on both hosts, but the client's host has no route to the server's prefix:
     /// the traffic leaves the way a workload reaches outside the cluster, through the
     /// kernel's forwarding and the loader's masquerade rule (`--nat-outgoing`). Not in the
@@ -61,7 +65,7 @@ pub const VXLAN_PORT: u16 = 8472;
 
 impl Mode {
     /// Every mode of `--full`.
-    pub const ALL: [Mode; 12] = [
+    pub const ALL: [Mode; 14] = [
         Mode::Floor,
         Mode::KernelRouted,
         Mode::Calico,
@@ -74,6 +78,8 @@ impl Mode {
         Mode::EbpfVxlanXdp,
         Mode::EbpfVxlanTc,
         Mode::EbpfVxlanTcPolicy,
+        Mode::EbpfRoutedHybrid,
+        Mode::EbpfVxlanHybrid,
     ];
 
     /// The default run's modes: the headline pairs, their stateful variants and the bare
@@ -107,6 +113,8 @@ impl Mode {
             Mode::EbpfVxlanTc => "ebpf-vxlan-tc",
             Mode::EbpfRoutedTcPolicy => "ebpf-routed-tc-policy",
             Mode::EbpfVxlanTcPolicy => "ebpf-vxlan-tc-policy",
+            Mode::EbpfRoutedHybrid => "ebpf-routed-hybrid",
+            Mode::EbpfVxlanHybrid => "ebpf-vxlan-hybrid",
         }
     }
 
@@ -125,8 +133,18 @@ impl Mode {
             | Mode::EbpfVxlanTc
             | Mode::EbpfTcNatOut
             | Mode::EbpfRoutedTcPolicy
-            | Mode::EbpfVxlanTcPolicy => Some(Attach::Tc),
+            | Mode::EbpfVxlanTcPolicy
+            | Mode::EbpfRoutedHybrid
+            | Mode::EbpfVxlanHybrid => Some(Attach::Tc),
             _ => None,
+        }
+    }
+
+    /// The attach kind on the underlay: XDP in the hybrid modes, else as everywhere.
+    pub fn underlay_attach(self) -> Option<Attach> {
+        match self {
+            Mode::EbpfRoutedHybrid | Mode::EbpfVxlanHybrid => Some(Attach::Xdp),
+            other => other.attach(),
         }
     }
 
@@ -178,6 +196,10 @@ impl Mode {
                 "our programs at TC, every isolation check on (source validation, tunnel peer check), no workload under policy, kernel FORWARD policy DROP",
                 "a flow table (no workload under policy: stateless, unlike calico)",
             ),
+            Mode::EbpfRoutedHybrid | Mode::EbpfVxlanHybrid => (
+                "our programs at XDP on the underlay and TC on workload interfaces; workload offloads changed as for XDP (frames are XDP-redirected into them)",
+                "a matching floor or baseline (no headline ratio); on veth the underlay's XDP gives GSO up",
+            ),
             Mode::EbpfRoutedTcPolicy | Mode::EbpfVxlanTcPolicy => (
                 "as the TC mode, both workloads under an allow-all policy: every packet through the policy stage and its flow table",
                 "nothing of the TC mode; the stateful comparison",
@@ -196,7 +218,7 @@ impl Mode {
 
     /// Whether TCP keeps GSO/TSO end to end in this mode (XDP on veth gives it up).
     pub fn keeps_gso(self) -> bool {
-        self.attach() != Some(Attach::Xdp)
+        self.underlay_attach() != Some(Attach::Xdp)
     }
 }
 
@@ -510,15 +532,17 @@ fn topology_bed(mode: Mode, calico_rules: usize, extra: usize) -> Result<Bed> {
         | Mode::EbpfRoutedXdp
         | Mode::EbpfRoutedTc
         | Mode::EbpfRoutedTcPolicy
+        | Mode::EbpfRoutedHybrid
         | Mode::EbpfTcNatOut => Overlay::Routed,
-        Mode::EbpfVxlanXdp | Mode::EbpfVxlanTc | Mode::EbpfVxlanTcPolicy => {
-            Overlay::Vxlan { port: VXLAN_PORT }
-        }
+        Mode::EbpfVxlanXdp
+        | Mode::EbpfVxlanTc
+        | Mode::EbpfVxlanTcPolicy
+        | Mode::EbpfVxlanHybrid => Overlay::Vxlan { port: VXLAN_PORT },
         other => bail!("{} is not built on the two-host topology", other.name()),
     };
     let topo = Topology::build(&Options {
         workloads_per_host: 1,
-        xdp_ready: mode.attach() == Some(Attach::Xdp),
+        xdp_ready: mode.underlay_attach() == Some(Attach::Xdp),
         overlay,
     })?;
     let mut dataplanes = Vec::new();
@@ -543,6 +567,12 @@ fn topology_bed(mode: Mode, calico_rules: usize, extra: usize) -> Result<Bed> {
             }
             for index in 0..topo.hosts.len() {
                 let mut text = topo.route_table(index, attach);
+                if let Some(underlay) = mode.underlay_attach().filter(|u| *u != attach) {
+                    text = text.replace(
+                        &format!("interface {UNDERLAY_IF} attach {attach}"),
+                        &format!("interface {UNDERLAY_IF} attach {underlay}"),
+                    );
+                }
                 if mode == Mode::EbpfTcNatOut && index == 0 {
                     text = text
                         .lines()

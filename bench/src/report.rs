@@ -336,6 +336,48 @@ fn latency_section(r: &Results) -> String {
     t
 }
 
+/// The per-path program costs as a table: one row per path, TC and XDP side by side.
+pub fn path_costs_table(costs: &[dataplane::kernel::path_costs::PathCost]) -> String {
+    let mut t = String::from(
+        "| path | TC ns per run, p50 (p10-p90) | XDP ns per run, p50 (p10-p90) |\n|---|---|---|\n",
+    );
+    let mut paths: Vec<&str> = Vec::new();
+    for c in costs {
+        if !paths.contains(&c.path.as_str()) {
+            paths.push(&c.path);
+        }
+    }
+    for path in paths {
+        let at = |hook: &str| {
+            costs
+                .iter()
+                .find(|c| c.path == path && c.hook == hook)
+                .map(|c| format!("{:.0} ({:.0}-{:.0})", c.p50_ns, c.p10_ns, c.p90_ns))
+                .unwrap_or_else(|| "-".into())
+        };
+        writeln!(t, "| {path} | {} | {} |", at("tc"), at("xdp")).unwrap();
+    }
+    t
+}
+
+fn path_costs_section(r: &Results) -> String {
+    let mut t = String::from("\n## The programs' cost per path (BPF_PROG_TEST_RUN)\n\n");
+    writeln!(
+        t,
+        "Each path's program run on crafted frames of the synthetic host (a local workload, a \
+         routed and a VXLAN remote prefix; 74-byte UDP frames, the policy paths' 58, the VXLAN one 124), {} \
+         runs per path and hook (the paths taking turns), each a fresh copy of the frame and its \
+         verdict checked; the kernel's timing of the program alone, ns, p50 (p10-p90) of the \
+         quietest batch of 2000 runs (noise only adds time). No traffic, so the figure moves with the \
+         code, not with the machine's load: this is the table that shows a hot-path change. \
+         `bench paths` prints it alone in seconds.\n",
+        r.settings.path_runs
+    )
+    .unwrap();
+    t.push_str(&path_costs_table(&r.path_costs));
+    t
+}
+
 /// The route table's scale: loading N prefixes, and a packet's cost with them in the map.
 fn route_scale_section(r: &Results) -> String {
     let s = &r.settings;
@@ -375,6 +417,20 @@ fn route_scale_section(r: &Results) -> String {
     t
 }
 
+/// This kernel's tick rate (CONFIG_HZ=250): what /proc/stat samples at.
+const KERNEL_HZ: f64 = 250.0;
+
+/// The ticks that landed in softirq during the check: its share of one CPU times the ticks
+/// one CPU took.
+fn softirq_ticks(c: &crate::results::MeterCheck) -> f64 {
+    c.proc_stat_pct / 100.0 * c.seconds * KERNEL_HZ
+}
+
+/// /proc/stat's relative sampling error, %: 1/√n for n ticks counted.
+fn sampling_error_pct(c: &crate::results::MeterCheck) -> f64 {
+    100.0 / softirq_ticks(c).max(1.0).sqrt()
+}
+
 /// The softirq meter against /proc/stat.
 fn meter_check_section(r: &Results) -> String {
     let mut t = String::from("\n## The softirq meter, checked\n\n");
@@ -393,14 +449,21 @@ fn meter_check_section(r: &Results) -> String {
                 t,
                 "UDP at 1 Gbit/s through `{}` for {:.1} s. The meter (raw tracepoints on \
                  softirq_entry/exit, every vector): **{:.2} %** of one CPU; /proc/stat's softirq \
-                 column over the same window: **{:.2} %** ({} jiffies of machine time sampled). \
-                 Meter against /proc/stat: **{agreement}**. The network vectors alone (the \
-                 bench's figure): {:.2} %. /proc/stat here counts whole ticks (no IRQ time \
-                 accounting): a tick that lands in softirq charges its jiffy there, so over a \
-                 long window it estimates the same time the meter measures, with a sampling \
-                 error of about √n ticks; softirq work that runs on the way out of the timer \
-                 interrupt itself is never sampled, so /proc/stat can only read low.",
-                c.mode, c.seconds, c.meter_all_pct, c.proc_stat_pct, c.ticks, c.meter_net_pct
+                 column over the same window: **{:.2} %** ({} jiffies of machine time). Meter \
+                 against /proc/stat: **{agreement}**, where /proc/stat's own sampling error is \
+                 about ±{:.1} %. The network vectors alone (the bench's figure): {:.2} %. \
+                 /proc/stat here counts whole ticks (no IRQ time accounting): a tick that lands \
+                 in softirq charges its jiffy there, so over a long window it estimates the time \
+                 the meter measures, with the error of counting n ≈ {:.0} ticks at this \
+                 kernel's {KERNEL_HZ} Hz (1/√n).",
+                c.mode,
+                c.seconds,
+                c.meter_all_pct,
+                c.proc_stat_pct,
+                c.ticks,
+                sampling_error_pct(c),
+                c.meter_net_pct,
+                softirq_ticks(c)
             )
             .unwrap();
         }
@@ -456,6 +519,9 @@ fn method_section(r: &Results) -> String {
     t
 }
 
+/// Steal above which a point is listed by name (the others are counted).
+const STEAL_LIST_PCT: f64 = 5.0;
+
 /// Points the reader should discount: off their rate, or with time stolen.
 fn flagged_section(r: &Results) -> String {
     let mut t = String::new();
@@ -491,20 +557,32 @@ fn flagged_section(r: &Results) -> String {
         crate::measure::STEAL_FLAG_PCT
     )
     .unwrap();
-    let stolen: Vec<String> = all()
+    let stolen: Vec<&crate::measure::Point> = all()
         .filter(|p| p.steal_pct > crate::measure::STEAL_FLAG_PCT)
-        .map(|p| {
-            format!(
-                "{} {} {} rep {}: {:.1} %",
-                p.mode, p.protocol, p.rate_mbps, p.repetition, p.steal_pct
-            )
-        })
         .collect();
     if stolen.is_empty() {
         writeln!(t, "None.").unwrap();
-    }
-    for f in stolen {
-        writeln!(t, "- {f}").unwrap();
+    } else {
+        writeln!(
+            t,
+            "{} of {} points; those with more than {STEAL_LIST_PCT} % of a CPU stolen:\n",
+            stolen.len(),
+            all().count()
+        )
+        .unwrap();
+        for p in stolen.iter().filter(|p| p.steal_pct > STEAL_LIST_PCT) {
+            let beside = if p.beside.is_empty() {
+                String::new()
+            } else {
+                format!(" (beside {})", p.beside)
+            };
+            writeln!(
+                t,
+                "- {}{beside} {} {} rep {}: {:.1} %",
+                p.mode, p.protocol, p.rate_mbps, p.repetition, p.steal_pct
+            )
+            .unwrap();
+        }
     }
     t
 }
@@ -681,6 +759,9 @@ pub fn render(r: &Results) -> String {
         t.push_str(&policy_section(r));
     }
 
+    if !r.path_costs.is_empty() {
+        t.push_str(&path_costs_section(r));
+    }
     if !s.route_scale.is_empty() {
         t.push_str(&route_scale_section(r));
     }

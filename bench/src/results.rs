@@ -36,6 +36,9 @@ pub struct Settings {
     /// Route-table scale: prefixes added to a handful (empty: not measured).
     #[serde(default)]
     pub route_scale: Vec<usize>,
+    /// Runs per path of the per-path cost table (0: not measured).
+    #[serde(default)]
+    pub path_runs: usize,
     /// qperf-style TCP request/response: message sizes and transactions per size.
     pub latency_sizes: Vec<usize>,
     pub latency_count: usize,
@@ -94,6 +97,9 @@ pub struct Results {
     pub meter_check: Option<MeterCheck>,
     #[serde(default)]
     pub route_scale: Vec<crate::route_scale::RouteScalePoint>,
+    /// Each packet path's program run time on crafted frames (BPF_PROG_TEST_RUN).
+    #[serde(default)]
+    pub path_costs: Vec<dataplane::kernel::path_costs::PathCost>,
     pub policy_scaling: Vec<ScalingPoint>,
 }
 

@@ -38,6 +38,9 @@ pub mod map_names {
     pub const POLICY_FLOWS_NEW: &str = "POLICY_FLOWS_NEW";
     /// Per-CPU hash: (workload address, direction) -> packets denied by its policy.
     pub const POLICY_DENIED: &str = "POLICY_DENIED";
+    /// One-entry array: how many entries `POLICIES` holds. At 0 (no workload on this host
+    /// under policy) the programs skip the policy stage's lookups altogether.
+    pub const POLICY_ACTIVE: &str = "POLICY_ACTIVE";
 }
 
 /// Program names as the object exports them.

@@ -60,5 +60,8 @@ pub static POLICY_FLOWS: LruHashMap<FlowKey, u64> =
     LruHashMap::with_max_entries(MAX_POLICY_FLOWS, 0);
 
 #[map]
+pub static POLICY_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map]
 pub static POLICY_DENIED: PerCpuHashMap<PolicyEndpointKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_POLICY_ENDPOINTS * 2, 0);

@@ -4,18 +4,12 @@
 //! the device map's entry for `lo` (ifindex 1 there) touches nothing outside; test runs send
 //! nothing anyway.
 use dataplane::model::{policy::Direction, route_table::Role};
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use dataplane::{
-    kernel::{Dataplane, inspect as stats},
-    plan::{Plan, VxlanPlan},
-};
+use dataplane::kernel::{Dataplane, inspect as stats, synthetic::*};
 use dataplane_common::{
-    Hook, NH_FLAG_VETH_PEER, NextHop, NextHopKind,
-    checksum::{checksum, flow_source_port, ipv4_fixed_sum},
+    Hook, NextHop,
+    checksum::{checksum, flow_source_port},
 };
 
 const XDP_PASS: u32 = 2;
@@ -23,67 +17,13 @@ const XDP_REDIRECT: u32 = 4;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
 
-const WORKLOAD_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x02];
-const HOST_VETH_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0xee, 0x01];
-const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
-const UNDERLAY_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
-const SENDER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x09, 0x09];
-
-const LOCAL_VTEP_MAC: [u8; 6] = [0x02, 0x76, 198, 19, 0, 1];
-const REMOTE_VTEP_MAC: [u8; 6] = [0x0e, 0x00, 0x00, 0x00, 0x00, 0x03];
-const REMOTE_VTEP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
-const VXLAN_PORT: u16 = 4789;
-const VNI: u32 = 42;
 const XDP_DROP: u32 = 1;
 const TC_ACT_SHOT: u32 = 2;
-
-const LOCAL_WORKLOAD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
-const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 
 /// A test's own network namespace and a dataplane loaded in it, with two routes: a local
 /// workload 198.18.1.2/32 and a remote prefix 198.18.2.0/24, both out of `lo` (ifindex 1).
 struct Fixture {
     dataplane: Dataplane,
-}
-
-fn local_nh() -> NextHop {
-    NextHop {
-        ifindex: 1,
-        kind: NextHopKind::Local as u32,
-        flags: NH_FLAG_VETH_PEER,
-        dst_mac: WORKLOAD_MAC,
-        src_mac: HOST_VETH_MAC,
-        ..Default::default()
-    }
-}
-
-fn remote_nh() -> NextHop {
-    NextHop {
-        ifindex: 1,
-        kind: NextHopKind::Remote as u32,
-        flags: 0,
-        dst_mac: PEER_HOST_MAC,
-        src_mac: UNDERLAY_MAC,
-        ..Default::default()
-    }
-}
-
-fn vxlan_nh(mtu: u16) -> NextHop {
-    NextHop {
-        ifindex: 1,
-        kind: NextHopKind::Vxlan as u32,
-        flags: 0,
-        dst_mac: REMOTE_VTEP_MAC,
-        src_mac: LOCAL_VTEP_MAC,
-        outer_dst_mac: PEER_HOST_MAC,
-        outer_src_mac: UNDERLAY_MAC,
-        outer_src_ip: HOST_ADDR.octets(),
-        outer_dst_ip: REMOTE_VTEP.octets(),
-        vni_word: (VNI << 8).to_be_bytes(),
-        udp_dport: VXLAN_PORT.to_be_bytes(),
-        mtu,
-        outer_csum_base: ipv4_fixed_sum(64, 17, HOST_ADDR.octets(), REMOTE_VTEP.octets()),
-    }
 }
 
 impl Fixture {
@@ -101,7 +41,7 @@ impl Fixture {
         );
         let mut dataplane = Dataplane::load().expect("loading the programs");
         dataplane
-            .apply(&test_plan(with_tx_port))
+            .apply(&plan(with_tx_port))
             .expect("filling the maps");
         Self { dataplane }
     }
@@ -146,77 +86,11 @@ impl Fixture {
     }
 }
 
-/// The fixture's plan: a local workload 198.18.1.2/32, a remote prefix 198.18.2.0/24, two
-/// VXLAN prefixes (tunnel MTU 1500 and 120) through 198.19.0.3, VXLAN decapsulated on `lo`.
-fn test_plan(with_tx_port: bool) -> Plan {
-    Plan {
-        attachments: vec![],
-        routes: BTreeMap::from([
-            ("198.18.1.2/32".parse().unwrap(), local_nh()),
-            ("198.18.2.0/24".parse().unwrap(), remote_nh()),
-            ("198.18.3.0/24".parse().unwrap(), vxlan_nh(1500)),
-            ("198.18.4.0/24".parse().unwrap(), vxlan_nh(120)),
-        ]),
-        tx_ports: if with_tx_port {
-            BTreeSet::from([1])
-        } else {
-            BTreeSet::new()
-        },
-        host_addrs: BTreeSet::from([HOST_ADDR]),
-        vxlan: Some(VxlanPlan {
-            port: VXLAN_PORT,
-            ifindex: 1,
-            vnis: BTreeSet::from([VNI]),
-            default_vni: VNI,
-            local_ip: HOST_ADDR,
-            mac: LOCAL_VTEP_MAC,
-        }),
-        peers: BTreeSet::from([REMOTE_VTEP]),
-    }
-}
-
 fn verdicts(hook: Hook) -> (u32, u32) {
     match hook {
         Hook::Xdp => (XDP_PASS, XDP_REDIRECT),
         Hook::Tc => (TC_ACT_OK, TC_ACT_REDIRECT),
     }
-}
-
-/// Ethernet + IPv4 (with `options` 4-byte words of options) + UDP with a 32-byte payload.
-fn frame(dst_mac: [u8; 6], ether_type: u16, dst: Ipv4Addr, ttl: u8, options: usize) -> Vec<u8> {
-    let payload = [0x5au8; 32];
-    let ihl = 5 + options;
-    let ip_len = ihl * 4 + 8 + payload.len();
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&SENDER_MAC);
-    f.extend_from_slice(&ether_type.to_be_bytes());
-    let mut ip = vec![0u8; ihl * 4];
-    ip[0] = 0x40 | ihl as u8;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = ttl;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 18, 9, 9]);
-    ip[16..20].copy_from_slice(&dst.octets());
-    for word in 0..options {
-        // NOP options (type 1): valid and ignorable.
-        ip[20 + word * 4..24 + word * 4].copy_from_slice(&[1, 1, 1, 1]);
-    }
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&4000u16.to_be_bytes());
-    f.extend_from_slice(&5000u16.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // UDP checksum 0: none (IPv4)
-    f.extend_from_slice(&payload);
-    f
-}
-
-fn ipv4_frame(dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
-    frame(HOST_VETH_MAC, 0x0800, dst, ttl, 0)
 }
 
 fn both_hooks(test: impl Fn(Hook)) {
@@ -620,42 +494,6 @@ fn shortened(f: &[u8], len: usize) -> Vec<u8> {
     relength(f[..len].to_vec())
 }
 
-/// A VXLAN frame as the Linux driver sends it to this host: outer IPv4 with an ID and no DF,
-/// a flow-hash source port, UDP checksum 0, the I flag, and the inner frame addressed from the
-/// remote VTEP's MAC to ours. `outer_options` adds that many 4-byte words of IPv4 options.
-fn kernel_vxlan_frame(vni: u32, dport: u16, inner_dst: Ipv4Addr, outer_options: usize) -> Vec<u8> {
-    let mut inner = ipv4_frame(inner_dst, 63);
-    inner[0..6].copy_from_slice(&LOCAL_VTEP_MAC);
-    inner[6..12].copy_from_slice(&REMOTE_VTEP_MAC);
-    let ihl = 5 + outer_options;
-    let mut f = Vec::new();
-    f.extend_from_slice(&UNDERLAY_MAC);
-    f.extend_from_slice(&PEER_HOST_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = vec![0u8; ihl * 4];
-    ip[0] = 0x40 | ihl as u8;
-    ip[2..4].copy_from_slice(&((ihl * 4 + 16 + inner.len()) as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&0x6e2au16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&REMOTE_VTEP.octets());
-    ip[16..20].copy_from_slice(&HOST_ADDR.octets());
-    for word in 0..outer_options {
-        ip[20 + word * 4..24 + word * 4].copy_from_slice(&[1, 1, 1, 1]);
-    }
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&51234u16.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&[0x08, 0, 0, 0]);
-    f.extend_from_slice(&(vni << 8).to_be_bytes());
-    f.extend_from_slice(&inner);
-    f
-}
-
 /// The inner frame routed to the local workload: what decapsulation must deliver.
 fn expected_decap(frame: &[u8]) -> Vec<u8> {
     let inner_start = frame.len() - (14 + 20 + 8 + 32);
@@ -782,57 +620,6 @@ fn udp_to_another_port_is_the_kernels() {
 }
 
 // --- Policy -----------------------------------------------------------------------------
-
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const ICMP: u8 = 1;
-
-/// Ethernet + IPv4 + an L4 header of `proto` (TCP 20 bytes, UDP 8, ICMP echo request 8 with
-/// `sport` as its identifier) + 16 bytes of payload. `frag` is the IPv4 flags/offset word.
-fn l4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, frag: u16) -> Vec<u8> {
-    let l4 = match proto {
-        TCP => {
-            let mut h = vec![0u8; 20];
-            h[0..2].copy_from_slice(&sport.to_be_bytes());
-            h[2..4].copy_from_slice(&dport.to_be_bytes());
-            h[12] = 5 << 4;
-            h[13] = 0x02; // SYN
-            h
-        }
-        UDP => {
-            let mut h = vec![0u8; 8];
-            h[0..2].copy_from_slice(&sport.to_be_bytes());
-            h[2..4].copy_from_slice(&dport.to_be_bytes());
-            h[4..6].copy_from_slice(&(8u16 + 16).to_be_bytes());
-            h
-        }
-        _ => {
-            let mut h = vec![0u8; 8];
-            h[0] = 8; // echo request
-            h[4..6].copy_from_slice(&sport.to_be_bytes());
-            h
-        }
-    };
-    let ip_len = 20 + l4.len() + 16;
-    let mut ip = vec![0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[6..8].copy_from_slice(&frag.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = proto;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c);
-    let mut f = Vec::new();
-    f.extend_from_slice(&HOST_VETH_MAC);
-    f.extend_from_slice(&SENDER_MAC);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
-    f.extend_from_slice(&[0x33; 16]);
-    f
-}
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -1015,17 +802,6 @@ fn a_new_policy_replaces_the_old_one_whole() {
 // Isolation: what a workload that does not behave (raw sockets, crafted frames) or a foreign
 // host on the underlay tries, refused and counted, each next to a control that must pass.
 
-/// `frame` with IPv4 source `src` (checksum fixed).
-fn from_source(frame: &[u8], src: Ipv4Addr) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    f[26..30].copy_from_slice(&src.octets());
-    f[24..26].copy_from_slice(&[0, 0]);
-    let ihl = (f[14] & 0x0f) as usize * 4;
-    let c = checksum(&f[14..14 + ihl]);
-    f[24..26].copy_from_slice(&c);
-    f
-}
-
 #[test]
 fn a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded() {
     netlab::root_or_skip!();
@@ -1080,7 +856,7 @@ fn vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface() {
         assert_eq!(out, from_workload);
     });
     // VXLAN on an underlay interface other than the `vxlan` statement's: not decapsulated.
-    let mut elsewhere = test_plan(true);
+    let mut elsewhere = plan(true);
     elsewhere.vxlan.as_mut().unwrap().ifindex = 99;
     fx.dataplane.apply(&elsewhere).unwrap();
     both_hooks(|hook| {
@@ -1201,15 +977,8 @@ fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -
     ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
     ip.extend_from_slice(&from.octets());
     ip.extend_from_slice(&to.octets());
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c);
-    let mut f = Vec::new();
-    f.extend_from_slice(&HOST_VETH_MAC);
-    f.extend_from_slice(&SENDER_MAC);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
-    f
+    seal_ipv4(&mut ip);
+    to_host_veth(&[&ip, &icmp])
 }
 
 #[test]
@@ -1239,4 +1008,22 @@ fn replies_and_icmp_errors_about_a_flow_pass_an_ingress_deny() {
         assert_forwarded(&fx, hook, &reply, &["policy_established"]);
         assert_forwarded(&fx, hook, &reply, &["policy_established"]);
     });
+}
+
+// The per-path cost table (`bench paths`): every path is timed and every run took the path
+// it is named for (its verdict checked on each run, by `measure` itself).
+#[test]
+fn every_path_is_timed_and_takes_its_own_turn() {
+    netlab::root_or_skip!();
+    // SAFETY: unshare affects only this test's thread.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+    let costs = dataplane::kernel::path_costs::measure(200).expect("every path takes its turn");
+    assert_eq!(costs.len(), 7 * 2, "7 paths at 2 hooks: {costs:?}");
+    for c in &costs {
+        assert_eq!(c.runs, 200);
+        assert!(
+            c.p10_ns > 0.0 && c.p10_ns <= c.p50_ns && c.p50_ns <= c.p90_ns,
+            "{c:?}"
+        );
+    }
 }

@@ -74,6 +74,16 @@ pub enum DataplaneError {
     },
     #[error("the kernel attached `{ifname}` without a bpf_link, which cannot be pinned: {source}")]
     LinkNotPinnable { ifname: String, source: LinkError },
+    #[error(
+        "path `{path}` at {hook}: the program returned {got}, not {want}: the frame took another \
+         path than the one being measured"
+    )]
+    PathTookAnotherTurn {
+        path: &'static str,
+        hook: &'static str,
+        want: u32,
+        got: u32,
+    },
     #[error("reading the kernel's record of a loaded program: {0}")]
     ProgramInfo(#[source] ProgramError),
     #[error("reading the kernel's record of map id {id}: {source}")]

@@ -19,7 +19,7 @@ const APP_DIR: &str = "ebpf-dataplane";
 /// The maps a host's dataplane keeps across loader restarts: everything the routing programs
 /// use (routes, ports, addresses, VXLAN settings, policy and its admitted flows, and the
 /// counters, which therefore keep counting across a restart). The bench's softirq timer map is not part of a host's state.
-pub const PINNED_MAPS: [&str; 14] = [
+pub const PINNED_MAPS: [&str; 15] = [
     map_names::ROUTES,
     map_names::TX_PORTS,
     map_names::HOST_ADDRS,
@@ -34,6 +34,7 @@ pub const PINNED_MAPS: [&str; 14] = [
     map_names::POLICY_FLOWS,
     map_names::POLICY_FLOWS_NEW,
     map_names::POLICY_DENIED,
+    map_names::POLICY_ACTIVE,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! A packet sees the old rules or the new ones, never a mix.
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{HashMap, LpmTrie, MapData, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key};
 
 use dataplane_common::{
     maps::map_names,
@@ -65,6 +65,12 @@ impl Dataplane {
 
         write_lpm(self, POLICY_PEERS, &compiled.peers)?;
         write_lpm(self, POLICY_VERDICTS, &compiled.verdicts)?;
+        // The programs skip the policy stage while POLICY_ACTIVE is 0: switched off before
+        // the last endpoint goes, on after the first arrives, so no endpoint is ever in the
+        // map unenforced (and rewritten every time, so an adopted dataplane agrees too).
+        if compiled.endpoints.is_empty() {
+            self.set_policy_active(0)?;
+        }
         {
             let mut map: HashMap<&mut MapData, PolicyEndpointKey, PolicyEndpoint> =
                 self.map(POLICIES)?;
@@ -77,6 +83,9 @@ impl Dataplane {
                 }
             }
         }
+        if !compiled.endpoints.is_empty() {
+            self.set_policy_active(compiled.endpoints.len() as u32)?;
+        }
         remove_lpm(self, POLICY_PEERS, &old_peers)?;
         remove_lpm(self, POLICY_VERDICTS, &old_verdicts)?;
         Ok(PolicyReport {
@@ -85,6 +94,15 @@ impl Dataplane {
             peer_entries: compiled.peers.len(),
             verdict_entries: compiled.verdicts.len(),
         })
+    }
+}
+
+impl Dataplane {
+    /// Tells the programs how many endpoints are under policy (0: skip the policy stage).
+    fn set_policy_active(&mut self, endpoints: u32) -> Result<(), DataplaneError> {
+        use map_names::POLICY_ACTIVE;
+        let mut map: Array<&mut MapData, u32> = self.map(POLICY_ACTIVE)?;
+        map.set(0, endpoints, 0).map_err(map_err(POLICY_ACTIVE))
     }
 }
 

@@ -19,6 +19,28 @@ impl Dataplane {
         role: Role,
         frame: &[u8],
     ) -> Result<(u32, Vec<u8>), DataplaneError> {
+        let (verdict, out, _) = self.test_run(hook, role, frame)?;
+        Ok((verdict, out))
+    }
+
+    /// As [`Dataplane::run_on_frame`], returning the verdict and how long the program ran (the
+    /// kernel's own timing of the one run).
+    pub fn time_on_frame(
+        &self,
+        hook: Hook,
+        role: Role,
+        frame: &[u8],
+    ) -> Result<(u32, std::time::Duration), DataplaneError> {
+        let (verdict, _, took) = self.test_run(hook, role, frame)?;
+        Ok((verdict, took))
+    }
+
+    fn test_run(
+        &self,
+        hook: Hook,
+        role: Role,
+        frame: &[u8],
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
         let attach = match hook {
             Hook::Xdp => Attach::Xdp,
             Hook::Tc => Attach::Tc,
@@ -46,6 +68,6 @@ impl Dataplane {
         }
         .map_err(|source| DataplaneError::Program { name, source })?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        Ok((result.return_value, out, result.duration))
     }
 }
