@@ -122,6 +122,15 @@ fn quick_bench_writes_every_output() {
             "{p:?}"
         );
     }
+    // Per-path program costs: seven paths at both hooks, each timed.
+    assert_eq!(r.path_costs.len(), 14, "{:?}", r.path_costs);
+    assert!(
+        r.path_costs
+            .iter()
+            .all(|c| c.p50_ns > 0.0 && c.runs == s.path_runs),
+        "{:?}",
+        r.path_costs
+    );
     let check = r.meter_check.as_ref().expect("the meter check ran");
     assert!(
         check.meter_all_pct >= check.meter_net_pct && check.meter_net_pct > 0.0 && check.ticks > 0,
@@ -182,6 +191,7 @@ fn quick_bench_writes_every_output() {
         "## Bandwidth and loss",
         "## The softirq meter, checked",
         "## Route table scale",
+        "## The programs' cost per path",
         "off their target rate",
         "## Points with steal",
         "## How this was measured",
