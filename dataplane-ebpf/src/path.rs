@@ -5,8 +5,9 @@
 //!    what is its own, look the destination up (or recognise VXLAN from a known tunnel
 //!    endpoint on the underlay);
 //! 2. VXLAN for this host: strip the tunnel, route the inner packet (a local workload only);
-//! 3. policy: the source's egress and the destination's ingress rules, also on what goes to
-//!    the kernel, so no frame to or from a workload under policy leaves unpoliced;
+//! 3. policy: the sending workload's egress rules (on its own host) and a local destination's
+//!    ingress rules, also on what goes to the kernel, so no frame to or from a workload under
+//!    policy leaves unpoliced;
 //! 4. to a remote VTEP: encapsulate (or answer "fragmentation needed" if it will not fit);
 //!    otherwise rewrite MACs and TTL; redirect.
 use dataplane_common::{Counter, NextHop, NextHopKind};
@@ -38,7 +39,7 @@ pub fn process<H: Shim>(h: &H, role: Role) -> Outcome {
         ifindex: h.arrived_on(),
     };
     let (data, data_end) = h.headers(HEADERS_LEN);
-    match route(data, data_end, h.frame_len(), from) {
+    match route(data, data_end, h.frame_len(), from, false) {
         Decision::Decap { strip } => decapsulate(h, strip, from),
         decision => forward(h, decision, from, false),
     }
@@ -53,7 +54,7 @@ fn decapsulate<H: Shim>(h: &H, strip: usize, from: Ingress) -> Outcome {
     }
     count(H::HOOK, Counter::VxlanDecap);
     let (data, data_end) = h.headers(HEADERS_LEN);
-    let inner = only_to_local_workload(route(data, data_end, h.frame_len(), from));
+    let inner = only_to_local_workload(route(data, data_end, h.frame_len(), from, true));
     forward(h, inner, from, true)
 }
 
@@ -69,7 +70,14 @@ fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool
         Decision::Decap { .. } => return Outcome::Drop(Counter::DropVxlanInner),
     };
     let (_, data_end) = h.headers(0);
-    if let Err(reason) = policy::admit(H::HOOK, ip, data_end, nh.is(NextHopKind::Local)) {
+    let from_workload = from.role == Role::Workload;
+    if let Err(reason) = policy::admit(
+        H::HOOK,
+        ip,
+        data_end,
+        from_workload,
+        nh.is(NextHopKind::Local),
+    ) {
         return Outcome::Drop(reason);
     }
     if nh.is(NextHopKind::Vxlan) {
@@ -101,7 +109,7 @@ fn to_kernel<H: Shim>(h: &H, reason: Counter, ip: *mut Ipv4Hdr, from: Ingress) -
     }
     if from_workload {
         let (_, data_end) = h.headers(0);
-        if let Err(refused) = policy::admit(H::HOOK, ip, data_end, false) {
+        if let Err(refused) = policy::admit(H::HOOK, ip, data_end, true, false) {
             return Outcome::Drop(refused);
         }
     }

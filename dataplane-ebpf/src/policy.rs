@@ -35,14 +35,17 @@ use crate::{
 };
 
 /// Admits the packet whose IPv4 header is at `ip` (option-less: the caller has checked; the
-/// frame ends at `data_end`), or returns the counter slot of the refusal. `to_local_workload`:
-/// its destination is a workload on this host, whose ingress policy applies. `hook` is whose
-/// counters count.
+/// frame ends at `data_end`), or returns the counter slot of the refusal. `from_workload`: it
+/// came from a workload's interface (its source checked), whose egress policy applies;
+/// `to_local_workload`: its destination is a workload on this host, whose ingress policy
+/// applies. A frame from the underlay meets no egress rules here: they are the sending
+/// workload's, enforced on its own host. `hook` is whose counters count.
 #[inline(always)]
 pub fn admit(
     hook: Hook,
     ip: *const Ipv4Hdr,
     data_end: usize,
+    from_workload: bool,
     to_local_workload: bool,
 ) -> Result<(), Counter> {
     if !in_use() {
@@ -52,7 +55,11 @@ pub fn admit(
     // Endpoints copied out, a zero default action meaning "not under policy": an `Option` of
     // a struct leaves its payload undefined when `None`, which LLVM may spill and the verifier
     // refuses, and two map pointers may get OR-ed by the optimiser, which it refuses too.
-    let egress = endpoint(src, POLICY_EGRESS);
+    let egress = if from_workload {
+        endpoint(src, POLICY_EGRESS)
+    } else {
+        NOT_UNDER_POLICY
+    };
     let ingress = if to_local_workload {
         endpoint(dst, POLICY_INGRESS)
     } else {

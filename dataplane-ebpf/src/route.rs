@@ -28,9 +28,18 @@ pub struct Ingress {
 }
 
 /// Decides what to do with the frame in `data..data_end` that arrived on `from`; `frame_len`
-/// is its full length (at TC the linear part can be shorter than the frame).
+/// is its full length (at TC the linear part can be shorter than the frame). `decapsulated`:
+/// the inner frame of a tunnel this host ended, which only a local workload may receive
+/// ([`only_to_local_workload`]): the host-address lookup is left out for it, since a host
+/// address is no workload's route and the frame is refused either way.
 #[inline(always)]
-pub fn route(data: usize, data_end: usize, frame_len: usize, from: Ingress) -> Decision {
+pub fn route(
+    data: usize,
+    data_end: usize,
+    frame_len: usize,
+    from: Ingress,
+    decapsulated: bool,
+) -> Decision {
     let Some(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
         return Decision::Pass(Counter::PassMalformed);
     };
@@ -63,7 +72,7 @@ pub fn route(data: usize, data_end: usize, frame_len: usize, from: Ingress) -> D
             ip,
         };
     }
-    if HOST_ADDRS.get_ptr(dst).is_some() {
+    if !decapsulated && HOST_ADDRS.get_ptr(dst).is_some() {
         // Ours: VXLAN from a known tunnel endpoint on the tunnel's interface is decapsulated
         // (outer options allowed), the rest is the kernel's.
         if from.role == Role::Underlay

@@ -634,14 +634,24 @@ fn with_policy(policy: &str) -> Fixture {
 }
 
 fn assert_forwarded(fx: &Fixture, hook: Hook, frame: &[u8], also: &[&str]) {
+    assert_forwarded_from(fx, hook, Role::Underlay, frame, also);
+}
+
+/// As [`assert_forwarded`], for a frame arriving on an interface facing `role` (a frame the
+/// local workload sends arrives on its own interface: `Role::Workload`).
+fn assert_forwarded_from(fx: &Fixture, hook: Hook, role: Role, frame: &[u8], also: &[&str]) {
     let mut counters = vec!["forwarded"];
     counters.extend_from_slice(also);
-    let (verdict, _) = fx.run_counted(hook, frame, &counters);
+    let (verdict, _) = fx.run_counted_from(hook, role, frame, &counters);
     assert_eq!(verdict, verdicts(hook).1, "{}: forwarded", hook.name());
 }
 
 fn assert_refused(fx: &Fixture, hook: Hook, frame: &[u8], counter: &str) {
-    let (verdict, _) = fx.run_counted(hook, frame, &[counter]);
+    assert_refused_from(fx, hook, Role::Underlay, frame, counter);
+}
+
+fn assert_refused_from(fx: &Fixture, hook: Hook, role: Role, frame: &[u8], counter: &str) {
+    let (verdict, _) = fx.run_counted_from(hook, role, frame, &[counter]);
     assert_eq!(
         verdict,
         drop_verdict(hook),
@@ -735,21 +745,26 @@ allow egress 198.18.1.2 proto icmp
         let fx = with_policy(policy);
         let query = l4_frame(LOCAL_WORKLOAD, ip("198.18.2.5"), UDP, 4000, 53, 0);
         let answer = l4_frame(ip("198.18.2.5"), LOCAL_WORKLOAD, UDP, 53, 4000, 0);
+        // What the workload sends arrives on its own interface.
+        let sent = Role::Workload;
         // No flow yet: the answer meets ingress policy (default deny).
         assert_refused(&fx, hook, &answer, "drop_policy_ingress");
-        assert_forwarded(&fx, hook, &query, &["policy_new_flow"]);
+        assert_forwarded_from(&fx, hook, sent, &query, &["policy_new_flow"]);
         assert_forwarded(&fx, hook, &answer, &["policy_established"]);
-        assert_forwarded(&fx, hook, &query, &["policy_established"]);
+        assert_forwarded_from(&fx, hook, sent, &query, &["policy_established"]);
         // Same peers, another port: a flow of its own, which no rule admits.
         let other = l4_frame(ip("198.18.2.5"), LOCAL_WORKLOAD, UDP, 53, 4001, 0);
         assert_refused(&fx, hook, &other, "drop_policy_ingress");
         // Egress default deny: TCP to the same peer.
         let tcp = l4_frame(LOCAL_WORKLOAD, ip("198.18.2.5"), TCP, 4000, 53, 0);
-        assert_refused(&fx, hook, &tcp, "drop_policy_egress");
+        assert_refused_from(&fx, hook, sent, &tcp, "drop_policy_egress");
         assert_eq!(denied(&fx, "198.18.1.2", Direction::Egress), 1);
+        // Sent from the underlay with the workload's address, the same frame is not the
+        // workload's: its egress rules are enforced where it sends, on its interface.
+        assert_forwarded(&fx, hook, &tcp, &[]);
         // Echo: the request is admitted, its reply (type 0, same identifier) is the reverse.
         let echo = l4_frame(LOCAL_WORKLOAD, ip("198.18.2.5"), ICMP, 77, 0, 0);
-        assert_forwarded(&fx, hook, &echo, &["policy_new_flow"]);
+        assert_forwarded_from(&fx, hook, sent, &echo, &["policy_new_flow"]);
         let mut reply = l4_frame(ip("198.18.2.5"), LOCAL_WORKLOAD, ICMP, 77, 0, 0);
         reply[34] = 0; // echo reply
         assert_forwarded(&fx, hook, &reply, &["policy_established"]);
