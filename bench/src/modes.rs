@@ -367,8 +367,9 @@ fn two_hosts(role: &str) -> Result<Vec<Netns>> {
     Ok(v)
 }
 
-/// Flannel's network: 198.18.0.0/16, a /24 per host (`198.18.<host + 1>.0/24`).
-const FLANNEL_NETWORK: &str = "198.18.0.0/16";
+/// The pod network of every bed: Calico's IP pool and Flannel's network, a /24 per host
+/// (`198.18.<host + 1>.0/24`).
+const POD_NETWORK: &str = "198.18.0.0/16";
 
 /// What the bridge CNI plugin does for a workload on host `net` (1 or 2): a `cni0` bridge
 /// holding the gateway address (hairpin on, as flannel's CNI configuration asks), a veth into
@@ -410,7 +411,7 @@ fn bridge_workload(host: &Netns, wl: &Netns, net: usize) -> Result<()> {
 /// bridge's frames go through netfilter (`bridge-nf-call-iptables`, as kubeadm requires).
 fn flannel_netfilter(host: &Netns, net: usize) -> Result<()> {
     host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
-    let (all, own) = (FLANNEL_NETWORK, format!("198.18.{net}.0/24"));
+    let (all, own) = (POD_NETWORK, format!("198.18.{net}.0/24"));
     let rules = format!(
         "*filter\n:FLANNEL-FWD - [0:0]\n\
          -A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\n\
@@ -676,7 +677,7 @@ const MARK_SCRATCH: &str = "0x40000";
 ///
 /// Applied atomically with iptables-restore.
 fn calico_host(host: &netlab::topology::Host, rules: usize) -> Result<()> {
-    let pool = "198.18.0.0/16";
+    let pool = POD_NETWORK;
     let mut raw = String::from(
         "*raw\n:cali-PREROUTING - [0:0]\n:cali-OUTPUT - [0:0]\n:cali-from-host-endpoint - [0:0]\n\
          :cali-to-host-endpoint - [0:0]\n:cali-rpf-skip - [0:0]\n\

@@ -504,10 +504,13 @@ fn method_section(r: &Results) -> String {
             crate::measure::RATE_TOLERANCE * 100.0,
             crate::measure::STEAL_FLAG_PCT
         ),
-        "Intervals: 95 % percentile bootstrap over repetitions (pairs kept together). With \
-         three repetitions the interval can be no narrower than what the repetitions disagree \
-         by: read it as the spread of the evidence, not as a precise confidence level."
-            .into(),
+        format!(
+            "Intervals: 95 % percentile bootstrap over repetitions (pairs kept together). With \
+             {} repetition(s) an interval lies within the range of the single repetitions' \
+             ratios: read it as the spread of the evidence, not as a precise confidence \
+             level.",
+            s.repetitions
+        ),
         "Offloads: every mode runs with the kernel's defaults on its interfaces except the XDP \
          modes (GRO on, workload TX checksum off: XDP on veth needs them), which therefore \
          have no ratio."
