@@ -1,6 +1,7 @@
 //! What each packet path costs the programs, measured on crafted frames (BPF_PROG_TEST_RUN)
-//! instead of under traffic: a figure that does not move with the machine's load, so that a
-//! change to the hot path shows without a full bench run.
+//! instead of under traffic: a figure far steadier than one taken under load (no traffic
+//! generator, no softirq scheduling; what noise is left only adds time, hence the quietest
+//! batch), so that a change to the hot path shows without a full bench run.
 //!
 //! Every run is one BPF_PROG_TEST_RUN call with `repeat` 1: the kernel copies the frame into
 //! a fresh buffer each time (a rewrite repeated on one buffer would change the path: a TTL
