@@ -522,6 +522,15 @@ fn method_section(r: &Results) -> String {
     t
 }
 
+/// A point's mode, and for a floor point the mode it was measured beside.
+fn point_name(p: &crate::measure::Point) -> String {
+    if p.beside.is_empty() {
+        p.mode.clone()
+    } else {
+        format!("{} (beside {})", p.mode, p.beside)
+    }
+}
+
 /// Steal above which a point is listed by name (the others are counted).
 const STEAL_LIST_PCT: f64 = 5.0;
 
@@ -534,13 +543,8 @@ fn flagged_section(r: &Results) -> String {
         .filter(|p| p.off_target)
         .map(|p| {
             format!(
-                "{}{} {} {} Mbit/s rep {}: {:.1} Mbit/s",
-                p.mode,
-                if p.beside.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (beside {})", p.beside)
-                },
+                "{} {} {} Mbit/s rep {}: {:.1} Mbit/s",
+                point_name(p),
                 p.protocol,
                 p.rate_mbps,
                 p.repetition,
@@ -574,15 +578,14 @@ fn flagged_section(r: &Results) -> String {
         )
         .unwrap();
         for p in stolen.iter().filter(|p| p.steal_pct > STEAL_LIST_PCT) {
-            let beside = if p.beside.is_empty() {
-                String::new()
-            } else {
-                format!(" (beside {})", p.beside)
-            };
             writeln!(
                 t,
-                "- {}{beside} {} {} rep {}: {:.1} %",
-                p.mode, p.protocol, p.rate_mbps, p.repetition, p.steal_pct
+                "- {} {} {} rep {}: {:.1} %",
+                point_name(p),
+                p.protocol,
+                p.rate_mbps,
+                p.repetition,
+                p.steal_pct
             )
             .unwrap();
         }

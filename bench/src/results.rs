@@ -283,18 +283,24 @@ impl Results {
     /// Kernel-level CPU above the floor, % of one CPU: each repetition's softirq CPU less that
     /// of the floor point measured beside it.
     pub fn above_floor(&self, mode: Mode, protocol: &str, rate: u64) -> Option<Spread> {
-        Spread::of(
-            self.paired(mode, protocol, rate, |p| p.softirq_cpu_pct)
-                .into_iter()
-                .map(|(_, m, f, _)| m - f)
-                .collect(),
-        )
+        self.above_floor_of(mode, protocol, rate, |p| p.softirq_cpu_pct)
     }
 
     /// Kernel-level CPU per packet the server received, above the floor's (ns).
     pub fn above_floor_per_packet(&self, mode: Mode, protocol: &str, rate: u64) -> Option<Spread> {
+        self.above_floor_of(mode, protocol, rate, |p| p.softirq_ns_per_packet)
+    }
+
+    /// `f` of the mode's points less `f` of the floor points beside them, over repetitions.
+    fn above_floor_of(
+        &self,
+        mode: Mode,
+        protocol: &str,
+        rate: u64,
+        f: impl Fn(&Point) -> f64,
+    ) -> Option<Spread> {
         Spread::of(
-            self.paired(mode, protocol, rate, |p| p.softirq_ns_per_packet)
+            self.paired(mode, protocol, rate, f)
                 .into_iter()
                 .map(|(_, m, f, _)| m - f)
                 .collect(),
