@@ -174,6 +174,23 @@ pub const fn counter_index(hook: Hook, counter: Counter) -> u32 {
 
 pub const COUNTERS_LEN: u32 = Hook::COUNT * Counter::COUNT;
 
+/// One slot of `FWD_BY_EGRESS` on one CPU: the frames this CPU forwarded out of the interface
+/// the slot is given to. User space writes `ifindex` (with `packets` zeroed) on every CPU when
+/// it gives the slot to an interface, and 0 when it takes it back; the programs only add to
+/// `packets`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressCount {
+    pub packets: u64,
+    /// The interface the slot counts for; 0: the slot is free.
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, no implicit padding (see the size test), every bit pattern valid.
+unsafe impl aya::Pod for EgressCount {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +218,11 @@ mod tests {
             counter_index(Hook::Tc, Counter::ReplyFragNeeded) + 1,
             COUNTERS_LEN
         );
+    }
+
+    #[test]
+    fn egress_count_layout_has_no_padding() {
+        assert_eq!(core::mem::size_of::<EgressCount>(), 8 + 4 + 4);
+        assert_eq!(core::mem::offset_of!(EgressCount, ifindex), 8);
     }
 }

@@ -11,7 +11,11 @@ pub mod map_names {
     pub const HOST_ADDRS: &str = "HOST_ADDRS";
     /// Per-CPU array of `u64` counters indexed by [`counter_index`](crate::counter_index).
     pub const COUNTERS: &str = "COUNTERS";
-    /// Per-CPU hash: egress ifindex -> frames forwarded out of it.
+    /// Per-CPU array: egress slot ([`NextHop::egress_slot`](crate::NextHop::egress_slot)) ->
+    /// [`EgressCount`](crate::counters::EgressCount), the frames forwarded out of the
+    /// interface the slot is given to. An array, not a hash keyed by ifindex: the count is one
+    /// add at an address the next hop already names, with no hashing and no insert on a
+    /// CPU's first frame.
     pub const FWD_BY_EGRESS: &str = "FWD_BY_EGRESS";
     /// One-entry array: this host's [`VxlanConfig`](crate::vxlan::VxlanConfig).
     pub const VXLAN_CONFIG: &str = "VXLAN_CONFIG";
@@ -59,6 +63,9 @@ pub mod program_names {
 
 pub const MAX_ROUTES: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 4_096;
+/// Twice the egress interfaces: a new egress always finds a slot that no route in the map
+/// still names, so no frame of a departing egress is ever counted for its successor.
+pub const MAX_EGRESS_SLOTS: u32 = 2 * MAX_TX_PORTS;
 pub const MAX_HOST_ADDRS: u32 = 256;
 pub const MAX_VNIS: u32 = 256;
 pub const MAX_VTEPS: u32 = 16_384;

@@ -60,6 +60,10 @@ pub struct NextHop {
     /// One's-complement sum of every outer IPv4 header word but total length and checksum
     /// (see `checksum::ipv4_fixed_sum`): the program adds the length and folds.
     pub outer_csum_base: u32,
+    /// The egress's slot in the per-CPU forwarded-frames counter (`FWD_BY_EGRESS`): the same
+    /// for every route out of one interface, kept while the interface is an egress (assigned
+    /// by `dataplane::plan::egress_slots`).
+    pub egress_slot: u32,
 }
 
 impl NextHop {
@@ -93,7 +97,7 @@ mod tests {
     fn next_hop_layout_has_no_padding() {
         assert_eq!(
             size_of::<NextHop>(),
-            4 + 4 + 4 + 6 + 6 + 6 + 6 + 4 + 4 + 4 + 2 + 2 + 4
+            4 + 4 + 4 + 6 + 6 + 6 + 6 + 4 + 4 + 4 + 2 + 2 + 4 + 4
         );
         assert_eq!(align_of::<NextHop>(), 4);
         assert_eq!(core::mem::offset_of!(NextHop, dst_mac), 12);
@@ -104,6 +108,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(NextHop, udp_dport), 48);
         assert_eq!(core::mem::offset_of!(NextHop, mtu), 50);
         assert_eq!(core::mem::offset_of!(NextHop, outer_csum_base), 52);
+        assert_eq!(core::mem::offset_of!(NextHop, egress_slot), 56);
     }
 
     #[test]

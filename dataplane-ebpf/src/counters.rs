@@ -13,15 +13,11 @@ pub fn count(hook: Hook, slot: Counter) {
 }
 
 #[inline(always)]
-fn count_forwarded(hook: Hook, egress_ifindex: u32) {
+fn count_forwarded(hook: Hook, egress_slot: u32) {
     count(hook, Counter::Forwarded);
-    match FWD_BY_EGRESS.get_ptr_mut(egress_ifindex) {
-        Some(value) => unsafe { *value += 1 },
-        None => {
-            // First frame out of this port on this CPU; a lost race only loses this one count
-            // here, the hook's Forwarded counter above still has it.
-            let _ = FWD_BY_EGRESS.insert(egress_ifindex, 1, 0);
-        }
+    if let Some(slot) = FWD_BY_EGRESS.get_ptr_mut(egress_slot) {
+        // Per-CPU slot, as above.
+        unsafe { (*slot).packets += 1 };
     }
 }
 
@@ -44,9 +40,11 @@ pub enum Outcome {
     /// Answered in its place: the frame, rewritten into the answer, goes back out of the
     /// interface it came in by.
     Replied(Counter),
-    /// Redirected out of `egress`; `encapsulated` if VXLAN headers were pushed.
+    /// Redirected out of interface `egress`, counted in its `egress_slot`; `encapsulated` if
+    /// VXLAN headers were pushed.
     Redirected {
         egress: u32,
+        egress_slot: u32,
         encapsulated: bool,
     },
 }
@@ -59,13 +57,14 @@ pub fn account(hook: Hook, outcome: &Outcome) {
             count(hook, *reason)
         }
         Outcome::Redirected {
-            egress,
+            egress_slot,
             encapsulated,
+            ..
         } => {
             if *encapsulated {
                 count(hook, Counter::VxlanEncap);
             }
-            count_forwarded(hook, *egress);
+            count_forwarded(hook, *egress_slot);
         }
     }
 }

@@ -6,9 +6,11 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     COUNTERS_LEN, Ipv4Key, NextHop,
+    counters::EgressCount,
     maps::{
-        MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS, MAX_POLICY_NEW_FLOWS,
-        MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS, MAX_VNIS, MAX_VTEPS,
+        MAX_EGRESS_SLOTS, MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS,
+        MAX_POLICY_NEW_FLOWS, MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS,
+        MAX_VNIS, MAX_VTEPS,
     },
     policy::{FlowKey, PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey},
     vxlan::VxlanConfig,
@@ -27,8 +29,8 @@ pub static HOST_ADDRS: HashMap<Ipv4Key, u32> = HashMap::with_max_entries(MAX_HOS
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
 #[map]
-pub static FWD_BY_EGRESS: PerCpuHashMap<u32, u64> =
-    PerCpuHashMap::with_max_entries(MAX_TX_PORTS, 0);
+pub static FWD_BY_EGRESS: PerCpuArray<EgressCount> =
+    PerCpuArray::with_max_entries(MAX_EGRESS_SLOTS, 0);
 
 #[map]
 pub static VXLAN_CONFIG: Array<VxlanConfig> = Array::with_max_entries(1, 0);

@@ -90,6 +90,7 @@ fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool
     rewrite(eth, ip, &nh);
     Outcome::Redirected {
         egress: nh.ifindex,
+        egress_slot: nh.egress_slot,
         encapsulated: false,
     }
 }
@@ -143,6 +144,7 @@ fn encapsulate<H: Shim>(h: &H, nh: &NextHop, ip: *mut Ipv4Hdr) -> Outcome {
     }
     Outcome::Redirected {
         egress: nh.ifindex,
+        egress_slot: nh.egress_slot,
         encapsulated: true,
     }
 }

@@ -12,6 +12,7 @@ use aya::{
 };
 use dataplane_common::{
     Counter, Hook, Ipv4Key, NextHop, counter_index,
+    counters::EgressCount,
     maps::{map_names, program_names},
     policy::{FlowKey, PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey},
 };
@@ -165,14 +166,10 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
         stats.hooks.insert(hook.name().to_string(), by_name);
     }
 
-    let name = map_names::FWD_BY_EGRESS;
-    let by_egress: PerCpuHashMap<MapData, u32, u64> = typed(ids, name, Map::PerCpuHashMap)?;
-    for entry in by_egress.iter() {
-        let (ifindex, values) = entry.map_err(map_err(name))?;
-        stats
-            .forwarded_by_egress
-            .insert(ifindex, values.iter().sum());
-    }
+    stats.forwarded_by_egress = egress_slots(ids)?
+        .into_values()
+        .filter(|(ifindex, _)| *ifindex != 0)
+        .collect();
     let name = map_names::POLICY_DENIED;
     let denied: PerCpuHashMap<MapData, PolicyEndpointKey, u64> =
         typed(ids, name, Map::PerCpuHashMap)?;
@@ -191,6 +188,21 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
         .policy_denied
         .sort_by_key(|d| (d.workload, d.direction));
     Ok(stats)
+}
+
+/// Every slot of the forwarded-frames counter: slot -> (the interface it counts for, 0 for a
+/// free slot; frames, summed over CPUs).
+fn egress_slots(ids: &KernelIds) -> Result<BTreeMap<u32, (u32, u64)>, DataplaneError> {
+    let name = map_names::FWD_BY_EGRESS;
+    let counts: PerCpuArray<MapData, EgressCount> = typed(ids, name, Map::PerCpuArray)?;
+    let mut slots = BTreeMap::new();
+    for slot in 0..counts.len() {
+        let values = counts.get(&slot, 0).map_err(map_err(name))?;
+        // User space labels a slot on every CPU at once; any CPU's copy names it.
+        let ifindex = values.first().map_or(0, |v| v.ifindex);
+        slots.insert(slot, (ifindex, values.iter().map(|v| v.packets).sum()));
+    }
+    Ok(slots)
 }
 
 /// Reads the route map of the dataplane whose maps are `ids`.
@@ -237,7 +249,6 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
     let ports: DevMapHash<MapData> = typed(ids, TX_PORTS, Map::DevMapHash)?;
     let addrs: HashMap<MapData, Ipv4Key, u32> = typed(ids, HOST_ADDRS, Map::HashMap)?;
     let vnis: HashMap<MapData, u32, u32> = typed(ids, VXLAN_VNIS, Map::HashMap)?;
-    let egress: PerCpuHashMap<MapData, u32, u64> = typed(ids, FWD_BY_EGRESS, Map::PerCpuHashMap)?;
     let endpoints: HashMap<MapData, PolicyEndpointKey, PolicyEndpoint> =
         typed(ids, POLICIES, Map::HashMap)?;
     let peers: LpmTrie<MapData, PolicyPeerKey, u32> = typed(ids, POLICY_PEERS, Map::LpmTrie)?;
@@ -249,7 +260,13 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
         fill(TX_PORTS, count(ports.keys()))?,
         fill(HOST_ADDRS, count(addrs.keys()))?,
         fill(VXLAN_VNIS, count(vnis.keys()))?,
-        fill(FWD_BY_EGRESS, count(egress.keys()))?,
+        fill(
+            FWD_BY_EGRESS,
+            Ok(egress_slots(ids)?
+                .values()
+                .filter(|(ifindex, _)| *ifindex != 0)
+                .count() as u64),
+        )?,
         fill(POLICIES, count(endpoints.keys()))?,
         fill(POLICY_PEERS, count(peers.keys()))?,
         fill(POLICY_VERDICTS, count(verdicts.keys()))?,

@@ -7,9 +7,19 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, MapData, lpm_trie::Key},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues,
+        lpm_trie::Key,
+    },
+    sys::SyscallError,
+    util::nr_cpus,
 };
-use dataplane_common::{Ipv4Key, NextHop, maps::map_names, vxlan::VxlanConfig};
+use dataplane_common::{
+    Ipv4Key, NextHop,
+    counters::EgressCount,
+    maps::{MAX_EGRESS_SLOTS, map_names},
+    vxlan::VxlanConfig,
+};
 
 use super::{
     error::{DataplaneError, map_err},
@@ -17,7 +27,7 @@ use super::{
 };
 use crate::{
     model::Ipv4Prefix,
-    plan::{Plan, VxlanPlan, diff},
+    plan::{Plan, VxlanPlan, diff, egress_slots},
 };
 
 /// Changes applied to the maps by one [`Dataplane::apply`].
@@ -51,6 +61,23 @@ impl Dataplane {
             plan.peers.iter().map(|a| a.octets()),
         )?;
 
+        let routes: LpmTrie<&mut MapData, Ipv4Key, NextHop> = self.map(map_names::ROUTES)?;
+        let current = read_routes(&routes)?;
+        let current_slots: BTreeMap<u32, u32> = current
+            .values()
+            .map(|nh| (nh.ifindex, nh.egress_slot))
+            .collect();
+        // Every interface a route leaves by (which the device map holds too, but for a plan
+        // that leaves it out on purpose to test a missing port).
+        let egresses: BTreeSet<u32> = plan.routes.values().map(|nh| nh.ifindex).collect();
+        let slots =
+            egress_slots::assign(&current_slots, &egresses).ok_or(DataplaneError::MapFull {
+                map: map_names::FWD_BY_EGRESS,
+                needed: current_slots.len() + egresses.len(),
+                capacity: MAX_EGRESS_SLOTS,
+                hint: "",
+            })?;
+
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         let current_ports: BTreeSet<u32> = ports
             .keys()
@@ -65,29 +92,67 @@ impl Dataplane {
                 })?;
             report.ports_added += 1;
         }
+        for (ifindex, slot) in &slots {
+            if current_slots.get(ifindex) != Some(slot) {
+                self.label_egress_slot(*slot, *ifindex)?;
+            }
+        }
 
         let mut routes: LpmTrie<&mut MapData, Ipv4Key, NextHop> = self.map(map_names::ROUTES)?;
-        let current = read_routes(&routes)?;
-        let change = diff(&current, &plan.routes);
-        for (prefix, nh) in &change.upserts {
-            routes
-                .insert(&route_key(prefix), *nh, 0)
-                .map_err(map_err(map_names::ROUTES))?;
+        let with_slot = |nh: &NextHop| NextHop {
+            egress_slot: slots[&nh.ifindex],
+            ..*nh
+        };
+        for (prefix, nh) in &plan.routes {
+            let nh = with_slot(nh);
+            if current.get(prefix) != Some(&nh) {
+                routes
+                    .insert(&route_key(prefix), nh, 0)
+                    .map_err(map_err(map_names::ROUTES))?;
+                report.routes_set += 1;
+            }
         }
-        for prefix in &change.removals {
+        for prefix in current.keys().filter(|p| !plan.routes.contains_key(*p)) {
             routes
                 .remove(&route_key(prefix))
                 .map_err(map_err(map_names::ROUTES))?;
+            report.routes_removed += 1;
         }
-        report.routes_set = change.upserts.len();
-        report.routes_removed = change.removals.len();
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         for port in current_ports.difference(&plan.tx_ports) {
             ports.remove(*port).map_err(map_err(map_names::TX_PORTS))?;
             report.ports_removed += 1;
         }
+        for (ifindex, slot) in &current_slots {
+            if !slots.contains_key(ifindex) {
+                self.label_egress_slot(*slot, 0)?;
+            }
+        }
         Ok(report)
+    }
+
+    /// Gives forwarded-frame counter slot `slot` to interface `ifindex` (0: frees it), its
+    /// count zeroed on every CPU.
+    fn label_egress_slot(&mut self, slot: u32, ifindex: u32) -> Result<(), DataplaneError> {
+        let name = map_names::FWD_BY_EGRESS;
+        let per_cpu = |call: &'static str| {
+            move |io_error| DataplaneError::Map {
+                name,
+                source: MapError::SyscallError(SyscallError { call, io_error }),
+            }
+        };
+        let cpus = nr_cpus()
+            .map_err(|(_, io_error)| io_error)
+            .map_err(per_cpu("reading the possible CPUs"))?;
+        let value = EgressCount {
+            ifindex,
+            ..Default::default()
+        };
+        let values =
+            PerCpuValues::try_from(vec![value; cpus]).map_err(per_cpu("one value per CPU"))?;
+        let mut counts: PerCpuArray<&mut MapData, EgressCount> = self.map(name)?;
+        counts.set(slot, values, 0).map_err(map_err(name))
     }
 
     /// Refuses a plan with more entries than a map it fills can hold.

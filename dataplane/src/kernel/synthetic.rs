@@ -75,6 +75,7 @@ pub fn vxlan_nh(mtu: u16) -> NextHop {
         udp_dport: VXLAN_PORT.to_be_bytes(),
         mtu,
         outer_csum_base: ipv4_fixed_sum(64, 17, HOST_ADDR.octets(), REMOTE_VTEP.octets()),
+        egress_slot: 0,
     }
 }
 
