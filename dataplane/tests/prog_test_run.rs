@@ -3,7 +3,7 @@
 //! without it). Each test runs in a network namespace of its own (unshared by its thread), so
 //! the device map's entry for `lo` (ifindex 1 there) touches nothing outside; test runs send
 //! nothing anyway.
-use dataplane::model::{policy::Direction, route_table::Role};
+use dataplane::model::{Ipv4Prefix, policy::Direction, route_table::Role};
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use dataplane::kernel::{Dataplane, inspect as stats, synthetic::*};
@@ -209,6 +209,36 @@ fn packets_for_the_host_itself_go_to_the_kernel() {
     netlab::root_or_skip!();
     let fx = Fixture::new(true);
     assert_passed(&fx, &ipv4_frame(HOST_ADDR, 64), "pass_host_addr");
+}
+
+#[test]
+fn a_host_address_stays_the_kernels_under_a_route_that_covers_it_until_it_leaves_the_host() {
+    netlab::root_or_skip!();
+    let mut fx = Fixture::new(true);
+    // The underlay's /24, the host address inside it, and even a /32 for the host address
+    // itself: the host's own packets are still the kernel's.
+    let mut covered = plan(true);
+    let underlay: Ipv4Prefix = "198.19.0.0/24".parse().unwrap();
+    let host: Ipv4Prefix = Ipv4Prefix::new(HOST_ADDR, 32).unwrap();
+    covered.routes.insert(underlay, remote_nh());
+    covered.routes.insert(host, remote_nh());
+    fx.dataplane.apply(&covered).expect("filling the maps");
+    both_hooks(|hook| {
+        assert_passed_at(&fx, hook, &ipv4_frame(HOST_ADDR, 64), "pass_host_addr");
+        let neighbour = ipv4_frame(Ipv4Addr::new(198, 19, 0, 9), 64);
+        let (verdict, _) = fx.run_counted(hook, &neighbour, &["forwarded"]);
+        assert_eq!(verdict, verdicts(hook).1);
+    });
+    // The address leaves the host: its packets now follow the routes.
+    let mut moved = covered.clone();
+    moved.host_addrs.clear();
+    moved.routes.remove(&host);
+    moved.vxlan = None;
+    fx.dataplane.apply(&moved).expect("filling the maps");
+    both_hooks(|hook| {
+        let (verdict, _) = fx.run_counted(hook, &ipv4_frame(HOST_ADDR, 64), &["forwarded"]);
+        assert_eq!(verdict, verdicts(hook).1);
+    });
 }
 
 #[test]
