@@ -18,6 +18,33 @@ pub const fn csum_replace16(check: u16, old: u16, new: u16) -> u16 {
     !fold((!check) as u32 + (!old) as u32 + new as u32)
 }
 
+/// [`csum_replace16`] for a 4-byte field (an IPv4 address) changing from `old` to `new`.
+#[inline(always)]
+pub const fn csum_replace_addr(check: [u8; 2], old: [u8; 4], new: [u8; 4]) -> [u8; 2] {
+    let c = csum_replace16(
+        u16::from_be_bytes(check),
+        u16::from_be_bytes([old[0], old[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    );
+    csum_replace16(
+        c,
+        u16::from_be_bytes([old[2], old[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    )
+    .to_be_bytes()
+}
+
+/// [`csum_replace16`] on checksum and field bytes.
+#[inline(always)]
+pub const fn csum_replace_port(check: [u8; 2], old: [u8; 2], new: [u8; 2]) -> [u8; 2] {
+    csum_replace16(
+        u16::from_be_bytes(check),
+        u16::from_be_bytes(old),
+        u16::from_be_bytes(new),
+    )
+    .to_be_bytes()
+}
+
 /// Decrements the TTL of an IPv4 header given as its `(ttl, protocol)` word's TTL byte and the
 /// checksum bytes, returning the new TTL and checksum bytes. The caller has checked `ttl > 1`.
 #[inline(always)]
@@ -104,6 +131,22 @@ pub fn checksum(bytes: &[u8]) -> [u8; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_and_port_replacement_match_a_full_recompute() {
+        // A UDP header with a pseudo-header in front, as its checksum covers.
+        let mut segment = [
+            198, 18, 1, 2, 10, 96, 0, 10, 0, 17, 0, 12, // pseudo-header
+            0x9c, 0x40, 0, 80, 0, 12, 0, 0, 1, 2, 3, 4, // UDP header and payload
+        ];
+        let check = checksum(&segment);
+        let (vip, backend) = ([10, 96, 0, 10], [198, 18, 2, 3]);
+        let c = csum_replace_addr(check, vip, backend);
+        let c = csum_replace_port(c, [0, 80], [0x1f, 0x90]);
+        segment[4..8].copy_from_slice(&backend);
+        segment[14..16].copy_from_slice(&[0x1f, 0x90]);
+        assert_eq!(c, checksum(&segment));
+    }
 
     fn header(ttl: u8, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; 20] {
         let mut h = [0u8; 20];

@@ -86,10 +86,19 @@ pub enum Counter {
     /// A DF packet too big for the tunnel: answered with ICMP "fragmentation needed" (with the
     /// tunnel's MTU) sent back to its source, so path MTU discovery works.
     ReplyFragNeeded = 29,
+    /// Informational: a workload's new connection to a service, sent to the backend drawn
+    /// for it (recorded in `SERVICE_FLOWS`), and a packet of a known one.
+    ServiceNewFlow = 30,
+    ServiceEstablished = 31,
+    /// Informational: a backend's reply given its service's address as source.
+    ServiceReply = 32,
+    /// To a service, but its backend could not be found (the service changed under the
+    /// packet), or the flow could not be recorded: refused, the client retries.
+    DropServiceNoBackend = 33,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 34;
 
     /// Every slot, in slot order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -123,6 +132,10 @@ impl Counter {
         Counter::DropNotIpFromWorkload,
         Counter::DropPolicyBypass,
         Counter::ReplyFragNeeded,
+        Counter::ServiceNewFlow,
+        Counter::ServiceEstablished,
+        Counter::ServiceReply,
+        Counter::DropServiceNoBackend,
     ];
 
     /// The name `loader stats`, the metrics and the programs' log records use.
@@ -158,6 +171,10 @@ impl Counter {
             Counter::DropNotIpFromWorkload => "drop_not_ip_from_workload",
             Counter::DropPolicyBypass => "drop_policy_bypass",
             Counter::ReplyFragNeeded => "reply_frag_needed",
+            Counter::ServiceNewFlow => "service_new_flow",
+            Counter::ServiceEstablished => "service_established",
+            Counter::ServiceReply => "service_reply",
+            Counter::DropServiceNoBackend => "drop_service_no_backend",
         }
     }
 
@@ -211,11 +228,11 @@ mod tests {
     #[test]
     fn counter_indices_do_not_overlap_between_hooks() {
         assert_eq!(
-            counter_index(Hook::Xdp, Counter::ReplyFragNeeded) + 1,
+            counter_index(Hook::Xdp, Counter::DropServiceNoBackend) + 1,
             counter_index(Hook::Tc, Counter::Rx)
         );
         assert_eq!(
-            counter_index(Hook::Tc, Counter::ReplyFragNeeded) + 1,
+            counter_index(Hook::Tc, Counter::DropServiceNoBackend) + 1,
             COUNTERS_LEN
         );
     }

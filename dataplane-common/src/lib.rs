@@ -16,6 +16,7 @@ pub mod counters;
 pub mod maps;
 pub mod policy;
 pub mod routes;
+pub mod services;
 pub mod softirq;
 pub mod vxlan;
 

@@ -45,6 +45,23 @@ pub mod map_names {
     /// One-entry array: how many entries `POLICIES` holds. At 0 (no workload on this host
     /// under policy) the programs skip the policy stage's lookups altogether.
     pub const POLICY_ACTIVE: &str = "POLICY_ACTIVE";
+    /// Hash: [`ServiceKey`](crate::services::ServiceKey) ->
+    /// [`ServiceValue`](crate::services::ServiceValue): the services, by virtual address,
+    /// port and protocol.
+    pub const SERVICES: &str = "SERVICES";
+    /// Hash: [`BackendKey`](crate::services::BackendKey) ->
+    /// [`Endpoint`](crate::services::Endpoint): each service's backends, by index.
+    pub const SERVICE_BACKENDS: &str = "SERVICE_BACKENDS";
+    /// LRU hash: a client's flow to a service (`FlowKey`, destination the service) ->
+    /// [`ServiceFlow`](crate::services::ServiceFlow) naming the backend it goes to.
+    pub const SERVICE_FLOWS: &str = "SERVICE_FLOWS";
+    /// LRU hash: a backend's reply flow (`FlowKey`, source the backend) ->
+    /// [`ServiceFlow`](crate::services::ServiceFlow) naming the service address the client
+    /// connected to, which the reply's source becomes.
+    pub const SERVICE_REPLIES: &str = "SERVICE_REPLIES";
+    /// One-entry array: how many services `SERVICES` holds. At 0 the programs skip the
+    /// service lookups altogether.
+    pub const SERVICES_ACTIVE: &str = "SERVICES_ACTIVE";
 }
 
 /// Program names as the object exports them.
@@ -74,3 +91,8 @@ pub const MAX_POLICY_PEERS: u32 = 262_144;
 pub const MAX_POLICY_VERDICTS: u32 = 524_288;
 pub const MAX_POLICY_FLOWS: u32 = 262_144;
 pub const MAX_POLICY_NEW_FLOWS: u32 = 262_144;
+/// Default capacities of the service maps (each can be set at load: `loader run
+/// --max-services`, `--max-service-backends`, `--max-service-flows`).
+pub const MAX_SERVICES: u32 = 65_536;
+pub const MAX_SERVICE_BACKENDS: u32 = 262_144;
+pub const MAX_SERVICE_FLOWS: u32 = 262_144;

@@ -62,7 +62,7 @@ pub struct NextHop {
     pub outer_csum_base: u32,
     /// The egress's slot in the per-CPU forwarded-frames counter (`FWD_BY_EGRESS`): the same
     /// for every route out of one interface, kept while the interface is an egress (assigned
-    /// by `dataplane::plan::egress_slots`).
+    /// by `dataplane::plan::slots`).
     pub egress_slot: u32,
 }
 

@@ -1,5 +1,5 @@
 //! What the programs decide for a frame, before they act on it.
-use dataplane_common::{Counter, NextHop};
+use dataplane_common::{Counter, NextHop, policy::FlowKey, services::ServiceValue};
 
 use crate::parse::{EthHdr, Ipv4Hdr};
 
@@ -15,6 +15,13 @@ pub enum Decision {
     /// VXLAN for this host: remove the first `strip` bytes (everything before the inner
     /// Ethernet header), then route the inner frame to a local workload.
     Decap { strip: usize },
+    /// A workload's TCP or UDP `flow` (IPv4 header at `ip`) to `service`: give it its
+    /// backend, then route again.
+    ToService {
+        service: ServiceValue,
+        flow: FlowKey,
+        ip: *mut Ipv4Hdr,
+    },
     /// Forward to `nh`. The frame is not modified yet: the packet path rewrites it
     /// (`route::rewrite`) once policy has admitted it and its redirect is set up, so that a
     /// refused frame or a failed redirect leaves it untouched.

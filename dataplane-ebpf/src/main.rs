@@ -18,6 +18,7 @@ mod path;
 mod policy;
 mod program_log;
 mod route;
+mod services;
 mod vxlan;
 
 use aya_ebpf::{

@@ -9,10 +9,11 @@ use dataplane_common::{
     counters::EgressCount,
     maps::{
         MAX_EGRESS_SLOTS, MAX_HOST_ADDRS, MAX_POLICY_ENDPOINTS, MAX_POLICY_FLOWS,
-        MAX_POLICY_NEW_FLOWS, MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES, MAX_TX_PORTS,
-        MAX_VNIS, MAX_VTEPS,
+        MAX_POLICY_NEW_FLOWS, MAX_POLICY_PEERS, MAX_POLICY_VERDICTS, MAX_ROUTES,
+        MAX_SERVICE_BACKENDS, MAX_SERVICE_FLOWS, MAX_SERVICES, MAX_TX_PORTS, MAX_VNIS, MAX_VTEPS,
     },
     policy::{FlowKey, PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey},
+    services::{BackendKey, Endpoint, ServiceFlow, ServiceKey, ServiceValue},
     vxlan::VxlanConfig,
 };
 
@@ -67,3 +68,21 @@ pub static POLICY_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static POLICY_DENIED: PerCpuHashMap<PolicyEndpointKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_POLICY_ENDPOINTS * 2, 0);
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static SERVICE_BACKENDS: HashMap<BackendKey, Endpoint> =
+    HashMap::with_max_entries(MAX_SERVICE_BACKENDS, 0);
+
+#[map]
+pub static SERVICE_FLOWS: LruHashMap<FlowKey, ServiceFlow> =
+    LruHashMap::with_max_entries(MAX_SERVICE_FLOWS, 0);
+
+#[map]
+pub static SERVICE_REPLIES: LruHashMap<FlowKey, ServiceFlow> =
+    LruHashMap::with_max_entries(MAX_SERVICE_FLOWS, 0);
+
+#[map]
+pub static SERVICES_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);

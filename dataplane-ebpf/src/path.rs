@@ -5,22 +5,28 @@
 //!    what is its own, look the destination up (or recognise VXLAN from a known tunnel
 //!    endpoint on the underlay);
 //! 2. VXLAN for this host: strip the tunnel, route the inner packet (a local workload only);
+//!    a workload's connection to a service: give it its backend (`services`), route again;
 //! 3. policy: the sending workload's egress rules (on its own host) and a local destination's
 //!    ingress rules, also on what goes to the kernel, so no frame to or from a workload under
 //!    policy leaves unpoliced;
 //! 4. to a remote VTEP: encapsulate (or answer "fragmentation needed" if it will not fit);
-//!    otherwise rewrite MACs and TTL; redirect.
-use dataplane_common::{Counter, NextHop, NextHopKind};
+//!    otherwise redirect, give a backend's reply to a local client its service's address,
+//!    rewrite MACs and TTL.
+use dataplane_common::{
+    Counter, NextHop, NextHopKind,
+    policy::FlowKey,
+    services::{Endpoint, ServiceValue},
+};
 
 use crate::{
     counters::{Outcome, count},
     decision::Decision,
-    hook::Shim,
+    hook::{Shim, Side},
     icmp,
-    parse::{ENCAP_HEADERS_LEN, HEADERS_LEN, Ipv4Hdr, ipv4_dont_fragment},
+    parse::{ENCAP_HEADERS_LEN, EthHdr, HEADERS_LEN, Ipv4Hdr, ipv4_dont_fragment, ptr_at},
     policy,
     route::{Ingress, Role, decrement_ttl, only_to_local_workload, rewrite, route},
-    vxlan,
+    services, vxlan,
 };
 
 /// What happens to the frame the hook `h` holds, which arrived on an interface facing `role`.
@@ -41,8 +47,41 @@ pub fn process<H: Shim>(h: &H, role: Role) -> Outcome {
     let (data, data_end) = h.headers(HEADERS_LEN);
     match route(data, data_end, h.frame_len(), from, false) {
         Decision::Decap { strip } => decapsulate(h, strip, from),
+        Decision::ToService { service, flow, ip } => to_service(h, &service, &flow, ip, from),
         decision => forward(h, decision, from, false),
     }
+}
+
+/// Sends a workload's `flow` to a service on to the service's backend for it: the
+/// destination rewritten, the packet routed again.
+#[inline(always)]
+fn to_service<H: Shim>(
+    h: &H,
+    service: &ServiceValue,
+    flow: &FlowKey,
+    ip: *mut Ipv4Hdr,
+    from: Ingress,
+) -> Outcome {
+    let backend = match services::backend_for(H::HOOK, flow, service) {
+        Ok(backend) => backend,
+        Err(reason) => return Outcome::Drop(reason),
+    };
+    let front = Endpoint {
+        addr: flow.dst,
+        port: flow.dport,
+        _pad: [0; 2],
+    };
+    let (_, data_end) = h.headers(0);
+    if !h.translate(ip, data_end, Side::Destination, &front, &backend) {
+        return Outcome::Drop(Counter::DropAdjustFailed);
+    }
+    let (data, data_end) = h.headers(HEADERS_LEN);
+    forward(
+        h,
+        route(data, data_end, h.frame_len(), from, false),
+        from,
+        false,
+    )
 }
 
 /// Strips the tunnel of a VXLAN frame for this host and routes the inner packet, which only a
@@ -68,6 +107,8 @@ fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool
         Decision::Drop(reason) => return Outcome::Drop(reason),
         // A tunnel inside a tunnel: the hooks decapsulate once.
         Decision::Decap { .. } => return Outcome::Drop(Counter::DropVxlanInner),
+        // A backend that is itself a service (the loader refuses such a table).
+        Decision::ToService { .. } => return Outcome::Drop(Counter::DropServiceNoBackend),
     };
     let (_, data_end) = h.headers(0);
     let from_workload = from.role == Role::Workload;
@@ -87,11 +128,54 @@ fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool
     if !h.redirect(&nh) {
         return H::redirect_failed(decapsulated);
     }
+    let (eth, ip) = if nh.is(NextHopKind::Local) && services::in_use() {
+        match from_service(h, eth, ip) {
+            Ok(headers) => headers,
+            Err(reason) => return Outcome::Drop(reason),
+        }
+    } else {
+        (eth, ip)
+    };
     rewrite(eth, ip, &nh);
     Outcome::Redirected {
         egress: nh.ifindex,
         egress_slot: nh.egress_slot,
         encapsulated: false,
+    }
+}
+
+/// Gives a backend's reply to a local client the service address the client connected to as
+/// its source; any other packet is left as it is. Returns the headers, re-derived if the frame
+/// was rewritten.
+#[inline(always)]
+fn from_service<H: Shim>(
+    h: &H,
+    eth: *mut EthHdr,
+    ip: *mut Ipv4Hdr,
+) -> Result<(*mut EthHdr, *mut Ipv4Hdr), Counter> {
+    let (_, data_end) = h.headers(0);
+    let Some(flow) = services::flow_of(ip, data_end) else {
+        return Ok((eth, ip));
+    };
+    let Some(front) = services::front_for_reply(&flow) else {
+        return Ok((eth, ip));
+    };
+    let backend = Endpoint {
+        addr: flow.src,
+        port: flow.sport,
+        _pad: [0; 2],
+    };
+    if !h.translate(ip, data_end, Side::Source, &backend, &front) {
+        return Err(Counter::DropAdjustFailed);
+    }
+    count(H::HOOK, Counter::ServiceReply);
+    let (data, data_end) = h.headers(HEADERS_LEN);
+    match (
+        ptr_at::<EthHdr>(data, data_end, 0),
+        ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
+    ) {
+        (Some(eth), Some(ip)) => Ok((eth, ip)),
+        _ => Err(Counter::DropAdjustFailed),
     }
 }
 

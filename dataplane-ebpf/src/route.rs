@@ -7,7 +7,7 @@ use crate::decision::Decision;
 use crate::{
     maps::{HOST_ADDRS, ROUTES},
     parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, ipv4, ptr_at},
-    vxlan,
+    services, vxlan,
 };
 
 /// What the interface a frame arrived on faces.
@@ -71,6 +71,13 @@ pub fn route(
             reason: Counter::PassIpOptions,
             ip,
         };
+    }
+    if from.role == Role::Workload
+        && services::in_use()
+        && let Some(flow) = services::flow_of(ip, data_end)
+        && let Some(service) = services::service_of(&flow)
+    {
+        return Decision::ToService { service, flow, ip };
     }
     if !decapsulated && HOST_ADDRS.get_ptr(dst).is_some() {
         // Ours: VXLAN from a known tunnel endpoint on the tunnel's interface is decapsulated

@@ -4,9 +4,16 @@
 pub mod tc;
 pub mod xdp;
 
-use dataplane_common::{Hook, NextHop};
+use dataplane_common::{Hook, NextHop, services::Endpoint};
 
-use crate::counters::Outcome;
+use crate::{counters::Outcome, parse::Ipv4Hdr};
+
+/// Which end of a packet a translation rewrites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
 
 pub trait Shim {
     /// Whose counters count.
@@ -54,6 +61,20 @@ pub trait Shim {
 
     /// Cuts the frame to its first `len` bytes. False if the kernel refused.
     fn truncate(&self, len: usize) -> bool;
+
+    /// Rewrites the address and port of one side of the TCP or UDP packet whose option-less
+    /// IPv4 header (the caller checked) is at `ip`, right after the Ethernet header, in a frame
+    /// ending at `data_end`, from `from` to `to`, updating the IPv4 and L4 checksums (a UDP
+    /// checksum of zero, none, stays zero). False if the kernel refused or the L4 header is
+    /// cut short. Every pointer into the frame must be re-derived afterwards.
+    fn translate(
+        &self,
+        ip: *mut Ipv4Hdr,
+        data_end: usize,
+        side: Side,
+        from: &Endpoint,
+        to: &Endpoint,
+    ) -> bool;
 
     /// Sends the frame back out of the interface it came in by (the verdict for it is
     /// `Outcome::Replied`). False if this hook cannot.

@@ -4,18 +4,53 @@
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT, bpf_adj_room_mode,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT,
+        bpf_adj_room_mode,
     },
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
-use dataplane_common::{Counter, Hook, NH_FLAG_VETH_PEER, NextHop, vxlan::VXLAN_OVERHEAD};
+use dataplane_common::{
+    Counter, Hook, NH_FLAG_VETH_PEER, NextHop, services::Endpoint, vxlan::VXLAN_OVERHEAD,
+};
 
-use super::Shim;
-use crate::{counters::Outcome, parse::EthHdr};
+use super::{Shim, Side};
+use crate::{
+    counters::Outcome,
+    parse::{EthHdr, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr},
+};
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: length of the inner L2 header the tunnel carries.
 const ENCAP_L2_ETH_LEN: u64 = (EthHdr::LEN as u64) << 56;
+
+/// Where a translation writes (the helpers take offsets from the frame's start), in a frame whose option-less IPv4 header follows the Ethernet
+/// header: the address and port of `side`, and the L4 checksum of `proto` (TCP or UDP).
+#[derive(Clone, Copy)]
+pub struct NatOffsets {
+    pub addr: usize,
+    pub port: usize,
+    pub l4_check: usize,
+}
+
+/// Offset of the IPv4 header checksum.
+pub const IPV4_CHECK_AT: usize = EthHdr::LEN + 10;
+
+impl NatOffsets {
+    #[inline(always)]
+    pub fn of(proto: u8, side: Side) -> Self {
+        let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
+        let (addr, port) = match side {
+            Side::Source => (EthHdr::LEN + 12, l4),
+            Side::Destination => (EthHdr::LEN + 16, l4 + 2),
+        };
+        let l4_check = l4 + if proto == IPPROTO_TCP { 16 } else { 6 };
+        NatOffsets {
+            addr,
+            port,
+            l4_check,
+        }
+    }
+}
 
 impl Shim for TcContext {
     const HOOK: Hook = Hook::Tc;
@@ -105,5 +140,49 @@ impl Shim for TcContext {
         let mode = bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
         self.adjust_room(-(strip as i32), mode, BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64)
             .is_ok()
+    }
+
+    #[inline(always)]
+    fn translate(
+        &self,
+        ip: *mut Ipv4Hdr,
+        _data_end: usize,
+        side: Side,
+        from: &Endpoint,
+        to: &Endpoint,
+    ) -> bool {
+        // The helpers know the skb's checksum state: a CHECKSUM_PARTIAL packet (a workload's
+        // GSO traffic) holds only the pseudo-header's sum, which they update as such. They
+        // check the offsets against the packet themselves.
+        let proto = unsafe { (*ip).proto };
+        let at = NatOffsets::of(proto, side);
+        let zero_stays = if proto == IPPROTO_UDP {
+            BPF_F_MARK_MANGLED_0 as u64
+        } else {
+            0
+        };
+        let (from_addr, to_addr) = (
+            u32::from_ne_bytes(from.addr) as u64,
+            u32::from_ne_bytes(to.addr) as u64,
+        );
+        let (from_port, to_port) = (
+            u16::from_ne_bytes(from.port) as u64,
+            u16::from_ne_bytes(to.port) as u64,
+        );
+        self.l4_csum_replace(
+            at.l4_check,
+            from_addr,
+            to_addr,
+            BPF_F_PSEUDO_HDR as u64 | zero_stays | 4,
+        )
+        .is_ok()
+            && self
+                .l4_csum_replace(at.l4_check, from_port, to_port, zero_stays | 2)
+                .is_ok()
+            && self
+                .l3_csum_replace(IPV4_CHECK_AT, from_addr, to_addr, 4)
+                .is_ok()
+            && self.store(at.addr, &to.addr, 0).is_ok()
+            && self.store(at.port, &to.port, 0).is_ok()
     }
 }

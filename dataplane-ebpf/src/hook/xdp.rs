@@ -4,10 +4,19 @@ use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use dataplane_common::{Counter, Hook, NextHop, vxlan::VXLAN_OVERHEAD};
+use dataplane_common::{
+    Counter, Hook, NextHop,
+    checksum::{csum_replace_addr, csum_replace_port},
+    services::Endpoint,
+    vxlan::VXLAN_OVERHEAD,
+};
 
-use super::Shim;
-use crate::{counters::Outcome, maps::TX_PORTS, parse::EthHdr};
+use super::{Shim, Side};
+use crate::{
+    counters::Outcome,
+    maps::TX_PORTS,
+    parse::{EthHdr, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr, ptr_at},
+};
 
 impl Shim for XdpContext {
     const HOOK: Hook = Hook::Xdp;
@@ -82,5 +91,55 @@ impl Shim for XdpContext {
         // GRO on, as the wiring step leaves every XDP workload (the ingress interface is a
         // port of the map: routes lead out of it).
         TX_PORTS.redirect(self.arrived_on(), 0).is_ok()
+    }
+
+    #[inline(always)]
+    fn translate(
+        &self,
+        ip: *mut Ipv4Hdr,
+        data_end: usize,
+        side: Side,
+        from: &Endpoint,
+        to: &Endpoint,
+    ) -> bool {
+        // XDP frames carry full checksums (no offload state yet): RFC 1624 updates in place.
+        let proto = unsafe { (*ip).proto };
+        let l4 = ip as usize + Ipv4Hdr::LEN;
+        let l4_check = if proto == IPPROTO_TCP {
+            ptr_at::<[u8; 2]>(l4, data_end, 16)
+        } else {
+            ptr_at::<[u8; 2]>(l4, data_end, 6)
+        };
+        let Some(ports) = ptr_at::<[[u8; 2]; 2]>(l4, data_end, 0) else {
+            return false;
+        };
+        let Some(l4_check) = l4_check else {
+            return false;
+        };
+        unsafe {
+            (*ip).check = csum_replace_addr((*ip).check, from.addr, to.addr);
+            let check = *l4_check;
+            if !(proto == IPPROTO_UDP && check == [0, 0]) {
+                let c = csum_replace_addr(check, from.addr, to.addr);
+                let c = csum_replace_port(c, from.port, to.port);
+                // A UDP checksum that comes out zero is sent as all ones (zero means none).
+                *l4_check = if proto == IPPROTO_UDP && c == [0, 0] {
+                    [0xff, 0xff]
+                } else {
+                    c
+                };
+            }
+            match side {
+                Side::Source => {
+                    (*ip).src_addr = to.addr;
+                    (*ports)[0] = to.port;
+                }
+                Side::Destination => {
+                    (*ip).dst_addr = to.addr;
+                    (*ports)[1] = to.port;
+                }
+            }
+        }
+        true
     }
 }

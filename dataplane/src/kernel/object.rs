@@ -14,7 +14,9 @@ use aya::{
     maps::{MapError, MapInfo},
     programs::{ProgramError, SchedClassifier, Xdp, links::PinnedLink},
 };
-use dataplane_common::maps::{MAX_ROUTES, map_names, program_names};
+use dataplane_common::maps::{
+    MAX_ROUTES, MAX_SERVICE_BACKENDS, MAX_SERVICE_FLOWS, MAX_SERVICES, map_names, program_names,
+};
 
 use super::{
     error::{DataplaneError, map_err},
@@ -33,6 +35,11 @@ pub static OBJECT: &[u8] =
 pub struct LoadOptions {
     /// Capacity of the route map (LPM trie entries).
     pub max_routes: u32,
+    /// Capacities of the service maps: services, backends (all services' together), and
+    /// connections to services (each of the two flow maps).
+    pub max_services: u32,
+    pub max_service_backends: u32,
+    pub max_service_flows: u32,
     /// The programs' log level (aya-log): 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
     /// Fixed into the programs at load; off, the verifier removes the logging code.
     pub ebpf_log_level: u8,
@@ -42,8 +49,24 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_routes: MAX_ROUTES,
+            max_services: MAX_SERVICES,
+            max_service_backends: MAX_SERVICE_BACKENDS,
+            max_service_flows: MAX_SERVICE_FLOWS,
             ebpf_log_level: 0,
         }
+    }
+}
+
+impl LoadOptions {
+    /// The maps whose capacity these options set, with it.
+    pub fn sized_maps(&self) -> [(&'static str, u32); 5] {
+        [
+            (map_names::ROUTES, self.max_routes),
+            (map_names::SERVICES, self.max_services),
+            (map_names::SERVICE_BACKENDS, self.max_service_backends),
+            (map_names::SERVICE_FLOWS, self.max_service_flows),
+            (map_names::SERVICE_REPLIES, self.max_service_flows),
+        ]
     }
 }
 
@@ -80,7 +103,9 @@ impl Dataplane {
 
     fn load_with(pins: Option<&PinDir>, options: LoadOptions) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(map_names::ROUTES, options.max_routes);
+        for (name, capacity) in options.sized_maps() {
+            loader.map_max_entries(name, capacity);
+        }
         loader.override_global(aya_log::LEVEL, &options.ebpf_log_level, true);
         if let Some(pins) = pins {
             for name in PINNED_MAPS {
@@ -183,11 +208,11 @@ fn check_pinned_maps(pins: &PinDir, options: LoadOptions) -> Result<(), Dataplan
             .maps
             .get(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let max_entries = if name == map_names::ROUTES {
-            options.max_routes
-        } else {
-            declared.max_entries()
-        };
+        let max_entries = options
+            .sized_maps()
+            .into_iter()
+            .find(|(sized, _)| *sized == name)
+            .map_or(declared.max_entries(), |(_, capacity)| capacity);
         for (what, have, want) in [
             ("key size", pinned.key_size(), declared.key_size()),
             ("value size", pinned.value_size(), declared.value_size()),

@@ -17,9 +17,10 @@ use crate::{model::route_table::Attach, system::netns::netns_cookie};
 const APP_DIR: &str = "ebpf-dataplane";
 
 /// The maps a host's dataplane keeps across loader restarts: everything the routing programs
-/// use (routes, ports, addresses, VXLAN settings, policy and its admitted flows, and the
-/// counters, which therefore keep counting across a restart). The bench's softirq timer map is not part of a host's state.
-pub const PINNED_MAPS: [&str; 15] = [
+/// use (routes, ports, addresses, VXLAN settings, policy and its admitted flows, services and
+/// their open connections, and the counters, which therefore keep counting across a
+/// restart). The bench's softirq timer map is not part of a host's state.
+pub const PINNED_MAPS: [&str; 20] = [
     map_names::ROUTES,
     map_names::TX_PORTS,
     map_names::HOST_ADDRS,
@@ -35,6 +36,11 @@ pub const PINNED_MAPS: [&str; 15] = [
     map_names::POLICY_FLOWS_NEW,
     map_names::POLICY_DENIED,
     map_names::POLICY_ACTIVE,
+    map_names::SERVICES,
+    map_names::SERVICE_BACKENDS,
+    map_names::SERVICE_FLOWS,
+    map_names::SERVICE_REPLIES,
+    map_names::SERVICES_ACTIVE,
 ];
 
 #[derive(Debug, thiserror::Error)]

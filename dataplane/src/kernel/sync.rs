@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     model::Ipv4Prefix,
-    plan::{Plan, VxlanPlan, diff, egress_slots},
+    plan::{Plan, VxlanPlan, diff, slots},
 };
 
 /// Changes applied to the maps by one [`Dataplane::apply`].
@@ -70,13 +70,14 @@ impl Dataplane {
         // Every interface a route leaves by (which the device map holds too, but for a plan
         // that leaves it out on purpose to test a missing port).
         let egresses: BTreeSet<u32> = plan.routes.values().map(|nh| nh.ifindex).collect();
-        let slots =
-            egress_slots::assign(&current_slots, &egresses).ok_or(DataplaneError::MapFull {
+        let slots = slots::assign(&current_slots, &egresses, MAX_EGRESS_SLOTS).ok_or(
+            DataplaneError::MapFull {
                 map: map_names::FWD_BY_EGRESS,
                 needed: current_slots.len() + egresses.len(),
                 capacity: MAX_EGRESS_SLOTS,
                 hint: "",
-            })?;
+            },
+        )?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         let current_ports: BTreeSet<u32> = ports

@@ -6,6 +6,7 @@ pub mod mac;
 pub mod policy;
 pub mod prefix;
 pub mod route_table;
+pub mod services;
 
 pub use line_error::{LineError, render_line_errors};
 pub use prefix::Ipv4Prefix;

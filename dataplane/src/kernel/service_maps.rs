@@ -1,0 +1,132 @@
+//! Writing services into the programs' maps so that a packet always finds a consistent set: a
+//! service's backends are written before the service entry that counts them and removed
+//! after it, and a new service never takes the id of one on its way out (`plan::slots`).
+//! Connections already made keep their backend (the flow maps are left alone).
+use std::collections::{BTreeMap, BTreeSet};
+
+use aya::maps::{Array, HashMap, MapData};
+use dataplane_common::{
+    maps::map_names::{SERVICE_BACKENDS, SERVICES, SERVICES_ACTIVE},
+    services::{BackendKey, Endpoint, ServiceKey, ServiceValue},
+};
+
+use super::{
+    error::{DataplaneError, map_err},
+    object::Dataplane,
+};
+use crate::{model::services::Services, plan::services::compile};
+
+/// What [`Dataplane::apply_services`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicesReport {
+    pub services: usize,
+    pub backends: usize,
+    /// Entries written and removed, over both maps.
+    pub written: usize,
+    pub removed: usize,
+}
+
+impl Dataplane {
+    /// Makes the service maps hold `services`. Refused whole, before anything is written, if
+    /// the old and new versions together would not fit the maps.
+    pub fn apply_services(
+        &mut self,
+        services: &Services,
+    ) -> Result<ServicesReport, DataplaneError> {
+        let current: BTreeMap<ServiceKey, ServiceValue> = read(self, SERVICES)?;
+        let current_backends: BTreeMap<BackendKey, Endpoint> = read(self, SERVICE_BACKENDS)?;
+        let compiled = compile(services, &current);
+        self.ensure_room(
+            SERVICES,
+            keys_in_either(&current, &compiled.services),
+            " (raise it with `loader run --max-services`; old and new are both held while switching)",
+        )?;
+        self.ensure_room(
+            SERVICE_BACKENDS,
+            keys_in_either(&current_backends, &compiled.backends),
+            " (raise it with `loader run --max-service-backends`; old and new are both held while switching)",
+        )?;
+        let mut report = ServicesReport {
+            services: compiled.services.len(),
+            backends: compiled.backends.len(),
+            ..Default::default()
+        };
+        report.written += write(
+            self,
+            SERVICE_BACKENDS,
+            &current_backends,
+            &compiled.backends,
+        )?;
+        // The programs skip the service lookups while SERVICES_ACTIVE is 0: off before the
+        // last service goes, on after the first arrives (rewritten every time, so an adopted
+        // dataplane agrees too).
+        if compiled.services.is_empty() {
+            self.set_services_active(0)?;
+        }
+        report.written += write(self, SERVICES, &current, &compiled.services)?;
+        report.removed += remove_missing(self, SERVICES, &current, &compiled.services)?;
+        if !compiled.services.is_empty() {
+            self.set_services_active(compiled.services.len() as u32)?;
+        }
+        report.removed += remove_missing(
+            self,
+            SERVICE_BACKENDS,
+            &current_backends,
+            &compiled.backends,
+        )?;
+        Ok(report)
+    }
+
+    fn set_services_active(&mut self, services: u32) -> Result<(), DataplaneError> {
+        let mut map: Array<&mut MapData, u32> = self.map(SERVICES_ACTIVE)?;
+        map.set(0, services, 0).map_err(map_err(SERVICES_ACTIVE))
+    }
+}
+
+/// How many keys `a` and `b` hold between them.
+fn keys_in_either<K: Ord, V>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> usize {
+    let keys: BTreeSet<&K> = a.keys().chain(b.keys()).collect();
+    keys.len()
+}
+
+fn read<K: aya::Pod + Ord, V: aya::Pod>(
+    dataplane: &mut Dataplane,
+    name: &'static str,
+) -> Result<BTreeMap<K, V>, DataplaneError> {
+    let map: HashMap<&mut MapData, K, V> = dataplane.map(name)?;
+    map.iter().collect::<Result<_, _>>().map_err(map_err(name))
+}
+
+/// Writes the entries of `desired` that `current` does not hold as they are.
+fn write<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+    dataplane: &mut Dataplane,
+    name: &'static str,
+    current: &BTreeMap<K, V>,
+    desired: &BTreeMap<K, V>,
+) -> Result<usize, DataplaneError> {
+    let mut map: HashMap<&mut MapData, K, V> = dataplane.map(name)?;
+    let mut written = 0;
+    for (key, value) in desired {
+        if current.get(key) != Some(value) {
+            map.insert(key, value, 0).map_err(map_err(name))?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Removes the entries of `current` that `desired` does not hold.
+fn remove_missing<K: aya::Pod + Ord, V: aya::Pod>(
+    dataplane: &mut Dataplane,
+    name: &'static str,
+    current: &BTreeMap<K, V>,
+    desired: &BTreeMap<K, V>,
+) -> Result<usize, DataplaneError> {
+    let mut map: HashMap<&mut MapData, K, V> = dataplane.map(name)?;
+    let mut removed = 0;
+    for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+        map.remove(key).map_err(map_err(name))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
