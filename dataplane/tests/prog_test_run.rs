@@ -3,100 +3,17 @@
 //! without it). Each test runs in a network namespace of its own (unshared by its thread), so
 //! the device map's entry for `lo` (ifindex 1 there) touches nothing outside; test runs send
 //! nothing anyway.
+mod fixture;
+
 use dataplane::model::{Ipv4Prefix, policy::Direction, route_table::Role};
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use dataplane::kernel::{Dataplane, inspect as stats, synthetic::*};
+use dataplane::kernel::{inspect as stats, synthetic::*};
 use dataplane_common::{
     Hook, NextHop,
     checksum::{checksum, flow_source_port},
 };
-
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
-
-const XDP_DROP: u32 = 1;
-const TC_ACT_SHOT: u32 = 2;
-
-/// A test's own network namespace and a dataplane loaded in it, with two routes: a local
-/// workload 198.18.1.2/32 and a remote prefix 198.18.2.0/24, both out of `lo` (ifindex 1).
-struct Fixture {
-    dataplane: Dataplane,
-}
-
-impl Fixture {
-    fn new(with_tx_port: bool) -> Self {
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "program tests need root (BPF_PROG_TEST_RUN)"
-        );
-        // SAFETY: unshare affects only this test's thread.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "unshare(CLONE_NEWNET)"
-        );
-        let mut dataplane = Dataplane::load().expect("loading the programs");
-        dataplane
-            .apply(&plan(with_tx_port))
-            .expect("filling the maps");
-        Self { dataplane }
-    }
-
-    fn counter(&self, hook: Hook, name: &str) -> u64 {
-        let ids = self.dataplane.kernel_ids().unwrap();
-        let stats = stats::read(&ids).unwrap();
-        stats.hooks[hook.name()][name]
-    }
-
-    /// Runs the frame and checks that exactly `counters` moved (besides rx), each by one.
-    fn run_counted(&self, hook: Hook, frame: &[u8], counters: &[&str]) -> (u32, Vec<u8>) {
-        self.run_counted_from(hook, Role::Underlay, frame, counters)
-    }
-
-    /// As [`Self::run_counted`], for a frame arriving on an interface facing `role`.
-    fn run_counted_from(
-        &self,
-        hook: Hook,
-        role: Role,
-        frame: &[u8],
-        counters: &[&str],
-    ) -> (u32, Vec<u8>) {
-        let ids = self.dataplane.kernel_ids().unwrap();
-        let before = stats::read(&ids).unwrap();
-        let result = self
-            .dataplane
-            .run_on_frame(hook, role, frame)
-            .expect("test run");
-        let after = stats::read(&ids).unwrap();
-        let h = hook.name();
-        let moved: Vec<(&str, u64)> = after.hooks[h]
-            .iter()
-            .map(|(name, value)| (name.as_str(), value - before.hooks[h][name]))
-            .filter(|(_, delta)| *delta != 0)
-            .collect();
-        let mut expected: Vec<(&str, u64)> = counters.iter().map(|c| (*c, 1)).collect();
-        expected.push(("rx", 1));
-        expected.sort();
-        assert_eq!(moved, expected, "{h}: counters that moved");
-        result
-    }
-}
-
-fn verdicts(hook: Hook) -> (u32, u32) {
-    match hook {
-        Hook::Xdp => (XDP_PASS, XDP_REDIRECT),
-        Hook::Tc => (TC_ACT_OK, TC_ACT_REDIRECT),
-    }
-}
-
-fn both_hooks(test: impl Fn(Hook)) {
-    test(Hook::Xdp);
-    test(Hook::Tc);
-}
+use fixture::*;
 
 /// What a correct forward of `input` to `nh` looks like: MACs rewritten, TTL one less,
 /// IPv4 checksum recomputed from scratch, everything else identical.
