@@ -57,7 +57,7 @@ pub fn service_of(flow: &FlowKey) -> Option<ServiceValue> {
         proto: flow.proto,
         _pad: 0,
     };
-    unsafe { SERVICES.get(&key) }.copied()
+    unsafe { SERVICES.get(key) }.copied()
 }
 
 /// The backend the client's `flow` to `service` goes to: the one it got before, or a new draw
@@ -82,7 +82,7 @@ pub fn backend_for(
         service: service.id,
         index,
     };
-    let Some(backend) = (unsafe { SERVICE_BACKENDS.get(&key) }).copied() else {
+    let Some(backend) = (unsafe { SERVICE_BACKENDS.get(key) }).copied() else {
         return Err(Counter::DropServiceNoBackend);
     };
     let front = Endpoint {
@@ -99,26 +99,16 @@ pub fn backend_for(
         _pad: [0; 3],
     };
     // The reply side first: a reply can never arrive before the flow is recorded that way.
-    let recorded = SERVICE_REPLIES
-        .insert(
-            &reply,
-            &ServiceFlow {
-                endpoint: front,
-                seen_ns: now,
-            },
-            0,
-        )
-        .is_ok()
-        && SERVICE_FLOWS
-            .insert(
-                flow,
-                &ServiceFlow {
-                    endpoint: backend,
-                    seen_ns: now,
-                },
-                0,
-            )
-            .is_ok();
+    let to_front = ServiceFlow {
+        endpoint: front,
+        seen_ns: now,
+    };
+    let to_backend = ServiceFlow {
+        endpoint: backend,
+        seen_ns: now,
+    };
+    let recorded = SERVICE_REPLIES.insert(reply, to_front, 0).is_ok()
+        && SERVICE_FLOWS.insert(*flow, to_backend, 0).is_ok();
     if !recorded {
         return Err(Counter::DropServiceNoBackend);
     }

@@ -55,6 +55,29 @@ pub enum Command {
         /// workload is under policy (a pinned policy from an earlier run is removed).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Services for this host's workloads (format: README.md, "Services"): a workload's
+        /// connection to a service's virtual address and port goes to one of its backends,
+        /// drawn at random per connection, and the replies come back from the service's
+        /// address. Applied before anything is attached and followed like the route table: a
+        /// change that does not parse or fit the maps is logged with its line and the running
+        /// services stay. Without it, no service (pinned ones from an earlier run are removed).
+        #[arg(long, value_name = "FILE")]
+        services: Option<PathBuf>,
+        /// Capacity of the service map (services). Fixed when the dataplane is first pinned,
+        /// like every capacity here: changing it needs `loader detach` first.
+        #[arg(long, value_name = "N", default_value_t = dataplane::common::maps::MAX_SERVICES,
+              value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+        max_services: u32,
+        /// Capacity of the backend map (all services' backends together).
+        #[arg(long, value_name = "N",
+              default_value_t = dataplane::common::maps::MAX_SERVICE_BACKENDS,
+              value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        max_service_backends: u32,
+        /// Connections to services the programs remember (each way; least recently used
+        /// forgotten first, when full: such a connection's next packet draws a backend anew).
+        #[arg(long, value_name = "N", default_value_t = dataplane::common::maps::MAX_SERVICE_FLOWS,
+              value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        max_service_flows: u32,
         /// Capacity of the route map. Fixed when the dataplane is first pinned: changing it
         /// needs `loader detach` first.
         #[arg(long, value_name = "N", default_value_t = dataplane::common::maps::MAX_ROUTES,

@@ -6,6 +6,7 @@
 //! Namespaces are joined only to each other: nothing here touches the root namespace's
 //! interfaces, addresses or routes.
 pub mod craft;
+pub mod kube_proxy;
 pub mod netfilter;
 pub mod netns;
 pub mod podman;

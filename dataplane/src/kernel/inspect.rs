@@ -15,6 +15,7 @@ use dataplane_common::{
     counters::EgressCount,
     maps::{map_names, program_names},
     policy::{FlowKey, PolicyEndpoint, PolicyEndpointKey, PolicyPeerKey, PolicyVerdictKey},
+    services::{BackendKey, Endpoint, ServiceFlow, ServiceKey, ServiceValue},
 };
 
 use super::{
@@ -244,7 +245,7 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
     }
     use map_names::{
         FWD_BY_EGRESS, HOST_ADDRS, POLICIES, POLICY_FLOWS, POLICY_PEERS, POLICY_VERDICTS, ROUTES,
-        TX_PORTS, VXLAN_VNIS,
+        SERVICE_BACKENDS, SERVICE_FLOWS, SERVICES, TX_PORTS, VXLAN_VNIS,
     };
     let ports: DevMapHash<MapData> = typed(ids, TX_PORTS, Map::DevMapHash)?;
     let addrs: HashMap<MapData, Ipv4Key, u32> = typed(ids, HOST_ADDRS, Map::HashMap)?;
@@ -255,6 +256,11 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
     let verdicts: LpmTrie<MapData, PolicyVerdictKey, u32> =
         typed(ids, POLICY_VERDICTS, Map::LpmTrie)?;
     let flows: HashMap<MapData, FlowKey, u64> = typed(ids, POLICY_FLOWS, Map::LruHashMap)?;
+    let services: HashMap<MapData, ServiceKey, ServiceValue> = typed(ids, SERVICES, Map::HashMap)?;
+    let backends: HashMap<MapData, BackendKey, Endpoint> =
+        typed(ids, SERVICE_BACKENDS, Map::HashMap)?;
+    let service_flows: HashMap<MapData, FlowKey, ServiceFlow> =
+        typed(ids, SERVICE_FLOWS, Map::LruHashMap)?;
     Ok(vec![
         fill(ROUTES, Ok(routes(ids)?.len() as u64))?,
         fill(TX_PORTS, count(ports.keys()))?,
@@ -271,5 +277,8 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
         fill(POLICY_PEERS, count(peers.keys()))?,
         fill(POLICY_VERDICTS, count(verdicts.keys()))?,
         fill(POLICY_FLOWS, count(flows.keys()))?,
+        fill(SERVICES, count(services.keys()))?,
+        fill(SERVICE_BACKENDS, count(backends.keys()))?,
+        fill(SERVICE_FLOWS, count(service_flows.keys()))?,
     ])
 }

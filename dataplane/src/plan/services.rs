@@ -22,7 +22,7 @@ pub fn compile(
     current: &BTreeMap<ServiceKey, ServiceValue>,
 ) -> CompiledServices {
     let current_ids: BTreeMap<ServiceKey, u32> = current.iter().map(|(k, v)| (*k, v.id)).collect();
-    let keys: BTreeSet<ServiceKey> = services.services.values().map(|s| key_of(s)).collect();
+    let keys: BTreeSet<ServiceKey> = services.services.values().map(key_of).collect();
     let ids = slots::assign(&current_ids, &keys, u32::MAX)
         .expect("fewer services than ids: the maps refuse more long before");
     let mut compiled = CompiledServices::default();

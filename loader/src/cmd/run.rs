@@ -10,6 +10,7 @@ use dataplane::{
         policy::{self, Policy},
         render_line_errors,
         route_table::{self as config, Attach},
+        services::{self, Services},
     },
     plan::{Plan, kernel_routes::KernelRouteFilter},
     system::{
@@ -37,6 +38,7 @@ use crate::{
 pub struct RunSettings<'a> {
     pub config_path: &'a Path,
     pub policy_path: Option<&'a Path>,
+    pub services_path: Option<&'a Path>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub bpffs: &'a Path,
     pub options: LoadOptions,
@@ -54,6 +56,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
     let RunSettings {
         config_path,
         policy_path,
+        services_path,
         metrics_addr,
         bpffs,
         options,
@@ -122,13 +125,17 @@ pub fn run(settings: RunSettings) -> Result<()> {
         Some(path) => policy::load(path)?,
         None => Policy::default(),
     };
+    let services = match services_path {
+        Some(path) => services::load(path)?,
+        None => Services::default(),
+    };
 
     if bpffs::ensure_bpffs(bpffs)? {
         info!(bpffs = %bpffs.display(), "mounted a BPF filesystem");
     }
     let pins = PinDir::for_current_netns(bpffs)?;
     let adopting = pins.exists();
-    let mut dataplane = match load_and_attach(&pins, options, &plan, &policy) {
+    let mut dataplane = match load_and_attach(&pins, options, &plan, &policy, &services) {
         Ok(dataplane) => dataplane,
         Err(e) => {
             // A first start that failed leaves nothing behind; a failed adoption leaves the
@@ -226,6 +233,9 @@ pub fn run(settings: RunSettings) -> Result<()> {
     if let Some(path) = policy_path {
         watcher.follow_policy(path);
     }
+    if let Some(path) = services_path {
+        watcher.follow_services(path);
+    }
     if let Some((store, (record, lease), feed)) = joined {
         let _guard = runtime.enter();
         tokio::spawn(cluster::follow(
@@ -310,6 +320,7 @@ fn load_and_attach(
     options: LoadOptions,
     plan: &Plan,
     policy: &Policy,
+    services: &Services,
 ) -> Result<Dataplane> {
     let mut dataplane = Dataplane::load_pinned(pins, options)?;
     let report = dataplane.apply(plan)?;
@@ -328,6 +339,12 @@ fn load_and_attach(
         peer_entries = report.peer_entries,
         verdict_entries = report.verdict_entries,
         "maps hold the policy"
+    );
+    let report = dataplane.apply_services(services)?;
+    info!(
+        services = report.services,
+        backends = report.backends,
+        "maps hold the services"
     );
     let attached = dataplane.attach(&plan.attachments)?;
     for a in &plan.attachments {

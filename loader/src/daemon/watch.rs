@@ -19,6 +19,7 @@ use dataplane::{
         mac::format_mac,
         policy,
         route_table::{self as config, Attach, Config},
+        services,
     },
     plan::{Plan, diff, kernel_routes::KernelRouteFilter},
     system::{
@@ -191,6 +192,7 @@ pub struct Watcher {
     applied: Plan,
     counters: Arc<LoaderCounters>,
     policy: Option<FollowedFile>,
+    services: Option<FollowedFile>,
     cluster: Option<ClusterFeed>,
     workloads: WorkloadFeed,
     /// Set by the kernel's notifications when links, addresses or neighbours changed.
@@ -223,6 +225,7 @@ impl Watcher {
             applied: start.applied,
             counters: start.counters,
             policy: None,
+            services: None,
             cluster: None,
             workloads: start.workloads,
             system_changed: start.system_changed,
@@ -267,6 +270,42 @@ impl Watcher {
                 verdict_entries = report.verdict_entries,
                 total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
                 "policy applied"
+            ),
+            Err(e) => self.refuse_apply(&file, &e, REFUSED),
+        }
+    }
+
+    /// Also follows the services file at `path` (already applied as it is now).
+    pub fn follow_services(&mut self, path: &Path) {
+        self.services = Some(FollowedFile::new(path));
+    }
+
+    /// Applies the services file if it changed; a file that cannot be read or parsed, or does
+    /// not fit the maps, is reported and the running services stay.
+    fn poll_services(&mut self, dataplane: &mut Dataplane) {
+        const REFUSED: &str = "services not applied; keeping the running ones";
+        let Some(followed) = &mut self.services else {
+            return;
+        };
+        let Some((text, _)) = followed.changed("services", &self.counters) else {
+            return;
+        };
+        followed.take();
+        let file = followed.name();
+        let started = std::time::Instant::now();
+        let parsed = match services::parse(&text) {
+            Ok(parsed) => parsed,
+            Err(errors) => return self.refuse_lines(&file, &errors, REFUSED),
+        };
+        match dataplane.apply_services(&parsed) {
+            Ok(report) => info!(
+                %file,
+                services = report.services,
+                backends = report.backends,
+                written = report.written,
+                removed = report.removed,
+                total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                "services applied"
             ),
             Err(e) => self.refuse_apply(&file, &e, REFUSED),
         }
@@ -321,6 +360,7 @@ impl Watcher {
     /// Looks at the sources; if one changed, applies the new plan's difference.
     pub fn poll(&mut self, dataplane: &mut Dataplane) {
         self.poll_policy(dataplane);
+        self.poll_services(dataplane);
         let _ = self.reconcile(dataplane, false);
     }
 
