@@ -45,6 +45,8 @@ struct Chart<'a> {
     x_label: &'a str,
     y_label: &'a str,
     log_x: bool,
+    /// Times that span orders of magnitude (a load of 1 ms and of 40 s) on a log axis too.
+    log_y: bool,
     series: Vec<Series>,
 }
 
@@ -138,7 +140,22 @@ where
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }};
     }
-    if chart.log_x {
+    if chart.log_x && chart.log_y {
+        let low = ys
+            .iter()
+            .cloned()
+            .filter(|y| *y > 0.0)
+            .fold(f64::MAX, f64::min)
+            .min(y1);
+        finish!(
+            builder
+                .build_cartesian_2d(
+                    (x0 * 0.8..x1 * 1.25).log_scale(),
+                    (low * 0.8..y1 * 1.25).log_scale()
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        );
+    } else if chart.log_x {
         finish!(
             builder
                 .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), y_range)
@@ -226,6 +243,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 x_label: "offered rate, Mbit/s (log)",
                 y_label: "softirq CPU, % of one CPU",
                 log_x: true,
+                log_y: false,
                 series: rate_series(r, p, |m, rate| r.spread(m, p, rate, |x| x.softirq_cpu_pct)),
             },
         )?);
@@ -240,6 +258,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 x_label: "offered rate, Mbit/s (log)",
                 y_label: "softirq CPU above floor, % of one CPU",
                 log_x: true,
+                log_y: false,
                 series: rate_series(r, p, |m, rate| {
                     if m == Mode::Floor {
                         None
@@ -286,6 +305,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 x_label: "offered rate, Mbit/s (log)",
                 y_label: "ratio (1 = same cost; lower: eBPF cheaper)",
                 log_x: true,
+                log_y: false,
                 series: headline,
             },
         )?);
@@ -317,6 +337,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 x_label: "message size, bytes",
                 y_label: "half round trip, µs",
                 log_x: false,
+                log_y: false,
                 series,
             },
         )?);
@@ -350,6 +371,7 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 x_label: "rules the traffic does not match, plus one (log)",
                 y_label: "round trip, µs",
                 log_x: true,
+                log_y: false,
                 series: series(|p| p.new_flows.p50_us),
             },
         )?);
@@ -361,9 +383,84 @@ pub fn draw_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 x_label: "rules the traffic does not match, plus one (log)",
                 y_label: "softirq CPU per Gbit/s, % of one CPU",
                 log_x: true,
+                log_y: false,
                 series: series(|p| p.cpu_pct_per_gbps),
             },
         )?);
+    }
+    if !r.settings.service_counts.is_empty() {
+        let series = |f: fn(&crate::service_scaling::ServicePoint) -> f64| {
+            r.settings
+                .service_engines
+                .iter()
+                .map(|engine| Series {
+                    label: engine.name().to_string(),
+                    points: r
+                        .settings
+                        .service_counts
+                        .iter()
+                        .filter_map(|n| {
+                            r.service_spread(*engine, *n, f)
+                                .map(|s| ((n + 1) as f64, s))
+                        })
+                        .collect(),
+                    off_target: vec![],
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect()
+        };
+        let x_label = "services the traffic does not ask for, plus one (log)";
+        type ServiceChart = (
+            &'static str,
+            &'static str,
+            &'static str,
+            bool,
+            fn(&crate::service_scaling::ServicePoint) -> f64,
+        );
+        let charts: [ServiceChart; 4] = [
+            (
+                "services_connect_latency",
+                "Services: new connection p50 vs services",
+                "connect, a byte each way, close: µs",
+                false,
+                |p| p.connect.p50_us,
+            ),
+            (
+                "services_cpu_per_connection",
+                "Services: kernel-level CPU per new connection vs services",
+                "softirq CPU per connection, µs",
+                false,
+                |p| p.cpu_us_per_connection,
+            ),
+            (
+                "services_load_time",
+                "Services: loading all of them vs services",
+                "ms (log)",
+                true,
+                |p| p.load_ms,
+            ),
+            (
+                "services_change_time",
+                "Services: one endpoint change vs services",
+                "ms (log)",
+                true,
+                |p| p.change_ms,
+            ),
+        ];
+        for (name, title, y_label, log_y, f) in charts {
+            files.extend(write(
+                dir,
+                name,
+                &Chart {
+                    title,
+                    x_label,
+                    y_label,
+                    log_x: true,
+                    log_y,
+                    series: series(f),
+                },
+            )?);
+        }
     }
     Ok(files)
 }

@@ -14,6 +14,7 @@ use bench::{
     report,
     results::{Results, SCHEMA_VERSION, Settings},
     route_scale::{self, RouteScalePoint},
+    service_scaling::{self, ServiceEngine, ServicePoint},
     softirq::SoftirqMeter,
 };
 use clap::{Args, Parser, Subcommand};
@@ -100,6 +101,18 @@ struct RunArgs {
     /// Leave the policy scaling sweep out.
     #[arg(long)]
     no_policy: bool,
+    /// Service counts of the service scaling sweep (services the traffic does not ask for,
+    /// three backends each; two more carry it), comma-separated (default 0,1000,10000;
+    /// `--full`: 0,100,1000,10000,30000).
+    #[arg(long, value_delimiter = ',')]
+    services: Option<Vec<usize>>,
+    /// Engines of the service scaling sweep: kube-proxy-iptables, kube-proxy-nftables, ebpf
+    /// (default: all).
+    #[arg(long, value_delimiter = ',')]
+    service_engines: Option<Vec<String>>,
+    /// Leave the service scaling sweep out.
+    #[arg(long)]
+    no_services: bool,
     /// Output directory (default: bench-out/<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -113,6 +126,11 @@ const POLICY_RULES: [usize; 5] = [0, 10, 100, 1_000, 10_000];
 const DEFAULT_POLICY_RULES: [usize; 3] = [0, 100, 10_000];
 /// The policy sweep's stream: well within what every engine forwards on this machine.
 const POLICY_RATE_MBPS: u64 = 500;
+const SERVICE_COUNTS: [usize; 5] = [0, 100, 1_000, 10_000, 30_000];
+/// The default service sweep's counts (every one of SERVICE_COUNTS under `--full`).
+const DEFAULT_SERVICE_COUNTS: [usize; 3] = [0, 1_000, 10_000];
+/// The service sweep's established stream (TCP, paced), as the policy sweep's.
+const SERVICE_RATE_MBPS: u64 = 500;
 const LATENCY_SIZES: [usize; 3] = [50, 100, 500];
 /// 18 bytes of UDP payload: 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 + 4 (FCS) = 64 bytes.
 const SMALL_PAYLOAD: u64 = 18;
@@ -130,6 +148,8 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         duration: u32,
         latency_count: usize,
         policy_rules: Vec<usize>,
+        service_counts: Vec<usize>,
+        service_connections: usize,
         meter_check_s: u32,
         route_scale: Vec<usize>,
         path_runs: usize,
@@ -149,6 +169,8 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             duration: 1,
             latency_count: 300,
             policy_rules: vec![0, 1_000],
+            service_counts: vec![0, 1_000],
+            service_connections: 200,
             meter_check_s: 0,
             route_scale: vec![0, 100_000],
             path_runs: 2_000,
@@ -162,6 +184,8 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             duration: 5,
             latency_count: 2000,
             policy_rules: POLICY_RULES.to_vec(),
+            service_counts: SERVICE_COUNTS.to_vec(),
+            service_connections: 2000,
             meter_check_s: METER_CHECK_S * 2,
             route_scale: vec![0, 10_000, 100_000, 1_000_000],
             path_runs: PATH_RUNS * 5,
@@ -175,6 +199,8 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             duration: 2,
             latency_count: 1000,
             policy_rules: DEFAULT_POLICY_RULES.to_vec(),
+            service_counts: DEFAULT_SERVICE_COUNTS.to_vec(),
+            service_connections: 1000,
             meter_check_s: METER_CHECK_S,
             route_scale: vec![0, 1_000_000],
             path_runs: PATH_RUNS,
@@ -221,6 +247,27 @@ fn settings(a: &RunArgs) -> Result<Settings> {
             .collect::<Result<Vec<_>>>()?,
         None => Engine::ALL.to_vec(),
     };
+    let service_counts = if a.no_services {
+        vec![]
+    } else {
+        a.services.clone().unwrap_or(shape.service_counts)
+    };
+    anyhow::ensure!(
+        service_counts.iter().all(|n| *n <= 60_000),
+        "--services: at most 60000 services (10.96.0.0/16 holds the generated ones)"
+    );
+    let service_engines = match &a.service_engines {
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                ServiceEngine::ALL
+                    .into_iter()
+                    .find(|e| e.name() == n)
+                    .ok_or_else(|| anyhow::anyhow!("unknown service engine `{n}`"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => ServiceEngine::ALL.to_vec(),
+    };
     let order_seed = a.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -245,6 +292,10 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         policy_rules,
         policy_engines,
         policy_rate_mbps: POLICY_RATE_MBPS,
+        service_counts,
+        service_engines,
+        service_connections: shape.service_connections,
+        service_rate_mbps: SERVICE_RATE_MBPS,
     })
 }
 
@@ -329,6 +380,55 @@ fn policy_sweep(settings: &Settings, meter: &SoftirqMeter) -> Result<Vec<Scaling
     Ok(points)
 }
 
+/// The service scaling sweep: every engine at every service count, in a shuffled order within
+/// each repetition, each point on a fresh bed.
+fn service_sweep(settings: &Settings, meter: &SoftirqMeter) -> Result<Vec<ServicePoint>> {
+    let mut rng = fastrand::Rng::with_seed(settings.order_seed ^ 0x5e4f1ce);
+    let mut points = Vec::new();
+    let total = settings.service_counts.len()
+        * settings.service_engines.len()
+        * settings.repetitions as usize;
+    for repetition in 0..settings.repetitions {
+        let mut order: Vec<(usize, ServiceEngine)> = settings
+            .service_counts
+            .iter()
+            .flat_map(|n| settings.service_engines.iter().map(move |e| (*n, *e)))
+            .collect();
+        rng.shuffle(&mut order);
+        for (count, engine) in order {
+            eprint!(
+                "\r[services {}/{total}] rep {}/{} {:<20} {:>6} services   ",
+                points.len() + 1,
+                repetition + 1,
+                settings.repetitions,
+                engine.name(),
+                count
+            );
+            let what = || format!("{} with {count} services", engine.name());
+            let (bed, services, load_ms) =
+                service_scaling::build(engine, count).with_context(what)?;
+            points.push(
+                service_scaling::measure(
+                    bed,
+                    &services,
+                    meter,
+                    engine,
+                    load_ms,
+                    repetition,
+                    settings.duration_s,
+                    settings.service_rate_mbps,
+                    settings.service_connections,
+                )
+                .with_context(what)?,
+            );
+        }
+    }
+    if total > 0 {
+        eprintln!();
+    }
+    Ok(points)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -391,6 +491,7 @@ fn run(args: &RunArgs) -> Result<()> {
     let measured = campaign::run(&settings, &meter)?;
     let route_scale = route_sweep(&settings, &meter)?;
     let policy_scaling = policy_sweep(&settings, &meter)?;
+    let service_scaling = service_sweep(&settings, &meter)?;
     let results = Results {
         schema: SCHEMA_VERSION,
         started_unix: SystemTime::now()
@@ -413,6 +514,7 @@ fn run(args: &RunArgs) -> Result<()> {
         route_scale,
         path_costs,
         policy_scaling,
+        service_scaling,
     };
     write_outputs(&results, &out)?;
     let off = results.points.iter().filter(|p| p.off_target).count();

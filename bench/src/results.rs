@@ -9,9 +9,10 @@ use crate::{
     measure::Point,
     modes::Mode,
     policy_scaling::{Engine, ScalingPoint},
+    service_scaling::{ServiceEngine, ServicePoint},
 };
 
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The protocol name of the small-packet points.
 pub const SMALL_PACKETS: &str = "udp-small";
@@ -46,6 +47,16 @@ pub struct Settings {
     pub policy_rules: Vec<usize>,
     pub policy_engines: Vec<Engine>,
     pub policy_rate_mbps: u64,
+    /// Service scaling: service counts (empty: not measured), engines, new connections per
+    /// point, the established stream's rate.
+    #[serde(default)]
+    pub service_counts: Vec<usize>,
+    #[serde(default)]
+    pub service_engines: Vec<ServiceEngine>,
+    #[serde(default)]
+    pub service_connections: usize,
+    #[serde(default)]
+    pub service_rate_mbps: u64,
 }
 
 impl Settings {
@@ -101,6 +112,8 @@ pub struct Results {
     #[serde(default)]
     pub path_costs: Vec<dataplane::kernel::path_costs::PathCost>,
     pub policy_scaling: Vec<ScalingPoint>,
+    #[serde(default)]
+    pub service_scaling: Vec<ServicePoint>,
 }
 
 /// An eBPF mode against its baseline at one protocol and rate.
@@ -388,6 +401,21 @@ impl Results {
     }
 
     /// A measure of the policy-scaling points of one engine and rule count.
+    pub fn service_spread(
+        &self,
+        engine: ServiceEngine,
+        services: usize,
+        f: impl Fn(&ServicePoint) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.service_scaling
+                .iter()
+                .filter(|p| p.engine == engine && p.services == services)
+                .map(f)
+                .collect(),
+        )
+    }
+
     pub fn scaling_spread(
         &self,
         engine: Engine,

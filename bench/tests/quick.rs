@@ -35,6 +35,13 @@ fn assert_svg(path: &Path) {
 const CHARTS: [&str; 3] = ["cpu_vs_rate_udp", "above_floor_udp", "latency"];
 /// Charts of the policy scaling sweep (legend: engines).
 const POLICY_CHARTS: [&str; 2] = ["policy_new_flow_latency", "policy_cpu_per_gbps"];
+/// Charts of the service scaling sweep (legend: engines).
+const SERVICE_CHARTS: [&str; 4] = [
+    "services_connect_latency",
+    "services_cpu_per_connection",
+    "services_load_time",
+    "services_change_time",
+];
 
 #[test]
 fn quick_bench_writes_every_output() {
@@ -174,6 +181,25 @@ fn quick_bench_writes_every_output() {
         );
     }
 
+    // The service sweep: every engine at every count; every connection answered through the
+    // service, the stream carried, the load and the change timed.
+    assert_eq!(
+        r.service_scaling.len(),
+        s.service_counts.len() * s.service_engines.len() * s.repetitions as usize
+    );
+    assert!(!s.service_counts.is_empty() && s.service_engines.len() == 3);
+    for p in &r.service_scaling {
+        assert_eq!(p.connect.samples, s.service_connections, "{p:?}");
+        assert!(
+            p.connections_per_s > 0.0
+                && p.cpu_us_per_connection > 0.0
+                && p.stream_achieved_mbps > 0.0
+                && p.load_ms > 0.0
+                && p.change_ms > 0.0,
+            "{p:?}"
+        );
+    }
+
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     assert!(csv.starts_with("mode,protocol,rate_mbps,repetition"));
     assert_eq!(
@@ -198,6 +224,8 @@ fn quick_bench_writes_every_output() {
         "Policy rule scaling",
         "change against the engine's own 0 rules",
         "iptables v1.8",
+        "## Service scaling (kube-proxy against eBPF)",
+        "Applying one endpoint change at N, ms",
     ] {
         assert!(report.contains(heading), "report.md lacks {heading:?}");
     }
@@ -222,6 +250,15 @@ fn quick_bench_writes_every_output() {
                 && svg.contains("iptables-legacy")
                 && svg.contains("iptables-ipset")
                 && svg.contains("nftables-linear"),
+            "{chart}.svg legend"
+        );
+    }
+
+    for chart in SERVICE_CHARTS {
+        assert_png(&dir.join(format!("{chart}.png")));
+        let svg = std::fs::read_to_string(dir.join(format!("{chart}.svg"))).unwrap();
+        assert!(
+            svg.contains("kube-proxy-iptables") && svg.contains("kube-proxy-nftables"),
             "{chart}.svg legend"
         );
     }

@@ -58,14 +58,12 @@ pub fn iptables(services: &Services) -> String {
         ":KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n",
     );
     let mut rules = String::new();
-    let _ = writeln!(
-        rules,
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
-    );
-    let _ = writeln!(
-        rules,
-        "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
-    );
+    for hook in ["PREROUTING", "OUTPUT"] {
+        let _ = writeln!(
+            rules,
+            "-A {hook} -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        );
+    }
     let _ = writeln!(
         rules,
         "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"
@@ -78,46 +76,74 @@ pub fn iptables(services: &Services) -> String {
     let _ = writeln!(rules, "-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}");
     let _ = writeln!(rules, "-A KUBE-POSTROUTING -j MASQUERADE --random-fully");
     for service in services.services.values() {
-        let (svc, proto) = (svc_chain(service), service.transport.name());
-        let _ = writeln!(chains, ":{svc} - [0:0]");
-        let _ = writeln!(
-            rules,
-            "-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment \"{} cluster IP\" -m {proto} --dport {} -j {svc}",
-            service.front.ip(),
-            service.name,
-            service.front.port()
-        );
-        let n = service.backends.len();
-        for (i, endpoint) in service.backends.iter().enumerate() {
-            let sep = sep_chain(service, endpoint);
-            let _ = writeln!(chains, ":{sep} - [0:0]");
-            let pick = if i + 1 < n {
-                format!(
-                    " -m statistic --mode random --probability {:.11}",
-                    1.0 / (n - i) as f64
-                )
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                rules,
-                "-A {svc} -m comment --comment \"{} -> {endpoint}\"{pick} -j {sep}",
-                service.name
-            );
-            let _ = writeln!(
-                rules,
-                "-A {sep} -s {}/32 -m comment --comment {} -j KUBE-MARK-MASQ",
-                endpoint.ip(),
-                service.name
-            );
-            let _ = writeln!(
-                rules,
-                "-A {sep} -p {proto} -m comment --comment {} -m {proto} -j DNAT --to-destination {endpoint}",
-                service.name
-            );
-        }
+        service_portal(&mut rules, service);
+    }
+    for service in services.services.values() {
+        service_chains(&mut chains, &mut rules, service);
     }
     format!("*nat\n{chains}{rules}COMMIT\n")
+}
+
+/// What kube-proxy's partial sync (`MinimizeIPTablesRestore`, on by default since 1.27)
+/// restores when the endpoints of `changed` change: `KUBE-SERVICES` whole (it always is), and
+/// the changed service's chains; for `iptables-restore --noflush`, which leaves every other
+/// chain as it is.
+pub fn iptables_endpoints_changed(services: &Services, changed: &Service) -> String {
+    let mut chains = String::from(":KUBE-SERVICES - [0:0]\n");
+    let mut rules = String::new();
+    for service in services.services.values() {
+        service_portal(&mut rules, service);
+    }
+    service_chains(&mut chains, &mut rules, changed);
+    format!("*nat\n{chains}{rules}COMMIT\n")
+}
+
+/// The service's rule in `KUBE-SERVICES`.
+fn service_portal(rules: &mut String, service: &Service) {
+    let proto = service.transport.name();
+    let _ = writeln!(
+        rules,
+        "-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment \"{} cluster IP\" -m {proto} --dport {} -j {}",
+        service.front.ip(),
+        service.name,
+        service.front.port(),
+        svc_chain(service)
+    );
+}
+
+/// The service's `KUBE-SVC-*` chain and its endpoints' `KUBE-SEP-*` chains.
+fn service_chains(chains: &mut String, rules: &mut String, service: &Service) {
+    let (svc, proto) = (svc_chain(service), service.transport.name());
+    let _ = writeln!(chains, ":{svc} - [0:0]");
+    let n = service.backends.len();
+    for (i, endpoint) in service.backends.iter().enumerate() {
+        let sep = sep_chain(service, endpoint);
+        let _ = writeln!(chains, ":{sep} - [0:0]");
+        let pick = if i + 1 < n {
+            format!(
+                " -m statistic --mode random --probability {:.11}",
+                1.0 / (n - i) as f64
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            rules,
+            "-A {svc} -m comment --comment \"{} -> {endpoint}\"{pick} -j {sep}",
+            service.name
+        );
+        let _ = writeln!(
+            rules,
+            "-A {sep} -s {}/32 -m comment --comment {} -j KUBE-MARK-MASQ",
+            endpoint.ip(),
+            service.name
+        );
+        let _ = writeln!(
+            rules,
+            "-A {sep} -p {proto} -m comment --comment {} -m {proto} -j DNAT --to-destination {endpoint}",
+            service.name
+        );
+    }
 }
 
 /// kube-proxy's nftables mode for `services` (its own table, whole; loading it again
@@ -140,31 +166,21 @@ pub fn nftables(services: &Services) -> String {
     );
     let mut elements = Vec::new();
     for service in services.services.values() {
-        let chain = format!("service-{}", hash_name(&service_id(service)));
-        let proto = service.transport.name();
-        let mut picks = Vec::new();
-        for (i, endpoint) in service.backends.iter().enumerate() {
-            let ep_chain = format!(
-                "endpoint-{}",
-                hash_name(&format!("{}/{endpoint}", service_id(service)))
-            );
-            let _ = writeln!(
-                out,
-                "  chain {ep_chain} {{ ip saddr {} jump mark-for-masquerade; meta l4proto {proto} dnat to {endpoint}; }}",
-                endpoint.ip()
-            );
-            picks.push(format!("{i} : goto {ep_chain}"));
+        for (endpoint_chain, rules) in nft_endpoint_chains(service) {
+            let _ = writeln!(out, "  chain {endpoint_chain} {{ {rules} }}");
         }
         let _ = writeln!(
             out,
-            "  chain {chain} {{ numgen random mod {} vmap {{ {} }}; }}",
-            service.backends.len(),
-            picks.join(", ")
+            "  chain {} {{ {} }}",
+            nft_service_chain(service),
+            nft_pick(service)
         );
         elements.push(format!(
-            "{} . {proto} . {} : goto {chain}",
+            "{} . {} . {} : goto {}",
             service.front.ip(),
-            service.front.port()
+            service.transport.name(),
+            service.front.port(),
+            nft_service_chain(service)
         ));
     }
     out.push_str("  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict;");
@@ -174,6 +190,76 @@ pub fn nftables(services: &Services) -> String {
     out.push_str(" }\n");
     out.push_str("  chain services { ip daddr . meta l4proto . th dport vmap @service-ips; }\n}\n");
     out
+}
+
+/// What kube-proxy's nftables mode sends when the endpoints of `changed` change: one
+/// transaction that (re)writes the service's endpoint chains and its `numgen` pick, and
+/// touches nothing else.
+pub fn nftables_endpoints_changed(changed: &Service) -> String {
+    let mut out = String::new();
+    for (chain, rules) in nft_endpoint_chains(changed) {
+        let _ = writeln!(out, "add chain ip kube-proxy {chain}");
+        let _ = writeln!(out, "flush chain ip kube-proxy {chain}");
+        for rule in rules.split("; ").filter(|r| !r.is_empty()) {
+            let _ = writeln!(
+                out,
+                "add rule ip kube-proxy {chain} {}",
+                rule.trim_end_matches(';')
+            );
+        }
+    }
+    let chain = nft_service_chain(changed);
+    let _ = writeln!(out, "flush chain ip kube-proxy {chain}");
+    let _ = writeln!(
+        out,
+        "add rule ip kube-proxy {chain} {}",
+        nft_pick(changed).trim_end_matches(';')
+    );
+    out
+}
+
+fn nft_service_chain(service: &Service) -> String {
+    format!("service-{}", hash_name(&service_id(service)))
+}
+
+/// The service's endpoint chains: name, and rules (`; `-separated, each ending in `;`).
+fn nft_endpoint_chains(service: &Service) -> Vec<(String, String)> {
+    service
+        .backends
+        .iter()
+        .map(|endpoint| {
+            (
+                nft_endpoint_chain(service, endpoint),
+                format!(
+                    "ip saddr {} jump mark-for-masquerade; meta l4proto {} dnat to {endpoint};",
+                    endpoint.ip(),
+                    service.transport.name()
+                ),
+            )
+        })
+        .collect()
+}
+
+fn nft_endpoint_chain(service: &Service, endpoint: &SocketAddrV4) -> String {
+    format!(
+        "endpoint-{}",
+        hash_name(&format!("{}/{endpoint}", service_id(service)))
+    )
+}
+
+/// The service chain's rule: a random endpoint chain.
+fn nft_pick(service: &Service) -> String {
+    let picks: Vec<String> = service
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, endpoint)| format!("{i} : goto {}", nft_endpoint_chain(service, endpoint)))
+        .collect();
+    format!(
+        "numgen random mod {} vmap {{ {} }};",
+        service.backends.len(),
+        picks.join(", ")
+    )
 }
 
 #[cfg(test)]

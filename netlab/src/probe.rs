@@ -129,6 +129,100 @@ pub fn tcp_rr(
     result
 }
 
+/// Connections timed before the figures: the first ones fill neighbour entries and caches.
+const CRR_WARM_UP: usize = 20;
+
+/// netperf's TCP_CRR: `count` connections one after another from `client` to `target` (a
+/// service's address, or a server itself), each a connect, one byte each way and the
+/// client's close; served in `server` by listeners at every one of `backends`. Returns the
+/// latency of a whole transaction (connect to close, µs, not halved) and the connections per
+/// second of the timed run. Both ends pinned to one CPU, as [`tcp_rr`].
+pub fn tcp_crr(
+    client: &Netns,
+    server: &Netns,
+    backends: &[std::net::SocketAddrV4],
+    target: std::net::SocketAddrV4,
+    count: usize,
+) -> Result<(Latency, f64)> {
+    let listeners: Vec<TcpListener> = in_netns(server.name(), || {
+        backends
+            .iter()
+            .map(|b| {
+                let l = TcpListener::bind(b)?;
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+            .collect::<Result<_>>()
+    })
+    .context("binding the connection servers")?;
+    let done = Arc::new(AtomicBool::new(false));
+    let server_done = done.clone();
+    let server_thread = std::thread::spawn(move || -> Result<()> {
+        use std::os::fd::AsRawFd;
+        pin_to_probe_cpu()?;
+        let mut byte = [0u8; 1];
+        let mut fds: Vec<libc::pollfd> = listeners
+            .iter()
+            .map(|l| libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        while !server_done.load(Ordering::Relaxed) {
+            // Asleep until a connection arrives (or 100 ms pass, to notice the end).
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+            if ready <= 0 {
+                continue;
+            }
+            for (listener, fd) in listeners.iter().zip(&fds) {
+                if fd.revents & libc::POLLIN == 0 {
+                    continue;
+                }
+                if let Ok((mut conn, _)) = listener.accept() {
+                    conn.set_nonblocking(false)?;
+                    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    // One byte in, one out, then the client's close.
+                    if conn.read_exact(&mut byte).is_ok() {
+                        let _ = conn.write_all(&byte);
+                        let _ = conn.read(&mut byte);
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+    let result = in_netns(client.name(), || {
+        pin_to_probe_cpu()?;
+        let mut took = Vec::with_capacity(count);
+        let mut started = Instant::now();
+        for i in 0..CRR_WARM_UP + count {
+            if i == CRR_WARM_UP {
+                started = Instant::now();
+            }
+            let start = Instant::now();
+            let mut conn =
+                TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_secs(2))
+                    .with_context(|| format!("connection {i} to {target}"))?;
+            conn.set_nodelay(true)?;
+            conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut byte = [0x42u8; 1];
+            conn.write_all(&byte)?;
+            conn.read_exact(&mut byte)
+                .with_context(|| format!("the answer on connection {i} to {target}"))?;
+            drop(conn);
+            if i >= CRR_WARM_UP {
+                took.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let per_second = count as f64 / started.elapsed().as_secs_f64();
+        Ok((summarise(took, 0), per_second))
+    });
+    done.store(true, Ordering::Relaxed);
+    server_thread.join().expect("connection server panicked")?;
+    result
+}
+
 /// The CPU both ends of a request-response probe run on. Pinned to one CPU, every
 /// transaction takes the same path through the scheduler (the reply's softirq and the
 /// wake-up on the CPU that sent the request): what differs between modes is then the

@@ -72,9 +72,29 @@ pub fn iperf3(
     proto: Proto,
     seconds: u32,
 ) -> Result<IperfResult> {
-    let addr = server_addr.to_string();
-    let port = (5201 + std::process::id() % 1000).to_string();
-    let srv = server.spawn("iperf3", &["-s", "-1", "-B", &addr, "-p", &port])?;
+    iperf3_via(client, server, server_addr, server_addr, proto, seconds)
+}
+
+/// The port [`iperf3`]'s server listens on (one per process, so that two runs of the bench
+/// never meet).
+pub fn iperf3_port() -> u16 {
+    5201 + (std::process::id() % 1000) as u16
+}
+
+/// As [`iperf3`], the client connecting to `via` (a service address that leads to the
+/// server), on the same port.
+pub fn iperf3_via(
+    client: &Netns,
+    server: &Netns,
+    server_addr: Ipv4Addr,
+    via: Ipv4Addr,
+    proto: Proto,
+    seconds: u32,
+) -> Result<IperfResult> {
+    let bind = server_addr.to_string();
+    let addr = via.to_string();
+    let port = iperf3_port().to_string();
+    let srv = server.spawn("iperf3", &["-s", "-1", "-B", &bind, "-p", &port])?;
     let mut args = vec![
         // A bound on the client, whatever happens to the path: the run plus 30 s.
         (seconds + 30).to_string(),
