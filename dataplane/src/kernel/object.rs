@@ -23,7 +23,10 @@ use super::{
     pins::{PINNED_MAPS, PinDir},
     program_log::{ProgramLogNames, ProgramLogger},
 };
-use crate::model::route_table::{Attach, Role};
+use crate::{
+    model::route_table::{Attach, Role},
+    plan::services::CompiledServices,
+};
 
 /// The eBPF object, built by dataplane's build script from `dataplane-ebpf` (never stale;
 /// empty when the build was not asked for, which [`Dataplane::load`] refuses).
@@ -78,6 +81,9 @@ pub struct Dataplane {
     /// Links this process attached and pinned; dropping them closes our descriptors only.
     pub(super) pinned_links: Vec<(PathBuf, PinnedLink)>,
     pub(super) logger: Option<ProgramLogger>,
+    /// What this process last wrote into the service maps (their only writer: one loader per
+    /// host), so that a change is diffed against it instead of reading every entry back.
+    pub(super) services: Option<CompiledServices>,
 }
 
 impl Dataplane {
@@ -143,6 +149,7 @@ impl Dataplane {
             pins: pins.cloned(),
             pinned_links: Vec::new(),
             logger,
+            services: None,
         })
     }
 

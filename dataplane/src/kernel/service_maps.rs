@@ -33,17 +33,34 @@ impl Dataplane {
         &mut self,
         services: &Services,
     ) -> Result<ServicesReport, DataplaneError> {
-        let current: BTreeMap<ServiceKey, ServiceValue> = read(self, SERVICES)?;
-        let current_backends: BTreeMap<BackendKey, Endpoint> = read(self, SERVICE_BACKENDS)?;
-        let compiled = compile(services, &current);
+        // What the maps hold: as this process last wrote them, or (adopted maps) read back.
+        let (current, current_backends) = match self.services.take() {
+            Some(written) => (written.services, written.backends),
+            None => (read(self, SERVICES)?, read(self, SERVICE_BACKENDS)?),
+        };
+        let result = self.write_services(services, &current, &current_backends);
+        if result.is_err() {
+            // Refused before writing, or part-written: read the maps back next time.
+            self.services = None;
+        }
+        result
+    }
+
+    fn write_services(
+        &mut self,
+        services: &Services,
+        current: &BTreeMap<ServiceKey, ServiceValue>,
+        current_backends: &BTreeMap<BackendKey, Endpoint>,
+    ) -> Result<ServicesReport, DataplaneError> {
+        let compiled = compile(services, current);
         self.ensure_room(
             SERVICES,
-            keys_in_either(&current, &compiled.services),
+            keys_in_either(current, &compiled.services),
             " (raise it with `loader run --max-services`; old and new are both held while switching)",
         )?;
         self.ensure_room(
             SERVICE_BACKENDS,
-            keys_in_either(&current_backends, &compiled.backends),
+            keys_in_either(current_backends, &compiled.backends),
             " (raise it with `loader run --max-service-backends`; old and new are both held while switching)",
         )?;
         let mut report = ServicesReport {
@@ -63,8 +80,8 @@ impl Dataplane {
         if compiled.services.is_empty() {
             self.set_services_active(0)?;
         }
-        report.written += write(self, SERVICES, &current, &compiled.services)?;
-        report.removed += remove_missing(self, SERVICES, &current, &compiled.services)?;
+        report.written += write(self, SERVICES, current, &compiled.services)?;
+        report.removed += remove_missing(self, SERVICES, current, &compiled.services)?;
         if !compiled.services.is_empty() {
             self.set_services_active(compiled.services.len() as u32)?;
         }
