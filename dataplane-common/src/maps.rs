@@ -39,7 +39,7 @@ pub mod map_names {
     pub const POLICY_FLOWS: &str = "POLICY_FLOWS";
     /// LRU hash, as `POLICY_FLOWS`, for admitted flows that have not seen a reply yet: a flood
     /// of new flows evicts only these, never a flow with replies.
-    pub const POLICY_FLOWS_NEW: &str = "POLICY_FLOWS_NEW";
+    pub const POLICY_NEWFLOWS: &str = "POLICY_NEWFLOWS";
     /// Per-CPU hash: (workload address, direction) -> packets denied by its policy.
     pub const POLICY_DENIED: &str = "POLICY_DENIED";
     /// One-entry array: how many entries `POLICIES` holds. At 0 (no workload on this host
@@ -51,7 +51,7 @@ pub mod map_names {
     pub const SERVICES: &str = "SERVICES";
     /// Hash: [`BackendKey`](crate::services::BackendKey) ->
     /// [`Endpoint`](crate::services::Endpoint): each service's backends, by index.
-    pub const SERVICE_BACKENDS: &str = "SERVICE_BACKENDS";
+    pub const BACKENDS: &str = "BACKENDS";
     /// LRU hash: a client's flow to a service (`FlowKey`, destination the service) ->
     /// [`ServiceFlow`](crate::services::ServiceFlow) naming the backend it goes to.
     pub const SERVICE_FLOWS: &str = "SERVICE_FLOWS";

@@ -1,5 +1,5 @@
 //! Services: a virtual address and port (a ClusterIP) and its backends. The maps hold the
-//! services (`SERVICES`), their backends by index (`SERVICE_BACKENDS`), and the connections
+//! services (`SERVICES`), their backends by index (`BACKENDS`), and the connections
 //! made to them (`SERVICE_FLOWS`: which backend a client's connection goes to;
 //! `SERVICE_REPLIES`: which service a backend's reply must seem to come from).
 
@@ -14,7 +14,7 @@ pub struct ServiceKey {
 }
 
 /// Value of `SERVICES`: the service's number (its backends are `(id, 0..backends)` in
-/// `SERVICE_BACKENDS`) and how many backends it has (at least one).
+/// `BACKENDS`) and how many backends it has (at least one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceValue {
@@ -22,7 +22,7 @@ pub struct ServiceValue {
     pub backends: u32,
 }
 
-/// Key of `SERVICE_BACKENDS`: a service's number and a backend's index in it.
+/// Key of `BACKENDS`: a service's number and a backend's index in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendKey {
@@ -30,7 +30,7 @@ pub struct BackendKey {
     pub index: u32,
 }
 
-/// An address and port (network order): a backend in `SERVICE_BACKENDS`, and the other side
+/// An address and port (network order): a backend in `BACKENDS`, and the other side
 /// of a translation in the flow maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

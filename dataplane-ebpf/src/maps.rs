@@ -55,7 +55,7 @@ pub static POLICY_VERDICTS: LpmTrie<PolicyVerdictKey, u32> =
     LpmTrie::with_max_entries(MAX_POLICY_VERDICTS, 0);
 
 #[map]
-pub static POLICY_FLOWS_NEW: LruHashMap<FlowKey, u64> =
+pub static POLICY_NEWFLOWS: LruHashMap<FlowKey, u64> =
     LruHashMap::with_max_entries(MAX_POLICY_NEW_FLOWS, 0);
 
 #[map]
@@ -73,7 +73,7 @@ pub static POLICY_DENIED: PerCpuHashMap<PolicyEndpointKey, u64> =
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
-pub static SERVICE_BACKENDS: HashMap<BackendKey, Endpoint> =
+pub static BACKENDS: HashMap<BackendKey, Endpoint> =
     HashMap::with_max_entries(MAX_SERVICE_BACKENDS, 0);
 
 #[map]

@@ -4,7 +4,7 @@
 //!
 //! 1. the endpoint of each side under policy (hash, by address and direction);
 //! 2. the flow, in both directions, among the flows that have seen a reply (`POLICY_FLOWS`),
-//!    then among the admitted flows still waiting for one (`POLICY_FLOWS_NEW`): a recorded
+//!    then among the admitted flows still waiting for one (`POLICY_NEWFLOWS`): a recorded
 //!    flow and its replies pass, as Calico's chains accept ESTABLISHED first; the first reply
 //!    moves a flow from the second map to the first. An ICMP error about a recorded flow
 //!    (unreachable, time exceeded, parameter problem) passes as part of it;
@@ -25,9 +25,7 @@ use dataplane_common::{
 
 use crate::{
     counters::{count, count_denied},
-    maps::{
-        POLICIES, POLICY_ACTIVE, POLICY_FLOWS, POLICY_FLOWS_NEW, POLICY_PEERS, POLICY_VERDICTS,
-    },
+    maps::{POLICIES, POLICY_ACTIVE, POLICY_FLOWS, POLICY_NEWFLOWS, POLICY_PEERS, POLICY_VERDICTS},
     parse::{
         IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, Ipv4Hdr, ipv4_frags, l4_ports,
         ptr_at,
@@ -111,7 +109,7 @@ pub fn admit(
     }
     // A full map evicts its least recently used new flow (LRU): that flow's next packets meet
     // the policy again. Flows with replies live in the other map, out of a flood's reach.
-    let _ = POLICY_FLOWS_NEW.insert(flow, now, 0);
+    let _ = POLICY_NEWFLOWS.insert(flow, now, 0);
     count(hook, Counter::PolicyNewFlow);
     Ok(())
 }
@@ -164,10 +162,10 @@ fn recorded(flow: &FlowKey, now: u64) -> Recorded {
     let back = reverse(flow);
     if known(&POLICY_FLOWS, flow, now)
         || known(&POLICY_FLOWS, &back, now)
-        || known(&POLICY_FLOWS_NEW, flow, now)
+        || known(&POLICY_NEWFLOWS, flow, now)
     {
         Recorded::Yes
-    } else if known(&POLICY_FLOWS_NEW, &back, now) {
+    } else if known(&POLICY_NEWFLOWS, &back, now) {
         Recorded::FirstReply
     } else {
         Recorded::No
@@ -183,7 +181,7 @@ fn part_of_a_recorded_flow(flow: &FlowKey, now: u64) -> bool {
         Recorded::FirstReply => {
             let back = reverse(flow);
             let _ = POLICY_FLOWS.insert(back, now, 0);
-            let _ = POLICY_FLOWS_NEW.remove(back);
+            let _ = POLICY_NEWFLOWS.remove(back);
             true
         }
         Recorded::No => false,

@@ -19,7 +19,7 @@ use dataplane_common::{
 
 use crate::{
     counters::count,
-    maps::{SERVICE_BACKENDS, SERVICE_FLOWS, SERVICE_REPLIES, SERVICES, SERVICES_ACTIVE},
+    maps::{BACKENDS, SERVICE_FLOWS, SERVICE_REPLIES, SERVICES, SERVICES_ACTIVE},
     parse::{IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, Ipv4Hdr, ipv4_frags, l4_ports},
 };
 
@@ -82,7 +82,7 @@ pub fn backend_for(
         service: service.id,
         index,
     };
-    let Some(backend) = (unsafe { SERVICE_BACKENDS.get(key) }).copied() else {
+    let Some(backend) = (unsafe { BACKENDS.get(key) }).copied() else {
         return Err(Counter::DropServiceNoBackend);
     };
     let front = Endpoint {

@@ -61,6 +61,8 @@ pub enum Command {
         /// address. Applied before anything is attached and followed like the route table: a
         /// change that does not parse or fit the maps is logged with its line and the running
         /// services stay. Without it, no service (pinned ones from an earlier run are removed).
+        /// In cluster mode the store's services (`<prefix>/services/<name>`) are added to the
+        /// file's.
         #[arg(long, value_name = "FILE")]
         services: Option<PathBuf>,
         /// Capacity of the service map (services). Fixed when the dataplane is first pinned,

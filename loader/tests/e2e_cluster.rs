@@ -6,8 +6,11 @@ mod common;
 
 use std::{
     collections::BTreeSet,
+    io::{Read, Write},
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     path::Path,
     process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -748,6 +751,8 @@ fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
         })
     });
 
+    services_from_the_store(&fabric, &ep, metrics_addr);
+
     // Five valid records of hosts that do not answer ARP, under a lease of the test's.
     let lease = grant_lease(&fabric, 1, &ep, 120);
     let dead: Vec<(String, String, i64)> = (20..25u8)
@@ -823,6 +828,90 @@ fn the_cluster_holds_against_forged_records_and_dead_neighbours() {
             .iter()
             .any(|r| r["prefix"] == host_prefix(1).as_str())
     );
+}
+
+/// Services from the store: a valid record every host serves, and forged ones (a backend out
+/// of the cluster, malformed JSON, another service's address) refused and counted.
+fn services_from_the_store(fabric: &Fabric, ep: &str, metrics_addr: &str) {
+    let (w1, w2) = (
+        &fabric.hosts[&1].workloads[0],
+        &fabric.hosts[&2].workloads[0],
+    );
+    let server = SocketAddrV4::new(w2.addr, 8080);
+    let listener =
+        netlab::netns::in_netns(w2.ns.name(), || Ok(TcpListener::bind(server)?)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.write_all(b"host 2");
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let key = |name: &str| format!("/ebpf-dataplane/services/{name}");
+        let service = |front: &str, backend: &str| {
+            format!(r#"{{"front":"{front}","protocol":"tcp","backends":["{backend}"]}}"#)
+        };
+        put_records(
+            fabric,
+            1,
+            ep,
+            &[
+                (
+                    key("echo"),
+                    service("10.96.0.20:80", &server.to_string()),
+                    0,
+                ),
+                (key("exfil"), service("10.96.0.21:80", "10.9.9.9:80"), 0),
+                (key("broken"), "{nope".into(), 0),
+                (
+                    key("echo-again"),
+                    service("10.96.0.20:80", "198.18.1.9:80"),
+                    0,
+                ),
+            ],
+        );
+        let ask = |front: &str| -> std::io::Result<String> {
+            let front: SocketAddr = front.parse().unwrap();
+            netlab::netns::in_netns(w1.ns.name(), || {
+                let mut conn = TcpStream::connect_timeout(&front, Duration::from_secs(1))?;
+                conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+                let mut answer = String::new();
+                conn.read_to_string(&mut answer)?;
+                Ok(answer)
+            })
+            .map_err(std::io::Error::other)
+        };
+        let took = wait_until(
+            "host 1's workload reaches the store's service",
+            Duration::from_secs(10),
+            || ask("10.96.0.20:80").is_ok_and(|a| a == "host 2"),
+        );
+        eprintln!("a service put into the store served within {took:?}");
+        assert!(
+            ask("10.96.0.21:80").is_err(),
+            "a service with a backend outside the cluster was applied"
+        );
+        stop.store(true, Ordering::Relaxed);
+    });
+    let metrics = scrape_metrics(fabric.hosts[&1].ns.name(), metrics_addr);
+    for reason in [
+        "service_backend_outside_cluster",
+        "service_malformed",
+        "service_conflict",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!(
+                "dataplane_cluster_records_refused_total{{reason=\"{reason}\"}}"
+            )) && l.ends_with(" 1")),
+            "host 1 did not count one {reason} refusal:\n{metrics}"
+        );
+    }
 }
 
 /// Turns on etcd's authentication: a root user (which etcd requires first) and `user` with

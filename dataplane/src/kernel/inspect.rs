@@ -244,8 +244,8 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
         keys.try_fold(0, |n, k| k.map(|_| n + 1))
     }
     use map_names::{
-        FWD_BY_EGRESS, HOST_ADDRS, POLICIES, POLICY_FLOWS, POLICY_PEERS, POLICY_VERDICTS, ROUTES,
-        SERVICE_BACKENDS, SERVICE_FLOWS, SERVICES, TX_PORTS, VXLAN_VNIS,
+        BACKENDS, FWD_BY_EGRESS, HOST_ADDRS, POLICIES, POLICY_FLOWS, POLICY_PEERS, POLICY_VERDICTS,
+        ROUTES, SERVICE_FLOWS, SERVICES, TX_PORTS, VXLAN_VNIS,
     };
     let ports: DevMapHash<MapData> = typed(ids, TX_PORTS, Map::DevMapHash)?;
     let addrs: HashMap<MapData, Ipv4Key, u32> = typed(ids, HOST_ADDRS, Map::HashMap)?;
@@ -257,8 +257,7 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
         typed(ids, POLICY_VERDICTS, Map::LpmTrie)?;
     let flows: HashMap<MapData, FlowKey, u64> = typed(ids, POLICY_FLOWS, Map::LruHashMap)?;
     let services: HashMap<MapData, ServiceKey, ServiceValue> = typed(ids, SERVICES, Map::HashMap)?;
-    let backends: HashMap<MapData, BackendKey, Endpoint> =
-        typed(ids, SERVICE_BACKENDS, Map::HashMap)?;
+    let backends: HashMap<MapData, BackendKey, Endpoint> = typed(ids, BACKENDS, Map::HashMap)?;
     let service_flows: HashMap<MapData, FlowKey, ServiceFlow> =
         typed(ids, SERVICE_FLOWS, Map::LruHashMap)?;
     Ok(vec![
@@ -278,7 +277,7 @@ pub fn map_fill(ids: &KernelIds) -> Result<Vec<MapFill>, DataplaneError> {
         fill(POLICY_VERDICTS, count(verdicts.keys()))?,
         fill(POLICY_FLOWS, count(flows.keys()))?,
         fill(SERVICES, count(services.keys()))?,
-        fill(SERVICE_BACKENDS, count(backends.keys()))?,
+        fill(BACKENDS, count(backends.keys()))?,
         fill(SERVICE_FLOWS, count(service_flows.keys()))?,
     ])
 }

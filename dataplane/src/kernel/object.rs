@@ -66,7 +66,7 @@ impl LoadOptions {
         [
             (map_names::ROUTES, self.max_routes),
             (map_names::SERVICES, self.max_services),
-            (map_names::SERVICE_BACKENDS, self.max_service_backends),
+            (map_names::BACKENDS, self.max_service_backends),
             (map_names::SERVICE_FLOWS, self.max_service_flows),
             (map_names::SERVICE_REPLIES, self.max_service_flows),
         ]

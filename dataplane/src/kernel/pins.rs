@@ -33,11 +33,11 @@ pub const PINNED_MAPS: [&str; 20] = [
     map_names::POLICY_PEERS,
     map_names::POLICY_VERDICTS,
     map_names::POLICY_FLOWS,
-    map_names::POLICY_FLOWS_NEW,
+    map_names::POLICY_NEWFLOWS,
     map_names::POLICY_DENIED,
     map_names::POLICY_ACTIVE,
     map_names::SERVICES,
-    map_names::SERVICE_BACKENDS,
+    map_names::BACKENDS,
     map_names::SERVICE_FLOWS,
     map_names::SERVICE_REPLIES,
     map_names::SERVICES_ACTIVE,
@@ -199,6 +199,15 @@ fn trusted(dir: &Path, meta: &std::fs::Metadata) -> Result<(), PinError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pinned_map_name_fits_the_kernels_fifteen_characters() {
+        // The kernel keeps 15 characters of a map's name: a longer one would not be found
+        // by name among a running program's maps (`Dataplane::kernel_ids`).
+        for name in PINNED_MAPS {
+            assert!(name.len() <= 15, "{name}: longer than the kernel keeps");
+        }
+    }
 
     #[test]
     fn a_directory_others_can_write_to_is_not_trusted() {

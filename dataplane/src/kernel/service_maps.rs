@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{Array, HashMap, MapData};
 use dataplane_common::{
-    maps::map_names::{SERVICE_BACKENDS, SERVICES, SERVICES_ACTIVE},
+    maps::map_names::{BACKENDS, SERVICES, SERVICES_ACTIVE},
     services::{BackendKey, Endpoint, ServiceKey, ServiceValue},
 };
 
@@ -36,7 +36,7 @@ impl Dataplane {
         // What the maps hold: as this process last wrote them, or (adopted maps) read back.
         let (current, current_backends) = match self.services.take() {
             Some(written) => (written.services, written.backends),
-            None => (read(self, SERVICES)?, read(self, SERVICE_BACKENDS)?),
+            None => (read(self, SERVICES)?, read(self, BACKENDS)?),
         };
         let result = self.write_services(services, &current, &current_backends);
         if result.is_err() {
@@ -59,7 +59,7 @@ impl Dataplane {
             " (raise it with `loader run --max-services`; old and new are both held while switching)",
         )?;
         self.ensure_room(
-            SERVICE_BACKENDS,
+            BACKENDS,
             keys_in_either(current_backends, &compiled.backends),
             " (raise it with `loader run --max-service-backends`; old and new are both held while switching)",
         )?;
@@ -68,12 +68,7 @@ impl Dataplane {
             backends: compiled.backends.len(),
             ..Default::default()
         };
-        report.written += write(
-            self,
-            SERVICE_BACKENDS,
-            &current_backends,
-            &compiled.backends,
-        )?;
+        report.written += write(self, BACKENDS, current_backends, &compiled.backends)?;
         // The programs skip the service lookups while SERVICES_ACTIVE is 0: off before the
         // last service goes, on after the first arrives (rewritten every time, so an adopted
         // dataplane agrees too).
@@ -85,12 +80,7 @@ impl Dataplane {
         if !compiled.services.is_empty() {
             self.set_services_active(compiled.services.len() as u32)?;
         }
-        report.removed += remove_missing(
-            self,
-            SERVICE_BACKENDS,
-            &current_backends,
-            &compiled.backends,
-        )?;
+        report.removed += remove_missing(self, BACKENDS, current_backends, &compiled.backends)?;
         Ok(report)
     }
 

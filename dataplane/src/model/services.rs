@@ -16,7 +16,7 @@ use std::{
     path::Path,
 };
 
-use super::{LineError, render_line_errors};
+use super::{Ipv4Prefix, LineError, render_line_errors};
 
 /// A service's transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +76,137 @@ impl Services {
 
     pub fn backend_count(&self) -> usize {
         self.services.values().map(|s| s.backends.len()).sum()
+    }
+}
+
+/// Cluster mode: the services every host takes from the store, one record each under
+/// `<prefix>/services/<name>`, JSON: `{"front": "VIP:PORT", "protocol": "tcp"|"udp",
+/// "backends": ["ADDR:PORT", ...]}`.
+pub fn store_dir(store_prefix: &str) -> String {
+    format!("{}/services/", store_prefix.trim_end_matches('/'))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceRecord {
+    front: SocketAddrV4,
+    protocol: String,
+    backends: Vec<SocketAddrV4>,
+}
+
+/// Why a service record of the store was refused, as the log and the metric
+/// (`dataplane_cluster_records_refused_total{reason}`) name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordRefusal {
+    /// Not the JSON of a service, or a service the file format would refuse too.
+    Malformed(String),
+    /// A backend outside the cluster's workload range: a record that would send workloads'
+    /// connections out of the cluster.
+    BackendOutsideCluster(SocketAddrV4),
+    /// Its name or its address, port and protocol are another service's already (the file's
+    /// win, then the record with the first key).
+    Conflict(String),
+}
+
+impl RecordRefusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordRefusal::Malformed(_) => "service_malformed",
+            RecordRefusal::BackendOutsideCluster(_) => "service_backend_outside_cluster",
+            RecordRefusal::Conflict(_) => "service_conflict",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordRefusal::Malformed(why) => write!(f, "not a service record: {why}"),
+            RecordRefusal::BackendOutsideCluster(b) => {
+                write!(f, "backend {b} is outside the cluster's workloads")
+            }
+            RecordRefusal::Conflict(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The file's services and the store's service `records` (key -> value) together: each
+/// record checked as the file format checks a line, its backends within `cluster` (the
+/// workloads' range), and against every service taken before it. Returns the services and
+/// each refused record's key with why.
+pub fn with_records(
+    file: &Services,
+    records: &BTreeMap<String, Vec<u8>>,
+    store_prefix: &str,
+    cluster: Ipv4Prefix,
+) -> (Services, Vec<(String, RecordRefusal)>) {
+    let dir = store_dir(store_prefix);
+    let mut all = file.clone();
+    let mut refused = Vec::new();
+    for (key, value) in records {
+        let name = key.strip_prefix(&dir).unwrap_or(key);
+        match from_record(name, value, cluster).and_then(|s| all.admit(s)) {
+            Ok(()) => {}
+            Err(why) => refused.push((key.clone(), why)),
+        }
+    }
+    (all, refused)
+}
+
+/// The service a store record describes.
+fn from_record(name: &str, value: &[u8], cluster: Ipv4Prefix) -> Result<Service, RecordRefusal> {
+    let record: ServiceRecord =
+        serde_json::from_slice(value).map_err(|e| RecordRefusal::Malformed(e.to_string()))?;
+    // The file format's own checks, on the record written as a line of it.
+    let backends: Vec<String> = record.backends.iter().map(ToString::to_string).collect();
+    let line = format!(
+        "service {name} {} {} {}",
+        record.front,
+        record.protocol,
+        backends.join(" ")
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let service = parse_service(&words, 0).map_err(RecordRefusal::Malformed)?;
+    if let Some(outside) = service.backends.iter().find(|b| !cluster.contains(*b.ip())) {
+        return Err(RecordRefusal::BackendOutsideCluster(*outside));
+    }
+    Ok(service)
+}
+
+impl Services {
+    /// Adds `service` if no service has its name or its address, port and protocol, and no
+    /// connection would be translated twice (a backend that is a service's address, either
+    /// way round).
+    fn admit(&mut self, service: Service) -> Result<(), RecordRefusal> {
+        if self.services.contains_key(&service.name) {
+            return Err(RecordRefusal::Conflict(format!(
+                "service `{}` exists already",
+                service.name
+            )));
+        }
+        if let Some(other) = self.services.values().find(|s| s.key() == service.key()) {
+            return Err(RecordRefusal::Conflict(format!(
+                "{} {} is service `{}` already",
+                service.front,
+                service.transport.name(),
+                other.name
+            )));
+        }
+        let vips: BTreeSet<Ipv4Addr> = self.services.values().map(|s| *s.front.ip()).collect();
+        let loops = service.backends.iter().any(|b| vips.contains(b.ip()))
+            || self
+                .services
+                .values()
+                .flat_map(|s| &s.backends)
+                .any(|b| b.ip() == service.front.ip());
+        if loops {
+            return Err(RecordRefusal::Conflict(
+                "a backend would be a service's virtual address (a connection is translated once)"
+                    .into(),
+            ));
+        }
+        self.services.insert(service.name.clone(), service);
+        Ok(())
     }
 }
 
@@ -256,6 +387,64 @@ service dns 10.96.0.11:53 udp 198.18.2.3:5353   # one backend
         )
         .unwrap();
         assert_eq!(s.services.len(), 2);
+    }
+
+    #[test]
+    fn store_records_join_the_file_unless_malformed_outside_the_cluster_or_in_conflict() {
+        let file = parse(FILE).unwrap();
+        let cluster: Ipv4Prefix = "198.18.0.0/16".parse().unwrap();
+        let key = |name: &str| format!("/ebpf-dataplane/services/{name}");
+        let records: BTreeMap<String, Vec<u8>> = [
+            (
+                "echo",
+                r#"{"front":"10.96.0.20:80","protocol":"tcp","backends":["198.18.2.2:8080"]}"#,
+            ),
+            (
+                "exfil",
+                r#"{"front":"10.96.0.21:80","protocol":"tcp","backends":["10.9.9.9:80"]}"#,
+            ),
+            ("broken", "{nope"),
+            (
+                "extra-field",
+                r#"{"front":"10.96.0.22:80","protocol":"tcp","backends":["198.18.2.2:1"],"x":1}"#,
+            ),
+            (
+                "no-backend",
+                r#"{"front":"10.96.0.23:80","protocol":"tcp","backends":[]}"#,
+            ),
+            (
+                "same-front",
+                r#"{"front":"10.96.0.10:80","protocol":"tcp","backends":["198.18.2.2:1"]}"#,
+            ),
+            (
+                "web",
+                r#"{"front":"10.96.0.30:80","protocol":"tcp","backends":["198.18.2.2:1"]}"#,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value)| (key(name), value.as_bytes().to_vec()))
+        .collect();
+        let (all, refused) = with_records(&file, &records, "/ebpf-dataplane", cluster);
+        assert_eq!(all.services.len(), 3, "the file's two and `echo`");
+        assert_eq!(
+            all.backends_of("10.96.0.20:80".parse().unwrap(), Transport::Tcp),
+            &["198.18.2.2:8080".parse::<SocketAddrV4>().unwrap()]
+        );
+        let reasons: BTreeMap<String, &str> = refused
+            .iter()
+            .map(|(k, why)| (k.clone(), why.reason()))
+            .collect();
+        assert_eq!(
+            reasons,
+            BTreeMap::from([
+                (key("broken"), "service_malformed"),
+                (key("exfil"), "service_backend_outside_cluster"),
+                (key("extra-field"), "service_malformed"),
+                (key("no-backend"), "service_malformed"),
+                (key("same-front"), "service_conflict"),
+                (key("web"), "service_conflict"),
+            ])
+        );
     }
 
     #[test]

@@ -25,11 +25,12 @@ use crate::{
     cli::ClusterArgs,
     daemon::{
         cluster,
+        cluster_services::{self, ServiceRecords},
         join::join_cluster,
         kernel_watch::{self, KernelEvents},
         plugin_socket,
         sources::{self, Feeds},
-        watch::{self, KernelFeed, Watcher, WatcherStart, WorkloadFeed},
+        watch::{self, KernelFeed, StoreServices, Watcher, WatcherStart, WorkloadFeed},
     },
     metrics::{self, LoaderCounters},
 };
@@ -84,6 +85,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
         .enable_all()
         .build()?;
     let counters = Arc::new(LoaderCounters::default());
+    let cluster_cidr = cluster_args.as_ref().map(|args| args.cluster_cidr);
     let joined = match cluster_args {
         Some(args) => Some(join_cluster(&runtime, &args, &config, host, &counters)?),
         None => None,
@@ -234,10 +236,17 @@ pub fn run(settings: RunSettings) -> Result<()> {
         watcher.follow_policy(path);
     }
     if let Some(path) = services_path {
-        watcher.follow_services(path);
+        watcher.follow_services(path, services);
     }
     if let Some((store, (record, lease), feed)) = joined {
         let _guard = runtime.enter();
+        let records = Arc::new(ServiceRecords::default());
+        tokio::spawn(cluster_services::follow(store.clone(), records.clone()));
+        watcher.follow_store_services(StoreServices {
+            records,
+            store_prefix: store.prefix.clone(),
+            cluster: cluster_cidr.expect("cluster mode has a cluster CIDR"),
+        });
         tokio::spawn(cluster::follow(
             store,
             record,

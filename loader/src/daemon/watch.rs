@@ -4,7 +4,7 @@
 //! (file and line) and the running dataplane keeps its last good table untouched; a good one
 //! is applied as a difference (maps, then attachments), each change logged.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -19,7 +19,7 @@ use dataplane::{
         mac::format_mac,
         policy,
         route_table::{self as config, Attach, Config},
-        services,
+        services::{self, Services},
     },
     plan::{Plan, diff, kernel_routes::KernelRouteFilter},
     system::{
@@ -28,7 +28,10 @@ use dataplane::{
     },
 };
 
-use super::sources::{self, Feeds};
+use super::{
+    cluster_services::ServiceRecords,
+    sources::{self, Feeds},
+};
 use crate::metrics::LoaderCounters;
 use tracing::{error, info, warn};
 
@@ -181,6 +184,56 @@ impl FollowedFile {
     }
 }
 
+/// The store's services, and what their backends must lie in.
+pub struct StoreServices {
+    pub records: Arc<ServiceRecords>,
+    pub store_prefix: String,
+    /// The cluster's workload range (`--cluster-cidr`).
+    pub cluster: Ipv4Prefix,
+}
+
+/// Where the services come from: the file (as last parsed) and the store.
+#[derive(Default)]
+struct ServiceSources {
+    file: Option<FollowedFile>,
+    from_file: Services,
+    store: Option<StoreServices>,
+    /// Store records refused, as they were: a record is reported again only once it changes.
+    refused: BTreeMap<String, Vec<u8>>,
+}
+
+impl ServiceSources {
+    /// The file's services with the store's valid records.
+    fn current(&mut self, counters: &LoaderCounters) -> Services {
+        let Some(store) = &self.store else {
+            return self.from_file.clone();
+        };
+        let records = store
+            .records
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (all, refused) = services::with_records(
+            &self.from_file,
+            &records,
+            &store.store_prefix,
+            store.cluster,
+        );
+        let mut now = BTreeMap::new();
+        for (key, why) in refused {
+            let value = records.get(&key).cloned().unwrap_or_default();
+            if self.refused.get(&key) != Some(&value) {
+                warn!(%key, reason = why.reason(), problem = %why, "refusing a service record");
+                counters.count_refused_record(why.reason());
+            }
+            now.insert(key, value);
+        }
+        self.refused = now;
+        all
+    }
+}
+
 pub struct Watcher {
     table: FollowedFile,
     /// The last route table that parsed (kernel changes are merged with it).
@@ -192,7 +245,7 @@ pub struct Watcher {
     applied: Plan,
     counters: Arc<LoaderCounters>,
     policy: Option<FollowedFile>,
-    services: Option<FollowedFile>,
+    services: ServiceSources,
     cluster: Option<ClusterFeed>,
     workloads: WorkloadFeed,
     /// Set by the kernel's notifications when links, addresses or neighbours changed.
@@ -225,7 +278,7 @@ impl Watcher {
             applied: start.applied,
             counters: start.counters,
             policy: None,
-            services: None,
+            services: ServiceSources::default(),
             cluster: None,
             workloads: start.workloads,
             system_changed: start.system_changed,
@@ -275,31 +328,47 @@ impl Watcher {
         }
     }
 
-    /// Also follows the services file at `path` (already applied as it is now).
-    pub fn follow_services(&mut self, path: &Path) {
-        self.services = Some(FollowedFile::new(path));
+    /// Also follows the services file at `path` (already applied as it is now: `services`).
+    pub fn follow_services(&mut self, path: &Path, services: Services) {
+        self.services.file = Some(FollowedFile::new(path));
+        self.services.from_file = services;
     }
 
-    /// Applies the services file if it changed; a file that cannot be read or parsed, or does
-    /// not fit the maps, is reported and the running services stay.
+    /// Also follows the services of the cluster's store.
+    pub fn follow_store_services(&mut self, store: StoreServices) {
+        self.services.store = Some(store);
+    }
+
+    /// Applies the services if the file or the store's records changed: the file's (a file
+    /// that cannot be read or parsed is reported and its last good version kept) with the
+    /// store's valid records (a refused record is reported and counted once per version). A
+    /// set that does not fit the maps is reported and the running services stay.
     fn poll_services(&mut self, dataplane: &mut Dataplane) {
         const REFUSED: &str = "services not applied; keeping the running ones";
-        let Some(followed) = &mut self.services else {
+        let mut changed = false;
+        if let Some(followed) = &mut self.services.file
+            && let Some((text, _)) = followed.changed("services", &self.counters)
+        {
+            followed.take();
+            let file = followed.name();
+            match services::parse(&text) {
+                Ok(parsed) => {
+                    self.services.from_file = parsed;
+                    changed = true;
+                }
+                Err(errors) => self.refuse_lines(&file, &errors, REFUSED),
+            }
+        }
+        if let Some(store) = &self.services.store {
+            changed |= store.records.changed.swap(false, Ordering::Relaxed);
+        }
+        if !changed {
             return;
-        };
-        let Some((text, _)) = followed.changed("services", &self.counters) else {
-            return;
-        };
-        followed.take();
-        let file = followed.name();
+        }
         let started = std::time::Instant::now();
-        let parsed = match services::parse(&text) {
-            Ok(parsed) => parsed,
-            Err(errors) => return self.refuse_lines(&file, &errors, REFUSED),
-        };
-        match dataplane.apply_services(&parsed) {
+        let all = self.services.current(&self.counters);
+        match dataplane.apply_services(&all) {
             Ok(report) => info!(
-                %file,
                 services = report.services,
                 backends = report.backends,
                 written = report.written,
@@ -307,7 +376,7 @@ impl Watcher {
                 total_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
                 "services applied"
             ),
-            Err(e) => self.refuse_apply(&file, &e, REFUSED),
+            Err(e) => self.refuse_apply("services", &e, REFUSED),
         }
     }
 
