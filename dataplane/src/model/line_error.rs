@@ -21,6 +21,61 @@ pub fn render_line_errors(path: &str, errors: &[LineError]) -> String {
         .join("\n")
 }
 
+/// The statements of a line-based file: each non-empty line's 1-based number and words, its
+/// `#` comment left out.
+pub fn statements(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
+    text.lines().enumerate().filter_map(|(index, raw)| {
+        let words: Vec<&str> = raw
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        (!words.is_empty()).then_some((index + 1, words))
+    })
+}
+
+/// `value` if no line had a problem; otherwise every problem, in line order.
+pub fn all_or_errors<T>(value: T, mut errors: Vec<LineError>) -> Result<T, Vec<LineError>> {
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(errors)
+    }
+}
+
+/// A file of one of these formats that could not be read, or whose lines did not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", render_line_errors(.path, .errors))]
+    Invalid {
+        path: String,
+        errors: Vec<LineError>,
+    },
+}
+
+/// Reads the file at `path` and parses it with `parse`, which reports every bad line.
+pub fn load_file<T>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&str) -> Result<T, Vec<LineError>>,
+) -> Result<T, FileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|errors| FileError::Invalid {
+        path: shown,
+        errors,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,5 +8,7 @@ pub mod prefix;
 pub mod route_table;
 pub mod services;
 
-pub use line_error::{LineError, render_line_errors};
+pub use line_error::{
+    FileError, LineError, all_or_errors, load_file, render_line_errors, statements,
+};
 pub use prefix::Ipv4Prefix;

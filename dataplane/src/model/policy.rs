@@ -17,7 +17,7 @@ use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::Path};
 
 use dataplane_common::policy::{POLICY_ALLOW, POLICY_DENY, POLICY_EGRESS, POLICY_INGRESS};
 
-use super::{Ipv4Prefix, LineError, render_line_errors};
+use super::{FileError, Ipv4Prefix, LineError, all_or_errors, load_file, statements};
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -224,31 +224,9 @@ impl Policy {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{}", render_line_errors(.path, .errors))]
-    Invalid {
-        path: String,
-        errors: Vec<LineError>,
-    },
-}
-
 /// Reads and parses a policy file.
-pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    parse(&text).map_err(|errors| PolicyError::Invalid {
-        path: shown,
-        errors,
-    })
+pub fn load(path: &Path) -> Result<Policy, FileError> {
+    load_file(path, parse)
 }
 
 /// Parses a policy; reports every bad line.
@@ -256,17 +234,8 @@ pub fn parse(text: &str) -> Result<Policy, Vec<LineError>> {
     let mut policy = Policy::default();
     let mut errors = Vec::new();
     let mut rules: Vec<(Ipv4Addr, Direction, Rule)> = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let words: Vec<&str> = raw
-            .split('#')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let Some(&first) = words.first() else {
-            continue;
-        };
+    for (line, words) in statements(text) {
+        let first = words[0];
         let result = match first {
             "workload" => parse_workload(&words, line).and_then(|(addr, w)| {
                 match policy.workloads.insert(addr, w) {
@@ -297,12 +266,7 @@ pub fn parse(text: &str) -> Result<Policy, Vec<LineError>> {
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(policy)
-    } else {
-        errors.sort_by_key(|e| e.line);
-        Err(errors)
-    }
+    all_or_errors(policy, errors)
 }
 
 fn parse_action(word: &str) -> Result<Action, String> {

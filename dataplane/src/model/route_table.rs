@@ -16,7 +16,7 @@
 use std::{collections::HashMap, fmt, net::Ipv4Addr, path::Path, str::FromStr};
 
 pub use super::prefix::Ipv4Prefix;
-use super::{LineError, render_line_errors};
+use super::{LineError, render_line_errors, statements};
 
 /// How a program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -187,10 +187,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<LineError>> {
     let mut seen_prefix: HashMap<Ipv4Prefix, usize> = HashMap::new();
     let mut vxlan: Option<VxlanDecl> = None;
 
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let content = raw.split('#').next().unwrap_or("");
-        let words: Vec<&str> = content.split_whitespace().collect();
+    for (line, words) in statements(text) {
         let Some((&keyword, args)) = words.split_first() else {
             continue;
         };

@@ -16,7 +16,7 @@ use std::{
     path::Path,
 };
 
-use super::{Ipv4Prefix, LineError, render_line_errors};
+use super::{FileError, Ipv4Prefix, LineError, all_or_errors, load_file, statements};
 
 /// A service's transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -210,31 +210,9 @@ impl Services {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServicesError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{}", render_line_errors(.path, .errors))]
-    Invalid {
-        path: String,
-        errors: Vec<LineError>,
-    },
-}
-
 /// Reads and parses a services file.
-pub fn load(path: &Path) -> Result<Services, ServicesError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ServicesError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    parse(&text).map_err(|errors| ServicesError::Invalid {
-        path: shown,
-        errors,
-    })
+pub fn load(path: &Path) -> Result<Services, FileError> {
+    load_file(path, parse)
 }
 
 /// Parses a services file; reports every bad line.
@@ -242,17 +220,7 @@ pub fn parse(text: &str) -> Result<Services, Vec<LineError>> {
     let mut services = Services::default();
     let mut errors = Vec::new();
     let mut fronts: BTreeMap<(SocketAddrV4, Transport), usize> = BTreeMap::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let words: Vec<&str> = raw
-            .split('#')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        if words.is_empty() {
-            continue;
-        }
+    for (line, words) in statements(text) {
         let result = parse_service(&words, line).and_then(|service| {
             if let Some(earlier) = services.services.get(&service.name) {
                 return Err(format!(
@@ -285,12 +253,7 @@ pub fn parse(text: &str) -> Result<Services, Vec<LineError>> {
             });
         }
     }
-    if errors.is_empty() {
-        Ok(services)
-    } else {
-        errors.sort_by_key(|e| e.line);
-        Err(errors)
-    }
+    all_or_errors(services, errors)
 }
 
 /// `service NAME VIP:PORT tcp|udp BACKEND:PORT...`
