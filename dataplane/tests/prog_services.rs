@@ -235,3 +235,50 @@ fn without_services_nothing_is_translated_and_spoofers_are_still_refused() {
         fx.run_counted_from(hook, Role::Workload, &syn, &["pass_no_route"]);
     });
 }
+
+#[test]
+fn a_service_is_no_way_around_policy() {
+    netlab::root_or_skip!();
+    let mut fx = Fixture::new(true);
+    // The client may not reach port 8080 of the remote prefix; 9090 it may.
+    let policy = dataplane::model::policy::parse(
+        "workload 198.18.1.2 ingress allow egress allow\n\
+         deny egress 198.18.1.2 peer 198.18.2.0/24 proto tcp port 8080\n",
+    )
+    .unwrap();
+    fx.dataplane.apply_policy(&policy).expect("policy applied");
+    with_services(
+        &mut fx,
+        "service web 10.96.0.10:80 tcp 198.18.2.5:8080\n\
+         service api 10.96.0.12:80 tcp 198.18.2.5:9090\n",
+    );
+    both_hooks(|hook| {
+        // Policy judges the backend the service leads to, as kube-proxy's DNAT before the
+        // filter table makes netfilter judge it.
+        let denied = l4(
+            TCP,
+            client(client_port(hook, 500)),
+            SocketAddrV4::new(VIP, 80),
+            true,
+        );
+        fx.run_counted_from(
+            hook,
+            Role::Workload,
+            &denied,
+            &["drop_policy_egress", "service_new_flow"],
+        );
+        let allowed = l4(
+            TCP,
+            client(client_port(hook, 501)),
+            SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 12), 80),
+            true,
+        );
+        let (_, out) = fx.run_counted_from(
+            hook,
+            Role::Workload,
+            &allowed,
+            &["forwarded", "service_new_flow", "policy_new_flow"],
+        );
+        assert_eq!(endpoints_and_checksums(&out).1.port(), 9090);
+    });
+}
