@@ -14,12 +14,14 @@ pub struct ServiceKey {
 }
 
 /// Value of `SERVICES`: the service's number (its backends are `(id, 0..backends)` in
-/// `BACKENDS`) and how many backends it has (at least one).
+/// `BACKENDS`), how many backends it has (at least one), and which set of backends it has
+/// (a hash of the list: it changes whenever a backend comes or goes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceValue {
     pub id: u32,
     pub backends: u32,
+    pub generation: u32,
 }
 
 /// Key of `BACKENDS`: a service's number and a backend's index in it.
@@ -41,12 +43,15 @@ pub struct Endpoint {
 }
 
 /// Value of `SERVICE_FLOWS` (the backend the connection goes to) and `SERVICE_REPLIES` (the
-/// service address its replies must come from), with when the flow was last seen (ns).
+/// service address its replies must come from), with when the flow was last seen (ns) and the
+/// service's backend set ([`ServiceValue::generation`]) when the backend was drawn.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceFlow {
     pub endpoint: Endpoint,
     pub seen_ns: u64,
+    pub generation: u32,
+    pub _pad: u32,
 }
 
 /// A connection to a service idle this long is forgotten: the client's next packet with the
@@ -74,9 +79,9 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<ServiceKey>(), 4 + 2 + 1 + 1);
-        assert_eq!(size_of::<ServiceValue>(), 4 + 4);
+        assert_eq!(size_of::<ServiceValue>(), 4 + 4 + 4);
         assert_eq!(size_of::<BackendKey>(), 4 + 4);
         assert_eq!(size_of::<Endpoint>(), 4 + 2 + 2);
-        assert_eq!(size_of::<ServiceFlow>(), 8 + 8);
+        assert_eq!(size_of::<ServiceFlow>(), 8 + 8 + 4 + 4);
     }
 }

@@ -62,7 +62,9 @@ fn to_service<H: Shim>(
     ip: *mut Ipv4Hdr,
     from: Ingress,
 ) -> Outcome {
-    let backend = match services::backend_for(H::HOOK, flow, service) {
+    let (_, data_end) = h.headers(0);
+    let opens = services::opens_a_connection(flow.proto, ip as usize + Ipv4Hdr::LEN, data_end);
+    let backend = match services::backend_for(H::HOOK, flow, service, opens) {
         Ok(backend) => backend,
         Err(reason) => return Outcome::Drop(reason),
     };
@@ -71,7 +73,6 @@ fn to_service<H: Shim>(
         port: flow.dport,
         _pad: [0; 2],
     };
-    let (_, data_end) = h.headers(0);
     if !h.translate(ip, data_end, Side::Destination, &front, &backend) {
         return Outcome::Drop(Counter::DropAdjustFailed);
     }

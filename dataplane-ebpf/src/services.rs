@@ -9,7 +9,9 @@
 //! backend's reply flow to the service address to put back (`SERVICE_REPLIES`). A recorded
 //! connection keeps its backend while it is active, even if the backend leaves the service
 //! (as conntrack keeps a TCP connection under kube-proxy); idle for
-//! [`SERVICE_FLOW_IDLE_NS`] it is forgotten. TCP and UDP only; a fragment is not translated.
+//! [`SERVICE_FLOW_IDLE_NS`] it is forgotten, and a TCP SYN that reuses its addresses and
+//! ports after the service's backends changed opens a new one. TCP and UDP only; a fragment
+//! is not translated.
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{
     Counter, Hook,
@@ -20,7 +22,7 @@ use dataplane_common::{
 use crate::{
     counters::count,
     maps::{BACKENDS, SERVICE_FLOWS, SERVICE_REPLIES, SERVICES, SERVICES_ACTIVE},
-    parse::{IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, Ipv4Hdr, ipv4_frags, l4_ports},
+    parse::{IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_AND_OFFSET, Ipv4Hdr, ipv4_frags, l4_ports, ptr_at},
 };
 
 /// A TCP or UDP packet's flow, read from its option-less IPv4 header at `ip`; `None` for
@@ -61,18 +63,24 @@ pub fn service_of(flow: &FlowKey) -> Option<ServiceValue> {
 }
 
 /// The backend the client's `flow` to `service` goes to: the one it got before, or a new draw
-/// (recorded both ways), counted in `hook`'s counters. `Err` with the counter slot of a
+/// (recorded both ways), counted in `hook`'s counters. `opens`: the packet opens a connection
+/// (a TCP SYN): if the service's backends changed since the flow was recorded, it is a new
+/// connection on a reused port (conntrack starts a new one too) and gets a new draw; a SYN
+/// sent again to an unchanged service keeps its backend. `Err` with the counter slot of a
 /// refusal.
 #[inline(always)]
 pub fn backend_for(
     hook: Hook,
     flow: &FlowKey,
     service: &ServiceValue,
+    opens: bool,
 ) -> Result<Endpoint, Counter> {
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(known) = recall(&SERVICE_FLOWS, flow, now) {
+    if let Some(known) = recall(&SERVICE_FLOWS, flow, now)
+        && !(opens && known.generation != service.generation)
+    {
         count(hook, Counter::ServiceEstablished);
-        return Ok(known);
+        return Ok(known.endpoint);
     }
     if service.backends == 0 {
         return Err(Counter::DropServiceNoBackend);
@@ -102,10 +110,13 @@ pub fn backend_for(
     let to_front = ServiceFlow {
         endpoint: front,
         seen_ns: now,
+        generation: service.generation,
+        _pad: 0,
     };
     let to_backend = ServiceFlow {
         endpoint: backend,
         seen_ns: now,
+        ..to_front
     };
     let recorded = SERVICE_REPLIES.insert(reply, to_front, 0).is_ok()
         && SERVICE_FLOWS.insert(*flow, to_backend, 0).is_ok();
@@ -120,17 +131,17 @@ pub fn backend_for(
 #[inline(always)]
 pub fn front_for_reply(flow: &FlowKey) -> Option<Endpoint> {
     let now = unsafe { bpf_ktime_get_ns() };
-    recall(&SERVICE_REPLIES, flow, now)
+    recall(&SERVICE_REPLIES, flow, now).map(|front| front.endpoint)
 }
 
-/// The endpoint recorded for `flow` in `flows`, if seen within the idle time; refreshes its
-/// time at most once a second (a write per packet would bounce the entry between CPUs).
+/// What `flows` recorded for `flow`, if seen within the idle time; refreshes its time at most
+/// once a second (a write per packet would bounce the entry between CPUs).
 #[inline(always)]
 fn recall(
     flows: &aya_ebpf::maps::LruHashMap<FlowKey, ServiceFlow>,
     flow: &FlowKey,
     now: u64,
-) -> Option<Endpoint> {
+) -> Option<ServiceFlow> {
     let entry = flows.get_ptr_mut(flow)?;
     let seen = unsafe { (*entry).seen_ns };
     if now.wrapping_sub(seen) > SERVICE_FLOW_IDLE_NS {
@@ -139,5 +150,21 @@ fn recall(
     if now.wrapping_sub(seen) > 1_000_000_000 {
         unsafe { (*entry).seen_ns = now };
     }
-    Some(unsafe { (*entry).endpoint })
+    Some(unsafe { *entry })
+}
+
+/// True if the TCP segment whose header starts at `l4` (in a frame ending at `data_end`)
+/// opens a connection: SYN without ACK. False for UDP, and for a header cut short.
+#[inline(always)]
+pub fn opens_a_connection(proto: u8, l4: usize, data_end: usize) -> bool {
+    const TCP_FLAGS_AT: usize = 13;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    if proto != IPPROTO_TCP {
+        return false;
+    }
+    match ptr_at::<u8>(l4, data_end, TCP_FLAGS_AT) {
+        Some(flags) => unsafe { *flags & (SYN | ACK) == SYN },
+        None => false,
+    }
 }

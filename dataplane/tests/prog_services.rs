@@ -184,29 +184,52 @@ fn udp_gets_its_backend_and_a_missing_checksum_stays_missing() {
     });
 }
 
+/// A TCP segment with flags ACK only (not SYN) of the connection `src` -> `dst`.
+fn ack(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut f = l4_frame(*src.ip(), *dst.ip(), TCP, src.port(), dst.port(), 0);
+    f[14 + 20 + 13] = 0x10;
+    let at = l4_check_offset(TCP);
+    let c = checksum(&pseudo_and_segment(&f));
+    f[at..at + 2].copy_from_slice(&c);
+    f
+}
+
 #[test]
 fn a_removed_backend_keeps_its_connections_and_gets_no_new_ones() {
     netlab::root_or_skip!();
     let mut fx = Fixture::new(true);
     with_services(&mut fx, "service web 10.96.0.10:80 tcp 198.18.2.5:8080\n");
     let front = SocketAddrV4::new(VIP, 80);
-    let open: Vec<Vec<u8>> = Hook::ALL
-        .iter()
-        .map(|hook| l4(TCP, client(client_port(*hook, 300)), front, true))
-        .collect();
-    for (hook, syn) in Hook::ALL.iter().zip(&open) {
+    let me = |hook: Hook| client(client_port(hook, 300));
+    for hook in Hook::ALL {
         let counted = ["forwarded", "service_new_flow"];
-        fx.run_counted_from(*hook, Role::Workload, syn, &counted);
+        fx.run_counted_from(
+            hook,
+            Role::Workload,
+            &l4(TCP, me(hook), front, true),
+            &counted,
+        );
     }
     with_services(&mut fx, "service web 10.96.0.10:80 tcp 198.18.2.6:8080\n");
-    for (hook, syn) in Hook::ALL.iter().zip(&open) {
+    let to = |out: &[u8]| *endpoints_and_checksums(out).1.ip();
+    for hook in Hook::ALL {
+        // The open connection keeps its backend.
         let counted = ["forwarded", "service_established"];
-        let (_, out) = fx.run_counted_from(*hook, Role::Workload, syn, &counted);
-        assert_eq!(*endpoints_and_checksums(&out).1.ip(), BACKEND_A);
-        let new = l4(TCP, client(client_port(*hook, 301)), front, true);
+        let (_, out) = fx.run_counted_from(hook, Role::Workload, &ack(me(hook), front), &counted);
+        assert_eq!(to(&out), BACKEND_A);
+        // A new connection goes to the new backend: from another port, and from the same
+        // port too (a SYN after the backends changed is a new connection on a reused port).
         let counted = ["forwarded", "service_new_flow"];
-        let (_, out) = fx.run_counted_from(*hook, Role::Workload, &new, &counted);
-        assert_eq!(*endpoints_and_checksums(&out).1.ip(), BACKEND_B);
+        let other = l4(TCP, client(client_port(hook, 301)), front, true);
+        let (_, out) = fx.run_counted_from(hook, Role::Workload, &other, &counted);
+        assert_eq!(to(&out), BACKEND_B);
+        let reused = l4(TCP, me(hook), front, true);
+        let (_, out) = fx.run_counted_from(hook, Role::Workload, &reused, &counted);
+        assert_eq!(to(&out), BACKEND_B);
+        // That SYN sent again, the service unchanged: the same connection, the same backend.
+        let counted = ["forwarded", "service_established"];
+        let (_, out) = fx.run_counted_from(hook, Role::Workload, &reused, &counted);
+        assert_eq!(to(&out), BACKEND_B);
     }
 }
 

@@ -34,6 +34,7 @@ pub fn compile(
             ServiceValue {
                 id,
                 backends: service.backends.len() as u32,
+                generation: generation(&service.backends),
             },
         );
         for (index, backend) in service.backends.iter().enumerate() {
@@ -47,6 +48,23 @@ pub fn compile(
         }
     }
     compiled
+}
+
+/// A number for a set of backends (FNV-1a over the list): another list, another number, so
+/// the programs tell a connection drawn before a change from one drawn after it.
+fn generation(backends: &[std::net::SocketAddrV4]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for backend in backends {
+        for b in backend
+            .ip()
+            .octets()
+            .into_iter()
+            .chain(backend.port().to_be_bytes())
+        {
+            h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+        }
+    }
+    h
 }
 
 fn key_of(service: &crate::model::services::Service) -> ServiceKey {
@@ -80,7 +98,7 @@ mod tests {
         assert_eq!(key.vip, [10, 96, 0, 10]);
         assert_eq!(key.port, 80u16.to_be_bytes());
         assert_eq!(key.proto, 6);
-        assert_eq!(*value, ServiceValue { id: 0, backends: 2 });
+        assert_eq!((value.id, value.backends), (0, 2));
         assert_eq!(
             c.backends[&BackendKey {
                 service: 0,
@@ -116,6 +134,24 @@ mod tests {
             c.services.iter().find(|(k, _)| k.vip == vip).unwrap().1.id
         };
         assert_eq!(id(&second, [10, 96, 0, 11]), id(&first, [10, 96, 0, 11]));
+        let generation = |c: &CompiledServices, vip: [u8; 4]| {
+            c.services
+                .iter()
+                .find(|(k, _)| k.vip == vip)
+                .unwrap()
+                .1
+                .generation
+        };
+        assert_ne!(
+            generation(&second, [10, 96, 0, 11]),
+            generation(&first, [10, 96, 0, 11]),
+            "new backends, new generation"
+        );
+        assert_eq!(
+            compile(&after, &second.services),
+            second,
+            "the same services compile to the same entries"
+        );
         let old_ids: BTreeSet<u32> = first.services.values().map(|v| v.id).collect();
         assert!(!old_ids.contains(&id(&second, [10, 96, 0, 12])));
     }
