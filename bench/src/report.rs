@@ -366,7 +366,8 @@ fn path_costs_section(r: &Results) -> String {
     writeln!(
         t,
         "Each path's program run on crafted frames of the synthetic host (a local workload, a \
-         routed and a VXLAN remote prefix; 74-byte UDP frames, the policy paths' 58, the VXLAN one 124), {} \
+         routed and a VXLAN remote prefix, a UDP service; 74-byte UDP frames, the policy and \
+         service paths' 58, the VXLAN one 124), {} \
          runs per path and hook (the paths taking turns), each a fresh copy of the frame and its \
          verdict checked; the kernel's timing of the program alone, ns, p50 (p10-p90) of the \
          quietest batch of 2000 runs (noise only adds time). No traffic, so the figure moves with the \

@@ -129,8 +129,8 @@ fn quick_bench_writes_every_output() {
             "{p:?}"
         );
     }
-    // Per-path program costs: seven paths at both hooks, each timed.
-    assert_eq!(r.path_costs.len(), 14, "{:?}", r.path_costs);
+    // Per-path program costs: ten paths at both hooks, each timed.
+    assert_eq!(r.path_costs.len(), 20, "{:?}", r.path_costs);
     assert!(
         r.path_costs
             .iter()

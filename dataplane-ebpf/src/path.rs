@@ -25,7 +25,7 @@ use crate::{
     icmp,
     parse::{ENCAP_HEADERS_LEN, EthHdr, HEADERS_LEN, Ipv4Hdr, ipv4_dont_fragment, ptr_at},
     policy,
-    route::{Ingress, Role, decrement_ttl, only_to_local_workload, rewrite, route},
+    route::{Ingress, Pass, Role, decrement_ttl, only_to_local_workload, rewrite, route},
     services, vxlan,
 };
 
@@ -45,7 +45,7 @@ pub fn process<H: Shim>(h: &H, role: Role) -> Outcome {
         ifindex: h.arrived_on(),
     };
     let (data, data_end) = h.headers(HEADERS_LEN);
-    match route(data, data_end, h.frame_len(), from, false) {
+    match route(data, data_end, h.frame_len(), from, Pass::Arrived) {
         Decision::Decap { strip } => decapsulate(h, strip, from),
         Decision::ToService { service, flow, ip } => to_service(h, &service, &flow, ip, from),
         decision => forward(h, decision, from, false),
@@ -77,12 +77,8 @@ fn to_service<H: Shim>(
         return Outcome::Drop(Counter::DropAdjustFailed);
     }
     let (data, data_end) = h.headers(HEADERS_LEN);
-    forward(
-        h,
-        route(data, data_end, h.frame_len(), from, false),
-        from,
-        false,
-    )
+    let translated = route(data, data_end, h.frame_len(), from, Pass::Translated);
+    forward(h, translated, from, false)
 }
 
 /// Strips the tunnel of a VXLAN frame for this host and routes the inner packet, which only a
@@ -94,7 +90,13 @@ fn decapsulate<H: Shim>(h: &H, strip: usize, from: Ingress) -> Outcome {
     }
     count(H::HOOK, Counter::VxlanDecap);
     let (data, data_end) = h.headers(HEADERS_LEN);
-    let inner = only_to_local_workload(route(data, data_end, h.frame_len(), from, true));
+    let inner = only_to_local_workload(route(
+        data,
+        data_end,
+        h.frame_len(),
+        from,
+        Pass::Decapsulated,
+    ));
     forward(h, inner, from, true)
 }
 

@@ -27,18 +27,31 @@ pub struct Ingress {
     pub ifindex: u32,
 }
 
+/// Which routing of the frame this is: a frame is routed once as it arrived, and once more
+/// after a tunnel is stripped or a service's backend written in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// As it arrived.
+    Arrived,
+    /// The inner frame of a tunnel this host ended, which only a local workload may receive
+    /// ([`only_to_local_workload`]): the host-address lookup is left out for it, since a host
+    /// address is no workload's route and the frame is refused either way.
+    Decapsulated,
+    /// A workload's packet given its service's backend: its source was checked on arrival
+    /// and a connection is translated once, so neither is looked up again.
+    Translated,
+}
+
 /// Decides what to do with the frame in `data..data_end` that arrived on `from`; `frame_len`
-/// is its full length (at TC the linear part can be shorter than the frame). `decapsulated`:
-/// the inner frame of a tunnel this host ended, which only a local workload may receive
-/// ([`only_to_local_workload`]): the host-address lookup is left out for it, since a host
-/// address is no workload's route and the frame is refused either way.
+/// is its full length (at TC the linear part can be shorter than the frame); `pass`: which
+/// routing of the frame this is.
 #[inline(always)]
 pub fn route(
     data: usize,
     data_end: usize,
     frame_len: usize,
     from: Ingress,
-    decapsulated: bool,
+    pass: Pass,
 ) -> Decision {
     let Some(eth) = ptr_at::<EthHdr>(data, data_end, 0) else {
         return Decision::Pass(Counter::PassMalformed);
@@ -63,7 +76,8 @@ pub fn route(
         return Decision::Pass(Counter::PassMalformed);
     };
     let (ttl, src, dst) = unsafe { ((*ip).ttl, (*ip).src_addr, (*ip).dst_addr) };
-    if from.role == Role::Workload && !source_belongs(src, from.ifindex) {
+    if from.role == Role::Workload && pass != Pass::Translated && !source_belongs(src, from.ifindex)
+    {
         return Decision::Drop(Counter::DropSpoofedSource);
     }
     if header_len != Ipv4Hdr::LEN && from.role == Role::Workload {
@@ -73,13 +87,14 @@ pub fn route(
         };
     }
     if from.role == Role::Workload
+        && pass == Pass::Arrived
         && services::in_use()
         && let Some(flow) = services::flow_of(ip, data_end)
         && let Some(service) = services::service_of(&flow)
     {
         return Decision::ToService { service, flow, ip };
     }
-    if !decapsulated && HOST_ADDRS.get_ptr(dst).is_some() {
+    if pass != Pass::Decapsulated && HOST_ADDRS.get_ptr(dst).is_some() {
         // Ours: VXLAN from a known tunnel endpoint on the tunnel's interface is decapsulated
         // (outer options allowed), the rest is the kernel's.
         if from.role == Role::Underlay

@@ -980,7 +980,7 @@ fn every_path_is_timed_and_takes_its_own_turn() {
     // SAFETY: unshare affects only this test's thread.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
     let costs = dataplane::kernel::path_costs::measure(200).expect("every path takes its turn");
-    assert_eq!(costs.len(), 7 * 2, "7 paths at 2 hooks: {costs:?}");
+    assert_eq!(costs.len(), 10 * 2, "10 paths at 2 hooks: {costs:?}");
     for c in &costs {
         assert_eq!(c.runs, 200);
         assert!(

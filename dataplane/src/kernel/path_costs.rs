@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use dataplane_common::Hook;
 
 use super::{Dataplane, DataplaneError, synthetic::*};
-use crate::model::{policy, route_table::Role};
+use crate::model::{policy, route_table::Role, services};
 
 /// One path's cost at one hook: the percentiles of its quietest batch of runs.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -137,6 +137,44 @@ const POLICED: [Path; 2] = [
 const POLICY: &str = "workload 198.18.1.2 ingress deny egress allow\n\
                       allow ingress 198.18.1.2 peer 198.18.9.0/24\n";
 
+/// The service of the service paths, its backend behind the routed remote prefix, and the
+/// client port of the established connection (new connections use 10 000 and up).
+const SERVICE: &str = "service dns 10.96.0.10:53 udp 198.18.2.5:5353\n";
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 5);
+const CLIENT_PORT: u16 = 4000;
+
+/// The paths through the service stage (no workload under policy).
+const SERVICED: [Path; 3] = [
+    Path {
+        name: "service, new connection (a new source port each run)",
+        role: Role::Workload,
+        frame: |i| {
+            l4_frame(
+                LOCAL_WORKLOAD,
+                VIP,
+                UDP,
+                10_000 + (i % 50_000) as u16,
+                53,
+                0,
+            )
+        },
+        verdict: Verdict::Redirect,
+    },
+    Path {
+        name: "service, established connection",
+        role: Role::Workload,
+        frame: |_| l4_frame(LOCAL_WORKLOAD, VIP, UDP, CLIENT_PORT, 53, 0),
+        verdict: Verdict::Redirect,
+    },
+    Path {
+        name: "service, a backend's reply to a local workload",
+        role: Role::Underlay,
+        frame: |_| l4_frame(BACKEND, LOCAL_WORKLOAD, UDP, 5353, CLIENT_PORT, 0),
+        verdict: Verdict::Redirect,
+    },
+];
+
 /// Loads the programs in the current network namespace, fills their maps with the synthetic
 /// host's plan and measures every path `runs` times at each hook. The paths of a group take
 /// turns run by run (and the hooks within), so that a slow spell of the machine lands on all of
@@ -148,6 +186,10 @@ pub fn measure(runs: usize) -> Result<Vec<PathCost>, DataplaneError> {
     let policy = policy::parse(POLICY).expect("the path costs' policy parses");
     dataplane.apply_policy(&policy)?;
     costs.extend(measure_group(&dataplane, &POLICED, runs)?);
+    dataplane.apply_policy(&policy::Policy::default())?;
+    let services = services::parse(SERVICE).expect("the path costs' service parses");
+    dataplane.apply_services(&services)?;
+    costs.extend(measure_group(&dataplane, &SERVICED, runs)?);
     Ok(costs)
 }
 
@@ -160,7 +202,7 @@ fn measure_group(
         .iter()
         .flat_map(|p| Hook::ALL.map(|h| (p, h)))
         .collect();
-    // A first run of each outside the figures: it records the established path's flow.
+    // A first run of each outside the figures: it records the established paths' flows.
     for (path, hook) in &turns {
         dataplane.run_on_frame(*hook, path.role, &(path.frame)(0))?;
     }
