@@ -5,6 +5,10 @@
 pub mod map_names {
     /// LPM trie: destination prefix -> [`NextHop`](crate::NextHop).
     pub const ROUTES: &str = "ROUTES";
+    /// Hash: a workload interface's ifindex -> the address of its workload's /32 route (network
+    /// order): the source check's first, cheaper question (a hash, not the route trie); any
+    /// other source of the interface is asked of the route trie.
+    pub const WORKLOAD_SRCS: &str = "WORKLOAD_SRCS";
     /// Device hash map for XDP redirects: egress ifindex -> egress ifindex.
     pub const TX_PORTS: &str = "TX_PORTS";
     /// Hash set of this host's own IPv4 addresses (value unused): their packets go to the kernel.

@@ -21,6 +21,9 @@ use dataplane_common::{
 pub static ROUTES: LpmTrie<Ipv4Key, NextHop> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
 
 #[map]
+pub static WORKLOAD_SRCS: HashMap<u32, Ipv4Key> = HashMap::with_max_entries(MAX_TX_PORTS, 0);
+
+#[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
 
 #[map]

@@ -5,7 +5,7 @@ use dataplane_common::{Counter, NextHop, NextHopKind, checksum::ipv4_decrement_t
 
 use crate::decision::Decision;
 use crate::{
-    maps::{HOST_ADDRS, ROUTES},
+    maps::{HOST_ADDRS, ROUTES, WORKLOAD_SRCS},
     parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, ipv4, ptr_at},
     services, vxlan,
 };
@@ -130,9 +130,15 @@ pub fn route(
 
 /// True if the route table gives `src` to the workload behind `ifindex`: the route for `src`
 /// is a local route out of that very interface (a reverse-path check through the route map,
-/// so a workload's own /32 and any prefix a `route ... dev` line hands it both count).
+/// so a workload's own /32 and any prefix a `route ... dev` line hands it both count). The
+/// common case, the workload's own /32, is answered by a hash keyed by the interface first.
 #[inline(always)]
 fn source_belongs(src: [u8; 4], ifindex: u32) -> bool {
+    if let Some(own) = unsafe { WORKLOAD_SRCS.get(ifindex) }
+        && *own == src
+    {
+        return true;
+    }
     match ROUTES.get(Key::new(32, src)) {
         Some(nh) => nh.is(NextHopKind::Local) && nh.ifindex == ifindex,
         None => false,

@@ -793,6 +793,29 @@ fn a_workload_s_spoofed_sources_are_dropped_and_its_own_forwarded() {
 }
 
 #[test]
+fn an_address_that_moves_to_another_interface_is_no_longer_its_old_workload_s() {
+    netlab::root_or_skip!();
+    let mut fx = Fixture::new(true);
+    let own = from_source(
+        &ipv4_frame(Ipv4Addr::new(198, 18, 2, 5), 64),
+        LOCAL_WORKLOAD,
+    );
+    both_hooks(|hook| {
+        fx.run_counted_from(hook, Role::Workload, &own, &["forwarded"]);
+    });
+    // The workload's /32 now leads out of another interface (ifindex 7): from `lo` its old
+    // address is a spoofed one, the source check's fast path (keyed by interface) included.
+    let mut moved = plan(true);
+    let local: Ipv4Prefix = "198.18.1.2/32".parse().unwrap();
+    let nh = moved.routes[&local];
+    moved.routes.insert(local, NextHop { ifindex: 7, ..nh });
+    fx.dataplane.apply(&moved).expect("filling the maps");
+    both_hooks(|hook| {
+        fx.run_counted_from(hook, Role::Workload, &own, &["drop_spoofed_source"]);
+    });
+}
+
+#[test]
 fn vxlan_only_from_known_tunnel_endpoints_on_the_tunnel_s_interface() {
     netlab::root_or_skip!();
     let mut fx = Fixture::new(true);

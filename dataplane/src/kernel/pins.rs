@@ -20,9 +20,10 @@ const APP_DIR: &str = "ebpf-dataplane";
 /// use (routes, ports, addresses, VXLAN settings, policy and its admitted flows, services and
 /// their open connections, and the counters, which therefore keep counting across a
 /// restart). The bench's softirq timer map is not part of a host's state.
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 21] = [
     map_names::ROUTES,
     map_names::TX_PORTS,
+    map_names::WORKLOAD_SRCS,
     map_names::HOST_ADDRS,
     map_names::COUNTERS,
     map_names::FWD_BY_EGRESS,

@@ -15,7 +15,7 @@ use aya::{
     util::nr_cpus,
 };
 use dataplane_common::{
-    Ipv4Key, NextHop,
+    Ipv4Key, NextHop, NextHopKind,
     counters::EgressCount,
     maps::{MAX_EGRESS_SLOTS, map_names},
     vxlan::VxlanConfig,
@@ -99,6 +99,19 @@ impl Dataplane {
             }
         }
 
+        // A source the fast path vouches for must still be the interface's when routes change:
+        // stale entries go before the routes change, new ones come after.
+        let sources = workload_sources(plan);
+        let current_sources = read_hash(&mut self.bpf, map_names::WORKLOAD_SRCS)?;
+        let srcs = map_names::WORKLOAD_SRCS;
+        write_hash(
+            &mut self.bpf,
+            srcs,
+            &current_sources,
+            &sources,
+            Change::TakeOut,
+        )?;
+
         let mut routes: LpmTrie<&mut MapData, Ipv4Key, NextHop> = self.map(map_names::ROUTES)?;
         let with_slot = |nh: &NextHop| NextHop {
             egress_slot: slots[&nh.ifindex],
@@ -119,6 +132,12 @@ impl Dataplane {
                 .map_err(map_err(map_names::ROUTES))?;
             report.routes_removed += 1;
         }
+
+        let taken_out: BTreeMap<u32, Ipv4Key> = current_sources
+            .into_iter()
+            .filter(|(ifindex, addr)| sources.get(ifindex) == Some(addr))
+            .collect();
+        write_hash(&mut self.bpf, srcs, &taken_out, &sources, Change::PutIn)?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         for port in current_ports.difference(&plan.tx_ports) {
@@ -201,23 +220,75 @@ fn sync_set<K: aya::Pod + Ord>(
     name: &'static str,
     desired: impl IntoIterator<Item = K>,
 ) -> Result<(), DataplaneError> {
+    let desired: BTreeMap<K, u32> = desired.into_iter().map(|k| (k, 1)).collect();
+    let current = read_hash(bpf, name)?;
+    write_hash(bpf, name, &current, &desired, Change::Both)
+}
+
+/// What [`write_hash`] does of the difference.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Both,
+    /// Only the removals and the entries that change value (taken out, not rewritten).
+    TakeOut,
+    /// Only the upserts.
+    PutIn,
+}
+
+fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<BTreeMap<K, V>, DataplaneError> {
     let map = bpf
         .map_mut(name)
         .ok_or(DataplaneError::Missing { kind: "map", name })?;
-    let mut set: HashMap<&mut MapData, K, u32> = HashMap::try_from(map).map_err(map_err(name))?;
-    let current: BTreeMap<K, u32> = set
-        .iter()
-        .collect::<Result<_, _>>()
-        .map_err(map_err(name))?;
-    let desired: BTreeMap<K, u32> = desired.into_iter().map(|k| (k, 1)).collect();
-    let change = diff(&current, &desired);
-    for (key, value) in change.upserts {
-        set.insert(key, value, 0).map_err(map_err(name))?;
+    let hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_err(name))?;
+    hash.iter().collect::<Result<_, _>>().map_err(map_err(name))
+}
+
+/// Takes the hash map `name` from `current` to `desired` (the part `change` says).
+fn write_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    current: &BTreeMap<K, V>,
+    desired: &BTreeMap<K, V>,
+    change: Change,
+) -> Result<(), DataplaneError> {
+    let map = bpf
+        .map_mut(name)
+        .ok_or(DataplaneError::Missing { kind: "map", name })?;
+    let mut hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_err(name))?;
+    let d = diff(current, desired);
+    if change != Change::PutIn {
+        let changed = d
+            .upserts
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| current.contains_key(*k));
+        for key in d.removals.iter().chain(changed) {
+            hash.remove(key).map_err(map_err(name))?;
+        }
     }
-    for key in change.removals {
-        set.remove(&key).map_err(map_err(name))?;
+    if change != Change::TakeOut {
+        for (key, value) in &d.upserts {
+            hash.insert(key, value, 0).map_err(map_err(name))?;
+        }
     }
     Ok(())
+}
+
+/// The source check's fast path (`WORKLOAD_SRCS`): each workload interface's /32 (the lowest
+/// address, if a route table gives it several; the rest are checked in the route trie).
+fn workload_sources(plan: &Plan) -> BTreeMap<u32, Ipv4Key> {
+    let mut sources = BTreeMap::new();
+    for (prefix, nh) in &plan.routes {
+        if nh.is(NextHopKind::Local) && prefix.prefix_len() == 32 {
+            sources
+                .entry(nh.ifindex)
+                .or_insert_with(|| prefix.addr().octets());
+        }
+    }
+    sources
 }
 
 /// Writes this host's VXLAN settings: the VNIs first, then the port that turns decapsulation
