@@ -142,6 +142,16 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the services as the kernel holds them: each service's address, port and
+    /// protocol, and its backends in the order the programs draw from (works whether or not a
+    /// loader runs).
+    Services {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print the packet counters (summed over CPUs): received, forwarded per egress, passed
     /// to the kernel and dropped, by reason.
     Stats {

@@ -376,6 +376,33 @@ fn open_connections_survive_a_killed_loader_and_the_file_is_followed_live() {
     };
     assert_eq!(late, format!("{local}:9090"));
     assert!(connect(client, ONE).is_err(), "the removed service is gone");
+    // `loader services` shows what the maps hold: the edited file, backends in file order.
+    let listed = loader(&["services", "--json", "--netns", h0]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let fronts: Vec<(String, String)> = listed
+        .iter()
+        .map(|s| {
+            (
+                s["front"].as_str().unwrap().into(),
+                s["protocol"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fronts,
+        [(WEB, "tcp"), (DNS, "udp"), (LATE, "tcp")]
+            .map(|(f, p)| (f.to_string(), p.to_string()))
+            .to_vec()
+    );
+    assert_eq!(
+        listed[2]["backends"],
+        serde_json::json!([format!("{local}:9090")])
+    );
     // The connections opened before every change are still served.
     for (conn, who) in &mut open {
         assert_eq!(echo(conn, "still").unwrap(), "still", "to {who}");

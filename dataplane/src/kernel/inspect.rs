@@ -191,6 +191,51 @@ pub fn read(ids: &KernelIds) -> Result<Stats, DataplaneError> {
     Ok(stats)
 }
 
+/// One service as the maps hold it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceView {
+    pub front: std::net::SocketAddrV4,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// In index order: the programs draw an index uniformly.
+    pub backends: Vec<std::net::SocketAddrV4>,
+}
+
+/// The services of the dataplane whose maps are `ids`, by address, port and protocol.
+pub fn services(ids: &KernelIds) -> Result<Vec<ServiceView>, DataplaneError> {
+    use aya::maps::HashMap;
+    use map_names::{BACKENDS, SERVICES};
+    let services: HashMap<MapData, ServiceKey, ServiceValue> = typed(ids, SERVICES, Map::HashMap)?;
+    let backends: HashMap<MapData, BackendKey, Endpoint> = typed(ids, BACKENDS, Map::HashMap)?;
+    let endpoint = |addr: [u8; 4], port: [u8; 2]| {
+        std::net::SocketAddrV4::new(Ipv4Addr::from(addr), u16::from_be_bytes(port))
+    };
+    let mut by_id: BTreeMap<u32, BTreeMap<u32, std::net::SocketAddrV4>> = BTreeMap::new();
+    for entry in backends.iter() {
+        let (key, b) = entry.map_err(map_err(BACKENDS))?;
+        by_id
+            .entry(key.service)
+            .or_default()
+            .insert(key.index, endpoint(b.addr, b.port));
+    }
+    let mut out = Vec::new();
+    for entry in services.iter() {
+        let (key, value) = entry.map_err(map_err(SERVICES))?;
+        let listed = by_id.remove(&value.id).unwrap_or_default();
+        out.push(ServiceView {
+            front: endpoint(key.vip, key.port),
+            protocol: if key.proto == 6 { "tcp" } else { "udp" },
+            backends: listed
+                .into_iter()
+                .filter(|(index, _)| *index < value.backends)
+                .map(|(_, b)| b)
+                .collect(),
+        });
+    }
+    out.sort_by_key(|s| (s.front, s.protocol));
+    Ok(out)
+}
+
 /// Every slot of the forwarded-frames counter: slot -> (the interface it counts for, 0 for a
 /// free slot; frames, summed over CPUs).
 fn egress_slots(ids: &KernelIds) -> Result<BTreeMap<u32, (u32, u64)>, DataplaneError> {

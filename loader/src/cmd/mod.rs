@@ -3,6 +3,7 @@ mod cluster;
 mod detach;
 mod routes;
 mod run;
+mod services;
 mod stats;
 mod status;
 mod wire;
@@ -29,6 +30,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         | Command::Detach { target, .. }
         | Command::Status { target, .. }
         | Command::Routes { target, .. }
+        | Command::Services { target, .. }
         | Command::Stats { target, .. }
         | Command::Cluster { target, .. } => target,
         Command::WireWorkload(args) => &args.target,
@@ -75,6 +77,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Detach { timeout, .. } => detach::detach(Duration::from_secs(timeout), &bpffs),
         Command::Status { json, .. } => status::print(json, &bpffs),
         Command::Routes { json, .. } => routes::print(json, &bpffs),
+        Command::Services { json, .. } => services::print(json, &bpffs),
         Command::Stats { json, .. } => stats::print(json, &bpffs),
         Command::WireWorkload(args) => wire::wire(args),
     }
