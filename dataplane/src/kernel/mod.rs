@@ -4,6 +4,7 @@
 //! ([`test_run`], on the host of [`synthetic`]; per-path costs: [`path_costs`]) and passing its log records on ([`program_log`]).
 pub mod attach;
 pub mod error;
+mod hash_maps;
 pub mod inspect;
 pub mod object;
 pub mod path_costs;

@@ -4,7 +4,7 @@
 //! Connections already made keep their backend (the flow maps are left alone).
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, MapData};
 use dataplane_common::{
     maps::map_names::{BACKENDS, SERVICES, SERVICES_ACTIVE},
     services::{BackendKey, Endpoint, ServiceKey, ServiceValue},
@@ -12,6 +12,7 @@ use dataplane_common::{
 
 use super::{
     error::{DataplaneError, map_err},
+    hash_maps::{missing, put_in, read_hash, take_out},
     object::Dataplane,
 };
 use crate::{model::services::Services, plan::services::compile};
@@ -36,7 +37,10 @@ impl Dataplane {
         // What the maps hold: as this process last wrote them, or (adopted maps) read back.
         let (current, current_backends) = match self.services.take() {
             Some(written) => (written.services, written.backends),
-            None => (read(self, SERVICES)?, read(self, BACKENDS)?),
+            None => (
+                read_hash(&mut self.bpf, SERVICES)?,
+                read_hash(&mut self.bpf, BACKENDS)?,
+            ),
         };
         let result = self.write_services(services, &current, &current_backends);
         if result.is_err() {
@@ -68,19 +72,32 @@ impl Dataplane {
             backends: compiled.backends.len(),
             ..Default::default()
         };
-        report.written += write(self, BACKENDS, current_backends, &compiled.backends)?;
+        report.written += put_in(
+            &mut self.bpf,
+            BACKENDS,
+            current_backends,
+            &compiled.backends,
+        )?;
         // The programs skip the service lookups while SERVICES_ACTIVE is 0: off before the
         // last service goes, on after the first arrives (rewritten every time, so an adopted
         // dataplane agrees too).
         if compiled.services.is_empty() {
             self.set_services_active(0)?;
         }
-        report.written += write(self, SERVICES, current, &compiled.services)?;
-        report.removed += remove_missing(self, SERVICES, current, &compiled.services)?;
+        report.written += put_in(&mut self.bpf, SERVICES, current, &compiled.services)?;
+        report.removed += take_out::<_, ServiceValue>(
+            &mut self.bpf,
+            SERVICES,
+            missing(current, &compiled.services),
+        )?;
         if !compiled.services.is_empty() {
             self.set_services_active(compiled.services.len() as u32)?;
         }
-        report.removed += remove_missing(self, BACKENDS, current_backends, &compiled.backends)?;
+        report.removed += take_out::<_, Endpoint>(
+            &mut self.bpf,
+            BACKENDS,
+            missing(current_backends, &compiled.backends),
+        )?;
         Ok(report)
     }
 
@@ -94,46 +111,4 @@ impl Dataplane {
 fn keys_in_either<K: Ord, V>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> usize {
     let keys: BTreeSet<&K> = a.keys().chain(b.keys()).collect();
     keys.len()
-}
-
-fn read<K: aya::Pod + Ord, V: aya::Pod>(
-    dataplane: &mut Dataplane,
-    name: &'static str,
-) -> Result<BTreeMap<K, V>, DataplaneError> {
-    let map: HashMap<&mut MapData, K, V> = dataplane.map(name)?;
-    map.iter().collect::<Result<_, _>>().map_err(map_err(name))
-}
-
-/// Writes the entries of `desired` that `current` does not hold as they are.
-fn write<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
-    dataplane: &mut Dataplane,
-    name: &'static str,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-) -> Result<usize, DataplaneError> {
-    let mut map: HashMap<&mut MapData, K, V> = dataplane.map(name)?;
-    let mut written = 0;
-    for (key, value) in desired {
-        if current.get(key) != Some(value) {
-            map.insert(key, value, 0).map_err(map_err(name))?;
-            written += 1;
-        }
-    }
-    Ok(written)
-}
-
-/// Removes the entries of `current` that `desired` does not hold.
-fn remove_missing<K: aya::Pod + Ord, V: aya::Pod>(
-    dataplane: &mut Dataplane,
-    name: &'static str,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-) -> Result<usize, DataplaneError> {
-    let mut map: HashMap<&mut MapData, K, V> = dataplane.map(name)?;
-    let mut removed = 0;
-    for key in current.keys().filter(|k| !desired.contains_key(*k)) {
-        map.remove(key).map_err(map_err(name))?;
-        removed += 1;
-    }
-    Ok(removed)
 }

@@ -8,8 +8,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues,
-        lpm_trie::Key,
+        Array, DevMapHash, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::Key,
     },
     sys::SyscallError,
     util::nr_cpus,
@@ -23,11 +22,12 @@ use dataplane_common::{
 
 use super::{
     error::{DataplaneError, map_err},
+    hash_maps::{missing, put_in, read_hash, take_out},
     object::Dataplane,
 };
 use crate::{
     model::Ipv4Prefix,
-    plan::{Plan, VxlanPlan, diff, slots},
+    plan::{Plan, VxlanPlan, slots},
 };
 
 /// Changes applied to the maps by one [`Dataplane::apply`].
@@ -101,16 +101,13 @@ impl Dataplane {
 
         // A source the fast path vouches for must still be the interface's when routes change:
         // stale entries go before the routes change, new ones come after.
-        let sources = workload_sources(plan);
-        let current_sources = read_hash(&mut self.bpf, map_names::WORKLOAD_SRCS)?;
         let srcs = map_names::WORKLOAD_SRCS;
-        write_hash(
-            &mut self.bpf,
-            srcs,
-            &current_sources,
-            &sources,
-            Change::TakeOut,
-        )?;
+        let sources = workload_sources(plan);
+        let (kept, stale): (BTreeMap<u32, Ipv4Key>, BTreeMap<u32, Ipv4Key>) =
+            read_hash::<u32, Ipv4Key>(&mut self.bpf, srcs)?
+                .into_iter()
+                .partition(|(ifindex, addr)| sources.get(ifindex) == Some(addr));
+        take_out::<u32, Ipv4Key>(&mut self.bpf, srcs, stale.keys())?;
 
         let mut routes: LpmTrie<&mut MapData, Ipv4Key, NextHop> = self.map(map_names::ROUTES)?;
         let with_slot = |nh: &NextHop| NextHop {
@@ -133,11 +130,7 @@ impl Dataplane {
             report.routes_removed += 1;
         }
 
-        let taken_out: BTreeMap<u32, Ipv4Key> = current_sources
-            .into_iter()
-            .filter(|(ifindex, addr)| sources.get(ifindex) == Some(addr))
-            .collect();
-        write_hash(&mut self.bpf, srcs, &taken_out, &sources, Change::PutIn)?;
+        put_in(&mut self.bpf, srcs, &kept, &sources)?;
 
         let mut ports: DevMapHash<&mut MapData> = self.map(map_names::TX_PORTS)?;
         for port in current_ports.difference(&plan.tx_ports) {
@@ -222,58 +215,8 @@ fn sync_set<K: aya::Pod + Ord>(
 ) -> Result<(), DataplaneError> {
     let desired: BTreeMap<K, u32> = desired.into_iter().map(|k| (k, 1)).collect();
     let current = read_hash(bpf, name)?;
-    write_hash(bpf, name, &current, &desired, Change::Both)
-}
-
-/// What [`write_hash`] does of the difference.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Change {
-    Both,
-    /// Only the removals and the entries that change value (taken out, not rewritten).
-    TakeOut,
-    /// Only the upserts.
-    PutIn,
-}
-
-fn read_hash<K: aya::Pod + Ord, V: aya::Pod>(
-    bpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<BTreeMap<K, V>, DataplaneError> {
-    let map = bpf
-        .map_mut(name)
-        .ok_or(DataplaneError::Missing { kind: "map", name })?;
-    let hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_err(name))?;
-    hash.iter().collect::<Result<_, _>>().map_err(map_err(name))
-}
-
-/// Takes the hash map `name` from `current` to `desired` (the part `change` says).
-fn write_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
-    bpf: &mut Ebpf,
-    name: &'static str,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-    change: Change,
-) -> Result<(), DataplaneError> {
-    let map = bpf
-        .map_mut(name)
-        .ok_or(DataplaneError::Missing { kind: "map", name })?;
-    let mut hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_err(name))?;
-    let d = diff(current, desired);
-    if change != Change::PutIn {
-        let changed = d
-            .upserts
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| current.contains_key(*k));
-        for key in d.removals.iter().chain(changed) {
-            hash.remove(key).map_err(map_err(name))?;
-        }
-    }
-    if change != Change::TakeOut {
-        for (key, value) in &d.upserts {
-            hash.insert(key, value, 0).map_err(map_err(name))?;
-        }
-    }
+    put_in(bpf, name, &current, &desired)?;
+    take_out::<K, u32>(bpf, name, missing(&current, &desired))?;
     Ok(())
 }
 
