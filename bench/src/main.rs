@@ -235,18 +235,7 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         policy_rules.iter().all(|n| *n <= 100_000),
         "--policy-rules: at most 100000 rules"
     );
-    let policy_engines = match &a.policy_engines {
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                Engine::ALL
-                    .into_iter()
-                    .find(|e| e.name() == n)
-                    .ok_or_else(|| anyhow::anyhow!("unknown policy engine `{n}`"))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        None => Engine::ALL.to_vec(),
-    };
+    let policy_engines = engines(&a.policy_engines, &Engine::ALL, Engine::name, "policy")?;
     let service_counts = if a.no_services {
         vec![]
     } else {
@@ -256,18 +245,12 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         service_counts.iter().all(|n| *n <= 60_000),
         "--services: at most 60000 services (10.96.0.0/16 holds the generated ones)"
     );
-    let service_engines = match &a.service_engines {
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                ServiceEngine::ALL
-                    .into_iter()
-                    .find(|e| e.name() == n)
-                    .ok_or_else(|| anyhow::anyhow!("unknown service engine `{n}`"))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        None => ServiceEngine::ALL.to_vec(),
-    };
+    let service_engines = engines(
+        &a.service_engines,
+        &ServiceEngine::ALL,
+        ServiceEngine::name,
+        "service",
+    )?;
     let order_seed = a.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -297,6 +280,28 @@ fn settings(a: &RunArgs) -> Result<Settings> {
         service_connections: shape.service_connections,
         service_rate_mbps: SERVICE_RATE_MBPS,
     })
+}
+
+/// The engines `names` asks for among `all` (every one without `names`); `what` names the
+/// sweep in the error.
+fn engines<E: Copy>(
+    names: &Option<Vec<String>>,
+    all: &[E],
+    name: fn(E) -> &'static str,
+    what: &str,
+) -> Result<Vec<E>> {
+    match names {
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .copied()
+                    .find(|e| name(*e) == n)
+                    .ok_or_else(|| anyhow::anyhow!("unknown {what} engine `{n}`"))
+            })
+            .collect(),
+        None => Ok(all.to_vec()),
+    }
 }
 
 /// The per-path program costs, measured in a network namespace of their own.

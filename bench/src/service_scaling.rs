@@ -222,7 +222,7 @@ pub fn measure(
     .with_context(|| format!("{} with {count} services: connections", engine.name()))?;
     let spent = meter.read()?.since(&before).total_ns();
     // The warm-up's connections are in the meter's time too: count them.
-    let cpu_us_per_connection = spent as f64 / (connections + 20) as f64 / 1e3;
+    let cpu_us_per_connection = spent as f64 / (connections + probe::CRR_WARM_UP) as f64 / 1e3;
 
     let before = meter.read()?;
     let stream = traffic::iperf3_via(

@@ -129,8 +129,8 @@ pub fn tcp_rr(
     result
 }
 
-/// Connections timed before the figures: the first ones fill neighbour entries and caches.
-const CRR_WARM_UP: usize = 20;
+/// Connections made before the timed ones: the first fill neighbour entries and caches.
+pub const CRR_WARM_UP: usize = 20;
 
 /// netperf's TCP_CRR: `count` connections one after another from `client` to `target` (a
 /// service's address, or a server itself), each a connect, one byte each way and the
