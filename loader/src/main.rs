@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod daemon;
 mod metrics;
+mod state;
 
 use clap::Parser;
 

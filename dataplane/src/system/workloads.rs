@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{netns, state::STATE_ROOT};
+use super::{STATE_ROOT, netns};
 
 /// One workload wired by the CNI plugin.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

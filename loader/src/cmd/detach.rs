@@ -8,12 +8,11 @@ use anyhow::Result;
 use dataplane::{
     common::maps::program_names,
     kernel::pins::PinDir,
-    system::{
-        netinfo,
-        state::{self, StateError},
-    },
+    system::netinfo,
 };
 use tracing::{info, warn};
+
+use crate::state::{self, StateError};
 
 pub fn detach(timeout: Duration, bpffs: &Path) -> Result<()> {
     match state::read() {

@@ -9,13 +9,12 @@ use dataplane::{
         Ipv4Prefix,
         policy::{self, Policy},
         render_line_errors,
-        route_table::{self as config, Attach},
+        route_table::{self as config, Attach, Config},
         services::{self, Services},
     },
-    plan::{Plan, kernel_routes::KernelRouteFilter},
+    plan::{Plan, kernel_routes::KernelRouteFilter, sources::Desired},
     system::{
         bpffs, nat, netns,
-        state::{self, AttachmentRecord, LoaderState, StateError},
         workloads::{HostDir, HostFacts, Request},
     },
 };
@@ -24,15 +23,22 @@ use tracing::{info, warn};
 use crate::{
     cli::ClusterArgs,
     daemon::{
-        cluster,
+        cluster::{self, Store},
         cluster_services::{self, ServiceRecords},
+        follow::{
+            Refusals,
+            feeds::{KernelFeed, RouteFeeds, WorkloadFeed},
+            policy::PolicyFollower,
+            routes::{RouteFollower, RouteStart},
+            services::{ServicesFollower, StoreServices},
+        },
         join::join_cluster,
         kernel_watch::{self, KernelEvents},
         plugin_socket,
-        sources::{self, Feeds},
-        watch::{self, KernelFeed, StoreServices, Watcher, WatcherStart, WorkloadFeed},
+        watch::{self, Watcher},
     },
     metrics::{self, LoaderCounters},
+    state::{self, AttachmentRecord, LoaderState, StateError},
 };
 
 /// What `loader run` was asked to do.
@@ -53,30 +59,23 @@ pub struct RunSettings<'a> {
     pub host: String,
 }
 
+/// Everything read before anything is loaded: every input that can be bad is checked here.
+struct Inputs {
+    config: Config,
+    policy: Policy,
+    services: Services,
+    feeds: RouteFeeds,
+    /// What the maps should hold at start.
+    desired: Desired,
+    /// In cluster mode: the store, this host's record and lease, and the cluster's range.
+    cluster: Option<(Store, (dataplane::model::cluster::HostRecord, i64), Ipv4Prefix)>,
+    host_dir: HostDir,
+    /// The kernel's notifications, shared with the feeds that they mark changed.
+    events: KernelEvents,
+}
+
 pub fn run(settings: RunSettings) -> Result<()> {
-    let RunSettings {
-        config_path,
-        policy_path,
-        services_path,
-        metrics_addr,
-        bpffs,
-        options,
-        kernel_filter,
-        cluster_args,
-        workload_attach,
-        nat_outgoing,
-        host,
-    } = settings;
-    match state::read_live() {
-        Ok(other) => bail!(
-            "a loader (pid {}) already runs in this network namespace; stop it first",
-            other.pid
-        ),
-        Err(StateError::NotRunning { .. } | StateError::Stale { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    // Everything that can fail on bad input happens before anything is loaded or attached.
-    let config = config::load(config_path)?;
+    refuse_if_running()?;
     // Worker threads for the tasks (the cluster session and its lease keepalives, the metrics
     // endpoint, the route monitor, the programs' log); the watcher's polling, which may wait
     // on ARP or on `ip`, runs on this thread and never holds them up.
@@ -85,59 +84,21 @@ pub fn run(settings: RunSettings) -> Result<()> {
         .enable_all()
         .build()?;
     let counters = Arc::new(LoaderCounters::default());
-    let cluster_cidr = cluster_args.as_ref().map(|args| args.cluster_cidr);
-    let joined = match cluster_args {
-        Some(args) => Some(join_cluster(&runtime, &args, &config, host, &counters)?),
-        None => None,
-    };
-    let cluster_routes = match &joined {
-        Some((_, _, feed)) => {
-            let (routes, warnings) = feed.routes(&config);
-            for w in warnings {
-                warn!("{w}");
-            }
-            routes
-        }
-        None => Vec::new(),
-    };
-    let host_dir = HostDir::current()?;
-    let taken_at = host_dir.records_changed_at();
-    let (records, problems) = host_dir.read_records();
-    for p in &problems {
-        warn!("{p}");
-    }
-    let feeds = Feeds {
-        workloads: &records,
-        workload_attach,
-        kernel: kernel_filter.as_ref(),
-        cluster: &cluster_routes,
-    };
-    let desired = sources::desired(&config, &feeds).map_err(|errors| {
-        anyhow::anyhow!(
-            "cannot realise the route table:\n{}",
-            render_line_errors(&config_path.display().to_string(), &errors)
-        )
-    })?;
-    counters.unresolved_routes.store(
-        desired.unresolved as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    let plan = desired.plan;
-    let policy = match policy_path {
-        Some(path) => policy::load(path)?,
-        None => Policy::default(),
-    };
-    let services = match services_path {
-        Some(path) => services::load(path)?,
-        None => Services::default(),
-    };
-
+    let inputs = gather(&settings, &runtime, &counters)?;
+    let bpffs = settings.bpffs;
     if bpffs::ensure_bpffs(bpffs)? {
         info!(bpffs = %bpffs.display(), "mounted a BPF filesystem");
     }
     let pins = PinDir::for_current_netns(bpffs)?;
     let adopting = pins.exists();
-    let mut dataplane = match load_and_attach(&pins, options, &plan, &policy, &services) {
+    let plan = &inputs.desired.plan;
+    let mut dataplane = match load_and_attach(
+        &pins,
+        settings.options,
+        plan,
+        &inputs.policy,
+        &inputs.services,
+    ) {
         Ok(dataplane) => dataplane,
         Err(e) => {
             // A first start that failed leaves nothing behind; a failed adoption leaves the
@@ -148,46 +109,35 @@ pub fn run(settings: RunSettings) -> Result<()> {
             return Err(e);
         }
     };
-    let pid = std::process::id();
-    let loader_state = LoaderState {
-        pid,
-        start_time: state::process_start_time(pid),
-        netns: netns::current_id()?,
-        config: config_path.display().to_string(),
-        pins: pins.root().display().to_string(),
-        ids: dataplane.kernel_ids()?,
-        attachments: plan
-            .attachments
-            .iter()
-            .map(AttachmentRecord::from)
-            .collect(),
-    };
-    let state_path = state::write(&loader_state)?;
-    match nat_outgoing {
+    let loader_state = record_loader(&settings, &pins, &dataplane, plan)?;
+    let state_path = state::path()?;
+    match settings.nat_outgoing {
         Some(range) => {
             nat::install(range)?;
             info!(%range, "masquerading workload traffic that leaves the range");
         }
         None => nat::remove()?,
     }
-    let own_subnet = joined.as_ref().map(|(_, _, feed)| feed.own);
-    host_dir.write_facts(&HostFacts {
-        subnet: own_subnet.map(|p| p.to_string()),
-        mtu: workload_mtu(&config)?,
+    inputs.host_dir.write_facts(&HostFacts {
+        subnet: inputs
+            .feeds
+            .cluster
+            .as_ref()
+            .map(|feed| feed.own.to_string()),
+        mtu: workload_mtu(&inputs.config)?,
     })?;
     info!(
         routes = plan.routes.len(),
-        workloads = desired.workloads,
-        from_kernel = desired.from_kernel,
-        from_cluster = desired.from_cluster,
+        workloads = inputs.desired.workloads,
+        from_kernel = inputs.desired.from_kernel,
+        from_cluster = inputs.desired.from_cluster,
         host_addrs = plan.host_addrs.len(),
         adopted = adopting,
         pins = %pins.root().display(),
         state = %state_path.display(),
         "dataplane running"
     );
-
-    if let Some(addr) = metrics_addr {
+    if let Some(addr) = settings.metrics_addr {
         runtime.block_on(metrics::serve(
             addr,
             dataplane.kernel_ids()?,
@@ -195,68 +145,24 @@ pub fn run(settings: RunSettings) -> Result<()> {
         ))?;
         info!(%addr, "metrics at http://{addr}/metrics");
     }
-    let events = KernelEvents::default();
-    let kernel = kernel_filter.map(|filter| KernelFeed {
-        filter,
-        changed: events.routes.clone(),
-    });
     if let Some(logger) = dataplane.take_logger() {
         let _guard = runtime.enter();
         spawn_program_log_reader(logger)?;
         info!("logging from the programs");
     }
+    let host_dir = inputs.host_dir.clone();
     let mut requests = {
         let _guard = runtime.enter();
-        kernel_watch::spawn(events.clone())
+        kernel_watch::spawn(inputs.events.clone())
             .map_err(|e| anyhow::anyhow!("subscribing to the kernel's notifications: {e}"))?;
         plugin_socket::serve(&host_dir.socket())
             .map_err(|e| anyhow::anyhow!("listening at {}: {e}", host_dir.socket().display()))?
     };
-    if let Some(feed) = &kernel {
+    if let Some(feed) = &inputs.feeds.kernel {
         info!(filter = ?feed.filter, "following the kernel's routes");
     }
     info!(records = %host_dir.records().display(), socket = %host_dir.socket().display(), "taking workloads from the CNI plugin");
-    let mut watcher = Watcher::new(WatcherStart {
-        path: config_path,
-        config,
-        applied: plan,
-        kernel,
-        workloads: WorkloadFeed {
-            dir: host_dir.clone(),
-            records,
-            problems,
-            taken_at,
-            attach: workload_attach,
-        },
-        system_changed: events.system.clone(),
-        state: loader_state,
-        counters: counters.clone(),
-    });
-    if let Some(path) = policy_path {
-        watcher.follow_policy(path);
-    }
-    if let Some(path) = services_path {
-        watcher.follow_services(path, services);
-    }
-    if let Some((store, (record, lease), feed)) = joined {
-        let _guard = runtime.enter();
-        let records = Arc::new(ServiceRecords::default());
-        tokio::spawn(cluster_services::follow(store.clone(), records.clone()));
-        watcher.follow_store_services(StoreServices {
-            records,
-            store_prefix: store.prefix.clone(),
-            cluster: cluster_cidr.expect("cluster mode has a cluster CIDR"),
-        });
-        tokio::spawn(cluster::follow(
-            store,
-            record,
-            lease,
-            feed.view.clone(),
-            counters.clone(),
-        ));
-        watcher.follow_cluster(feed);
-    }
-    watcher.warn_once(desired.warnings);
+    let mut watcher = follow_sources(&settings, &runtime, inputs, loader_state, &counters);
     let signal = runtime.block_on(async {
         let stop = wait_for_stop_signal();
         tokio::pin!(stop);
@@ -276,8 +182,179 @@ pub fn run(settings: RunSettings) -> Result<()> {
     );
     drop(dataplane);
     let _ = std::fs::remove_file(host_dir.socket());
-    state::remove_if_owned(pid)?;
+    state::remove_if_owned(std::process::id())?;
     Ok(())
+}
+
+/// One loader per network namespace.
+fn refuse_if_running() -> Result<()> {
+    match state::read_live() {
+        Ok(other) => bail!(
+            "a loader (pid {}) already runs in this network namespace; stop it first",
+            other.pid
+        ),
+        Err(StateError::NotRunning { .. } | StateError::Stale { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads every input (the route table, the cluster's records after joining it, the CNI
+/// plugin's workloads, the kernel's routes, the policy, the services) and plans the maps from
+/// them; an input that cannot be used is an error here, before anything is loaded or attached.
+fn gather(
+    settings: &RunSettings,
+    runtime: &tokio::runtime::Runtime,
+    counters: &LoaderCounters,
+) -> Result<Inputs> {
+    let config = config::load(settings.config_path)?;
+    let (cluster, cluster_feed) = match &settings.cluster_args {
+        Some(args) => {
+            let (store, record, feed) =
+                join_cluster(runtime, args, &config, settings.host.clone(), counters)?;
+            (Some((store, record, args.cluster_cidr)), Some(feed))
+        }
+        None => (None, None),
+    };
+    let host_dir = HostDir::current()?;
+    let taken_at = host_dir.records_changed_at();
+    let (records, problems) = host_dir.read_records();
+    let events = KernelEvents::default();
+    let feeds = RouteFeeds {
+        workloads: WorkloadFeed {
+            dir: host_dir.clone(),
+            records,
+            problems,
+            taken_at,
+            attach: settings.workload_attach,
+        },
+        kernel: settings.kernel_filter.clone().map(|filter| KernelFeed {
+            filter,
+            changed: events.routes.clone(),
+        }),
+        cluster: cluster_feed,
+    };
+    let desired = feeds.desired(&config).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot realise the route table:\n{}",
+            render_line_errors(&settings.config_path.display().to_string(), &errors)
+        )
+    })?;
+    counters.unresolved_routes.store(
+        desired.unresolved as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let policy = match settings.policy_path {
+        Some(path) => policy::load(path)?,
+        None => Policy::default(),
+    };
+    let services = match settings.services_path {
+        Some(path) => services::load(path)?,
+        None => Services::default(),
+    };
+    Ok(Inputs {
+        config,
+        policy,
+        services,
+        feeds,
+        desired,
+        cluster,
+        host_dir,
+        events,
+    })
+}
+
+/// Writes the loader's record: who runs the dataplane of this namespace, and its objects.
+fn record_loader(
+    settings: &RunSettings,
+    pins: &PinDir,
+    dataplane: &Dataplane,
+    plan: &Plan,
+) -> Result<LoaderState> {
+    let pid = std::process::id();
+    let loader_state = LoaderState {
+        pid,
+        start_time: state::process_start_time(pid),
+        netns: netns::current_id()?,
+        config: settings.config_path.display().to_string(),
+        pins: pins.root().display().to_string(),
+        ids: dataplane.kernel_ids()?,
+        attachments: plan
+            .attachments
+            .iter()
+            .map(AttachmentRecord::from)
+            .collect(),
+    };
+    state::write(&loader_state)?;
+    Ok(loader_state)
+}
+
+/// The followers of every source, started from what the maps hold now; in cluster mode, the
+/// tasks that keep this host's record and follow the store.
+fn follow_sources(
+    settings: &RunSettings,
+    runtime: &tokio::runtime::Runtime,
+    inputs: Inputs,
+    loader_state: LoaderState,
+    counters: &Arc<LoaderCounters>,
+) -> Watcher {
+    let Inputs {
+        config,
+        services,
+        feeds,
+        desired,
+        cluster,
+        events,
+        ..
+    } = inputs;
+    let refusals = Refusals {
+        counters: counters.clone(),
+    };
+    let store_services = cluster.map(|(store, (record, lease), cluster_cidr)| {
+        let _guard = runtime.enter();
+        let records = Arc::new(ServiceRecords::default());
+        tokio::spawn(cluster_services::follow(store.clone(), records.clone()));
+        let view = feeds
+            .cluster
+            .as_ref()
+            .expect("cluster mode has a cluster feed")
+            .view
+            .clone();
+        tokio::spawn(cluster::follow(
+            store.clone(),
+            record,
+            lease,
+            view,
+            counters.clone(),
+        ));
+        StoreServices {
+            records,
+            store_prefix: store.prefix.clone(),
+            cluster: cluster_cidr,
+        }
+    });
+    let mut routes = RouteFollower::new(RouteStart {
+        path: settings.config_path,
+        config,
+        applied: desired.plan,
+        feeds,
+        system_changed: events.system.clone(),
+        state: loader_state,
+        refusals: refusals.clone(),
+    });
+    routes.warn_once(&desired.warnings);
+    let mut watcher = Watcher::new(routes);
+    if let Some(path) = settings.policy_path {
+        watcher.follow(PolicyFollower::new(path, refusals.clone()));
+    }
+    let services_file = settings.services_path.map(|path| (path, services));
+    if services_file.is_some() || store_services.is_some() {
+        watcher.follow(ServicesFollower::new(
+            services_file,
+            store_services,
+            refusals,
+        ));
+    }
+    watcher
 }
 
 /// Answers the plugin's requests: every sync waiting now is served by one reconciliation.

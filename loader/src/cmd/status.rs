@@ -2,12 +2,10 @@
 use std::path::Path;
 
 use anyhow::Result;
-use dataplane::{
-    kernel::{inspect::KernelIds, pins::PinDir},
-    system::state::{self, LoaderState},
-};
+use dataplane::kernel::{inspect::KernelIds, pins::PinDir};
 
 use super::pinned_ids;
+use crate::state::{self, LoaderState};
 
 /// What `loader status` reports.
 #[derive(serde::Serialize)]

@@ -14,13 +14,13 @@ use tracing::{info, warn};
 
 use super::{
     cluster::{self, PrefixChoice},
-    watch::ClusterFeed,
+    follow::feeds::ClusterFeed,
 };
 use crate::{cli::ClusterArgs, metrics::LoaderCounters};
 
 /// Where a host remembers the prefix it held, to ask for it again after a restart.
 fn remembered_prefix_path() -> Result<std::path::PathBuf> {
-    Ok(dataplane::system::state::path()?.with_file_name("cluster-prefix"))
+    Ok(crate::state::path()?.with_file_name("cluster-prefix"))
 }
 
 /// Joins the cluster: publishes this host's record and reads the others'.

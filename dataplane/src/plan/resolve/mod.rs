@@ -19,7 +19,7 @@ use crate::{
         Ipv4Prefix, LineError,
         route_table::{Attach, Config, Role, Target, VxlanDecl},
     },
-    system::netinfo::{self, Link, NetInfoError},
+    system::netinfo::{self, KernelRoute, Link, NetInfoError},
 };
 
 /// How long to wait for ARP to answer for a next hop or workload.
@@ -32,6 +32,8 @@ pub trait System: Sync {
     /// Every IPv4 address with the interface that carries it.
     fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError>;
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError>;
+    /// The routes of the kernel's routing table `table` (as `ip route show table` names it).
+    fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError>;
 }
 
 /// The current network namespace, read through iproute2.
@@ -46,6 +48,9 @@ impl System for LiveSystem {
     }
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
         netinfo::resolve_neighbour(addr, dev, NEIGHBOUR_TIMEOUT)
+    }
+    fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
+        netinfo::kernel_routes(table)
     }
 }
 
@@ -111,6 +116,9 @@ impl System for NeighbourCache<'_> {
         let mac = self.inner.neighbour_mac(addr, dev)?;
         self.known().insert(key, mac);
         Ok(mac)
+    }
+    fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
+        self.inner.kernel_routes(table)
     }
 }
 

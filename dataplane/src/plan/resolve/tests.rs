@@ -1,42 +1,9 @@
 //! Resolution against a fake system: every lookup answered from tables the tests set.
 use super::*;
-use crate::model::route_table::parse;
-
-struct FakeSystem {
-    links: Vec<Link>,
-    addrs: Vec<(String, Ipv4Addr)>,
-    neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
-    lookups: std::sync::atomic::AtomicUsize,
-}
-
-impl System for FakeSystem {
-    fn links(&self) -> Result<Vec<Link>, NetInfoError> {
-        Ok(self.links.clone())
-    }
-    fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError> {
-        Ok(self.addrs.clone())
-    }
-    fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
-        self.lookups
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(self
-            .neighbours
-            .iter()
-            .find(|(a, d, _)| *a == addr && *d == dev)
-            .map(|n| n.2))
-    }
-}
-
-fn link(name: &str, ifindex: u32, kind: Option<&str>) -> Link {
-    Link {
-        name: name.into(),
-        ifindex,
-        mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
-        kind: kind.map(Into::into),
-        mtu: 1500,
-        up: true,
-    }
-}
+use crate::{
+    model::route_table::parse,
+    plan::fake_system::{FakeSystem, link},
+};
 
 fn system() -> FakeSystem {
     FakeSystem {
@@ -53,7 +20,7 @@ fn system() -> FakeSystem {
             ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
             ("198.18.1.2".parse().unwrap(), "cali1", [0xbb; 6]),
         ],
-        lookups: std::sync::atomic::AtomicUsize::new(0),
+        ..FakeSystem::default()
     }
 }
 
@@ -235,6 +202,9 @@ impl System for Unanswering {
         std::thread::sleep(std::time::Duration::from_millis(100));
         self.in_flight.fetch_sub(1, SeqCst);
         Ok(None)
+    }
+    fn kernel_routes(&self, _: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
+        Ok(Vec::new())
     }
 }
 

@@ -15,7 +15,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use super::netinfo::{Link, NetInfoError};
+use super::{Link, NetInfoError};
 
 fn failed(what: &str, e: impl std::fmt::Display) -> NetInfoError {
     NetInfoError::Netlink {
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(lo.ifindex, 1);
         assert_eq!(lo.mtu, 65536);
         // Every interface `ip` lists, netlink lists, with the same index.
-        let shown = super::super::netinfo::ip(&["-o", "link", "show"]).unwrap();
+        let shown = super::super::ip(&["-o", "link", "show"]).unwrap();
         assert_eq!(shown.lines().count(), links.len(), "{shown}");
     }
 }

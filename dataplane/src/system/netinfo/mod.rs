@@ -1,6 +1,6 @@
 //! Facts about the current network namespace: links, addresses, neighbours, routes.
 //!
-//! Links, addresses and neighbours are read over rtnetlink ([`super::rtnl`]); the routing
+//! Links, addresses and neighbours are read over rtnetlink (the private [`rtnl`] module); the routing
 //! table, whose protocols are named as iproute2 names them (`bird`, `boot`, from its tables),
 //! through `ip -j`. Changes go through `ip` (`ip link add`, `ip route add`...). Every call
 //! runs in the network namespace of the calling thread.
@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::rtnl;
+mod rtnl;
 
 /// A network interface of the current namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]

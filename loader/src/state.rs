@@ -6,10 +6,11 @@
 //! namespace, so hosts that are namespaces of one machine never share state.
 use std::path::PathBuf;
 
-use super::netns;
-use crate::{kernel::inspect::KernelIds, plan::Attachment};
-
-pub const STATE_ROOT: &str = "/run/ebpf-dataplane";
+use dataplane::{
+    kernel::inspect::KernelIds,
+    plan::Attachment,
+    system::{STATE_ROOT, netns},
+};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LoaderState {
@@ -183,6 +184,7 @@ fn process_in_current_netns(pid: u32) -> bool {
 /// True if `pid` runs (a zombie, exited but not yet reaped by its parent, does not count).
 pub fn process_alive(pid: u32) -> bool {
     // Signal 0 checks existence and permission without signalling.
+    // SAFETY: kill(2) with signal 0 sends nothing and touches no memory of ours.
     if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
         return false;
     }

@@ -1,0 +1,77 @@
+//! A file the loader follows (the route table, the policy, the services): a change is taken
+//! only once it has settled, and an unchanged file, good or bad, is looked at once.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tracing::warn;
+
+use super::Refusals;
+
+/// How long a changed file must stay the same before it is read as the new version: an
+/// editor or a tool rewriting it in place is never caught half-way (write-then-rename is the
+/// way to update at once; it too waits this long).
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// A followed file, with its bytes as last taken (applied or refused).
+pub struct FollowedFile {
+    path: PathBuf,
+    seen: Option<Vec<u8>>,
+    /// A change not taken yet, and since when the file has held it.
+    pending: Option<(Vec<u8>, Instant)>,
+}
+
+impl FollowedFile {
+    /// Starts following `path`, taken as already applied as it is now.
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            seen: std::fs::read(path).ok(),
+            pending: None,
+        }
+    }
+
+    /// Marks the settled change as taken (applied, or refused and reported).
+    pub fn take(&mut self) {
+        if let Some((bytes, _)) = self.pending.take() {
+            self.seen = Some(bytes);
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The file's text and how long it has been so, if it changed since last taken and has
+    /// stayed the same for [`SETTLE`]; the caller [`take`](Self::take)s it once done with it.
+    /// A file that cannot be read is reported once (as `what`) and counted as a refused
+    /// change.
+    pub fn changed(&mut self, what: &str, refusals: &Refusals) -> Option<(String, Duration)> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if self.seen.take().is_some() {
+                    warn!(file = %self.name(), error = %e, "cannot read the {what}; keeping the running one");
+                    refusals.count();
+                }
+                return None;
+            }
+        };
+        if self.seen.as_ref() == Some(&bytes) {
+            self.pending = None;
+            return None;
+        }
+        let stable = match &self.pending {
+            Some((pending, since)) if *pending == bytes => since.elapsed(),
+            _ => {
+                self.pending = Some((bytes, Instant::now()));
+                return None;
+            }
+        };
+        if stable < SETTLE {
+            return None;
+        }
+        Some((String::from_utf8_lossy(&bytes).into_owned(), stable))
+    }
+}

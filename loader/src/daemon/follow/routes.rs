@@ -1,0 +1,330 @@
+//! The route table and the live feeds (workloads, kernel routes, cluster records), followed:
+//! on every look, if a source changed, the core (`plan::reconcile::decide`) says which plan
+//! the maps should hold, and this applies its difference (maps, then attachments), logs each
+//! change and keeps the loader's record true. A table that fails is reported (file and line)
+//! and the running dataplane keeps its last good table untouched.
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use dataplane::{
+    kernel::Dataplane,
+    model::{
+        Ipv4Prefix, LineError,
+        mac::format_mac,
+        route_table::{self as config, Config},
+    },
+    plan::{
+        Plan, diff,
+        reconcile::{self, Candidate, Inputs, Refused, TableOutcome},
+        resolve::LiveSystem,
+        sources::Desired,
+    },
+    system::workloads::Reply,
+};
+use tracing::{info, warn};
+
+use super::{Follower, Refusals, feeds::RouteFeeds, file::FollowedFile};
+use crate::state::{self, AttachmentRecord, LoaderState};
+
+/// The log line of a route table change that was not applied.
+const TABLE_REFUSED: &str = "route table not applied; keeping the last good one";
+
+pub struct RouteFollower {
+    table: FollowedFile,
+    /// The last route table applied (the feeds are merged with it).
+    config: Config,
+    feeds: RouteFeeds,
+    /// What the maps hold now.
+    applied: Plan,
+    /// Set by the kernel's notifications when links, addresses or neighbours changed.
+    system_changed: Arc<AtomicBool>,
+    /// The loader's record, rewritten when the attachments change.
+    state: LoaderState,
+    /// Warnings as last given: repeated ones are not logged again.
+    warned: BTreeSet<String>,
+    /// A big removal is waiting (announced once).
+    big_removal_announced: bool,
+    refusals: Refusals,
+}
+
+/// Everything [`RouteFollower::new`] starts from.
+pub struct RouteStart<'a> {
+    pub path: &'a Path,
+    /// The table the maps hold now, with the feeds: `applied`.
+    pub config: Config,
+    pub applied: Plan,
+    pub feeds: RouteFeeds,
+    pub system_changed: Arc<AtomicBool>,
+    pub state: LoaderState,
+    pub refusals: Refusals,
+}
+
+impl RouteFollower {
+    pub fn new(start: RouteStart) -> Self {
+        Self {
+            table: FollowedFile::new(start.path),
+            config: start.config,
+            feeds: start.feeds,
+            applied: start.applied,
+            system_changed: start.system_changed,
+            state: start.state,
+            warned: BTreeSet::new(),
+            big_removal_announced: false,
+            refusals: start.refusals,
+        }
+    }
+
+    /// Logs the warnings that are new since the last resolution.
+    pub fn warn_once(&mut self, warnings: &[String]) {
+        let now: BTreeSet<String> = warnings.iter().cloned().collect();
+        for w in now.difference(&self.warned) {
+            warn!("{w}");
+        }
+        self.warned = now;
+    }
+
+    /// The CNI plugin's request: takes the workload records as they are now and answers once
+    /// the dataplane holds them (or why it does not).
+    pub fn sync(&mut self, dataplane: &mut Dataplane) -> Reply {
+        match self.reconcile(dataplane, true) {
+            Ok(()) => Reply {
+                ok: true,
+                error: None,
+            },
+            Err(error) => Reply {
+                ok: false,
+                error: Some(error),
+            },
+        }
+    }
+
+    /// Whether the workload behind `host_ifname` is attached and its address routed to it.
+    pub fn check(&self, host_ifname: &str, addr: std::net::Ipv4Addr) -> Reply {
+        let fail = |error: String| Reply {
+            ok: false,
+            error: Some(error),
+        };
+        let Some(attachment) = self
+            .applied
+            .attachments
+            .iter()
+            .find(|a| a.ifname == host_ifname)
+        else {
+            return fail(format!(
+                "the dataplane is not attached to `{host_ifname}` (see the loader's log)"
+            ));
+        };
+        let prefix = Ipv4Prefix::new(addr, 32).expect("a /32 has no host bits");
+        match self.applied.routes.get(&prefix) {
+            Some(nh) if nh.ifindex == attachment.ifindex => Reply {
+                ok: true,
+                error: None,
+            },
+            Some(nh) => fail(format!(
+                "the dataplane routes {addr} to interface {} instead of `{host_ifname}` ({})",
+                nh.ifindex, attachment.ifindex
+            )),
+            None => fail(format!("the dataplane has no route to {addr}")),
+        }
+    }
+
+    /// The route table, parsed, and how long the file has held it, if it changed and has
+    /// settled (not taken yet: taken once applied or refused). A table that does not parse is
+    /// reported and taken.
+    fn changed_table(&mut self) -> Option<(Config, Duration)> {
+        let (text, stable) = self.table.changed("route table", &self.refusals)?;
+        match config::parse(&text) {
+            Ok(config) => Some((config, stable)),
+            Err(errors) => {
+                self.table.take();
+                self.refusals
+                    .lines(&self.table.name(), &errors, TABLE_REFUSED);
+                None
+            }
+        }
+    }
+
+    /// Whether any feed or the host changed since the last look (each flag is taken).
+    fn feeds_changed(&self) -> bool {
+        let kernel = self.feeds.kernel.as_ref().is_some_and(|k| k.take_changed());
+        let cluster = self.feeds.cluster.as_ref().is_some_and(|c| c.take_changed());
+        let system = self.system_changed.swap(false, Ordering::Relaxed);
+        kernel || cluster || system
+    }
+
+    /// Gathers the sources; if one changed (or `force`), asks the core for the plan and
+    /// applies its difference. The error says why a change was not applied.
+    fn reconcile(&mut self, dataplane: &mut Dataplane, force: bool) -> Result<(), String> {
+        let started = Instant::now();
+        let candidate = self.changed_table();
+        let feeds_changed = self.feeds_changed();
+        let fresh = self.feeds.workloads.read_if_changed(force);
+        let records_changed = fresh
+            .as_ref()
+            .is_some_and(|f| self.feeds.workloads.differs(f));
+        if candidate.is_none() && !feeds_changed && !records_changed && !force {
+            return Ok(());
+        }
+        let workloads = fresh.unwrap_or_else(|| self.feeds.workloads.taken());
+        let records = self.feeds.cluster_records();
+        let decided = reconcile::decide(
+            &Inputs {
+                running: &self.config,
+                candidate: candidate.as_ref().map(|(config, stable)| Candidate {
+                    config,
+                    stable: *stable,
+                }),
+                feeds: self.feeds.view(&workloads, records.as_ref()),
+                applied: &self.applied,
+            },
+            &LiveSystem,
+        );
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(Refused::Table(errors)) => {
+                if candidate.is_some() {
+                    self.table.take();
+                }
+                self.refusals
+                    .lines(&self.table.name(), &errors, TABLE_REFUSED);
+                return Err(render(&errors));
+            }
+            Err(Refused::Running(errors)) => return Err(render(&errors)),
+        };
+        self.announce_big_removal(&decision.table);
+        self.refusals
+            .counters
+            .unresolved_routes
+            .store(decision.desired.unresolved as u64, Ordering::Relaxed);
+        self.warn_once(&decision.desired.warnings);
+        if decision.table == TableOutcome::Taken
+            && let Some((config, _)) = candidate
+        {
+            self.table.take();
+            self.config = config;
+        }
+        self.feeds.workloads.keep(workloads);
+        if decision.desired.plan == self.applied {
+            return Ok(());
+        }
+        self.apply(dataplane, decision.desired, started)
+    }
+
+    /// Most of the table gone at once looks like a file caught truncated: the core holds it
+    /// until it has stayed so for longer, and this says so once.
+    fn announce_big_removal(&mut self, outcome: &TableOutcome) {
+        let TableOutcome::Held { removed, installed } = outcome else {
+            self.big_removal_announced = false;
+            return;
+        };
+        if !self.big_removal_announced {
+            warn!(
+                file = %self.table.name(),
+                removed,
+                installed,
+                wait_s = reconcile::BIG_REMOVAL_SETTLE.as_secs(),
+                "the route table would remove more than half of the routes; applying it only if it stays so"
+            );
+            self.big_removal_announced = true;
+        }
+    }
+
+    /// Makes the maps, then the attachments, hold `desired`'s plan (a new interface never
+    /// meets a table without its route), and logs the change.
+    fn apply(
+        &mut self,
+        dataplane: &mut Dataplane,
+        desired: Desired,
+        started: Instant,
+    ) -> Result<(), String> {
+        let file = self.table.name();
+        let plan = desired.plan;
+        let change = diff(&self.applied.routes, &plan.routes);
+        let resolved_ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Err(e) = dataplane.apply(&plan) {
+            self.refusals.apply(&file, &e, TABLE_REFUSED);
+            return Err(e.to_string());
+        }
+        if plan.attachments != self.applied.attachments {
+            match dataplane.update_attachments(&self.applied.attachments, &plan.attachments) {
+                Ok(report) => {
+                    for ifname in &report.attached {
+                        info!(%ifname, "attached");
+                    }
+                    for path in &report.released {
+                        info!(link = %path.display(), "released the link of an interface no longer in the plan");
+                    }
+                }
+                Err(e) => {
+                    // The maps hold the new plan; the attachments stay as they were, and the
+                    // next change tries again.
+                    self.refusals.apply(&file, &e, "attachments not changed");
+                    self.applied.routes = plan.routes;
+                    self.system_changed.store(true, Ordering::Relaxed);
+                    return Err(e.to_string());
+                }
+            }
+            self.record_attachments(&plan);
+        }
+        for (prefix, nh) in &change.upserts {
+            let verb = if self.applied.routes.contains_key(prefix) {
+                "route changed"
+            } else {
+                "route added"
+            };
+            info!(%prefix, ifindex = nh.ifindex, kind = nh.kind, dst_mac = %format_mac(&nh.dst_mac), "{verb}");
+        }
+        for prefix in &change.removals {
+            info!(%prefix, "route removed");
+        }
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        info!(
+            %file,
+            set = change.upserts.len(),
+            removed = change.removals.len(),
+            workloads = desired.workloads,
+            from_kernel = desired.from_kernel,
+            from_cluster = desired.from_cluster,
+            parse_resolve_ms = format!("{resolved_ms:.1}"),
+            total_ms = format!("{total_ms:.1}"),
+            "plan applied"
+        );
+        self.applied = plan;
+        Ok(())
+    }
+
+    /// Keeps the loader's record's attachment list true.
+    fn record_attachments(&mut self, plan: &Plan) {
+        self.state.attachments = plan
+            .attachments
+            .iter()
+            .map(AttachmentRecord::from)
+            .collect();
+        if let Err(e) = state::write(&self.state) {
+            warn!(error = %e, "cannot update the loader's record");
+        }
+    }
+}
+
+impl Follower for RouteFollower {
+    fn poll(&mut self, dataplane: &mut Dataplane) {
+        // A refusal is reported and counted where it happens; the next change tries again.
+        let _ = self.reconcile(dataplane, false);
+    }
+}
+
+/// Problems on lines as one message.
+fn render(errors: &[LineError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("line {}: {}", e.line, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
