@@ -5,181 +5,181 @@
 //! (answered in its place), and every frame seen bumps [`Counter::Rx`]. The informational slots
 //! count on top of those.
 
-/// Which program kind counted a packet: counters are kept apart per attach kind.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Hook {
-    Xdp = 0,
-    Tc = 1,
-}
-
-impl Hook {
-    pub const COUNT: u32 = 2;
-    pub const ALL: [Hook; Self::COUNT as usize] = [Hook::Xdp, Hook::Tc];
-
-    /// The name `loader stats` and the metrics use.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Hook::Xdp => "xdp",
-            Hook::Tc => "tc",
+/// Writes out a `#[repr(u32)]` enum of numbered, named slots from ONE table of rows
+/// `/// doc` `Variant = number => "name",` and, from the same rows: the enum, `COUNT`, `ALL`
+/// (every variant, in number order), `name()` and `from_u32()`. It also checks at compile time
+/// that the numbers are exactly `0..COUNT` in row order and that no name is used twice.
+///
+/// The numbers are an ABI (the programs index `COUNTERS` with them, user space reads the slots
+/// back, the programs' log records carry them) and the names are the metric names: rows are
+/// only ever appended, never renumbered or renamed.
+macro_rules! numbered_slots {
+    (
+        $(#[$enum_meta:meta])*
+        pub enum $Enum:ident {
+            $( $(#[doc = $doc:literal])+ $variant:ident = $n:literal => $name:literal, )+
         }
-    }
-
-    pub fn from_u32(n: u32) -> Option<Self> {
-        Self::ALL.get(n as usize).copied()
-    }
-}
-
-/// A counter slot: why a frame left a program the way it did.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Counter {
-    Rx = 0,
-    Forwarded = 1,
-    PassArp = 2,
-    PassNotIpv4 = 3,
-    PassNotUnicast = 4,
-    PassMalformed = 5,
-    PassIpOptions = 6,
-    PassHostAddr = 7,
-    PassNoRoute = 8,
-    PassTtlExpired = 9,
-    PassNoTxPort = 10,
-    DropRedirectError = 11,
-    /// An encapsulated packet without DF would not fit the underlay MTU: passed to the kernel
-    /// (which would have to fragment it; with DF the programs answer, see `ReplyFragNeeded`).
-    PassTooBig = 12,
-    /// VXLAN to this host's port with a header too short or without the I flag.
-    DropVxlanMalformed = 13,
-    /// VXLAN for a VNI this host does not serve.
-    DropVxlanUnknownVni = 14,
-    /// Decapsulated, but the inner packet is not IPv4 unicast for a local workload.
-    DropVxlanInner = 15,
-    /// Adjusting the packet for (de)encapsulation failed in the kernel helper.
-    DropAdjustFailed = 16,
-    /// Informational, on top of `Forwarded`: frames encapsulated, and decapsulated.
-    VxlanEncap = 17,
-    VxlanDecap = 18,
-    /// Denied by the destination workload's ingress policy, or the source's egress policy.
-    DropPolicyIngress = 19,
-    DropPolicyEgress = 20,
-    /// A fragment, or a packet too short for its ports, to or from a workload under policy:
-    /// its ports cannot be checked, so it is refused.
-    DropPolicyUncheckable = 21,
-    /// Informational: flows admitted by policy (recorded in `POLICY_FLOWS`), and packets
-    /// passed as part of a recorded flow or its replies.
-    PolicyNewFlow = 22,
-    PolicyEstablished = 23,
-    /// From a workload interface, an IPv4 source the route table does not give that
-    /// interface's workload.
-    DropSpoofedSource = 24,
-    /// VXLAN to this host's VTEP from an underlay address that is no known tunnel endpoint.
-    DropVxlanUnknownVtep = 25,
-    /// A frame the kernel took a VLAN tag off before the program ran (TC): the host's VLAN
-    /// devices take it.
-    PassVlanTagged = 26,
-    /// From a workload interface, neither IPv4 nor ARP (IPv6, VLAN-tagged, anything else).
-    DropNotIpFromWorkload = 27,
-    /// To or from a workload under policy, a frame the programs cannot police and would
-    /// otherwise hand to the kernel (IPv4 options, an egress missing from the device map).
-    DropPolicyBypass = 28,
-    /// A DF packet too big for the tunnel: answered with ICMP "fragmentation needed" (with the
-    /// tunnel's MTU) sent back to its source, so path MTU discovery works.
-    ReplyFragNeeded = 29,
-    /// Informational: a workload's new connection to a service, sent to the backend drawn
-    /// for it (recorded in `SERVICE_FLOWS`), and a packet of a known one.
-    ServiceNewFlow = 30,
-    ServiceEstablished = 31,
-    /// Informational: a backend's reply given its service's address as source.
-    ServiceReply = 32,
-    /// To a service, but its backend could not be found (the service changed under the
-    /// packet), or the flow could not be recorded: refused, the client retries.
-    DropServiceNoBackend = 33,
-}
-
-impl Counter {
-    pub const COUNT: u32 = 34;
-
-    /// Every slot, in slot order.
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::Rx,
-        Counter::Forwarded,
-        Counter::PassArp,
-        Counter::PassNotIpv4,
-        Counter::PassNotUnicast,
-        Counter::PassMalformed,
-        Counter::PassIpOptions,
-        Counter::PassHostAddr,
-        Counter::PassNoRoute,
-        Counter::PassTtlExpired,
-        Counter::PassNoTxPort,
-        Counter::DropRedirectError,
-        Counter::PassTooBig,
-        Counter::DropVxlanMalformed,
-        Counter::DropVxlanUnknownVni,
-        Counter::DropVxlanInner,
-        Counter::DropAdjustFailed,
-        Counter::VxlanEncap,
-        Counter::VxlanDecap,
-        Counter::DropPolicyIngress,
-        Counter::DropPolicyEgress,
-        Counter::DropPolicyUncheckable,
-        Counter::PolicyNewFlow,
-        Counter::PolicyEstablished,
-        Counter::DropSpoofedSource,
-        Counter::DropVxlanUnknownVtep,
-        Counter::PassVlanTagged,
-        Counter::DropNotIpFromWorkload,
-        Counter::DropPolicyBypass,
-        Counter::ReplyFragNeeded,
-        Counter::ServiceNewFlow,
-        Counter::ServiceEstablished,
-        Counter::ServiceReply,
-        Counter::DropServiceNoBackend,
-    ];
-
-    /// The name `loader stats`, the metrics and the programs' log records use.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Rx => "rx",
-            Counter::Forwarded => "forwarded",
-            Counter::PassArp => "pass_arp",
-            Counter::PassNotIpv4 => "pass_not_ipv4",
-            Counter::PassNotUnicast => "pass_not_unicast",
-            Counter::PassMalformed => "pass_malformed",
-            Counter::PassIpOptions => "pass_ip_options",
-            Counter::PassHostAddr => "pass_host_addr",
-            Counter::PassNoRoute => "pass_no_route",
-            Counter::PassTtlExpired => "pass_ttl_expired",
-            Counter::PassNoTxPort => "pass_no_tx_port",
-            Counter::DropRedirectError => "drop_redirect_error",
-            Counter::PassTooBig => "pass_too_big",
-            Counter::DropVxlanMalformed => "drop_vxlan_malformed",
-            Counter::DropVxlanUnknownVni => "drop_vxlan_unknown_vni",
-            Counter::DropVxlanInner => "drop_vxlan_inner",
-            Counter::DropAdjustFailed => "drop_adjust_failed",
-            Counter::VxlanEncap => "vxlan_encap",
-            Counter::VxlanDecap => "vxlan_decap",
-            Counter::DropPolicyIngress => "drop_policy_ingress",
-            Counter::DropPolicyEgress => "drop_policy_egress",
-            Counter::DropPolicyUncheckable => "drop_policy_uncheckable",
-            Counter::PolicyNewFlow => "policy_new_flow",
-            Counter::PolicyEstablished => "policy_established",
-            Counter::DropSpoofedSource => "drop_spoofed_source",
-            Counter::DropVxlanUnknownVtep => "drop_vxlan_unknown_vtep",
-            Counter::PassVlanTagged => "pass_vlan_tagged",
-            Counter::DropNotIpFromWorkload => "drop_not_ip_from_workload",
-            Counter::DropPolicyBypass => "drop_policy_bypass",
-            Counter::ReplyFragNeeded => "reply_frag_needed",
-            Counter::ServiceNewFlow => "service_new_flow",
-            Counter::ServiceEstablished => "service_established",
-            Counter::ServiceReply => "service_reply",
-            Counter::DropServiceNoBackend => "drop_service_no_backend",
+    ) => {
+        $(#[$enum_meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum $Enum {
+            $( $(#[doc = $doc])+ $variant = $n, )+
         }
-    }
 
-    pub fn from_u32(n: u32) -> Option<Self> {
-        Self::ALL.get(n as usize).copied()
+        impl $Enum {
+            /// How many there are; their numbers are `0..COUNT`.
+            pub const COUNT: u32 = [$($name),+].len() as u32;
+
+            /// Every one, in number order.
+            pub const ALL: [$Enum; Self::COUNT as usize] = [$($Enum::$variant),+];
+
+            /// The name `loader stats`, the metrics and the programs' log reader use.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($Enum::$variant => $name,)+
+                }
+            }
+
+            /// The one numbered `n`, if any.
+            pub fn from_u32(n: u32) -> Option<Self> {
+                Self::ALL.get(n as usize).copied()
+            }
+        }
+
+        // The table's invariants, checked when the crate compiles (the programs' build too).
+        const _: () = {
+            let mut i = 0;
+            while i < $Enum::ALL.len() {
+                assert!(
+                    $Enum::ALL[i] as usize == i,
+                    "slot numbers must be 0..COUNT in row order"
+                );
+                let mut j = 0;
+                while j < i {
+                    assert!(
+                        !str_eq($Enum::ALL[i].name(), $Enum::ALL[j].name()),
+                        "slot names must be unique"
+                    );
+                    j += 1;
+                }
+                i += 1;
+            }
+        };
+    };
+}
+
+/// `a == b`, in a const context.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+numbered_slots! {
+    /// Which program kind counted a packet: counters are kept apart per attach kind.
+    pub enum Hook {
+        /// The XDP programs.
+        Xdp = 0 => "xdp",
+        /// The TC (sched_cls) programs.
+        Tc = 1 => "tc",
+    }
+}
+
+// THE counter table. What must change with it:
+// - the eBPF programs (`dataplane-ebpf`), which count under these variants;
+// - the metrics (`loader/src/metrics.rs`) and `loader stats`, which read the names (through
+//   `dataplane::kernel::inspect`), and the log reader (`dataplane::kernel::program_log`);
+// - the docs' counter list (docs/design.md), and tests that read counters by name.
+// Append new rows at the end with the next number; never renumber or rename a row.
+numbered_slots! {
+    /// A counter slot: why a frame left a program the way it did.
+    pub enum Counter {
+        /// Every frame a program saw.
+        Rx = 0 => "rx",
+        /// Redirected to its next hop (encapsulated or not).
+        Forwarded = 1 => "forwarded",
+        /// ARP, handed to the kernel.
+        PassArp = 2 => "pass_arp",
+        /// From the underlay, anything not IPv4, handed to the kernel.
+        PassNotIpv4 = 3 => "pass_not_ipv4",
+        /// A broadcast or multicast destination MAC, handed to the kernel.
+        PassNotUnicast = 4 => "pass_not_unicast",
+        /// A frame too short for its headers, or an IPv4 header that does not hold together.
+        PassMalformed = 5 => "pass_malformed",
+        /// IPv4 options, handed to the kernel (nobody under policy at either end).
+        PassIpOptions = 6 => "pass_ip_options",
+        /// To one of the host's own addresses.
+        PassHostAddr = 7 => "pass_host_addr",
+        /// No route matches the destination.
+        PassNoRoute = 8 => "pass_no_route",
+        /// TTL <= 1: the kernel sends ICMP time exceeded.
+        PassTtlExpired = 9 => "pass_ttl_expired",
+        /// XDP: the egress is missing from the device map (the frame is untouched).
+        PassNoTxPort = 10 => "pass_no_tx_port",
+        /// TC: the redirect helper refused.
+        DropRedirectError = 11 => "drop_redirect_error",
+        /// An encapsulated packet without DF would not fit the underlay MTU: passed to the kernel
+        /// (which would have to fragment it; with DF the programs answer, see `ReplyFragNeeded`).
+        PassTooBig = 12 => "pass_too_big",
+        /// VXLAN to this host's port with a header too short or without the I flag.
+        DropVxlanMalformed = 13 => "drop_vxlan_malformed",
+        /// VXLAN for a VNI this host does not serve.
+        DropVxlanUnknownVni = 14 => "drop_vxlan_unknown_vni",
+        /// Decapsulated, but the inner packet is not IPv4 unicast for a local workload.
+        DropVxlanInner = 15 => "drop_vxlan_inner",
+        /// Adjusting the packet for (de)encapsulation failed in the kernel helper.
+        DropAdjustFailed = 16 => "drop_adjust_failed",
+        /// Informational, on top of `Forwarded`: frames encapsulated.
+        VxlanEncap = 17 => "vxlan_encap",
+        /// Informational: frames decapsulated.
+        VxlanDecap = 18 => "vxlan_decap",
+        /// Denied by the destination workload's ingress policy.
+        DropPolicyIngress = 19 => "drop_policy_ingress",
+        /// Denied by the source workload's egress policy.
+        DropPolicyEgress = 20 => "drop_policy_egress",
+        /// A fragment, or a packet too short for its ports, to or from a workload under policy:
+        /// its ports cannot be checked, so it is refused.
+        DropPolicyUncheckable = 21 => "drop_policy_uncheckable",
+        /// Informational: flows admitted by policy (recorded in `POLICY_FLOWS`).
+        PolicyNewFlow = 22 => "policy_new_flow",
+        /// Informational: packets passed as part of a recorded flow or its replies.
+        PolicyEstablished = 23 => "policy_established",
+        /// From a workload interface, an IPv4 source the route table does not give that
+        /// interface's workload.
+        DropSpoofedSource = 24 => "drop_spoofed_source",
+        /// VXLAN to this host's VTEP from an underlay address that is no known tunnel endpoint.
+        DropVxlanUnknownVtep = 25 => "drop_vxlan_unknown_vtep",
+        /// A frame the kernel took a VLAN tag off before the program ran (TC): the host's VLAN
+        /// devices take it.
+        PassVlanTagged = 26 => "pass_vlan_tagged",
+        /// From a workload interface, neither IPv4 nor ARP (IPv6, VLAN-tagged, anything else).
+        DropNotIpFromWorkload = 27 => "drop_not_ip_from_workload",
+        /// To or from a workload under policy, a frame the programs cannot police and would
+        /// otherwise hand to the kernel (IPv4 options, an egress missing from the device map).
+        DropPolicyBypass = 28 => "drop_policy_bypass",
+        /// A DF packet too big for the tunnel: answered with ICMP "fragmentation needed" (with
+        /// the tunnel's MTU) sent back to its source, so path MTU discovery works.
+        ReplyFragNeeded = 29 => "reply_frag_needed",
+        /// Informational: a workload's new connection to a service, sent to the backend drawn
+        /// for it (recorded in `SERVICE_FLOWS`).
+        ServiceNewFlow = 30 => "service_new_flow",
+        /// Informational: a packet of a known connection to a service.
+        ServiceEstablished = 31 => "service_established",
+        /// Informational: a backend's reply given its service's address as source.
+        ServiceReply = 32 => "service_reply",
+        /// To a service, but its backend could not be found (the service changed under the
+        /// packet), or the flow could not be recorded: refused, the client retries.
+        DropServiceNoBackend = 33 => "drop_service_no_backend",
     }
 }
 
@@ -223,6 +223,29 @@ mod tests {
         }
         assert_eq!(Counter::Forwarded.name(), "forwarded");
         assert_eq!(Counter::DropRedirectError.name(), "drop_redirect_error");
+    }
+
+    #[test]
+    fn slots_are_numbered_in_order_with_unique_names() {
+        let numbers: std::vec::Vec<u32> = Counter::ALL.iter().map(|c| *c as u32).collect();
+        assert_eq!(numbers, (0..Counter::COUNT).collect::<std::vec::Vec<_>>());
+        for (n, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(Counter::from_u32(n as u32), Some(*counter));
+        }
+        assert_eq!(Counter::from_u32(Counter::COUNT), None);
+        let hooks: std::vec::Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
+        assert_eq!(hooks, ["xdp", "tc"]);
+        assert_eq!(Hook::from_u32(1), Some(Hook::Tc));
+        // Numbers and names are an ABI: a few pinned, first, last and in between.
+        assert_eq!(Counter::COUNT, 34);
+        assert_eq!(Counter::Rx as u32, 0);
+        assert_eq!(Counter::PassTooBig as u32, 12);
+        assert_eq!(Counter::PassTooBig.name(), "pass_too_big");
+        assert_eq!(Counter::DropServiceNoBackend as u32, 33);
+        assert_eq!(
+            Counter::DropServiceNoBackend.name(),
+            "drop_service_no_backend"
+        );
     }
 
     #[test]
