@@ -65,19 +65,20 @@ fn fenced_blocks(markdown: &str) -> Vec<Block> {
     blocks
 }
 
-/// Parses every block of format `info` with `parse`; the number of blocks, or a panic naming
-/// each block that does not parse, its text and its problems.
+/// Parses every block of format `info` with `parse`: the number of blocks, or a report naming
+/// each block that does not parse, with its text and its problems (or that there is none).
 fn check_all(
     blocks: &[Block],
     info: &str,
     parse: impl Fn(&str) -> Result<(), Vec<LineError>>,
-) -> usize {
+) -> Result<usize, String> {
     let of_kind: Vec<&Block> = blocks.iter().filter(|b| b.info == info).collect();
-    assert!(
-        !of_kind.is_empty(),
-        "{FORMATS_MD} has no ```{info} block: each format's example must be marked so that it \
-         is checked"
-    );
+    if of_kind.is_empty() {
+        return Err(format!(
+            "{FORMATS_MD} has no ```{info} block: each format's example must be marked so that \
+             it is checked"
+        ));
+    }
     let mut failures = Vec::new();
     for block in &of_kind {
         if let Err(errors) = parse(&block.text) {
@@ -104,33 +105,35 @@ fn check_all(
             ));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    of_kind.len()
+    if failures.is_empty() {
+        Ok(of_kind.len())
+    } else {
+        Err(failures.join("\n\n"))
+    }
+}
+
+/// Every block of format `info` in docs/formats.md parses; prints how many there are.
+fn examples_parse(info: &str, parse: impl Fn(&str) -> Result<(), Vec<LineError>>) {
+    let blocks = fenced_blocks(&formats_md());
+    match check_all(&blocks, info, parse) {
+        Ok(n) => println!("{n} ```{info} example(s) in {FORMATS_MD} parse"),
+        Err(report) => panic!("{report}"),
+    }
 }
 
 #[test]
 fn the_route_table_examples_parse() {
-    let blocks = fenced_blocks(&formats_md());
-    let n = check_all(&blocks, "routes", |text| {
-        route_table::parse(text).map(|_| ())
-    });
-    println!("{n} route table example(s) parse");
+    examples_parse("routes", |text| route_table::parse(text).map(|_| ()));
 }
 
 #[test]
 fn the_policy_examples_parse() {
-    let blocks = fenced_blocks(&formats_md());
-    let n = check_all(&blocks, "policy", |text| policy::parse(text).map(|_| ()));
-    println!("{n} policy example(s) parse");
+    examples_parse("policy", |text| policy::parse(text).map(|_| ()));
 }
 
 #[test]
 fn the_services_examples_parse() {
-    let blocks = fenced_blocks(&formats_md());
-    let n = check_all(&blocks, "services", |text| {
-        services::parse(text).map(|_| ())
-    });
-    println!("{n} services example(s) parse");
+    examples_parse("services", |text| services::parse(text).map(|_| ()));
 }
 
 /// The block reader itself: info strings, fence lengths and line numbers as the docs use them.
@@ -149,24 +152,19 @@ fn fenced_blocks_are_read_with_their_info_string_and_line() {
     assert_eq!(blocks[2].text, "x\n");
 }
 
-/// A block that does not parse is reported with its text and the parser's problem.
+/// A block that does not parse is reported with its text and the parser's problem, and a
+/// format with no block at all is reported too.
 #[test]
-fn a_broken_example_is_reported_with_its_text_and_problem() {
+fn a_broken_or_missing_example_is_reported() {
     let md = "```services\nservice web 10.96.0.10:80 sctp 198.18.1.3:8080\n```\n";
     let blocks = fenced_blocks(md);
-    let outcome = std::panic::catch_unwind(|| {
-        check_all(&blocks, "services", |text| {
-            services::parse(text).map(|_| ())
-        })
-    });
-    let message = outcome
-        .expect_err("a bad example must fail")
-        .downcast::<String>()
-        .map(|s| *s)
-        .unwrap_or_default();
+    let parse = |text: &str| services::parse(text).map(|_| ());
+    let message = check_all(&blocks, "services", parse).expect_err("a bad example must fail");
     assert!(
         message.contains("service web 10.96.0.10:80 sctp"),
         "{message}"
     );
     assert!(message.contains("block line 1"), "{message}");
+    let missing = check_all(&blocks, "policy", |_| Ok(())).expect_err("no policy block");
+    assert!(missing.contains("no ```policy block"), "{missing}");
 }
