@@ -11,9 +11,9 @@ use netlab::{
 };
 
 use crate::{
-    measure::{self, Point},
+    measure::{self, MeterCheck, Point},
     modes::{Bed, Mode},
-    results::{LatencyPoint, MeterCheck, Settings},
+    results::{LatencyPoint, Settings},
     softirq::SoftirqMeter,
 };
 

@@ -16,6 +16,9 @@ pub const RATE_TOLERANCE: f64 = 0.02;
 /// UDP datagram payload the bench sends (iperf3 `-l`).
 pub const UDP_PAYLOAD: u64 = 1400;
 
+/// The protocol name of the small-packet points.
+pub const SMALL_PACKETS: &str = "udp-small";
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     pub mode: String,
@@ -62,6 +65,20 @@ pub struct Point {
 /// A point with more steal than this (% of one CPU) is flagged: the hypervisor took time
 /// the dataplane may have needed.
 pub const STEAL_FLAG_PCT: f64 = 1.0;
+
+/// The softirq meter read beside /proc/stat's softirq column over one long window.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MeterCheck {
+    pub mode: String,
+    pub seconds: f64,
+    /// The meter over every softirq vector, and over NET_RX + NET_TX alone, % of one CPU.
+    pub meter_all_pct: f64,
+    pub meter_net_pct: f64,
+    /// /proc/stat's softirq column over the same window, % of one CPU, and the ticks it saw
+    /// (all CPUs): its sampling resolution.
+    pub proc_stat_pct: f64,
+    pub ticks: u64,
+}
 
 /// The whole machine's time from /proc/stat's `cpu` line, in clock ticks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -152,11 +169,7 @@ pub fn run_time(bed: &Bed, proto: Proto, duration: u32) -> Result<(u64, u64)> {
 /// the tick (a tick that lands in softirq charges its whole jiffy there), so the two agree
 /// only over a long window, and the column covers every softirq vector: the meter's sum over
 /// all vectors is the like-for-like figure.
-pub fn meter_check(
-    bed: &Bed,
-    meter: &SoftirqMeter,
-    seconds: u32,
-) -> Result<crate::results::MeterCheck> {
+pub fn meter_check(bed: &Bed, meter: &SoftirqMeter, seconds: u32) -> Result<MeterCheck> {
     let proto = Proto::Udp {
         bits_per_second: 1_000_000_000,
     };
@@ -167,7 +180,7 @@ pub fn meter_check(
     let elapsed = started.elapsed().as_secs_f64();
     let pct = |ns: u64| ns as f64 / (elapsed * 1e9) * 100.0;
     let ticks = stat1.total - stat0.total;
-    Ok(crate::results::MeterCheck {
+    Ok(MeterCheck {
         mode: bed.mode.name().to_string(),
         seconds: elapsed,
         meter_all_pct: pct(all1 - all0),
@@ -220,7 +233,7 @@ pub fn point(
         Proto::UdpFlood { payload } => {
             let delivered = r.packets.saturating_sub(r.lost_packets);
             (
-                crate::results::SMALL_PACKETS,
+                SMALL_PACKETS,
                 0,
                 (delivered * payload * 8) as f64 / secs / 1e6,
             )

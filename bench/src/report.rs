@@ -194,7 +194,7 @@ fn modes_section(r: &Results) -> String {
 
 /// Small packets at the generator's maximum rate.
 fn small_packet_section(r: &Results) -> String {
-    use crate::results::SMALL_PACKETS as P;
+    use crate::measure::SMALL_PACKETS as P;
     let mut t = String::new();
     writeln!(
         t,
@@ -424,12 +424,12 @@ const KERNEL_HZ: f64 = 250.0;
 
 /// The ticks that landed in softirq during the check: its share of one CPU times the ticks
 /// one CPU took.
-fn softirq_ticks(c: &crate::results::MeterCheck) -> f64 {
+fn softirq_ticks(c: &crate::measure::MeterCheck) -> f64 {
     c.proc_stat_pct / 100.0 * c.seconds * KERNEL_HZ
 }
 
 /// /proc/stat's relative sampling error, %: 1/√n for n ticks counted.
-fn sampling_error_pct(c: &crate::results::MeterCheck) -> f64 {
+fn sampling_error_pct(c: &crate::measure::MeterCheck) -> f64 {
     100.0 / softirq_ticks(c).max(1.0).sqrt()
 }
 

@@ -6,16 +6,13 @@ use anyhow::{Context, Result};
 use netlab::probe::Latency;
 
 use crate::{
-    measure::Point,
+    measure::{MeterCheck, Point, SMALL_PACKETS},
     modes::Mode,
     policy_scaling::{Engine, ScalingPoint},
     service_scaling::{ServiceEngine, ServicePoint},
 };
 
 pub const SCHEMA_VERSION: u32 = 4;
-
-/// The protocol name of the small-packet points.
-pub const SMALL_PACKETS: &str = "udp-small";
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
@@ -76,20 +73,6 @@ pub struct LatencyPoint {
     pub repetition: u32,
     #[serde(flatten)]
     pub latency: Latency,
-}
-
-/// The softirq meter read beside /proc/stat's softirq column over one long window.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct MeterCheck {
-    pub mode: String,
-    pub seconds: f64,
-    /// The meter over every softirq vector, and over NET_RX + NET_TX alone, % of one CPU.
-    pub meter_all_pct: f64,
-    pub meter_net_pct: f64,
-    /// /proc/stat's softirq column over the same window, % of one CPU, and the ticks it saw
-    /// (all CPUs): its sampling resolution.
-    pub proc_stat_pct: f64,
-    pub ticks: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -110,7 +110,7 @@ fn quick_bench_writes_every_output() {
     // Small packets: every mode, each beside a floor point.
     assert_eq!(r.small_packets.len(), others * 2 * reps);
     for p in &r.small_packets {
-        assert_eq!(p.protocol, bench::results::SMALL_PACKETS);
+        assert_eq!(p.protocol, bench::measure::SMALL_PACKETS);
         assert!(p.server_rx_packets > 10_000, "{p:?}");
     }
     // Route scale: every count, the map holding the bed's handful plus the count.
