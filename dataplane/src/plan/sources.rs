@@ -211,7 +211,12 @@ impl Merger<'_> {
     /// Adds a feed (its routes, and the interfaces to attach) to `plan` (the plan's own
     /// prefixes win); returns how many routes were added. What cannot be resolved is left out
     /// with a warning: a route, with the interface of the same line.
-    fn merge(&mut self, plan: &mut Plan, feed: Config, what: &str) -> Result<usize, Vec<LineError>> {
+    fn merge(
+        &mut self,
+        plan: &mut Plan,
+        feed: Config,
+        what: &str,
+    ) -> Result<usize, Vec<LineError>> {
         let Config {
             mut interfaces,
             mut routes,

@@ -1,78 +1,29 @@
 //! `loader run`: load and attach the dataplane on its pins, fill its maps from the route
 //! table (and the kernel's routes, the cluster, the policy), then follow them until stopped.
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use dataplane::{
     kernel::{Dataplane, LoadOptions, pins::PinDir, program_log::ProgramLogger},
-    model::{
-        Ipv4Prefix,
-        policy::{self, Policy},
-        render_line_errors,
-        route_table::{self as config, Attach, Config},
-        services::{self, Services},
-    },
-    plan::{Plan, kernel_routes::KernelRouteFilter, sources::Desired},
+    model::{policy::Policy, route_table::Config, services::Services},
+    plan::Plan,
     system::{
         bpffs, nat, netns,
-        workloads::{HostDir, HostFacts, Request},
+        workloads::{HostFacts, Request},
     },
 };
 use tracing::{info, warn};
 
+pub use crate::daemon::start::RunSettings;
 use crate::{
-    cli::ClusterArgs,
     daemon::{
-        cluster::{self, Store},
-        cluster_services::{self, ServiceRecords},
-        follow::{
-            Refusals,
-            feeds::{KernelFeed, RouteFeeds, WorkloadFeed},
-            policy::PolicyFollower,
-            routes::{RouteFollower, RouteStart},
-            services::{ServicesFollower, StoreServices},
-        },
-        join::join_cluster,
-        kernel_watch::{self, KernelEvents},
-        plugin_socket,
+        kernel_watch, plugin_socket,
+        start::{follow_sources, gather},
         watch::{self, Watcher},
     },
     metrics::{self, LoaderCounters},
     state::{self, AttachmentRecord, LoaderState, StateError},
 };
-
-/// What `loader run` was asked to do.
-pub struct RunSettings<'a> {
-    pub config_path: &'a Path,
-    pub policy_path: Option<&'a Path>,
-    pub services_path: Option<&'a Path>,
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    pub bpffs: &'a Path,
-    pub options: LoadOptions,
-    pub kernel_filter: Option<KernelRouteFilter>,
-    pub cluster_args: Option<ClusterArgs>,
-    /// How the CNI plugin's workload interfaces are attached.
-    pub workload_attach: Attach,
-    /// Masquerade workload traffic from this range to destinations outside it.
-    pub nat_outgoing: Option<Ipv4Prefix>,
-    /// This host's name in its cluster record.
-    pub host: String,
-}
-
-/// Everything read before anything is loaded: every input that can be bad is checked here.
-struct Inputs {
-    config: Config,
-    policy: Policy,
-    services: Services,
-    feeds: RouteFeeds,
-    /// What the maps should hold at start.
-    desired: Desired,
-    /// In cluster mode: the store, this host's record and lease, and the cluster's range.
-    cluster: Option<(Store, (dataplane::model::cluster::HostRecord, i64), Ipv4Prefix)>,
-    host_dir: HostDir,
-    /// The kernel's notifications, shared with the feeds that they mark changed.
-    events: KernelEvents,
-}
 
 pub fn run(settings: RunSettings) -> Result<()> {
     refuse_if_running()?;
@@ -198,71 +149,6 @@ fn refuse_if_running() -> Result<()> {
     }
 }
 
-/// Reads every input (the route table, the cluster's records after joining it, the CNI
-/// plugin's workloads, the kernel's routes, the policy, the services) and plans the maps from
-/// them; an input that cannot be used is an error here, before anything is loaded or attached.
-fn gather(
-    settings: &RunSettings,
-    runtime: &tokio::runtime::Runtime,
-    counters: &LoaderCounters,
-) -> Result<Inputs> {
-    let config = config::load(settings.config_path)?;
-    let (cluster, cluster_feed) = match &settings.cluster_args {
-        Some(args) => {
-            let (store, record, feed) =
-                join_cluster(runtime, args, &config, settings.host.clone(), counters)?;
-            (Some((store, record, args.cluster_cidr)), Some(feed))
-        }
-        None => (None, None),
-    };
-    let host_dir = HostDir::current()?;
-    let taken_at = host_dir.records_changed_at();
-    let (records, problems) = host_dir.read_records();
-    let events = KernelEvents::default();
-    let feeds = RouteFeeds {
-        workloads: WorkloadFeed {
-            dir: host_dir.clone(),
-            records,
-            problems,
-            taken_at,
-            attach: settings.workload_attach,
-        },
-        kernel: settings.kernel_filter.clone().map(|filter| KernelFeed {
-            filter,
-            changed: events.routes.clone(),
-        }),
-        cluster: cluster_feed,
-    };
-    let desired = feeds.desired(&config).map_err(|errors| {
-        anyhow::anyhow!(
-            "cannot realise the route table:\n{}",
-            render_line_errors(&settings.config_path.display().to_string(), &errors)
-        )
-    })?;
-    counters.unresolved_routes.store(
-        desired.unresolved as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    let policy = match settings.policy_path {
-        Some(path) => policy::load(path)?,
-        None => Policy::default(),
-    };
-    let services = match settings.services_path {
-        Some(path) => services::load(path)?,
-        None => Services::default(),
-    };
-    Ok(Inputs {
-        config,
-        policy,
-        services,
-        feeds,
-        desired,
-        cluster,
-        host_dir,
-        events,
-    })
-}
-
 /// Writes the loader's record: who runs the dataplane of this namespace, and its objects.
 fn record_loader(
     settings: &RunSettings,
@@ -286,75 +172,6 @@ fn record_loader(
     };
     state::write(&loader_state)?;
     Ok(loader_state)
-}
-
-/// The followers of every source, started from what the maps hold now; in cluster mode, the
-/// tasks that keep this host's record and follow the store.
-fn follow_sources(
-    settings: &RunSettings,
-    runtime: &tokio::runtime::Runtime,
-    inputs: Inputs,
-    loader_state: LoaderState,
-    counters: &Arc<LoaderCounters>,
-) -> Watcher {
-    let Inputs {
-        config,
-        services,
-        feeds,
-        desired,
-        cluster,
-        events,
-        ..
-    } = inputs;
-    let refusals = Refusals {
-        counters: counters.clone(),
-    };
-    let store_services = cluster.map(|(store, (record, lease), cluster_cidr)| {
-        let _guard = runtime.enter();
-        let records = Arc::new(ServiceRecords::default());
-        tokio::spawn(cluster_services::follow(store.clone(), records.clone()));
-        let view = feeds
-            .cluster
-            .as_ref()
-            .expect("cluster mode has a cluster feed")
-            .view
-            .clone();
-        tokio::spawn(cluster::follow(
-            store.clone(),
-            record,
-            lease,
-            view,
-            counters.clone(),
-        ));
-        StoreServices {
-            records,
-            store_prefix: store.prefix.clone(),
-            cluster: cluster_cidr,
-        }
-    });
-    let mut routes = RouteFollower::new(RouteStart {
-        path: settings.config_path,
-        config,
-        applied: desired.plan,
-        feeds,
-        system_changed: events.system.clone(),
-        state: loader_state,
-        refusals: refusals.clone(),
-    });
-    routes.warn_once(&desired.warnings);
-    let mut watcher = Watcher::new(routes);
-    if let Some(path) = settings.policy_path {
-        watcher.follow(PolicyFollower::new(path, refusals.clone()));
-    }
-    let services_file = settings.services_path.map(|path| (path, services));
-    if services_file.is_some() || store_services.is_some() {
-        watcher.follow(ServicesFollower::new(
-            services_file,
-            store_services,
-            refusals,
-        ));
-    }
-    watcher
 }
 
 /// Answers the plugin's requests: every sync waiting now is served by one reconciliation.
@@ -382,7 +199,7 @@ fn answer(
 
 /// The MTU the plugin gives workloads: the underlay's less the VXLAN overhead when the host
 /// encapsulates; None (the runtime's default) otherwise.
-fn workload_mtu(config: &config::Config) -> Result<Option<u32>> {
+fn workload_mtu(config: &Config) -> Result<Option<u32>> {
     match &config.vxlan {
         Some(vxlan) => Ok(Some(dataplane::system::workload::vxlan_mtu(&vxlan.dev)?)),
         None => Ok(None),

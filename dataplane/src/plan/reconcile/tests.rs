@@ -17,8 +17,8 @@ use crate::{
     system::{netinfo::KernelRoute, workloads::WorkloadRecord},
 };
 
-/// A host with an underlay `eth0` (198.19.0.1, neighbour .2 answers, .9 does not) and three
-/// workload veths.
+/// A host with an underlay `eth0` (198.19.0.1, neighbours .2 and .3 answer, .9 does not) and
+/// three workload veths whose workloads answer ARP at the addresses the tests give them.
 fn host() -> FakeSystem {
     FakeSystem {
         links: vec![
@@ -35,6 +35,10 @@ fn host() -> FakeSystem {
         neighbours: vec![
             ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
             ("198.19.0.3".parse().unwrap(), "eth0", [0xcc; 6]),
+            ("198.18.1.2".parse().unwrap(), "cali1", [0x11; 6]),
+            ("198.18.5.1".parse().unwrap(), "cali1", [0x11; 6]),
+            ("198.18.1.3".parse().unwrap(), "cali2", [0x22; 6]),
+            ("198.18.2.7".parse().unwrap(), "cali2", [0x22; 6]),
         ],
         ..FakeSystem::default()
     }
@@ -122,7 +126,10 @@ fn a_workload_whose_interface_is_gone_is_left_out_and_the_others_taken() {
     assert!(desired.plan.routes.contains_key(&prefix("198.18.1.3/32")));
     assert!(!desired.plan.attachments.iter().any(|a| a.ifname == "cali9"));
     assert_eq!(desired.workloads, 1);
-    assert_eq!(desired.unresolved, 0, "a gone interface is not an unresolved route");
+    assert_eq!(
+        desired.unresolved, 0,
+        "a gone interface is not an unresolved route"
+    );
 }
 
 #[test]
@@ -173,8 +180,16 @@ fn the_table_wins_over_every_feed_and_earlier_feeds_over_later_ones() {
         (2, 1, 1)
     );
     let warned = |what: &str| desired.warnings.iter().any(|w| w.contains(what));
-    assert!(warned("kernel route 198.18.5.1/32 is already routed"), "{:?}", desired.warnings);
-    assert!(warned("cluster route 198.18.6.0/24 is already routed"), "{:?}", desired.warnings);
+    assert!(
+        warned("kernel route 198.18.5.1/32 is already routed"),
+        "{:?}",
+        desired.warnings
+    );
+    assert!(
+        warned("cluster route 198.18.6.0/24 is already routed"),
+        "{:?}",
+        desired.warnings
+    );
 }
 
 fn kernel_route(dst: &str, via: &str) -> KernelRoute {
@@ -234,7 +249,11 @@ fn a_workload_on_an_interface_the_table_declares_is_refused_with_a_warning() {
     let desired = sources::desired(&running, &feeds(&workloads), &host()).unwrap();
     assert!(!desired.plan.routes.contains_key(&prefix("198.18.1.7/32")));
     assert_eq!(desired.workloads, 0);
-    assert!(desired.warnings[0].contains("also in the route table"), "{:?}", desired.warnings);
+    assert!(
+        desired.warnings[0].contains("also in the route table"),
+        "{:?}",
+        desired.warnings
+    );
 }
 
 #[test]
@@ -253,7 +272,9 @@ fn a_changed_table_that_resolves_is_taken() {
     let running = table(TABLE);
     let system = host();
     let applied = plan_of(&running, feeds(&[]), &system);
-    let changed = table(&format!("{TABLE}route 198.18.3.0/24 via 198.19.0.2 dev eth0\n"));
+    let changed = table(&format!(
+        "{TABLE}route 198.18.3.0/24 via 198.19.0.2 dev eth0\n"
+    ));
     let decision = decide_now(
         &Inputs {
             running: &running,
@@ -276,7 +297,9 @@ fn a_changed_table_with_a_bad_line_is_refused_on_that_line() {
     let system = host();
     let applied = plan_of(&running, feeds(&[]), &system);
     // Its next hop does not answer ARP.
-    let changed = table(&format!("{TABLE}route 198.18.3.0/24 via 198.19.0.9 dev eth0\n"));
+    let changed = table(&format!(
+        "{TABLE}route 198.18.3.0/24 via 198.19.0.9 dev eth0\n"
+    ));
     let refused = decide(
         &Inputs {
             running: &running,
@@ -328,7 +351,12 @@ fn a_table_that_would_remove_most_routes_is_held_until_it_has_settled() {
     );
     // The running table's routes stay, and the feeds go on: the new workload is routed.
     assert_eq!(held.desired.plan.routes.len(), 11);
-    assert!(held.desired.plan.routes.contains_key(&prefix("198.18.1.2/32")));
+    assert!(
+        held.desired
+            .plan
+            .routes
+            .contains_key(&prefix("198.18.1.2/32"))
+    );
 
     let settled = decide_now(&inputs(BIG_REMOVAL_SETTLE), &system);
     assert_eq!(settled.table, TableOutcome::Taken);
@@ -386,13 +414,18 @@ fn a_held_table_whose_running_one_no_longer_resolves_decides_nothing_about_it() 
 fn a_system_that_cannot_be_read_is_no_route_s_fault() {
     struct Broken;
     impl System for Broken {
-        fn links(&self) -> Result<Vec<crate::system::netinfo::Link>, crate::system::netinfo::NetInfoError> {
+        fn links(
+            &self,
+        ) -> Result<Vec<crate::system::netinfo::Link>, crate::system::netinfo::NetInfoError>
+        {
             Err(crate::system::netinfo::NetInfoError::Netlink {
                 what: "links".into(),
                 message: "refused".into(),
             })
         }
-        fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, crate::system::netinfo::NetInfoError> {
+        fn ipv4_addrs(
+            &self,
+        ) -> Result<Vec<(String, Ipv4Addr)>, crate::system::netinfo::NetInfoError> {
             Ok(Vec::new())
         }
         fn neighbour_mac(
@@ -402,7 +435,10 @@ fn a_system_that_cannot_be_read_is_no_route_s_fault() {
         ) -> Result<Option<[u8; 6]>, crate::system::netinfo::NetInfoError> {
             Ok(None)
         }
-        fn kernel_routes(&self, _: &str) -> Result<Vec<KernelRoute>, crate::system::netinfo::NetInfoError> {
+        fn kernel_routes(
+            &self,
+            _: &str,
+        ) -> Result<Vec<KernelRoute>, crate::system::netinfo::NetInfoError> {
             Ok(Vec::new())
         }
     }

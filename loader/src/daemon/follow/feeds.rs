@@ -172,6 +172,10 @@ impl RouteFeeds {
     pub fn desired(&self, config: &Config) -> Result<Desired, Vec<LineError>> {
         let workloads = self.workloads.taken();
         let records = self.cluster_records();
-        sources::desired(config, &self.view(&workloads, records.as_ref()), &LiveSystem)
+        sources::desired(
+            config,
+            &self.view(&workloads, records.as_ref()),
+            &LiveSystem,
+        )
     }
 }

@@ -75,3 +75,54 @@ impl FollowedFile {
         Some((String::from_utf8_lossy(&bytes).into_owned(), stable))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use super::*;
+    use crate::metrics::LoaderCounters;
+
+    fn refusals() -> Refusals {
+        Refusals {
+            counters: Arc::new(LoaderCounters::default()),
+        }
+    }
+
+    #[test]
+    fn a_change_is_taken_once_it_has_settled_and_then_not_again() {
+        let dir = std::env::temp_dir().join(format!("followed-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("table");
+        std::fs::write(&path, "one").unwrap();
+        let refusals = refusals();
+        let mut file = FollowedFile::new(&path);
+        assert_eq!(
+            file.changed("table", &refusals),
+            None,
+            "as started: applied"
+        );
+
+        std::fs::write(&path, "two").unwrap();
+        assert_eq!(
+            file.changed("table", &refusals),
+            None,
+            "just changed: not settled"
+        );
+        std::thread::sleep(SETTLE + Duration::from_millis(50));
+        let (text, stable) = file.changed("table", &refusals).expect("settled");
+        assert_eq!(text, "two");
+        assert!(stable >= SETTLE);
+        // Until taken, the settled change is offered again; once taken, never.
+        assert!(file.changed("table", &refusals).is_some());
+        file.take();
+        assert_eq!(file.changed("table", &refusals), None);
+
+        // A file that goes away is reported and counted once, and the running one stays.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file.changed("table", &refusals), None);
+        assert_eq!(file.changed("table", &refusals), None);
+        assert_eq!(refusals.counters.apply_errors.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

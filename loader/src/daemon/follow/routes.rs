@@ -154,7 +154,11 @@ impl RouteFollower {
     /// Whether any feed or the host changed since the last look (each flag is taken).
     fn feeds_changed(&self) -> bool {
         let kernel = self.feeds.kernel.as_ref().is_some_and(|k| k.take_changed());
-        let cluster = self.feeds.cluster.as_ref().is_some_and(|c| c.take_changed());
+        let cluster = self
+            .feeds
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.take_changed());
         let system = self.system_changed.swap(false, Ordering::Relaxed);
         kernel || cluster || system
     }

@@ -1,0 +1,202 @@
+//! Starting the daemon: every input read and checked, and the maps planned from them, before
+//! anything is loaded ([`gather`]); once the dataplane runs, one follower per source started
+//! from what the maps hold ([`follow_sources`]).
+use std::{path::Path, sync::Arc};
+
+use anyhow::Result;
+use dataplane::{
+    kernel::LoadOptions,
+    model::{
+        Ipv4Prefix,
+        cluster::HostRecord,
+        policy::{self, Policy},
+        render_line_errors,
+        route_table::{self as config, Attach, Config},
+        services::{self, Services},
+    },
+    plan::{kernel_routes::KernelRouteFilter, sources::Desired},
+    system::workloads::HostDir,
+};
+
+use super::{
+    cluster::{self, Store},
+    cluster_services::{self, ServiceRecords},
+    follow::{
+        Refusals,
+        feeds::{KernelFeed, RouteFeeds, WorkloadFeed},
+        policy::PolicyFollower,
+        routes::{RouteFollower, RouteStart},
+        services::{ServicesFollower, StoreServices},
+    },
+    join::join_cluster,
+    kernel_watch::KernelEvents,
+    watch::Watcher,
+};
+use crate::{cli::ClusterArgs, metrics::LoaderCounters, state::LoaderState};
+
+/// What `loader run` was asked to do.
+pub struct RunSettings<'a> {
+    pub config_path: &'a Path,
+    pub policy_path: Option<&'a Path>,
+    pub services_path: Option<&'a Path>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub bpffs: &'a Path,
+    pub options: LoadOptions,
+    pub kernel_filter: Option<KernelRouteFilter>,
+    pub cluster_args: Option<ClusterArgs>,
+    /// How the CNI plugin's workload interfaces are attached.
+    pub workload_attach: Attach,
+    /// Masquerade workload traffic from this range to destinations outside it.
+    pub nat_outgoing: Option<Ipv4Prefix>,
+    /// This host's name in its cluster record.
+    pub host: String,
+}
+
+/// Everything read before anything is loaded: every input that can be bad is checked here.
+pub struct Inputs {
+    pub config: Config,
+    pub policy: Policy,
+    pub services: Services,
+    pub feeds: RouteFeeds,
+    /// What the maps should hold at start.
+    pub desired: Desired,
+    /// In cluster mode: the store, this host's record and lease, and the cluster's range.
+    pub cluster: Option<(Store, (HostRecord, i64), Ipv4Prefix)>,
+    pub host_dir: HostDir,
+    /// The kernel's notifications, shared with the feeds that they mark changed.
+    pub events: KernelEvents,
+}
+
+/// Reads every input (the route table, the cluster's records after joining it, the CNI
+/// plugin's workloads, the kernel's routes, the policy, the services) and plans the maps from
+/// them; an input that cannot be used is an error here, before anything is loaded or attached.
+pub fn gather(
+    settings: &RunSettings,
+    runtime: &tokio::runtime::Runtime,
+    counters: &LoaderCounters,
+) -> Result<Inputs> {
+    let config = config::load(settings.config_path)?;
+    let (cluster, cluster_feed) = match &settings.cluster_args {
+        Some(args) => {
+            let (store, record, feed) =
+                join_cluster(runtime, args, &config, settings.host.clone(), counters)?;
+            (Some((store, record, args.cluster_cidr)), Some(feed))
+        }
+        None => (None, None),
+    };
+    let host_dir = HostDir::current()?;
+    let taken_at = host_dir.records_changed_at();
+    let (records, problems) = host_dir.read_records();
+    let events = KernelEvents::default();
+    let feeds = RouteFeeds {
+        workloads: WorkloadFeed {
+            dir: host_dir.clone(),
+            records,
+            problems,
+            taken_at,
+            attach: settings.workload_attach,
+        },
+        kernel: settings.kernel_filter.clone().map(|filter| KernelFeed {
+            filter,
+            changed: events.routes.clone(),
+        }),
+        cluster: cluster_feed,
+    };
+    let desired = feeds.desired(&config).map_err(|errors| {
+        anyhow::anyhow!(
+            "cannot realise the route table:\n{}",
+            render_line_errors(&settings.config_path.display().to_string(), &errors)
+        )
+    })?;
+    counters.unresolved_routes.store(
+        desired.unresolved as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let policy = match settings.policy_path {
+        Some(path) => policy::load(path)?,
+        None => Policy::default(),
+    };
+    let services = match settings.services_path {
+        Some(path) => services::load(path)?,
+        None => Services::default(),
+    };
+    Ok(Inputs {
+        config,
+        policy,
+        services,
+        feeds,
+        desired,
+        cluster,
+        host_dir,
+        events,
+    })
+}
+
+/// The followers of every source, started from what the maps hold now; in cluster mode, the
+/// tasks that keep this host's record and follow the store.
+pub fn follow_sources(
+    settings: &RunSettings,
+    runtime: &tokio::runtime::Runtime,
+    inputs: Inputs,
+    loader_state: LoaderState,
+    counters: &Arc<LoaderCounters>,
+) -> Watcher {
+    let Inputs {
+        config,
+        services,
+        feeds,
+        desired,
+        cluster,
+        events,
+        ..
+    } = inputs;
+    let refusals = Refusals {
+        counters: counters.clone(),
+    };
+    let store_services = cluster.map(|(store, (record, lease), cluster_cidr)| {
+        let _guard = runtime.enter();
+        let records = Arc::new(ServiceRecords::default());
+        tokio::spawn(cluster_services::follow(store.clone(), records.clone()));
+        let view = feeds
+            .cluster
+            .as_ref()
+            .expect("cluster mode has a cluster feed")
+            .view
+            .clone();
+        tokio::spawn(cluster::follow(
+            store.clone(),
+            record,
+            lease,
+            view,
+            counters.clone(),
+        ));
+        StoreServices {
+            records,
+            store_prefix: store.prefix.clone(),
+            cluster: cluster_cidr,
+        }
+    });
+    let mut routes = RouteFollower::new(RouteStart {
+        path: settings.config_path,
+        config,
+        applied: desired.plan,
+        feeds,
+        system_changed: events.system.clone(),
+        state: loader_state,
+        refusals: refusals.clone(),
+    });
+    routes.warn_once(&desired.warnings);
+    let mut watcher = Watcher::new(routes);
+    if let Some(path) = settings.policy_path {
+        watcher.follow(PolicyFollower::new(path, refusals.clone()));
+    }
+    let services_file = settings.services_path.map(|path| (path, services));
+    if services_file.is_some() || store_services.is_some() {
+        watcher.follow(ServicesFollower::new(
+            services_file,
+            store_services,
+            refusals,
+        ));
+    }
+    watcher
+}
