@@ -3,7 +3,7 @@
 //! CNI_* environment variables and the network configuration on stdin (CNI 1.0.0: ADD, DEL,
 //! CHECK, VERSION). It wires the container as Calico does (veth, /32, default route via
 //! 169.254.1.1), gets the address from an IPAM plugin, and has the host's loader attach, route
-//! and police it before ADD returns. See README.md, "With podman" and "With Kubernetes".
+//! and police it before ADD returns. See docs/operating.md, "With podman" and "With Kubernetes".
 mod commands;
 mod ipam;
 mod loader_link;

@@ -46,16 +46,16 @@ pub enum Command {
     /// that does not answer ARP), or does not fit the maps, is reported with its line numbers,
     /// and nothing is loaded, attached or changed.
     Run {
-        /// The route table (format: README.md, "Route table").
+        /// The route table (format: docs/formats.md, "Route table").
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Network policy for this host's workloads (format: README.md, "Policy"), applied
+        /// Network policy for this host's workloads (format: docs/formats.md, "Policy"), applied
         /// before anything is attached and followed like the route table: a change that does
         /// not parse is logged with its line and the running policy stays. Without it, no
         /// workload is under policy (a pinned policy from an earlier run is removed).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// Services for this host's workloads (format: README.md, "Services"): a workload's
+        /// Services for this host's workloads (format: docs/formats.md, "Services"): a workload's
         /// connection to a service's virtual address and port goes to one of its backends,
         /// drawn at random per connection, and the replies come back from the service's
         /// address. Applied before anything is attached and followed like the route table: a
@@ -86,7 +86,7 @@ pub enum Command {
               value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
         max_routes: u32,
         /// How the interfaces of the CNI plugin's workloads are attached (xdp, xdp-generic or
-        /// tc). The plugin tells the loader of each workload it wires (README.md, "With
+        /// tc). The plugin tells the loader of each workload it wires (docs/operating.md, "With
         /// podman"); the loader attaches, routes and polices it before the plugin's ADD
         /// returns, and releases it on DEL or when its interface disappears.
         #[arg(long, value_name = "KIND", default_value = "tc")]

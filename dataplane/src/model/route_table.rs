@@ -1,5 +1,5 @@
 //! The route table file: which interfaces the dataplane attaches to, which prefixes are local
-//! workloads and which are reached through another host. See README.md, "Route table".
+//! workloads and which are reached through another host. See docs/formats.md, "Route table".
 //!
 //! ```text
 //! # interface NAME [attach xdp|xdp-generic|tc]
@@ -33,7 +33,7 @@ pub enum Attach {
 impl Attach {
     /// The attach kind used when the file does not name one. TC on every kind of interface:
     /// it works with workload interfaces exactly as a container runtime leaves them and keeps
-    /// GSO (see README, "Attach kinds", for the measurement behind it).
+    /// GSO (see docs/design.md, "Attach kinds and workload wiring", for the measurement behind it).
     pub fn default_for(_role: Role) -> Self {
         Attach::Tc
     }
