@@ -438,10 +438,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Paths { runs }) => {
-            anyhow::ensure!(
-                unsafe { libc::geteuid() } == 0,
-                "the bench needs root (eBPF)"
-            );
+            anyhow::ensure!(is_root(), "the bench needs root (eBPF)");
             print!("{}", report::path_costs_table(&path_costs(runs)?));
             Ok(())
         }
@@ -451,6 +448,12 @@ fn main() -> Result<()> {
         }
         None => run(&cli.run),
     }
+}
+
+/// Whether this process runs with root's effective user id.
+fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments, reads no memory of ours and always succeeds.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn write_outputs(results: &Results, dir: &Path) -> Result<()> {
@@ -466,10 +469,7 @@ fn write_outputs(results: &Results, dir: &Path) -> Result<()> {
 }
 
 fn run(args: &RunArgs) -> Result<()> {
-    anyhow::ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "the bench needs root (network namespaces, eBPF)"
-    );
+    anyhow::ensure!(is_root(), "the bench needs root (network namespaces, eBPF)");
     let settings = settings(args)?;
     sweep_stale();
     let out = args.out.clone().unwrap_or_else(|| {

@@ -114,6 +114,8 @@ fn parse_proc_stat(line: &str) -> Result<CpuTicks> {
 
 /// Clock ticks per second (USER_HZ, what /proc/stat counts in).
 pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes a constant name by value and returns a number: no pointers, no
+    // memory of ours, safe from any thread; _SC_CLK_TCK is always defined on Linux.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
@@ -136,7 +138,12 @@ pub const WORKLOAD_IF: &str = "eth0";
 
 /// User + system time of this process's reaped children, in seconds.
 fn children_cpu_s() -> f64 {
+    // SAFETY: rusage is a plain C struct of integers (timevals and longs): all zero bytes is a
+    // valid value of it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a live, writable rusage of this frame, of the size and
+    // alignment the kernel writes; nothing else holds it. getrusage fails only on a bad
+    // pointer or `who` (neither here), and then leaves it zeroed.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
