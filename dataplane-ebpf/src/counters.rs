@@ -8,6 +8,8 @@ use crate::maps::{COUNTERS, FWD_BY_EGRESS, POLICY_DENIED};
 pub fn count(hook: Hook, slot: Counter) {
     if let Some(value) = COUNTERS.get_ptr_mut(counter_index(hook, slot)) {
         // Per-CPU slot: no other writer, a plain add is enough.
+        // SAFETY: `value` points at this CPU's slot of the array, valid while the program runs;
+        // user space only reads it, and only this CPU's programs, which run one at a time, add.
         unsafe { *value += 1 };
     }
 }
@@ -17,15 +19,20 @@ fn count_forwarded(hook: Hook, egress_slot: u32) {
     count(hook, Counter::Forwarded);
     if let Some(slot) = FWD_BY_EGRESS.get_ptr_mut(egress_slot) {
         // Per-CPU slot, as above.
+        // SAFETY: as in `count`, this CPU's slot. User space rewrites a slot when it gives it
+        // to an interface or takes it back; a count racing with that is lost, no more.
         unsafe { (*slot).packets += 1 };
     }
 }
 
-/// Counts a packet denied by the policy of workload `addr` in `direction`.
+/// Counts a packet denied by the policy of the workload with IPv4 address `addr` in
+/// `direction`.
 #[inline(always)]
-pub fn count_denied(addr: [u8; 4], direction: u32) {
+pub fn count_denied_v4(addr: [u8; 4], direction: u32) {
     let key = PolicyEndpointKey { addr, direction };
     match POLICY_DENIED.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of the per-CPU hash's entry, valid while the program runs
+        // (RCU), written by no one else meanwhile.
         Some(value) => unsafe { *value += 1 },
         None => {
             let _ = POLICY_DENIED.insert(key, 1, 0);

@@ -2,22 +2,23 @@
 //! and at TC (sched_cls).
 //!
 //! The entry points only map the packet path's outcome onto their hook's verdicts. The path
-//! itself is [`path`], written once over the [`hook::Shim`] each hook implements; [`route`],
-//! [`vxlan`] and [`policy`] decide, [`parse`] reads headers, [`counters`] accounts.
+//! itself is [`path`], written once over the [`hook::Shim`] each hook implements. What depends
+//! on the address family lives in the family's module ([`ipv4`]: header, route step, policy
+//! and service keys, the ICMP answer); what does not is shared: [`path`] (the Ethernet step,
+//! the tunnel steps), [`parse`] (the frame accessors), [`vxlan`], [`policy`] and [`services`]
+//! (what their families share), [`counters`] and the hooks' redirects.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod counters;
-mod decision;
 mod hook;
-mod icmp;
+mod ipv4;
 mod maps;
 mod object;
 mod parse;
 mod path;
 mod policy;
 mod program_log;
-mod route;
 mod services;
 mod vxlan;
 
@@ -30,8 +31,8 @@ use dataplane_common::Hook;
 
 use crate::{
     counters::{Outcome, account},
+    path::Role,
     program_log::log_outcome,
-    route::Role,
 };
 
 /// XDP on a workload's interface: redirects through the `TX_PORTS` device map.

@@ -1,22 +1,17 @@
-//! Every header the programs read or write, and the one bounds-checked accessor all parsing
-//! goes through. Parsers here only find and validate headers; what to do with a packet is
-//! decided in `route`, `vxlan` and `policy`.
-use core::mem::size_of;
+//! The frame's bytes and the one bounds-checked accessor pair all parsing goes through, and
+//! the headers every address family shares: Ethernet, UDP and VXLAN, and the protocol numbers
+//! that mean the same in IPv4 and IPv6. Parsers only find and validate headers; what to do
+//! with a packet is decided per family (`crate::ipv4`).
+use core::mem::{align_of, size_of};
 
 use network_types::ip::IpProto;
-pub use network_types::{
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
-    udp::UdpHdr,
-    vxlan::VxlanHdr,
-};
+pub use network_types::{udp::UdpHdr, vxlan::VxlanHdr};
 
-pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
 pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
 pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
 
-pub const ETHERTYPE_IPV4: u16 = EtherType::Ipv4 as u16;
-pub const ETHERTYPE_ARP: u16 = EtherType::Arp as u16;
+pub const ETHERTYPE_IPV4: [u8; 2] = 0x0800u16.to_be_bytes();
+pub const ETHERTYPE_ARP: [u8; 2] = 0x0806u16.to_be_bytes();
 
 /// The VXLAN header's flags byte with the I flag (VNI valid).
 pub const VXLAN_FLAG_I: u8 = network_types::vxlan::VXLAN_I_FLAG_MASK;
@@ -25,84 +20,118 @@ pub const VXLAN_FLAG_I: u8 = network_types::vxlan::VXLAN_I_FLAG_MASK;
 /// identifier (ICMP).
 pub const L4_LEN: usize = 8;
 
-/// Bytes of header the routing decision reads: Ethernet, an option-less IPv4 header, and the
-/// start of the L4 header (ports) for policy.
-pub const HEADERS_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + L4_LEN;
+/// An Ethernet header, bytes only. (network-types' `EthHdr` keeps its type as a `u16`, which
+/// needs an alignment of 2 that no frame promises; a reference to it could be misaligned.)
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthHdr {
+    pub dst_addr: [u8; 6],
+    pub src_addr: [u8; 6],
+    /// Network order: compare with `ETHERTYPE_*`.
+    pub ether_type: [u8; 2],
+}
 
-/// Bytes of headers an encapsulated frame starts with: outer Ethernet, IPv4, UDP, VXLAN,
-/// inner Ethernet.
-pub const ENCAP_HEADERS_LEN: usize =
-    EthHdr::LEN + Ipv4Hdr::LEN + UdpHdr::LEN + VxlanHdr::LEN + EthHdr::LEN;
+impl EthHdr {
+    pub const LEN: usize = size_of::<EthHdr>();
+}
 
-/// IPv4 `frags` bits: more fragments, and the fragment offset. A first fragment has MF set
-/// and offset 0; a later one a non-zero offset.
-pub const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
-pub const IPV4_DF: u16 = 0x4000;
-pub const IPV4_OFFSET: u16 = 0x1fff;
+/// What a frame's bytes can be read as in place: a header of plain bytes.
+///
+/// # Safety
+///
+/// Only for types with an alignment of 1 (a frame's bytes may sit at any address), without
+/// padding, for which every bit pattern is a valid value: byte arrays and `repr(C)` structs of
+/// `u8` and byte arrays. [`ref_at`] also checks the alignment when it compiles.
+pub unsafe trait Plain {}
 
-/// A pointer to a `T` at `offset` from `data`, or `None` if it would reach past `data_end`.
-/// The comparison is written so that the verifier sees the bound on the pointer it checks.
-#[inline(always)]
-pub fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*mut T> {
-    let start = data + offset;
-    if start + size_of::<T>() > data_end {
-        return None;
+// SAFETY: a byte: alignment 1, no padding, every bit pattern valid.
+unsafe impl Plain for u8 {}
+// SAFETY: an array of `Plain` elements is `Plain`: same alignment, no padding between elements.
+unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
+// SAFETY: `repr(C)`, byte arrays only.
+unsafe impl Plain for EthHdr {}
+// SAFETY: `repr(C)` of byte arrays (network-types 0.2: `src`, `dst`, `len`, `check`).
+unsafe impl Plain for UdpHdr {}
+// SAFETY: `repr(C)` of `u8` and byte arrays (network-types 0.2: `flags`, `_reserved1`, `vni`,
+// `_reserved2`).
+unsafe impl Plain for VxlanHdr {}
+
+/// A header that is not wholly inside the frame's bytes at the offset asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct OutOfBounds;
+
+/// The bytes of the frame a program can read directly: `data..data_end` as the hook gave them
+/// ([`crate::hook::Shim::headers`]). Every helper that moves or rewrites packet data makes it
+/// stale (see [`ref_at`]); the verifier refuses any access through a stale one, so take a new
+/// one from the hook after such a call.
+#[derive(Clone, Copy)]
+pub struct Frame {
+    data: usize,
+    data_end: usize,
+}
+
+impl Frame {
+    /// # Safety
+    ///
+    /// `data..data_end` must be the context's packet bounds (its `data` and `data_end`) as
+    /// read after the last helper call that moved packet data.
+    #[inline(always)]
+    pub unsafe fn new(data: usize, data_end: usize) -> Self {
+        Frame { data, data_end }
     }
-    Some(start as *mut T)
 }
 
-/// The IPv4 header after the Ethernet header of a frame of `frame_len` bytes (at TC the
-/// linear part `data..data_end` can be shorter than the frame), and its length in bytes.
-/// `None` if the header is cut short, is not version 4, has an IHL under 5, or a total length
-/// that is shorter than its header or longer than the frame.
+/// The address of a `T` at `offset` bytes into `frame`, if all of it lies inside. The
+/// comparison is written so that the verifier sees the bound on the pointer it checks.
 #[inline(always)]
-pub fn ipv4(data: usize, data_end: usize, frame_len: usize) -> Option<(*mut Ipv4Hdr, usize)> {
-    let ip = ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN)?;
-    let (vihl, tot_len) = unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize) };
-    let header_len = ((vihl & 0x0f) as usize) * 4;
-    if vihl >> 4 != 4
-        || header_len < Ipv4Hdr::LEN
-        || tot_len < header_len
-        || tot_len > frame_len - EthHdr::LEN
-    {
-        return None;
+fn checked<T: Plain>(frame: Frame, offset: usize) -> Result<usize, OutOfBounds> {
+    const { assert!(align_of::<T>() == 1, "frame bytes have no alignment") };
+    let start = frame.data + offset;
+    if start + size_of::<T>() > frame.data_end {
+        return Err(OutOfBounds);
     }
-    Some((ip, header_len))
+    Ok(start)
 }
 
-/// The IPv4 header's fragment bits (`frags` in host order).
+/// A reference to the `T` at `offset` bytes into `frame`, or `OutOfBounds` if any byte of it
+/// lies past the frame's end. Bounds, alignment (1, checked when compiling) and validity
+/// (`T: Plain`) are the accessor's business; what the caller must promise is about time and
+/// aliasing.
+///
+/// # Safety
+///
+/// - `frame` is current: no helper that moves or rewrites packet data ran since the hook gave
+///   it. Those are `bpf_xdp_adjust_head`/`_tail`, `bpf_skb_adjust_room`, `bpf_skb_change_tail`,
+///   `bpf_skb_pull_data`, `bpf_skb_store_bytes` and `bpf_l3_csum_replace`/`bpf_l4_csum_replace`:
+///   every `Shim` method that changes the frame, and `Shim::headers` itself at TC.
+/// - The reference is not used after such a call, nor held as an argument of a function that
+///   makes one: re-derive it from a new frame instead. (The verifier refuses a moved pointer,
+///   but not a value the compiler kept from before a rewrite.)
+/// - No `&mut` to any of its bytes lives while it does.
 #[inline(always)]
-pub fn ipv4_frags(ip: *const Ipv4Hdr) -> u16 {
-    unsafe { u16::from_be_bytes((*ip).frags) }
+pub unsafe fn ref_at<'a, T: Plain>(frame: Frame, offset: usize) -> Result<&'a T, OutOfBounds> {
+    let start = checked::<T>(frame, offset)?;
+    // SAFETY: `start..start + size_of::<T>()` lies inside the frame's bytes (checked), `T` has
+    // alignment 1 and every bit pattern is a `T` (`Plain`); the caller promises the frame is
+    // current and that nothing writes these bytes while the reference lives.
+    Ok(unsafe { &*(start as *const T) })
 }
 
-/// True if the IPv4 header at `ip` has Don't Fragment set.
+/// A mutable reference to the `T` at `offset` bytes into `frame`, or `OutOfBounds` if any
+/// byte of it lies past the frame's end.
+///
+/// # Safety
+///
+/// As for [`ref_at`], and: no other reference (shared or mutable) to any of its bytes lives
+/// while it does. Two references may be held together only if their bytes do not overlap
+/// (the Ethernet and the IP header, say).
 #[inline(always)]
-pub fn ipv4_dont_fragment(ip: *const Ipv4Hdr) -> bool {
-    ipv4_frags(ip) & IPV4_DF != 0
-}
-
-/// Source then destination port of the TCP or UDP header at `l4`; for ICMP echo, the
-/// identifier on the requester's side (request: as source port, reply: as destination); zeros
-/// for anything else. `None` if the header is cut short.
-#[inline(always)]
-pub fn l4_ports(l4: usize, data_end: usize, proto: u8) -> Option<[u8; 4]> {
-    const ICMP_ECHO_REPLY: u8 = 0;
-    const ICMP_ECHO_REQUEST: u8 = 8;
-    match proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            let p = ptr_at::<[u8; 4]>(l4, data_end, 0)?;
-            Some(unsafe { *p })
-        }
-        IPPROTO_ICMP => {
-            let p = ptr_at::<[u8; L4_LEN]>(l4, data_end, 0)?;
-            let b = unsafe { *p };
-            Some(match b[0] {
-                ICMP_ECHO_REQUEST => [b[4], b[5], 0, 0],
-                ICMP_ECHO_REPLY => [0, 0, b[4], b[5]],
-                _ => [0; 4],
-            })
-        }
-        _ => Some([0; 4]),
-    }
+pub unsafe fn ref_mut_at<'a, T: Plain>(
+    frame: Frame,
+    offset: usize,
+) -> Result<&'a mut T, OutOfBounds> {
+    let start = checked::<T>(frame, offset)?;
+    // SAFETY: as in `ref_at`; the caller also promises that no other reference reaches these
+    // bytes while this one lives.
+    Ok(unsafe { &mut *(start as *mut T) })
 }

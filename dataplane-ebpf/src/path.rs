@@ -1,33 +1,70 @@
 //! The packet path, top to bottom, for either hook (`hook::Shim` says how each hook does the
-//! few things that differ) and either kind of interface (`route::Role`):
+//! few things that differ) and either kind of interface ([`Role`]). This file holds what every
+//! address family shares; the family's own steps are in its module (`crate::ipv4`):
 //!
-//! 1. route: parse Ethernet and IPv4, check a workload's source address, keep for the kernel
-//!    what is its own, look the destination up (or recognise VXLAN from a known tunnel
-//!    endpoint on the underlay);
-//! 2. VXLAN for this host: strip the tunnel, route the inner packet (a local workload only);
-//!    a workload's connection to a service: give it its backend (`services`), route again;
-//! 3. policy: the sending workload's egress rules (on its own host) and a local destination's
+//! 1. the Ethernet step ([`network_layer`]): what is not for the programs goes to the kernel
+//!    or, from a workload, is dropped; the rest goes to its family's path;
+//! 2. the family's route step: check a workload's source address, keep for the kernel what is
+//!    its own, look the destination up (or recognise VXLAN from a known tunnel endpoint on the
+//!    underlay);
+//! 3. VXLAN for this host: strip the tunnel ([`decapsulate`]), route the inner packet (a local
+//!    workload only); a workload's connection to a service: give it its backend, route again;
+//! 4. policy: the sending workload's egress rules (on its own host) and a local destination's
 //!    ingress rules, also on what goes to the kernel, so no frame to or from a workload under
 //!    policy leaves unpoliced;
-//! 4. to a remote VTEP: encapsulate (or answer "fragmentation needed" if it will not fit);
-//!    otherwise redirect, give a backend's reply to a local client its service's address,
-//!    rewrite MACs and TTL.
-use dataplane_common::{
-    Counter, NextHop, NextHopKind,
-    policy::FlowKey,
-    services::{Endpoint, ServiceValue},
-};
+//! 5. to a remote VTEP: encapsulate ([`encapsulate`]; or answer "fragmentation needed" if it
+//!    will not fit); otherwise redirect, give a backend's reply to a local client its service's
+//!    address, rewrite MACs and TTL.
+use dataplane_common::{Counter, NextHop};
 
 use crate::{
     counters::{Outcome, count},
-    decision::Decision,
-    hook::{Shim, Side},
-    icmp,
-    parse::{ENCAP_HEADERS_LEN, EthHdr, HEADERS_LEN, Ipv4Hdr, ipv4_dont_fragment, ptr_at},
-    policy,
-    route::{Ingress, Pass, Role, decrement_ttl, only_to_local_workload, rewrite, route},
-    services, vxlan,
+    hook::Shim,
+    ipv4,
+    parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, EthHdr, Frame, ref_at},
+    vxlan,
 };
+
+/// What the interface a frame arrived on faces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// One local workload (its host-side veth): everything from it is checked as coming from
+    /// that workload.
+    Workload,
+    /// Other hosts and the outside: tunnels end here.
+    Underlay,
+}
+
+/// The interface a frame arrived on.
+#[derive(Clone, Copy)]
+pub struct Ingress {
+    pub role: Role,
+    pub ifindex: u32,
+}
+
+/// Which routing of the frame this is: a frame is routed once as it arrived, and once more
+/// after a tunnel is stripped or a service's backend written in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// As it arrived.
+    Arrived,
+    /// The inner frame of a tunnel this host ended, which only a local workload may receive:
+    /// the host-address lookup is left out for it, since a host address is no workload's route
+    /// and the frame is refused either way.
+    Decapsulated,
+    /// A workload's packet given its service's backend: its source was checked on arrival
+    /// and a connection is translated once, so neither is looked up again.
+    Translated,
+}
+
+/// The network protocols the programs route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+}
+
+/// Bytes of header the route steps read (the longest of the families').
+pub const HEADERS_LEN: usize = ipv4::HEADERS_LEN;
 
 /// What happens to the frame the hook `h` holds, which arrived on an interface facing `role`.
 #[inline(always)]
@@ -44,194 +81,87 @@ pub fn process<H: Shim>(h: &H, role: Role) -> Outcome {
         role,
         ifindex: h.arrived_on(),
     };
-    let (data, data_end) = h.headers(HEADERS_LEN);
-    match route(data, data_end, h.frame_len(), from, Pass::Arrived) {
-        Decision::Decap { strip } => decapsulate(h, strip, from),
-        Decision::ToService { service, flow, ip } => to_service(h, &service, &flow, ip, from),
-        decision => forward(h, decision, from, false),
+    let frame = h.headers(HEADERS_LEN);
+    match network_layer(frame, role) {
+        Ok(Family::Ipv4) => ipv4::process(h, frame, from),
+        Err(outcome) => outcome,
     }
 }
 
-/// Sends a workload's `flow` to a service on to the service's backend for it: the
-/// destination rewritten, the packet routed again.
+/// The Ethernet step: which family the frame in `frame` carries, if it is unicast to a
+/// family the programs route; otherwise how it leaves. ARP, broadcast and multicast go to the
+/// kernel; so does any other protocol from the underlay, but not from a workload: it speaks
+/// IPv4 and ARP only, and nothing else of its may reach the kernel, which could forward it
+/// where no policy looks.
 #[inline(always)]
-fn to_service<H: Shim>(
-    h: &H,
-    service: &ServiceValue,
-    flow: &FlowKey,
-    ip: *mut Ipv4Hdr,
-    from: Ingress,
-) -> Outcome {
-    let (_, data_end) = h.headers(0);
-    let opens = services::opens_a_connection(flow.proto, ip as usize + Ipv4Hdr::LEN, data_end);
-    let backend = match services::backend_for(H::HOOK, flow, service, opens) {
-        Ok(backend) => backend,
-        Err(reason) => return Outcome::Drop(reason),
+pub fn network_layer(frame: Frame, role: Role) -> Result<Family, Outcome> {
+    // SAFETY: `frame` is current (the caller's, as every `Frame`), the reference is read at
+    // once and dropped, and nothing else refers to the frame meanwhile.
+    let (ether_type, dst_mac0) = match unsafe { ref_at::<EthHdr>(frame, 0) } {
+        Ok(eth) => (eth.ether_type, eth.dst_addr[0]),
+        Err(_) => return Err(Outcome::Pass(Counter::PassMalformed)),
     };
-    let front = Endpoint {
-        addr: flow.dst,
-        port: flow.dport,
-        _pad: [0; 2],
-    };
-    if !h.translate(ip, data_end, Side::Destination, &front, &backend) {
-        return Outcome::Drop(Counter::DropAdjustFailed);
+    if ether_type == ETHERTYPE_ARP {
+        return Err(Outcome::Pass(Counter::PassArp));
     }
-    let (data, data_end) = h.headers(HEADERS_LEN);
-    let translated = route(data, data_end, h.frame_len(), from, Pass::Translated);
-    forward(h, translated, from, false)
+    if ether_type != ETHERTYPE_IPV4 {
+        return Err(match role {
+            Role::Workload => Outcome::Drop(Counter::DropNotIpFromWorkload),
+            Role::Underlay => Outcome::Pass(Counter::PassNotIpv4),
+        });
+    }
+    if dst_mac0 & 1 != 0 {
+        // Broadcast or multicast: the kernel's to handle (it does not forward them).
+        return Err(Outcome::Pass(Counter::PassNotUnicast));
+    }
+    Ok(Family::Ipv4)
 }
 
-/// Strips the tunnel of a VXLAN frame for this host and routes the inner packet, which only a
-/// local workload may receive.
+/// Strips the tunnel of a VXLAN frame for this host (its first `strip` bytes) and routes the
+/// inner packet, which only a local workload may receive: anything else the inner frame is
+/// (not unicast, of no family the programs route) is refused.
 #[inline(always)]
-fn decapsulate<H: Shim>(h: &H, strip: usize, from: Ingress) -> Outcome {
+pub fn decapsulate<H: Shim>(h: &H, strip: usize, from: Ingress) -> Outcome {
     if !h.pop_tunnel(strip) {
         return Outcome::Drop(Counter::DropAdjustFailed);
     }
     count(H::HOOK, Counter::VxlanDecap);
-    let (data, data_end) = h.headers(HEADERS_LEN);
-    let inner = only_to_local_workload(route(
-        data,
-        data_end,
-        h.frame_len(),
-        from,
-        Pass::Decapsulated,
-    ));
-    forward(h, inner, from, true)
-}
-
-/// Carries out a routing decision: policy first, then encapsulation or a routed hop.
-#[inline(always)]
-fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool) -> Outcome {
-    let (nh, eth, ip) = match decision {
-        Decision::Forward { nh, eth, ip } => (nh, eth, ip),
-        Decision::ToKernel { reason, ip } => return to_kernel(h, reason, ip, from),
-        Decision::Pass(reason) => return Outcome::Pass(reason),
-        Decision::Drop(reason) => return Outcome::Drop(reason),
-        // A tunnel inside a tunnel: the hooks decapsulate once.
-        Decision::Decap { .. } => return Outcome::Drop(Counter::DropVxlanInner),
-        // A backend that is itself a service (the loader refuses such a table).
-        Decision::ToService { .. } => return Outcome::Drop(Counter::DropServiceNoBackend),
-    };
-    let (_, data_end) = h.headers(0);
-    let from_workload = from.role == Role::Workload;
-    if let Err(reason) = policy::admit(
-        H::HOOK,
-        ip,
-        data_end,
-        from_workload,
-        nh.is(NextHopKind::Local),
-    ) {
-        return Outcome::Drop(reason);
-    }
-    if nh.is(NextHopKind::Vxlan) {
-        return encapsulate(h, &nh, ip);
-    }
-    // Redirect first: it only records the target, so a failure leaves the frame untouched.
-    if !h.redirect(&nh) {
-        return H::redirect_failed(decapsulated);
-    }
-    let (eth, ip) = if nh.is(NextHopKind::Local) && services::in_use() {
-        match from_service(h, eth, ip) {
-            Ok(headers) => headers,
-            Err(reason) => return Outcome::Drop(reason),
-        }
-    } else {
-        (eth, ip)
-    };
-    rewrite(eth, ip, &nh);
-    Outcome::Redirected {
-        egress: nh.ifindex,
-        egress_slot: nh.egress_slot,
-        encapsulated: false,
+    let frame = h.headers(HEADERS_LEN);
+    match network_layer(frame, from.role) {
+        Ok(Family::Ipv4) => ipv4::process_decapsulated(h, frame, from),
+        Err(_) => Outcome::Drop(Counter::DropVxlanInner),
     }
 }
 
-/// Gives a backend's reply to a local client the service address the client connected to as
-/// its source; any other packet is left as it is. Returns the headers, re-derived if the frame
-/// was rewritten.
+/// Pushes the outer headers for the remote VTEP `nh` in front of the frame, whose redirect is
+/// set up and whose packet is ready to go (TTL decremented): UDP source port `sport`, inner
+/// Ethernet type `inner_type`.
 #[inline(always)]
-fn from_service<H: Shim>(
-    h: &H,
-    eth: *mut EthHdr,
-    ip: *mut Ipv4Hdr,
-) -> Result<(*mut EthHdr, *mut Ipv4Hdr), Counter> {
-    let (_, data_end) = h.headers(0);
-    let Some(flow) = services::flow_of(ip, data_end) else {
-        return Ok((eth, ip));
-    };
-    let Some(front) = services::front_for_reply(&flow) else {
-        return Ok((eth, ip));
-    };
-    let backend = Endpoint {
-        addr: flow.src,
-        port: flow.sport,
-        _pad: [0; 2],
-    };
-    if !h.translate(ip, data_end, Side::Source, &backend, &front) {
-        return Err(Counter::DropAdjustFailed);
-    }
-    count(H::HOOK, Counter::ServiceReply);
-    let (data, data_end) = h.headers(HEADERS_LEN);
-    match (
-        ptr_at::<EthHdr>(data, data_end, 0),
-        ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
-    ) {
-        (Some(eth), Some(ip)) => Ok((eth, ip)),
-        _ => Err(Counter::DropAdjustFailed),
-    }
-}
-
-/// Hands an IPv4 packet to the kernel, which may forward it, once policy has had its say: a
-/// workload's packets to the host or out of the cluster meet its egress rules (and are
-/// recorded, so their replies pass its ingress rules); a packet the programs cannot police
-/// (IPv4 options move the ports) is refused if a workload under policy is at either end.
-#[inline(always)]
-fn to_kernel<H: Shim>(h: &H, reason: Counter, ip: *mut Ipv4Hdr, from: Ingress) -> Outcome {
-    let from_workload = from.role == Role::Workload;
-    if reason == Counter::PassIpOptions {
-        if policy::under_policy(ip, from_workload) {
-            return Outcome::Drop(Counter::DropPolicyBypass);
-        }
-        return Outcome::Pass(reason);
-    }
-    if from_workload {
-        let (_, data_end) = h.headers(0);
-        if let Err(refused) = policy::admit(H::HOOK, ip, data_end, true, false) {
-            return Outcome::Drop(refused);
-        }
-    }
-    Outcome::Pass(reason)
-}
-
-/// Pushes the outer headers for the remote VTEP `nh` in front of the packet at `ip`.
-#[inline(always)]
-fn encapsulate<H: Shim>(h: &H, nh: &NextHop, ip: *mut Ipv4Hdr) -> Outcome {
-    if !h.fits_tunnel(nh.mtu) {
-        // With DF the sender learns the tunnel's MTU; without, only fragmentation would do,
-        // which the programs leave to the kernel.
-        if ipv4_dont_fragment(ip) {
-            return icmp::frag_needed(h, nh);
-        }
-        return Outcome::Pass(Counter::PassTooBig);
-    }
-    if !h.redirect(nh) {
-        return H::redirect_failed(false);
-    }
-    let (data, data_end) = h.headers(0);
-    let sport = vxlan::source_port(data, data_end, ip);
-    decrement_ttl(ip);
+pub fn encapsulate<H: Shim>(h: &H, nh: &NextHop, sport: [u8; 2], inner_type: [u8; 2]) -> Outcome {
     if !h.push_tunnel() {
         return Outcome::Drop(Counter::DropAdjustFailed);
     }
-    // Every pointer moved: re-derive from the context.
-    let (data, data_end) = h.headers(ENCAP_HEADERS_LEN);
-    if !vxlan::write_headers(data, data_end, h.frame_len(), nh, sport) {
+    // Every byte moved: a new frame from the context.
+    let frame = h.headers(vxlan::ENCAP_HEADERS_LEN);
+    if !vxlan::write_headers(frame, h.frame_len(), nh, sport, inner_type) {
         return Outcome::Drop(Counter::DropAdjustFailed);
     }
+    redirected(nh, true)
+}
+
+/// The outcome of a frame redirected to `nh` (`encapsulated` if VXLAN headers were pushed).
+#[inline(always)]
+pub fn redirected(nh: &NextHop, encapsulated: bool) -> Outcome {
     Outcome::Redirected {
         egress: nh.ifindex,
         egress_slot: nh.egress_slot,
-        encapsulated: true,
+        encapsulated,
     }
+}
+
+/// Writes the next hop's MACs.
+#[inline(always)]
+pub fn set_macs(eth: &mut EthHdr, nh: &NextHop) {
+    eth.dst_addr = nh.dst_mac;
+    eth.src_addr = nh.src_mac;
 }

@@ -26,6 +26,8 @@ static SOFTIRQ_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SOFTIRQ_VECT
 #[raw_tracepoint(tracepoint = "softirq_entry")]
 pub fn softirq_entry(_ctx: RawTracePointContext) -> i32 {
     if let Some(start) = SOFTIRQ_START.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs; softirqs
+        // do not nest on one CPU, so nothing else writes it meanwhile (user space only reads).
         unsafe { *start = bpf_ktime_get_ns() };
     }
     0
@@ -40,6 +42,8 @@ pub fn softirq_exit(ctx: RawTracePointContext) -> i32 {
     ) else {
         return 0;
     };
+    // SAFETY: this CPU's slots, as in `softirq_entry`; `SOFTIRQ_NS` is indexed by the vector,
+    // which the map lookup bounds-checked.
     unsafe {
         // A zero start means we attached while this softirq already ran: skip its partial time.
         if *start != 0 {

@@ -6,7 +6,7 @@ pub mod xdp;
 
 use dataplane_common::{Hook, NextHop, services::Endpoint};
 
-use crate::{counters::Outcome, parse::Ipv4Hdr};
+use crate::{counters::Outcome, parse::Frame};
 
 /// Which end of a packet a translation rewrites.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,9 +21,10 @@ pub trait Shim {
 
     /// The frame's bytes the program can read directly, pulled so that at least `want` bytes
     /// are there when the frame has them (at TC the linear part can be shorter than the frame;
-    /// at XDP it is the whole frame). Every pointer into the frame must be re-derived from this
-    /// after a helper moved the data.
-    fn headers(&self, want: usize) -> (usize, usize);
+    /// at XDP it is the whole frame). Every reference into the frame must be re-derived from a
+    /// new one after a helper moved or rewrote the data (see `parse::ref_at`); at TC, pulling
+    /// is such a helper.
+    fn headers(&self, want: usize) -> Frame;
 
     /// The frame's full length.
     fn frame_len(&self) -> usize;
@@ -62,19 +63,13 @@ pub trait Shim {
     /// Cuts the frame to its first `len` bytes. False if the kernel refused.
     fn truncate(&self, len: usize) -> bool;
 
-    /// Rewrites the address and port of one side of the TCP or UDP packet whose option-less
-    /// IPv4 header (the caller checked) is at `ip`, right after the Ethernet header, in a frame
-    /// ending at `data_end`, from `from` to `to`, updating the IPv4 and L4 checksums (a UDP
-    /// checksum of zero, none, stays zero). False if the kernel refused or the L4 header is
-    /// cut short. Every pointer into the frame must be re-derived afterwards.
-    fn translate(
-        &self,
-        ip: *mut Ipv4Hdr,
-        data_end: usize,
-        side: Side,
-        from: &Endpoint,
-        to: &Endpoint,
-    ) -> bool;
+    /// Rewrites the address and port of one side of the TCP or UDP (`proto`) packet whose
+    /// option-less IPv4 header (the caller checked) follows the Ethernet header, from `from` to
+    /// `to`, updating the IPv4 and L4 checksums (a UDP checksum of zero, none, stays zero).
+    /// False if the kernel refused or the L4 header is cut short. The caller must hold no
+    /// reference into the frame, and re-derive every one afterwards. (IPv4's: an IPv6 one, with
+    /// no header checksum, would sit beside it.)
+    fn translate_v4(&self, proto: u8, side: Side, from: &Endpoint, to: &Endpoint) -> bool;
 
     /// Sends the frame back out of the interface it came in by (the verdict for it is
     /// `Outcome::Replied`). False if this hook cannot.

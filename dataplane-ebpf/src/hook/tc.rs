@@ -17,34 +17,36 @@ use dataplane_common::{
 use super::{Shim, Side};
 use crate::{
     counters::Outcome,
-    parse::{EthHdr, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr},
+    ipv4,
+    parse::{EthHdr, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: length of the inner L2 header the tunnel carries.
 const ENCAP_L2_ETH_LEN: u64 = (EthHdr::LEN as u64) << 56;
 
-/// Where a translation writes (the helpers take offsets from the frame's start), in a frame whose option-less IPv4 header follows the Ethernet
-/// header: the address and port of `side`, and the L4 checksum of `proto` (TCP or UDP).
+/// Where an IPv4 translation writes (the helpers take offsets from the frame's start), in a
+/// frame whose option-less IPv4 header follows the Ethernet header: the address and port of
+/// `side`, and the L4 checksum of `proto` (TCP or UDP).
 #[derive(Clone, Copy)]
-pub struct NatOffsets {
+pub struct NatOffsetsV4 {
     pub addr: usize,
     pub port: usize,
     pub l4_check: usize,
 }
 
 /// Offset of the IPv4 header checksum.
-pub const IPV4_CHECK_AT: usize = EthHdr::LEN + 10;
+pub const IPV4_CHECK_AT: usize = ipv4::IP_AT + 10;
 
-impl NatOffsets {
+impl NatOffsetsV4 {
     #[inline(always)]
     pub fn of(proto: u8, side: Side) -> Self {
-        let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
+        let l4 = ipv4::L4_AT;
         let (addr, port) = match side {
-            Side::Source => (EthHdr::LEN + 12, l4),
-            Side::Destination => (EthHdr::LEN + 16, l4 + 2),
+            Side::Source => (ipv4::IP_AT + 12, l4),
+            Side::Destination => (ipv4::IP_AT + 16, l4 + 2),
         };
         let l4_check = l4 + if proto == IPPROTO_TCP { 16 } else { 6 };
-        NatOffsets {
+        NatOffsetsV4 {
             addr,
             port,
             l4_check,
@@ -56,13 +58,14 @@ impl Shim for TcContext {
     const HOOK: Hook = Hook::Tc;
 
     #[inline(always)]
-    fn headers(&self, want: usize) -> (usize, usize) {
+    fn headers(&self, want: usize) -> Frame {
         // A failed pull leaves the linear part shorter, and the parsers then refuse the frame.
         let linear = self.data_end() - self.data();
         if linear < want && self.len() as usize > linear {
             let _ = self.pull_data(want as u32);
         }
-        (self.data(), self.data_end())
+        // SAFETY: the context's packet bounds, read after the pull.
+        unsafe { Frame::new(self.data(), self.data_end()) }
     }
 
     #[inline(always)]
@@ -72,16 +75,19 @@ impl Shim for TcContext {
 
     #[inline(always)]
     fn arrived_on(&self) -> u32 {
+        // SAFETY: `skb` is the `__sk_buff` the kernel passed the program, valid while it runs.
         unsafe { (*self.skb.skb).ifindex }
     }
 
     #[inline(always)]
     fn vlan_tagged(&self) -> bool {
+        // SAFETY: as in `arrived_on`.
         unsafe { (*self.skb.skb).vlan_present != 0 }
     }
 
     #[inline(always)]
     fn redirect(&self, nh: &NextHop) -> bool {
+        // SAFETY: the helpers take an ifindex and flags, nothing the kernel does not check.
         let action = unsafe {
             if nh.flags & NH_FLAG_VETH_PEER != 0 {
                 bpf_redirect_peer(nh.ifindex, 0)
@@ -101,6 +107,7 @@ impl Shim for TcContext {
     fn fits_tunnel(&self, mtu: u16) -> bool {
         // A GSO packet's segments shrink by the overhead in adjust_room, so they fit wherever
         // the workload's own segments fit; a single packet must fit the underlay MTU itself.
+        // SAFETY: as in `arrived_on`.
         let gso = unsafe { (*self.skb.skb).gso_size } != 0;
         gso || self.frame_len() - EthHdr::LEN + VXLAN_OVERHEAD as usize <= mtu as usize
     }
@@ -123,11 +130,14 @@ impl Shim for TcContext {
 
     #[inline(always)]
     fn truncate(&self, len: usize) -> bool {
+        // SAFETY: the helper checks the new length against the skb itself; it rewrites packet
+        // data, which the trait's contract makes every caller re-derive.
         unsafe { bpf_skb_change_tail(self.skb.skb, len as u32, 0) == 0 }
     }
 
     #[inline(always)]
     fn send_back(&self) -> bool {
+        // SAFETY: as in `redirect`.
         unsafe { bpf_redirect(self.arrived_on(), 0) == TC_ACT_REDIRECT as i64 }
     }
 
@@ -143,19 +153,11 @@ impl Shim for TcContext {
     }
 
     #[inline(always)]
-    fn translate(
-        &self,
-        ip: *mut Ipv4Hdr,
-        _data_end: usize,
-        side: Side,
-        from: &Endpoint,
-        to: &Endpoint,
-    ) -> bool {
+    fn translate_v4(&self, proto: u8, side: Side, from: &Endpoint, to: &Endpoint) -> bool {
         // The helpers know the skb's checksum state: a CHECKSUM_PARTIAL packet (a workload's
         // GSO traffic) holds only the pseudo-header's sum, which they update as such. They
         // check the offsets against the packet themselves.
-        let proto = unsafe { (*ip).proto };
-        let at = NatOffsets::of(proto, side);
+        let at = NatOffsetsV4::of(proto, side);
         let zero_stays = if proto == IPPROTO_UDP {
             BPF_F_MARK_MANGLED_0 as u64
         } else {

@@ -1,4 +1,4 @@
-//! ICMP "fragmentation needed", built in place of a packet too big for the tunnel and sent
+//! ICMP (v4) "fragmentation needed", built in place of a packet too big for the tunnel and sent
 //! back to its source, so that path MTU discovery works whatever MTU a workload was given
 //! (as Calico's and Cilium's eBPF dataplanes do; the kernel would drop such a packet silently,
 //! having no route for it).
@@ -15,10 +15,11 @@ use dataplane_common::{
     vxlan::{VXLAN_OUTER_TTL, VXLAN_OVERHEAD},
 };
 
+use super::{Headers, IP_AT, IPPROTO_ICMP, Ipv4Hdr, L4_AT, headers_mut};
 use crate::{
     counters::Outcome,
     hook::Shim,
-    parse::{ETHERTYPE_IPV4, EthHdr, IPPROTO_ICMP, Ipv4Hdr, ptr_at},
+    parse::{ETHERTYPE_IPV4, EthHdr, ref_at, ref_mut_at},
 };
 
 /// The quoted part of the packet: its (option-less) IPv4 header and 44 bytes of payload.
@@ -37,18 +38,17 @@ const ICMP_FRAG_NEEDED: u8 = 4;
 #[inline(always)]
 pub fn frag_needed<H: Shim>(h: &H, nh: &NextHop) -> Outcome {
     // What the answer needs of the frame before its front is rewritten: MACs and the source.
-    let (data, data_end) = h.headers(EthHdr::LEN + QUOTE_LEN);
-    let (Some(eth), Some(ip)) = (
-        ptr_at::<EthHdr>(data, data_end, 0),
-        ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
-    ) else {
-        return Outcome::Pass(Counter::PassTooBig);
-    };
-    if ptr_at::<[u8; QUOTE_LEN]>(data, data_end, EthHdr::LEN).is_none() {
+    let frame = h.headers(EthHdr::LEN + QUOTE_LEN);
+    // SAFETY: a frame read just now; both references are only read, before any helper runs,
+    // and the caller holds no `&mut` into the frame it uses afterwards.
+    if unsafe { ref_at::<[u8; QUOTE_LEN]>(frame, IP_AT) }.is_err() {
         return Outcome::Pass(Counter::PassTooBig);
     }
-    let (their_mac, our_mac, source) =
-        unsafe { ((*eth).src_addr, (*eth).dst_addr, (*ip).src_addr) };
+    // SAFETY: as above.
+    let Ok(Headers { eth, ip }) = (unsafe { ref_at::<Headers>(frame, 0) }) else {
+        return Outcome::Pass(Counter::PassTooBig);
+    };
+    let (their_mac, our_mac, source) = (eth.src_addr, eth.dst_addr, ip.src_addr);
     let mtu = nh.mtu - VXLAN_OVERHEAD as u16;
 
     // Room for the new IPv4 and ICMP headers in front of the packet, which then sits where
@@ -56,46 +56,45 @@ pub fn frag_needed<H: Shim>(h: &H, nh: &NextHop) -> Outcome {
     if !h.grow_after_ethernet(ADDED) || !h.truncate(ANSWER_LEN) {
         return Outcome::Drop(Counter::DropAdjustFailed);
     }
-    let (data, data_end) = h.headers(ANSWER_LEN);
-    let (Some(eth), Some(ip), Some(icmp)) = (
-        ptr_at::<EthHdr>(data, data_end, 0),
-        ptr_at::<Ipv4Hdr>(data, data_end, EthHdr::LEN),
-        ptr_at::<[u8; ICMP_LEN + QUOTE_LEN]>(data, data_end, EthHdr::LEN + Ipv4Hdr::LEN),
-    ) else {
+    let frame = h.headers(ANSWER_LEN);
+    // SAFETY: a frame read after the helpers above; the two references cover disjoint bytes
+    // (headers 0..34, the ICMP message from 34), and no helper runs while they live.
+    let Ok((eth, ip)) = (unsafe { headers_mut(frame) }) else {
+        return Outcome::Drop(Counter::DropAdjustFailed);
+    };
+    // SAFETY: as above.
+    let Ok(message) = (unsafe { ref_mut_at::<[u8; ICMP_LEN + QUOTE_LEN]>(frame, L4_AT) }) else {
         return Outcome::Drop(Counter::DropAdjustFailed);
     };
     let total = (ADDED + QUOTE_LEN) as u16;
     let fixed = ipv4_fixed_sum(VXLAN_OUTER_TTL, IPPROTO_ICMP, nh.outer_src_ip, source);
     let mtu = mtu.to_be_bytes();
-    unsafe {
-        (*eth).dst_addr = their_mac;
-        (*eth).src_addr = our_mac;
-        (*eth).ether_type = ETHERTYPE_IPV4;
-        (*ip).vihl = 0x45;
-        (*ip).tos = 0;
-        (*ip).tot_len = total.to_be_bytes();
-        (*ip).id = [0, 0];
-        (*ip).frags = [0x40, 0];
-        (*ip).ttl = VXLAN_OUTER_TTL;
-        (*ip).proto = IPPROTO_ICMP;
-        (*ip).check = ipv4_checksum_with_len(fixed, total);
-        (*ip).src_addr = nh.outer_src_ip;
-        (*ip).dst_addr = source;
-        let message = &mut *icmp;
-        message[..ICMP_LEN].copy_from_slice(&[
-            ICMP_DEST_UNREACHABLE,
-            ICMP_FRAG_NEEDED,
-            0,
-            0,
-            0,
-            0,
-            mtu[0],
-            mtu[1],
-        ]);
-        let sum = checksum_of(message);
-        message[2] = sum[0];
-        message[3] = sum[1];
-    }
+    eth.dst_addr = their_mac;
+    eth.src_addr = our_mac;
+    eth.ether_type = ETHERTYPE_IPV4;
+    ip.vihl = 0x45;
+    ip.tos = 0;
+    ip.tot_len = total.to_be_bytes();
+    ip.id = [0, 0];
+    ip.frags = [0x40, 0];
+    ip.ttl = VXLAN_OUTER_TTL;
+    ip.proto = IPPROTO_ICMP;
+    ip.check = ipv4_checksum_with_len(fixed, total);
+    ip.src_addr = nh.outer_src_ip;
+    ip.dst_addr = source;
+    message[..ICMP_LEN].copy_from_slice(&[
+        ICMP_DEST_UNREACHABLE,
+        ICMP_FRAG_NEEDED,
+        0,
+        0,
+        0,
+        0,
+        mtu[0],
+        mtu[1],
+    ]);
+    let sum = checksum_of(message);
+    message[2] = sum[0];
+    message[3] = sum[1];
     if !h.send_back() {
         return Outcome::Drop(Counter::DropRedirectError);
     }
