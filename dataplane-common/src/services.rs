@@ -65,9 +65,13 @@ mod pod {
     // SAFETY: each is `repr(C)`, has no padding (see the size tests) and every bit pattern of
     // its fields is valid.
     unsafe impl aya::Pod for super::ServiceKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ServiceValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::BackendKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Endpoint {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ServiceFlow {}
 }
 

@@ -147,6 +147,7 @@ fn kill_processes_in(name: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: kill(2) takes plain integers and touches no memory of ours.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
@@ -168,6 +169,7 @@ pub fn sweep_stale() {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
+        // SAFETY: kill(2) with signal 0 only checks that the process exists; plain integers.
         let alive = unsafe { libc::kill(pid, 0) == 0 };
         if !alive {
             kill_processes_in(name);

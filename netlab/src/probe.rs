@@ -171,6 +171,8 @@ pub fn tcp_crr(
             .collect();
         while !server_done.load(Ordering::Relaxed) {
             // Asleep until a connection arrives (or 100 ms pass, to notice the end).
+            // SAFETY: `fds` is a live, initialised array of `fds.len()` pollfds that poll(2)
+            // may write `revents` into; nothing else uses it during the call.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
             if ready <= 0 {
                 continue;
@@ -232,8 +234,12 @@ const PROBE_CPU: usize = 0;
 
 /// Pins the calling thread to [`PROBE_CPU`].
 fn pin_to_probe_cpu() -> Result<()> {
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeros is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `PROBE_CPU` is below the set's capacity (CPU_SETSIZE, 1024), and `set` is ours.
     unsafe { libc::CPU_SET(PROBE_CPU, &mut set) };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed, only read by the call; pid 0
+    // is the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     anyhow::ensure!(
         rc == 0,

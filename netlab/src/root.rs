@@ -9,6 +9,7 @@ pub const REQUIRE_ENV: &str = "DATAPLANE_REQUIRE_ROOT_TESTS";
 /// (or panics, when [`REQUIRE_ENV`] is set) and returns false. The test is named by its thread,
 /// which the test harness names after it.
 pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes nothing and always succeeds.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }

@@ -153,6 +153,7 @@ fn debian_packages() -> Result<()> {
         println!("setup: Debian packages present");
         return Ok(());
     }
+    // SAFETY: geteuid(2) takes nothing and always succeeds.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
             "missing Debian packages: {} (run `cargo xtask setup` as root)",
