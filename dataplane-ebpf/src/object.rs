@@ -9,6 +9,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY (of the two attributes): a plain byte array, in the section the loader reads the
+// license from, under a name nothing else in the object uses.
 #[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

@@ -15,6 +15,11 @@ pub enum Side {
     Destination,
 }
 
+/// The contract with the frame's references: the methods that change the frame
+/// (`push_tunnel`, `pop_tunnel`, `grow_after_ethernet`, `truncate`, `translate_v4`, and
+/// `headers` itself at TC, which may pull) make every `Frame` and every reference into the
+/// frame stale. Callers hold none across them and take a new `Frame` from `headers` after
+/// (see `parse::ref_at`). The others (`redirect`, `send_back`, the reads) leave the frame alone.
 pub trait Shim {
     /// Whose counters count.
     const HOOK: Hook;
