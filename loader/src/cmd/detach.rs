@@ -5,11 +5,7 @@ use std::{
 };
 
 use anyhow::Result;
-use dataplane::{
-    common::maps::program_names,
-    kernel::pins::PinDir,
-    system::netinfo,
-};
+use dataplane::{common::maps::program_names, kernel::pins::PinDir, system::netinfo};
 use tracing::{info, warn};
 
 use crate::state::{self, StateError};
