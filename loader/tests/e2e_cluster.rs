@@ -85,15 +85,7 @@ fn wait_until(what: &str, within: Duration, ok: impl Fn() -> bool) -> Duration {
 
 /// The prefixes in a host's route map (none until its loader is up).
 fn prefixes(netns: &str) -> BTreeSet<String> {
-    let out = loader(&["routes", "--json", "--netns", netns]);
-    if !out.status.success() {
-        return BTreeSet::new();
-    }
-    let table: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    table
-        .iter()
-        .map(|r| r["prefix"].as_str().unwrap().to_string())
-        .collect()
+    prefixes_of(&routes_or_none(netns))
 }
 
 /// Starts host `n`'s loader in cluster mode; its log goes to a file.
@@ -215,15 +207,7 @@ fn hosts_share_routes_through_etcd_and_survive_its_outage() {
         "three hosts: all routes in place {:.1} s after the loaders started",
         started.elapsed().as_secs_f64()
     );
-    let kinds: Vec<(String, String)> = routes(fabric.hosts[&1].ns.name())
-        .iter()
-        .map(|r| {
-            (
-                r["prefix"].as_str().unwrap().into(),
-                r["kind"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let kinds = field_pairs(&routes(fabric.hosts[&1].ns.name()), "prefix", "kind");
     assert!(
         kinds.contains(&(host_prefix(2), "vxlan".into())),
         "{kinds:?}"

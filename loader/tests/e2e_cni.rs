@@ -17,7 +17,7 @@ use dataplane::model::route_table::Attach;
 use netlab::{
     netns::{ChildGuard, Netns, in_netns, veth_between},
     podman::{NetworkSpec, Podman},
-    topology::{Options, Workload},
+    topology::Workload,
     traffic::{Proto, iperf3},
 };
 
@@ -37,11 +37,7 @@ impl CniBed {
 
     /// With `extra0` arguments for host 0's loader, and the policy `policy1` for host 1.
     fn build_with(extra0: &[&str], policy1: Option<&str>) -> Option<Self> {
-        let bed = TestBed::build(&Options {
-            workloads_per_host: 0,
-            ..Options::default()
-        })?;
-        bed.set_kernel_forward_policy("DROP").unwrap();
+        let bed = TestBed::routed(0, Attach::Tc)?.forward_drop();
         let podman = (0..2)
             .map(|i| {
                 let spec = NetworkSpec {
@@ -58,13 +54,7 @@ impl CniBed {
             })
             .collect();
         let loaders = vec![
-            Some(start_loader_with(
-                &bed.topo,
-                0,
-                Attach::Tc,
-                &bed.dir,
-                extra0,
-            )),
+            Some(bed.start_loader_with(0, Attach::Tc, extra0)),
             Some(match policy1 {
                 Some(policy) => bed.start_loader_with_policy(1, Attach::Tc, policy),
                 None => bed.start_loader(1, Attach::Tc),
@@ -637,10 +627,7 @@ fn json_of(out: &Output) -> serde_json::Value {
 
 #[test]
 fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
-    let Some(bed) = TestBed::build(&Options {
-        workloads_per_host: 0,
-        ..Options::default()
-    }) else {
+    let Some(bed) = TestBed::routed(0, Attach::Tc) else {
         return;
     };
     let _loader = bed.start_loader(0, Attach::Tc);

@@ -5,38 +5,12 @@ mod common;
 
 use common::*;
 use dataplane::model::route_table::Attach;
-use netlab::{
-    topology::{Options, Overlay},
-    traffic::ping,
-};
+use netlab::traffic::ping;
 use std::{collections::BTreeSet, path::PathBuf, thread, time::Duration};
 
 /// The calling root test's bed, routed, kernel forwarding closed (None: skipped).
 fn routed_topology(workloads_per_host: usize) -> Option<TestBed> {
-    let bed = TestBed::build(&Options {
-        workloads_per_host,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })?;
-    bed.set_kernel_forward_policy("DROP").unwrap();
-    Some(bed)
-}
-
-/// IDs of the links the kernel holds for program `prog_id`.
-fn link_ids_of_program(prog_id: u64) -> BTreeSet<u64> {
-    bpftool_json(&["link", "show"])
-        .iter()
-        .filter(|l| l["prog_id"].as_u64() == Some(prog_id))
-        .filter_map(|l| l["id"].as_u64())
-        .collect()
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    assert_eq!(
-        unsafe { libc::kill(pid as i32, sig) },
-        0,
-        "kill({pid}, {sig})"
-    );
+    TestBed::routed(workloads_per_host, Attach::Tc).map(TestBed::forward_drop)
 }
 
 #[test]
@@ -44,7 +18,7 @@ fn the_dataplane_outlives_its_loader_and_a_restarted_loader_adopts_it_without_lo
     let Some(topo) = routed_topology(1) else {
         return;
     };
-    let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+    let (h0, h1) = (topo.host(0), topo.host(1));
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     let loader0 = topo.start_loader(0, Attach::Tc);
     let loader1 = topo.start_loader(1, Attach::Tc);
@@ -147,23 +121,13 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     let host = &topo.hosts[0];
     let h0 = host.ns.name();
     let (a1, a2) = (&host.workloads[0], &host.workloads[1]);
-    let dir = &topo.dir;
-    let path = dir.join("host0.routes");
     let table = topo.route_table(0, Attach::Tc);
     let routes_in = |t: &str| t.lines().filter(|l| l.starts_with("route ")).count();
     assert_eq!(routes_in(&table), 3);
 
     // At start: a table that does not fit is refused before anything is pinned or attached.
-    std::fs::write(&path, &table).unwrap();
-    let stderr = refused(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
-        h0,
-        "--max-routes",
-        "2",
-    ]);
+    let path = topo.write_routes(0, &table);
+    let stderr = refused(&run_args(&path, h0, &["--max-routes", "2"]));
     assert!(
         stderr.contains("needs 3 entries in map ROUTES, which holds 2"),
         "{stderr}"
@@ -174,17 +138,11 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     );
 
     // Running with room for exactly 3: a fourth route is refused whole, counted, logged.
-    let guard = spawn_loader(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
+    let guard = spawn_loader(&run_args(
+        &path,
         h0,
-        "--max-routes",
-        "3",
-        "--metrics",
-        "127.0.0.1:9465",
-    ]);
+        &["--max-routes", "3", "--metrics", "127.0.0.1:9465"],
+    ));
     wait_for_routes(h0, 3);
     assert!(ping(&a1.ns, a2.addr, 2).unwrap(), "same-host path up");
     let before = routes(h0);
@@ -210,22 +168,14 @@ fn a_table_bigger_than_the_route_map_is_refused_whole_logged_and_counted() {
     // The loader is killed; one restarted with another size is refused, and the pinned
     // dataplane goes on as it was.
     signal(guard.pid(), libc::SIGKILL);
-    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    let log = log_of(guard);
     assert!(
         log.contains("needs 4 entries in map ROUTES, which holds 3")
             && log.contains("route table not applied"),
         "log of the refusal:\n{log}"
     );
     std::fs::write(&path, &table).unwrap();
-    let stderr = refused(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
-        h0,
-        "--max-routes",
-        "100",
-    ]);
+    let stderr = refused(&run_args(&path, h0, &["--max-routes", "100"]));
     assert!(
         stderr.contains("has capacity 3, this loader needs 100"),
         "{stderr}"
@@ -244,17 +194,15 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
     let host = &topo.hosts[0];
     let h0 = host.ns.name();
     let (a, b) = (&host.workloads[0], &topo.hosts[1].workloads[0]);
-    let dir = &topo.dir;
     // Host 0's file declares the interfaces and its own workload; the route to host 1 is to
     // come from the kernel.
-    let path = dir.join("host0.routes");
     let local_only: String = topo
         .route_table(0, Attach::Tc)
         .lines()
         .filter(|l| !l.contains(" via "))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&path, &local_only).unwrap();
+    let path = topo.write_routes(0, &local_only);
     // Routes the filter must leave alone: another protocol, outside the prefixes, the
     // default route, and the link route of eth0 (protocol kernel) that is there already.
     for args in [
@@ -267,24 +215,19 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
         host.ns.ip(&cmd).unwrap();
     }
     let _loader1 = topo.start_loader(1, Attach::Tc);
-    let guard = spawn_loader(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
+    let guard = spawn_loader(&run_args(
+        &path,
         h0,
-        "--routes-from-kernel",
-        "--kernel-proto",
-        "static",
-        "--kernel-prefix",
-        "198.18.0.0/16",
-    ]);
+        &[
+            "--routes-from-kernel",
+            "--kernel-proto",
+            "static",
+            "--kernel-prefix",
+            "198.18.0.0/16",
+        ],
+    ));
     wait_for_routes(h0, 1);
-    let prefixes = |t: &[serde_json::Value]| -> Vec<String> {
-        t.iter()
-            .map(|r| r["prefix"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let prefixes = prefixes_of::<Vec<String>>;
     // `ip route add` made the route to host 1 with protocol boot: not taken.
     assert_eq!(prefixes(&routes(h0)), vec!["198.18.1.2/32"]);
     assert!(!ping(&a.ns, b.addr, 1).unwrap(), "no route to host 1 yet");
@@ -328,7 +271,7 @@ fn routes_from_the_kernel_are_mirrored_filtered_and_followed() {
     );
 
     detach(h0);
-    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    let log = log_of(guard);
     assert!(log.contains("following the kernel's routes"), "{log}");
 }
 
@@ -339,25 +282,15 @@ fn the_programs_log_why_they_pass_a_frame_when_asked() {
     };
     let host = &topo.hosts[0];
     let h0 = host.ns.name();
-    let dir = &topo.dir;
-    let path = dir.join("host0.routes");
-    std::fs::write(&path, topo.route_table(0, Attach::Tc)).unwrap();
-    let guard = spawn_loader(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
-        h0,
-        "--ebpf-log",
-        "debug",
-    ]);
+    let path = topo.write_routes(0, &topo.route_table(0, Attach::Tc));
+    let guard = spawn_loader(&run_args(&path, h0, &["--ebpf-log", "debug"]));
     wait_for_routes(h0, 2);
     // No route for 198.18.9.9: the program hands the frame to the kernel (which drops it,
     // FORWARD DROP) and says why.
     assert!(!ping(&host.workloads[0].ns, "198.18.9.9".parse().unwrap(), 1).unwrap());
     thread::sleep(Duration::from_millis(500));
     detach(h0);
-    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    let log = log_of(guard);
     assert!(
         log.lines().any(|l| l.contains("DEBUG")
             && l.contains("passed a frame to the kernel: hook=tc reason=pass_no_route")),
@@ -389,20 +322,11 @@ fn the_control_plane_holds_against_idle_clients_slow_writers_and_recycled_pids()
     let Some(topo) = routed_topology(2) else {
         return;
     };
-    let h0 = topo.hosts[0].ns.name();
-    let path = topo.dir.join("host0.routes");
+    let h0 = topo.host(0);
     let full = topo.route_table(0, Attach::Tc);
-    std::fs::write(&path, &full).unwrap();
+    let path = topo.write_routes(0, &full);
     let metrics_addr = "127.0.0.1:9466";
-    let guard = spawn_loader(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
-        h0,
-        "--metrics",
-        metrics_addr,
-    ]);
+    let guard = spawn_loader(&run_args(&path, h0, &["--metrics", metrics_addr]));
     wait_for_routes(h0, 3);
     // The endpoint opens once the loader has attached and recorded itself, after the maps.
     netlab::netns::in_netns(h0, || {
@@ -439,12 +363,7 @@ fn the_control_plane_holds_against_idle_clients_slow_writers_and_recycled_pids()
     // A slow writer rewrites the table in place, a line every 100 ms; then the file stays
     // empty for two seconds (a truncating writer that stalls). The routes both versions have
     // never leave the map.
-    let routes_now = || -> BTreeSet<String> {
-        routes(h0)
-            .iter()
-            .map(|r| r["prefix"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let routes_now = || -> BTreeSet<String> { prefixes_of(&routes(h0)) };
     let before = routes_now();
     assert_eq!(before.len(), 3);
     let missing = std::sync::Mutex::new(Vec::new());
@@ -482,7 +401,7 @@ fn the_control_plane_holds_against_idle_clients_slow_writers_and_recycled_pids()
     // SIGKILL the loader; its pid goes to another process of this namespace (as a recycled
     // pid would); detach must leave that process alone.
     signal(guard.pid(), libc::SIGKILL);
-    let log = String::from_utf8_lossy(&guard.wait().unwrap().stderr).into_owned();
+    let log = log_of(guard);
     assert!(
         log.contains("would remove more than half of the routes"),
         "the empty file was seen and held back:\n{log}"

@@ -20,7 +20,7 @@ use dataplane::{kernel::inspect::Stats, model::route_table::Attach};
 use netlab::{
     craft::{UdpSink, Wire, at, send_raw, send_udp, udp_frame, vxlan_payload},
     netns::Netns,
-    topology::{Host, Options, Overlay, VXLAN_VNI, Workload},
+    topology::{Host, VXLAN_VNI, Workload},
     traffic::{Proto, iperf3, ping},
 };
 
@@ -58,15 +58,10 @@ fn payloads(got: &[(SocketAddrV4, Vec<u8>)]) -> Vec<String> {
 }
 
 fn isolation(attach: Attach) {
-    let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let Some(bed) = TestBed::build(&Options {
-        workloads_per_host: 2,
-        xdp_ready: attach != Attach::Tc,
-        overlay: Overlay::Vxlan { port: VXLAN_PORT },
-    }) else {
+    let hook = hook_of(attach);
+    let Some(bed) = TestBed::vxlan(2, attach, VXLAN_PORT).map(TestBed::forward_drop) else {
         return;
     };
-    bed.set_kernel_forward_policy("DROP").unwrap();
     let (host0, host1) = (&bed.hosts[0], &bed.hosts[1]);
     let (a1, a2) = (&host0.workloads[0], &host0.workloads[1]);
     let (b1, b2) = (&host1.workloads[0], &host1.workloads[1]);

@@ -17,11 +17,7 @@ use dataplane::model::{
     route_table::Attach,
 };
 use netlab::netfilter as render;
-use netlab::{
-    netns::in_netns,
-    topology::{Options, Overlay, Workload},
-    traffic::ping,
-};
+use netlab::{netns::in_netns, topology::Workload, traffic::ping};
 
 const POLICY: &str = "\
 workload 198.18.1.2 ingress deny egress allow
@@ -154,11 +150,7 @@ fn expected(policy: &Policy, a: &Workload, b: &Workload) -> Vec<bool> {
 
 #[test]
 fn ebpf_and_every_netfilter_rendering_give_every_flow_the_same_verdict() {
-    let Some(topo) = TestBed::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    }) else {
+    let Some(topo) = TestBed::routed(1, Attach::Tc) else {
         return;
     };
     let policy = policy::parse(POLICY).unwrap();
@@ -169,26 +161,13 @@ fn ebpf_and_every_netfilter_rendering_give_every_flow_the_same_verdict() {
 
     // eBPF: the loaders forward (FORWARD DROP: nothing else does), host 0 enforces the policy.
     topo.set_kernel_forward_policy("DROP").unwrap();
-    let dir = &topo.dir;
-    let policy_path = dir.join("host0.policy");
-    std::fs::write(&policy_path, POLICY).unwrap();
-    let config0 = dir.join("host0.routes");
-    std::fs::write(&config0, topo.route_table(0, Attach::Tc)).unwrap();
-    let loader0 = spawn_loader(&[
-        "run",
-        "--config",
-        config0.to_str().unwrap(),
-        "--netns",
-        host0.name(),
-        "--policy",
-        policy_path.to_str().unwrap(),
-    ]);
+    let loader0 = topo.start_loader_with_policy(0, Attach::Tc, POLICY);
     let loader1 = topo.start_loader(1, Attach::Tc);
     wait_for_routes(host0.name(), 2);
     let ebpf = run_matrix(a, b);
     let stats = stats(host0.name());
     detach(host0.name());
-    detach(topo.hosts[1].ns.name());
+    detach(topo.host(1));
     drop((loader0, loader1));
     let denied_flows = want.iter().filter(|w| !**w).count() as u64;
     let denied: u64 = stats.policy_denied.iter().map(|d| d.packets).sum();
@@ -200,22 +179,14 @@ fn ebpf_and_every_netfilter_rendering_give_every_flow_the_same_verdict() {
 
     // iptables, Calico's shape, on host 0; the kernel forwards.
     topo.set_kernel_forward_policy("ACCEPT").unwrap();
-    host0
-        .feed("iptables-restore", &[], &render::iptables(&policy))
-        .unwrap();
-    let iptables = run_matrix(a, b);
-    host0
-        .feed("iptables-restore", &[], "*filter\nCOMMIT\n")
-        .unwrap();
+    let iptables = with_iptables(host0, &render::iptables(&policy), "filter", || {
+        run_matrix(a, b)
+    });
 
     // iptables with the rules in ipsets (the bench's iptables-ipset engine).
     let (sets, rules) = render::iptables_ipset(&policy);
     host0.feed("ipset", &["restore"], &sets).unwrap();
-    host0.feed("iptables-restore", &[], &rules).unwrap();
-    let ipset = run_matrix(a, b);
-    host0
-        .feed("iptables-restore", &[], "*filter\nCOMMIT\n")
-        .unwrap();
+    let ipset = with_iptables(host0, &rules, "filter", || run_matrix(a, b));
 
     // nftables with sets.
     host0

@@ -5,19 +5,12 @@ mod common;
 
 use common::*;
 use dataplane::model::route_table::Attach;
-use netlab::{
-    topology::{Options, Overlay},
-    traffic::ping,
-};
+use netlab::traffic::ping;
 use std::{thread, time::Duration};
 
 fn routed_end_to_end(attach: Attach) {
-    let hook = if attach == Attach::Tc { "tc" } else { "xdp" };
-    let Some(topo) = TestBed::build(&Options {
-        workloads_per_host: 2,
-        xdp_ready: attach != Attach::Tc,
-        overlay: Overlay::Routed,
-    }) else {
+    let hook = hook_of(attach);
+    let Some(topo) = TestBed::routed(2, attach) else {
         return;
     };
     let (a1, a2) = (&topo.hosts[0].workloads[0], &topo.hosts[0].workloads[1]);
@@ -36,7 +29,7 @@ fn routed_end_to_end(attach: Attach) {
 
     let loader0 = topo.start_loader(0, attach);
     let loader1 = topo.start_loader(1, attach);
-    let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+    let (h0, h1) = (topo.host(0), topo.host(1));
     let (workload_program, underlay_program) = if attach == Attach::Tc {
         ("tc_workload", "tc_underlay")
     } else {
@@ -66,15 +59,12 @@ fn routed_end_to_end(attach: Attach) {
     );
 
     // Counters account for the packets exactly: 5 echo requests and 5 replies cross each host.
-    // A warm-up first, so that no ARP delays a reply past ping's interval (ping would then
-    // send a sixth request).
-    assert!(ping(&a1.ns, b1.addr, 1).unwrap(), "warm-up ping");
-    let before = (stats(h0), stats(h1));
-    assert!(
-        ping(&a1.ns, b1.addr, 5).unwrap(),
-        "cross-host ping through the {hook} path"
+    let (before, after) = counted_pings(
+        a1,
+        b1,
+        (h0, h1),
+        &format!("cross-host ping through the {hook} path"),
     );
-    let after = (stats(h0), stats(h1));
     assert_eq!(
         forwarded(&after.0, hook) - forwarded(&before.0, hook),
         10,
@@ -136,12 +126,7 @@ fn routed_end_to_end(attach: Attach) {
 
     // Detach: the loaders exit cleanly and the same traffic fails again.
     for netns in [h0, h1] {
-        let out = loader(&["detach", "--netns", netns]);
-        assert!(
-            out.status.success(),
-            "loader detach: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        detach(netns);
     }
     for guard in [loader0, loader1] {
         let out = guard.wait().unwrap();
@@ -178,11 +163,7 @@ fn routed_forwarding_with_tc_attach() {
 
 #[test]
 fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
-    let Some(topo) = TestBed::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    }) else {
+    let Some(topo) = TestBed::routed(1, Attach::Tc) else {
         return;
     };
     let host = &topo.hosts[0];
@@ -204,13 +185,7 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
     for (table, expected) in cases {
         let path = dir.join("bad.routes");
         std::fs::write(&path, table).unwrap();
-        let out = loader(&[
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--netns",
-            host.ns.name(),
-        ]);
+        let out = loader(&run_args(&path, host.ns.name(), &[]));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "loader must refuse:\n{table}");
         assert!(
@@ -239,13 +214,7 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
         );
     }
     // The second case reports the unanswered next hop too, by its line.
-    let out = loader(&[
-        "run",
-        "--config",
-        dir.join("bad.routes").to_str().unwrap(),
-        "--netns",
-        host.ns.name(),
-    ]);
+    let out = loader(&run_args(&dir.join("bad.routes"), host.ns.name(), &[]));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains(":4: no MAC address for 198.19.0.99 on `eth0`")
@@ -254,19 +223,12 @@ fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
 
 #[test]
 fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
-    let Some(topo) = TestBed::build(&Options {
-        workloads_per_host: 2,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    }) else {
+    let Some(topo) = TestBed::routed(2, Attach::Tc).map(TestBed::forward_drop) else {
         return;
     };
-    topo.set_kernel_forward_policy("DROP").unwrap();
     let host = &topo.hosts[0];
     let (a1, a2) = (&host.workloads[0], &host.workloads[1]);
     let h0 = host.ns.name();
-    let dir = &topo.dir;
-    let path = dir.join("host0.routes");
     let full = topo.route_table(0, Attach::Tc);
     // Start without the route to the second workload: same-host traffic has no path.
     let without: String = full
@@ -274,24 +236,9 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
         .filter(|l| !l.contains("198.18.1.3/32"))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&path, &without).unwrap();
-    let guard = spawn_loader(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--netns",
-        h0,
-        "--metrics",
-        "127.0.0.1:9464",
-    ]);
-    assert!(
-        routes_become(h0, Duration::from_secs(30), |t| has_route(
-            t,
-            "198.18.1.2/32"
-        )),
-        "loader up"
-    );
-    wait_until_up(h0);
+    let path = topo.write_routes(0, &without);
+    let guard = spawn_loader(&run_args(&path, h0, &["--metrics", "127.0.0.1:9464"]));
+    wait_for_table(h0, "held 198.18.1.2/32", |t| has_route(t, "198.18.1.2/32"));
     assert!(
         !ping(&a1.ns, a2.addr, 1).unwrap(),
         "no route to 198.18.1.3 yet"
@@ -349,8 +296,7 @@ fn the_loader_follows_its_route_table_and_keeps_the_last_good_one() {
     );
 
     detach(h0);
-    let out = guard.wait().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = log_of(guard);
     assert!(
         log.contains("route added") && log.contains("198.18.1.3/32"),
         "log of the added route:\n{log}"
@@ -387,35 +333,23 @@ fn applied_lines(log: &str) -> Vec<(usize, usize, f64)> {
 
 #[test]
 fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
-    let Some(topo) = TestBed::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    }) else {
+    let Some(topo) = TestBed::routed(1, Attach::Tc).map(TestBed::forward_drop) else {
         return;
     };
-    topo.set_kernel_forward_policy("DROP").unwrap();
-    let dir = &topo.dir;
-    let log_path = dir.join("loader0.log");
-    let path = dir.join("host0.routes");
+    let log_path = topo.dir.join("loader0.log");
     let base = topo.route_table(0, Attach::Tc);
-    std::fs::write(&path, &base).unwrap();
-    let h0 = topo.hosts[0].ns.name();
+    let path = topo.write_routes(0, &base);
+    let h0 = topo.host(0);
     // Host 0's log goes to a file: 10 000 lines would fill a pipe nobody drains.
     let child = loader_cmd()
-        .args(["run", "--config", path.to_str().unwrap(), "--netns", h0])
+        .args(run_args(&path, h0, &[]))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let loader0 = netlab::netns::ChildGuard::from_child(child, "loader 0");
     let loader1 = topo.start_loader(1, Attach::Tc);
-    let count_is = |n: usize| move |t: &[serde_json::Value]| t.len() == n;
-    assert!(
-        routes_become(h0, Duration::from_secs(30), count_is(2)),
-        "loader 0 up"
-    );
-    wait_until_up(h0);
+    wait_for_routes(h0, 2);
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     assert!(ping(&a.ns, b.addr, 2).unwrap(), "path up before the churn");
 
@@ -431,7 +365,7 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
     // While the stream runs, progress is read from the loader's log (a cheap file read), not
     // by dumping 10 000 routes every few milliseconds, which would load this 2-core machine
     // far more than the loader does.
-    let hosts = [h0, topo.hosts[1].ns.name()];
+    let hosts = [h0, topo.host(1)];
     let before = PathCounts::read(&hosts, &b.ns);
     let (stream, routes_at_peak) = thread::scope(|s| {
         let stream = s.spawn(|| udp_100m(a, b, 8).expect("iperf3 UDP through the churn"));
@@ -453,7 +387,7 @@ fn ten_thousand_routes_come_and_go_while_an_untouched_stream_loses_nothing() {
     );
 
     detach(h0);
-    detach(topo.hosts[1].ns.name());
+    detach(topo.host(1));
     drop(loader0);
     drop(loader1);
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -26,7 +26,7 @@ use dataplane::model::{
 use netlab::{
     kube_proxy,
     netns::in_netns,
-    topology::{Options, Overlay, Topology, Workload},
+    topology::{Topology, Workload},
 };
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -220,11 +220,7 @@ fn assert_equivalent(
 }
 
 fn routed_bed() -> Option<TestBed> {
-    TestBed::build(&Options {
-        workloads_per_host: 2,
-        xdp_ready: false,
-        overlay: Overlay::Routed,
-    })
+    TestBed::routed(2, Attach::Tc)
 }
 
 #[test]
@@ -250,11 +246,9 @@ fn ebpf_iptables_and_nftables_send_every_connection_to_a_backend_of_its_service(
     let services_path = topo.dir.join("host0.services");
     std::fs::write(&services_path, &text).unwrap();
     let loaders = [
-        start_loader_with(
-            &topo.topo,
+        topo.start_loader_with(
             0,
             Attach::Tc,
-            &topo.dir,
             &["--services", services_path.to_str().unwrap()],
         ),
         topo.start_loader(1, Attach::Tc),
@@ -262,7 +256,7 @@ fn ebpf_iptables_and_nftables_send_every_connection_to_a_backend_of_its_service(
     let ebpf = reach(client, ROUNDS);
     let counted = stats(host0.name());
     detach(host0.name());
-    detach(topo.hosts[1].ns.name());
+    detach(topo.host(1));
     drop(loaders);
     assert_equivalent("eBPF", &services, &ebpf);
     let new_flows = counter(&counted, "tc", "service_new_flow");
@@ -274,13 +268,9 @@ fn ebpf_iptables_and_nftables_send_every_connection_to_a_backend_of_its_service(
 
     // kube-proxy's iptables mode on host 0; the kernel forwards and conntrack translates back.
     topo.set_kernel_forward_policy("ACCEPT").unwrap();
-    host0
-        .feed("iptables-restore", &[], &kube_proxy::iptables(&services))
-        .unwrap();
-    let iptables = reach(client, ROUNDS);
-    host0
-        .feed("iptables-restore", &[], "*nat\nCOMMIT\n")
-        .unwrap();
+    let iptables = with_iptables(host0, &kube_proxy::iptables(&services), "nat", || {
+        reach(client, ROUNDS)
+    });
     assert_equivalent("iptables", &services, &iptables);
 
     // kube-proxy's nftables mode.
@@ -311,7 +301,7 @@ fn open_connections_survive_a_killed_loader_and_the_file_is_followed_live() {
     let text = services_text(&topo);
     std::fs::write(&path, &text).unwrap();
     let args = ["--services", path.to_str().unwrap()];
-    let loader0 = start_loader_with(&topo.topo, 0, Attach::Tc, &topo.dir, &args);
+    let loader0 = topo.start_loader_with(0, Attach::Tc, &args);
     let _loader1 = topo.start_loader(1, Attach::Tc);
 
     // Open connections, one per round, each to whichever backend it drew.
@@ -329,15 +319,12 @@ fn open_connections_survive_a_killed_loader_and_the_file_is_followed_live() {
 
     // The loader is killed outright; its dataplane, flows included, stays pinned. A new
     // loader adopts it.
-    assert_eq!(
-        unsafe { libc::kill(loader0.pid() as i32, libc::SIGKILL) },
-        0
-    );
+    signal(loader0.pid(), libc::SIGKILL);
     drop(loader0);
     for (conn, who) in &mut open {
         assert_eq!(echo(conn, "unattended").unwrap(), "unattended", "to {who}");
     }
-    let _loader0 = start_loader_with(&topo.topo, 0, Attach::Tc, &topo.dir, &args);
+    let _loader0 = topo.start_loader_with(0, Attach::Tc, &args);
     for (conn, who) in &mut open {
         assert_eq!(
             echo(conn, "after").unwrap(),
@@ -377,22 +364,8 @@ fn open_connections_survive_a_killed_loader_and_the_file_is_followed_live() {
     assert_eq!(late, format!("{local}:9090"));
     assert!(connect(client, ONE).is_err(), "the removed service is gone");
     // `loader services` shows what the maps hold: the edited file, backends in file order.
-    let listed = loader(&["services", "--json", "--netns", h0]);
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
-    let fronts: Vec<(String, String)> = listed
-        .iter()
-        .map(|s| {
-            (
-                s["front"].as_str().unwrap().into(),
-                s["protocol"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let listed: Vec<serde_json::Value> = loader_json("services", h0);
+    let fronts = field_pairs(&listed, "front", "protocol");
     assert_eq!(
         fronts,
         [(WEB, "tcp"), (DNS, "udp"), (LATE, "tcp")]

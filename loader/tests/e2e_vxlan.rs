@@ -8,22 +8,11 @@ mod common;
 
 use common::*;
 use dataplane::{kernel::inspect::Stats, model::route_table::Attach};
-use netlab::{
-    topology::{Options, Overlay, UNDERLAY_IF},
-    traffic::ping,
-};
-
-fn hook_of(attach: Attach) -> &'static str {
-    if attach == Attach::Tc { "tc" } else { "xdp" }
-}
+use netlab::{topology::UNDERLAY_IF, traffic::ping};
 
 /// The calling root test's bed: one workload per host, VXLAN on `port` (None: skipped).
 fn vxlan_topology(attach: Attach, port: u16) -> Option<TestBed> {
-    TestBed::build(&Options {
-        workloads_per_host: 1,
-        xdp_ready: attach != Attach::Tc,
-        overlay: Overlay::Vxlan { port },
-    })
+    TestBed::vxlan(1, attach, port)
 }
 
 /// Counters of host `netns` that moved between `before` and `after`.
@@ -33,10 +22,9 @@ fn moved(before: &Stats, after: &Stats, hook: &str, name: &str) -> u64 {
 
 fn vxlan_between_ebpf_hosts(attach: Attach) {
     let hook = hook_of(attach);
-    let Some(topo) = vxlan_topology(attach, 4789) else {
+    let Some(topo) = vxlan_topology(attach, 4789).map(TestBed::forward_drop) else {
         return;
     };
-    topo.set_kernel_forward_policy("DROP").unwrap();
     let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
     assert!(
         !ping(&a.ns, b.addr, 1).unwrap(),
@@ -44,7 +32,7 @@ fn vxlan_between_ebpf_hosts(attach: Attach) {
     );
 
     let loaders = [topo.start_loader(0, attach), topo.start_loader(1, attach)];
-    let (h0, h1) = (topo.hosts[0].ns.name(), topo.hosts[1].ns.name());
+    let (h0, h1) = (topo.host(0), topo.host(1));
     let table = routes(h0);
     let tunnel = table
         .iter()
@@ -73,15 +61,12 @@ fn vxlan_between_ebpf_hosts(attach: Attach) {
 
     // 5 echo requests out and 5 replies in on each host: exactly that many encapsulations and
     // decapsulations, each also a forwarded frame.
-    // Warm up first: the workloads' ARP for their gateway would delay the first reply past
-    // ping's 0.2 s interval, and ping would send a sixth request.
-    assert!(ping(&a.ns, b.addr, 1).unwrap(), "warm-up ping");
-    let before = (stats(h0), stats(h1));
-    assert!(
-        ping(&a.ns, b.addr, 5).unwrap(),
-        "cross-host ping over eBPF VXLAN ({hook})"
+    let (before, after) = counted_pings(
+        a,
+        b,
+        (h0, h1),
+        &format!("cross-host ping over eBPF VXLAN ({hook})"),
     );
-    let after = (stats(h0), stats(h1));
     for (host, (before, after)) in [
         ("host 0", (&before.0, &after.0)),
         ("host 1", (&before.1, &after.1)),
