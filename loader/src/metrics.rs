@@ -29,6 +29,11 @@ pub struct LoaderCounters {
     pub apply_errors: AtomicU64,
     /// Feed routes left out at the last resolution for want of a next hop's MAC.
     pub unresolved_routes: AtomicU64,
+    /// Times the route sources were planned afresh (something changed, or a retry was due).
+    pub plans: AtomicU64,
+    /// Route table lines left out at the last resolution (a next hop that does not answer, an
+    /// interface that is missing, and the lines that depend on them).
+    pub unresolved_table_lines: AtomicU64,
     /// Tables refused because they did not fit a map, by map.
     map_full: Mutex<BTreeMap<&'static str, u64>>,
     /// Cluster records refused, by reason.
@@ -161,7 +166,7 @@ pub fn render(
         &mut t,
         "dataplane_route_table_apply_errors_total",
         "counter",
-        "Route table changes refused (parse, resolution or map errors).",
+        "Route table changes refused (parse or map errors).",
     )?;
     writeln!(
         t,
@@ -179,6 +184,31 @@ pub fn render(
         t,
         "dataplane_feed_routes_unresolved {}",
         loader.unresolved_routes.load(Ordering::Relaxed)
+    )?;
+    family(
+        &mut t,
+        "dataplane_route_plans_total",
+        "counter",
+        "Times the loader planned its route sources afresh (a source or the host changed, a plugin \
+         asked, or a retry was due); a neighbour the plan does not use changes nothing.",
+    )?;
+    writeln!(
+        t,
+        "dataplane_route_plans_total {}",
+        loader.plans.load(Ordering::Relaxed)
+    )?;
+    family(
+        &mut t,
+        "dataplane_route_table_lines_unresolved",
+        "gauge",
+        "Route table lines left out at the last resolution because this host cannot realise \
+         them now (a next hop that does not answer ARP, a missing interface, and the lines \
+         through them); their packets go to the kernel, and they are tried again.",
+    )?;
+    writeln!(
+        t,
+        "dataplane_route_table_lines_unresolved {}",
+        loader.unresolved_table_lines.load(Ordering::Relaxed)
     )?;
     family(
         &mut t,

@@ -25,6 +25,8 @@ use netlab::{
 };
 
 const VXLAN_PORT: u16 = 4789;
+/// Host 0's loader's metrics, in its namespace.
+const METRICS: &str = "127.0.0.1:9467";
 /// How long a sink waits for what an attack might have let through.
 const SETTLE: Duration = Duration::from_millis(700);
 
@@ -74,7 +76,18 @@ fn isolation(attach: Attach) {
         "workload {} ingress deny egress allow\nworkload {} ingress allow egress allow\n",
         a1.addr, a2.addr
     );
-    let _loader0 = bed.start_loader_with_policy(0, attach, &policy);
+    let policy_path = bed.dir.join("host0.policy");
+    std::fs::write(&policy_path, &policy).unwrap();
+    let loader0 = bed.start_loader_with(
+        0,
+        attach,
+        &[
+            "--policy",
+            policy_path.to_str().unwrap(),
+            "--metrics",
+            METRICS,
+        ],
+    );
     let _loader1 = bed.start_loader(1, attach);
     let h0 = bed.host(0);
     // Warm-up and control: the victim reaches out, and its replies come back.
@@ -87,6 +100,10 @@ fn isolation(attach: Attach) {
     vlan_tagged_frames_are_not_forwarded(h0, hook, host0, a2, b1);
     path_mtu_discovery_works_through_the_tunnel(h0, hook, a1, b1);
     a_flood_of_new_flows_does_not_cut_a_connection(h0, hook, a1, a2, b1, b2);
+    if attach == Attach::Tc {
+        // The loader's side, the same whatever the attach kind: once is enough.
+        an_arp_storm_costs_the_loader_nothing(h0, host0, a2, loader0.pid());
+    }
 }
 
 #[test]
@@ -370,4 +387,149 @@ fn flood(ns: &Netns, to: Ipv4Addr, sockets: u32, ports: u16) -> anyhow::Result<u
         }
         Ok(sent)
     })
+}
+
+/// What the loader spent over a window, and how long a plugin's sync took in it.
+#[derive(Debug)]
+struct LoaderLoad {
+    /// Times the loader planned its routes afresh, besides the syncs asked.
+    plans: u64,
+    /// User and system CPU time, in clock ticks.
+    cpu_ticks: u64,
+    /// The median and the slowest of the syncs asked during the window.
+    sync_p50: Duration,
+    sync_max: Duration,
+}
+
+/// A workload's ARP storm of forged senders (each a new neighbour of the host, which answers
+/// for its own address) wakes the loader for nothing: its CPU and the time a
+/// plugin's sync takes stay what they were in a quiet window just before (the control,
+/// measured the same way in the same run).
+fn an_arp_storm_costs_the_loader_nothing(h0: &str, host0: &Host, a2: &Workload, loader: u32) {
+    let quiet = loader_load(h0, loader, || {});
+    let neighbours_before = neighbour_count(&host0.ns);
+    // Asking for the host's own address: the kernel answers, and learns each sender.
+    let storm = loader_load(h0, loader, || arp_storm(a2, host0.underlay_addr));
+    let made = neighbour_count(&host0.ns).saturating_sub(neighbours_before);
+    eprintln!("ARP storm: {made} new neighbours on the host; quiet {quiet:?}, storm {storm:?}");
+    assert!(
+        made >= 200,
+        "the storm made few neighbours ({made}): it did not run"
+    );
+    // The point: none of those neighbours is the plan's, so none wakes a planning pass (with
+    // every neighbour waking one, this storm made 16).
+    assert!(
+        storm.plans <= quiet.plans + 2,
+        "the storm's neighbours made the loader plan again: {storm:?} against {quiet:?}"
+    );
+    // 250 Hz ticks over 3 s: the quiet window's few ticks, plus noise.
+    assert!(
+        storm.cpu_ticks <= quiet.cpu_ticks + 25,
+        "the storm cost the loader CPU: {storm:?} against {quiet:?}"
+    );
+    assert!(
+        storm.sync_p50 <= quiet.sync_p50 * 3 + Duration::from_millis(20),
+        "the storm slowed the plugin's syncs: {storm:?} against {quiet:?}"
+    );
+    assert!(
+        storm.sync_max < Duration::from_secs(1),
+        "a sync waited on the storm's neighbours: {storm:?}"
+    );
+}
+
+/// Runs `during` while asking the loader for a sync every 100 ms (30 of them), and measures.
+fn loader_load(h0: &str, loader: u32, during: impl FnOnce() + Send) -> LoaderLoad {
+    let cpu_before = cpu_ticks(loader);
+    let plans_before = plans(h0);
+    let mut syncs = thread::scope(|s| {
+        s.spawn(during);
+        (0..30)
+            .map(|_| {
+                thread::sleep(Duration::from_millis(100));
+                timed_sync(h0)
+            })
+            .collect::<Vec<Duration>>()
+    });
+    syncs.sort();
+    LoaderLoad {
+        plans: plans(h0) - plans_before - syncs.len() as u64,
+        cpu_ticks: cpu_ticks(loader) - cpu_before,
+        sync_p50: syncs[syncs.len() / 2],
+        sync_max: syncs[syncs.len() - 1],
+    }
+}
+
+/// `dataplane_route_plans_total` of host 0's loader.
+fn plans(h0: &str) -> u64 {
+    let metrics = scrape_metrics(h0, METRICS);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dataplane_route_plans_total "))
+        .expect("the plans counter")
+        .parse()
+        .unwrap()
+}
+
+/// User plus system time of process `pid`, in clock ticks (fields 14 and 15 of its stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// One sync request as the CNI plugin makes it, timed to its answer (which must be yes).
+fn timed_sync(h0: &str) -> Duration {
+    use std::io::{BufRead, BufReader, Write};
+    netlab::netns::in_netns(h0, || {
+        let host = dataplane::system::workloads::HostDir::current()?;
+        let started = std::time::Instant::now();
+        let mut stream = std::os::unix::net::UnixStream::connect(host.socket())?;
+        stream.write_all(b"{\"op\":\"sync\"}\n")?;
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply)?;
+        let took = started.elapsed();
+        anyhow::ensure!(reply.contains("\"ok\":true"), "sync answered {reply}");
+        Ok(took)
+    })
+    .expect("a plugin's sync")
+}
+
+/// How many neighbours `ns` knows.
+fn neighbour_count(ns: &Netns) -> usize {
+    let out = ns.ip(&["-4", "neigh", "show"]).unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// ARP requests from `w` for `target`, from 240 sender addresses no workload has (in the
+/// other host's prefix, which this host routes, so that its reverse-path check lets them by),
+/// each round with new MACs: 3,000 over 3 s.
+fn arp_storm(w: &Workload, target: Ipv4Addr) {
+    for round in 0..30u32 {
+        let frames: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| {
+                let n = round * 100 + i;
+                let mac = [0x02, 0xa4, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+                let sender = Ipv4Addr::new(198, 18, 2, 10 + (n % 240) as u8);
+                arp_request(mac, sender, target)
+            })
+            .collect();
+        send_raw(&w.ns, "eth0", &frames).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An Ethernet broadcast ARP request: who has `target`, tell `sender` at `mac`.
+fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(42);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&[0x08, 0x06]);
+    // Ethernet, IPv4, 6- and 4-byte addresses, request.
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
 }

@@ -162,63 +162,97 @@ fn routed_forwarding_with_tc_attach() {
 }
 
 #[test]
-fn a_bad_route_table_is_reported_by_line_and_attaches_nothing() {
+fn a_route_table_that_does_not_parse_is_reported_by_line_and_attaches_nothing() {
     let Some(topo) = TestBed::routed(1, Attach::Tc) else {
         return;
     };
     let host = &topo.hosts[0];
-    let dir = &topo.dir;
     let links_before = links_of_our_programs();
-    let cases = [
-        // Does not parse: the prefix on line 3 has host bits set.
-        (
-            "interface eth0\ninterface cali1\nroute 198.18.1.2/24 dev cali1\n",
-            ":3: 198.18.1.2/24 has host bits set",
-        ),
-        // Parses, but cannot be realised: no such interface (line 2), next hop that never
-        // answers ARP (line 4). Checked before anything is loaded.
-        (
-            "interface eth0\ninterface cali7\nroute 198.18.1.2/32 dev cali7\nroute 198.18.9.0/24 via 198.19.0.99 dev eth0\n",
-            ":2: interface `cali7` does not exist",
-        ),
-    ];
-    for (table, expected) in cases {
-        let path = dir.join("bad.routes");
-        std::fs::write(&path, table).unwrap();
-        let out = loader(&run_args(&path, host.ns.name(), &[]));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "loader must refuse:\n{table}");
-        assert!(
-            stderr.contains(expected),
-            "expected {expected:?} in:\n{stderr}"
-        );
-        assert_eq!(
-            links_of_our_programs(),
-            links_before,
-            "the refused table attached something"
-        );
-        assert!(
-            !host
-                .ns
-                .ip(&["-d", "link", "show"])
-                .unwrap()
-                .stdout
-                .windows(8)
-                .any(|w| w == b"prog/xdp")
-        );
-        assert!(
-            !loader(&["stats", "--netns", host.ns.name()])
-                .status
-                .success(),
-            "no dataplane recorded"
-        );
-    }
-    // The second case reports the unanswered next hop too, by its line.
-    let out = loader(&run_args(&dir.join("bad.routes"), host.ns.name(), &[]));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains(":4: no MAC address for 198.19.0.99 on `eth0`")
+    // The prefix on line 3 has host bits set.
+    let path = topo.write_routes(
+        0,
+        "interface eth0\ninterface cali1\nroute 198.18.1.2/24 dev cali1\n",
     );
+    let out = loader(&run_args(&path, host.ns.name(), &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "loader must refuse");
+    assert!(
+        stderr.contains(":3: 198.18.1.2/24 has host bits set"),
+        "expected the line in:\n{stderr}"
+    );
+    assert_eq!(
+        links_of_our_programs(),
+        links_before,
+        "the refused table attached something"
+    );
+    assert!(
+        !loader(&["stats", "--netns", host.ns.name()])
+            .status
+            .success(),
+        "no dataplane recorded"
+    );
+}
+
+/// A table whose lines parse but cannot all be realised on the host (an interface that does
+/// not exist, a next hop that does not answer ARP): the loader starts with the rest, says
+/// which lines it left out and counts them, and takes a line once the host can realise it.
+#[test]
+fn lines_the_host_cannot_realise_are_left_out_counted_and_taken_once_they_can() {
+    let Some(topo) = TestBed::routed(1, Attach::Tc).map(TestBed::forward_drop) else {
+        return;
+    };
+    let (h0, h1) = (topo.host(0), topo.host(1));
+    let path = topo.write_routes(
+        0,
+        "interface eth0\ninterface cali1\ninterface cali7\n\
+         route 198.18.1.2/32 dev cali1\nroute 198.18.1.7/32 dev cali7\n\
+         route 198.18.9.0/24 via 198.19.0.99 dev eth0\nroute 198.18.2.0/24 via 198.19.0.2 dev eth0\n",
+    );
+    let loader0 = spawn_loader(&run_args(&path, h0, &["--metrics", "127.0.0.1:9466"]));
+    wait_until_up(h0);
+    // The control: the lines the host can realise are routed, and carry traffic.
+    let table = routes(h0);
+    let prefixes: Vec<String> = prefixes_of(&table);
+    assert_eq!(prefixes, ["198.18.1.2/32", "198.18.2.0/24"]);
+    let (a, b) = (&topo.hosts[0].workloads[0], &topo.hosts[1].workloads[0]);
+    let loader1 = topo.start_loader(1, Attach::Tc);
+    assert!(
+        ping(&a.ns, b.addr, 2).unwrap(),
+        "the realised lines forward"
+    );
+    assert_metrics_have(
+        &scrape_metrics(h0, "127.0.0.1:9466"),
+        &["dataplane_route_table_lines_unresolved 3"],
+    );
+    // 198.19.0.99 starts answering ARP (an address of host 1's): its line is taken on a
+    // retry, without any change to the table.
+    host1_answers(&topo, h1);
+    wait_for_table(h0, "the once-dead next hop's route", |t| {
+        has_route(t, "198.18.9.0/24")
+    });
+    assert_metrics_have(
+        &scrape_metrics(h0, "127.0.0.1:9466"),
+        &["dataplane_route_table_lines_unresolved 2"],
+    );
+    drop(loader1);
+    signal(loader0.pid(), libc::SIGTERM);
+    let log = log_of(loader0);
+    for line in [
+        "route table line 3: interface `cali7` does not exist",
+        "route table line 5: its interface `cali7` is left out",
+        "route table line 6: no MAC address for 198.19.0.99 on `eth0`",
+    ] {
+        assert!(log.contains(line), "the log names {line:?}:\n{log}");
+    }
+}
+
+/// Gives host 1 the underlay address 198.19.0.99 too.
+fn host1_answers(topo: &TestBed, h1: &str) {
+    let out = topo.hosts[1]
+        .ns
+        .ip(&["addr", "add", "198.19.0.99/24", "dev", "eth0"])
+        .unwrap();
+    assert!(out.status.success(), "ip addr add in {h1}");
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct AttachReport {
     /// Pinned links of interfaces the table no longer names, or whose interface is gone:
     /// unpinned (which detaches them).
     pub released: Vec<PathBuf>,
+    /// Interfaces that could not be attached (by [`Dataplane::update_attachments`], which
+    /// attaches each on its own), and why.
+    pub failed: Vec<(String, String)>,
 }
 
 impl Dataplane {
@@ -78,27 +81,19 @@ impl Dataplane {
 
     /// Moves the attachments from `before` (what this dataplane attached) to `after`, live:
     /// new interfaces attached (pinned), gone ones released; the others are left running
-    /// untouched. On failure the new attachments made so far are undone and nothing is
-    /// released.
+    /// untouched. Each new interface is attached on its own: one that fails (listed in the
+    /// report's `failed`) holds up no other, and is tried again by the caller. An error only
+    /// when a gone interface's pin cannot be removed.
     pub fn update_attachments(
         &mut self,
         before: &[Attachment],
         after: &[Attachment],
     ) -> Result<AttachReport, DataplaneError> {
         let mut report = AttachReport::default();
-        let mut done: Vec<Undo> = Vec::new();
         for a in after.iter().filter(|a| !before.contains(a)) {
             match self.attach_or_adopt(a) {
-                Ok((undo, _)) => {
-                    done.push(undo);
-                    report.attached.push(a.ifname.clone());
-                }
-                Err(e) => {
-                    for undo in done {
-                        undo.run(self);
-                    }
-                    return Err(e);
-                }
+                Ok(_) => report.attached.push(a.ifname.clone()),
+                Err(e) => report.failed.push((a.ifname.clone(), e.to_string())),
             }
         }
         let Some(pins) = self.pins.clone() else {

@@ -16,6 +16,10 @@ pub struct FakeSystem {
     pub neighbours: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
     /// The kernel's routes, whatever table is asked for.
     pub kernel: Vec<KernelRoute>,
+    /// The neighbour table (usually empty: every neighbour is then asked for on its own).
+    pub table: Vec<(Ipv4Addr, &'static str, [u8; 6])>,
+    /// How many times the neighbour table was read.
+    pub table_reads: AtomicUsize,
     /// How many neighbour lookups were made.
     pub lookups: AtomicUsize,
 }
@@ -38,9 +42,18 @@ impl System for FakeSystem {
     fn kernel_routes(&self, _table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         Ok(self.kernel.clone())
     }
+    fn neighbour_table(&self) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError> {
+        self.table_reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .table
+            .iter()
+            .map(|(addr, dev, mac)| (*addr, dev.to_string(), *mac))
+            .collect())
+    }
 }
 
-/// An interface that is up, with a MAC made from its index.
+/// An interface that is up, with a MAC made from its index; a veth named `cali*` has its
+/// peer in another namespace (a workload's), any other none.
 pub fn link(name: &str, ifindex: u32, kind: Option<&str>) -> Link {
     Link {
         name: name.into(),
@@ -49,5 +62,6 @@ pub fn link(name: &str, ifindex: u32, kind: Option<&str>) -> Link {
         kind: kind.map(Into::into),
         mtu: 1500,
         up: true,
+        peer_elsewhere: kind == Some("veth") && name.starts_with("cali"),
     }
 }

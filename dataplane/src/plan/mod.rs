@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod services;
 pub mod slots;
 pub mod sources;
+pub mod unanswered;
 
 pub use diff::{Diff, diff};
 pub use resolve::{Attachment, Plan, VxlanPlan};

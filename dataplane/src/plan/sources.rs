@@ -3,9 +3,11 @@
 //! their /32s routed), the kernel routes a filter takes (`--routes-from-kernel`), and the routes
 //! to the other hosts of the cluster (`--etcd`).
 //!
-//! The table is all or nothing (a table with a bad line is not applied). The feeds are live: a
-//! route of theirs that cannot be realised (its next hop does not answer ARP, its interface is
-//! gone) is left out with a warning and the others are taken; its packets go on to the kernel.
+//! Every source degrades line by line: a line of the table, or a route of a feed, that cannot
+//! be realised on this host now (its next hop does not answer ARP, its interface is gone) is
+//! left out with a warning and counted, and the others are taken; its packets go on to the
+//! kernel, and the daemon tries it again later. Only a table that does not parse (refused
+//! before it gets here) or a host that cannot be read at all stops a plan.
 //! Where the table and a feed both route a prefix, the table wins; between feeds, the first
 //! listed (workloads, kernel, cluster).
 //!
@@ -15,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{
     Plan,
     kernel_routes::{self, KernelRouteFilter, Skipped},
-    resolve::{self, System},
+    resolve::{self, NeighbourCache, System},
 };
 use crate::{
     model::{
@@ -64,6 +66,9 @@ pub struct Desired {
     /// Routes of the feeds left out because they could not be resolved (a next hop that does
     /// not answer ARP, say).
     pub unresolved: usize,
+    /// Lines of the route table left out because they cannot be realised on this host now
+    /// (with the lines that depend on them: the routes through a missing interface).
+    pub table_lines_left_out: usize,
     /// Everything an operator should hear of, each once (the caller logs the new ones).
     pub warnings: Vec<String>,
 }
@@ -75,11 +80,16 @@ pub fn desired(
     feeds: &Feeds,
     system: &dyn System,
 ) -> Result<Desired, Vec<LineError>> {
-    let mut plan = resolve::resolve(config, system)?;
+    // One answer per neighbour for the whole pass: a next hop that does not answer is waited
+    // for once, not again for each feed and each retry of the table.
+    let system: &dyn System = &NeighbourCache::new(system);
+    let mut warnings = feeds.workload_problems.to_vec();
+    let (config, mut plan, table_lines_left_out) = realisable_table(config, system, &mut warnings)?;
+    let config = &config;
     let mut merger = Merger {
         config,
         system,
-        warnings: feeds.workload_problems.to_vec(),
+        warnings,
         unresolved: 0,
     };
     let workload_feed = workload_config(config, feeds, system, &mut merger.warnings)?;
@@ -105,8 +115,85 @@ pub fn desired(
         from_cluster,
         workloads,
         unresolved: merger.unresolved,
+        table_lines_left_out,
         warnings: merger.warnings,
     })
+}
+
+/// The route table less the lines that cannot be realised on this host now, each with a
+/// warning; its plan; and how many lines were left out. Resolution stops at some problems (an unusable
+/// `vxlan` statement) before it looks at the routes, so this asks again until what is left
+/// resolves; every round leaves out at least one line, so it ends.
+fn realisable_table(
+    config: &Config,
+    system: &dyn System,
+    warnings: &mut Vec<String>,
+) -> Result<(Config, Plan, usize), Vec<LineError>> {
+    let mut table = config.clone();
+    let mut left_out = 0;
+    loop {
+        let errors = match resolve::resolve(&table, system) {
+            Ok(plan) => return Ok((table, plan, left_out)),
+            Err(errors) => errors,
+        };
+        // Problems of the host as a whole are not any line's.
+        if errors.iter().any(|e| e.line == 0) {
+            return Err(errors);
+        }
+        for e in &errors {
+            warnings.push(format!(
+                "route table line {}: {}: left out, its packets go to the kernel (tried again later)",
+                e.line, e.message
+            ));
+        }
+        let before =
+            table.interfaces.len() + table.routes.len() + usize::from(table.vxlan.is_some());
+        table = without_lines(table, &errors, warnings);
+        let after =
+            table.interfaces.len() + table.routes.len() + usize::from(table.vxlan.is_some());
+        if after == before {
+            // Cannot happen (every error names a line of the table), but never loop on it.
+            return Err(errors);
+        }
+        left_out += before - after;
+    }
+}
+
+/// `table` less the lines `errors` name, and less what depends on them: the routes through an
+/// interface left out, and the VXLAN routes when the `vxlan` statement is.
+fn without_lines(mut table: Config, errors: &[LineError], warnings: &mut Vec<String>) -> Config {
+    let bad: BTreeSet<usize> = errors.iter().map(|e| e.line).collect();
+    let gone: BTreeSet<String> = table
+        .interfaces
+        .iter()
+        .filter(|i| bad.contains(&i.line))
+        .map(|i| i.name.clone())
+        .collect();
+    table.interfaces.retain(|i| !bad.contains(&i.line));
+    let vxlan_gone = table.vxlan.as_ref().is_some_and(|v| bad.contains(&v.line));
+    if vxlan_gone {
+        table.vxlan = None;
+    }
+    table.routes.retain(|r| {
+        if bad.contains(&r.line) {
+            return false;
+        }
+        let why = if gone.contains(r.target.dev()) {
+            Some(format!("its interface `{}` is left out", r.target.dev()))
+        } else if vxlan_gone && matches!(r.target, Target::Vxlan { .. }) {
+            Some("the `vxlan` statement is left out".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = &why {
+            warnings.push(format!(
+                "route table line {}: {why}: left out, its packets go to the kernel (tried again later)",
+                r.line
+            ));
+        }
+        why.is_none()
+    });
+    table
 }
 
 fn system_error(message: String) -> Vec<LineError> {
@@ -160,7 +247,7 @@ fn workload_config(
     let mut feed = Config::default();
     for (i, record) in feeds.workloads.iter().enumerate() {
         let line = i + 1;
-        if !links.iter().any(|l| l.name == record.host_ifname) {
+        let Some(link) = links.iter().find(|l| l.name == record.host_ifname) else {
             // The usual order when a container stops: its namespace (and the veth) goes
             // first, the runtime's DEL (which removes the record) after.
             tracing::debug!(
@@ -169,6 +256,15 @@ fn workload_config(
                 ifname = record.host_ifname,
                 "workload's interface is gone: not taken"
             );
+            continue;
+        };
+        // A record is a file any root process could write: the dataplane attaches to a
+        // workload's veth and nothing else (not `lo`, not the underlay, not a second NIC).
+        if !link.is_workload_veth() {
+            warnings.push(format!(
+                "workload {}: `{}` is not a workload's interface (the host end of a veth whose peer is in another network namespace): not taken",
+                record.container_id, record.host_ifname
+            ));
             continue;
         }
         if config

@@ -56,7 +56,9 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
         ..
     } = spec;
     let addr32 = format!("{addr}/32");
-    let mut create = vec!["link", "add", host_ifname.as_str()];
+    // Every name after its keyword (`name`, `dev`): a legal interface name such as `type` or
+    // `up` is never read as a word of `ip`'s own.
+    let mut create = vec!["link", "add", "name", host_ifname.as_str()];
     let mtu = spec.mtu.map(|m| m.to_string());
     if let Some(mtu) = &mtu {
         create.extend(["mtu", mtu]);
@@ -67,7 +69,7 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
         create.extend(["mtu", mtu]);
     }
     ip(&create)?;
-    ip(&["link", "set", host_ifname, "up"])?;
+    ip(&["link", "set", "dev", host_ifname, "up"])?;
     sysctl(&format!("net/ipv4/conf/{host_ifname}/proxy_arp"), "1")?;
     // Answer at once rather than after the default random delay of up to 0.8 s (Calico too).
     sysctl(&format!("net/ipv4/neigh/{host_ifname}/proxy_delay"), "0")?;
@@ -87,9 +89,9 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
     }
 
     let gw = GATEWAY.to_string();
-    ip_in(netns, &["link", "set", "lo", "up"])?;
+    ip_in(netns, &["link", "set", "dev", "lo", "up"])?;
     ip_in(netns, &["addr", "add", &addr32, "dev", ifname])?;
-    ip_in(netns, &["link", "set", ifname, "up"])?;
+    ip_in(netns, &["link", "set", "dev", ifname, "up"])?;
     ip_in(
         netns,
         &["route", "add", &gw, "dev", ifname, "scope", "link"],
@@ -142,7 +144,7 @@ pub fn wire(spec: &WorkloadSpec) -> Result<(), WireError> {
 pub fn unwire(host_ifname: &str) -> Result<(), WireError> {
     let exists = netinfo::links()?.iter().any(|l| l.name == host_ifname);
     if exists {
-        match ip(&["link", "del", host_ifname]) {
+        match ip(&["link", "del", "dev", host_ifname]) {
             // Gone between the look and the delete.
             Err(NetInfoError::Failed { stderr, .. }) if stderr.contains("Cannot find device") => {}
             other => {

@@ -32,12 +32,36 @@ pub struct WorkloadRecord {
     /// The host end of the veth: the interface the loader attaches to.
     pub host_ifname: String,
     pub addr: Ipv4Addr,
+    /// The range the address was allocated from (the one handed to the IPAM plugin), so that
+    /// DEL releases it whatever the loader's state by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_subnet: Option<String>,
 }
 
 impl WorkloadRecord {
-    /// The record's file name: CNI names an attachment by container and interface.
+    /// The record's file name: CNI names an attachment by container and interface, and the
+    /// spec allows container ids of hundreds of characters, longer than a file name may be.
+    /// A digest of the pair (FNV-1a, 64 bits) is short whatever the id, and never the same
+    /// for ("a-b", "c") and ("a", "b-c"); the record inside names its pair, checked on every
+    /// read ([`HostDir::read_record`]), so a digest collision is refused, never taken.
     pub fn file_name(container_id: &str, ifname: &str) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}.json")
+    }
+
+    /// The file name records had before the digest (`{container}-{ifname}.json`): read and
+    /// removed still, so that a DEL after an upgrade finds the record an older ADD wrote.
+    fn legacy_file_name(container_id: &str, ifname: &str) -> String {
         format!("{container_id}-{ifname}.json")
+    }
+
+    /// Whether this is the record of `container_id`'s `ifname`.
+    pub fn is_of(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
     }
 }
 
@@ -124,28 +148,51 @@ impl HostDir {
         self.root.join("host.json")
     }
 
-    /// Writes `record` atomically (the loader never reads half of one).
+    /// Writes `record` atomically (the loader never reads half of one). Another pair's
+    /// record under the same name (a digest collision) is an error, never overwritten.
     pub fn write_record(&self, record: &WorkloadRecord) -> io::Result<()> {
         let dir = self.records();
         std::fs::create_dir_all(&dir)?;
         let name = WorkloadRecord::file_name(&record.container_id, &record.ifname);
+        if let Some(other) = read_record_file(&dir.join(&name))?
+            && !other.is_of(&record.container_id, &record.ifname)
+        {
+            return Err(collision(&name, &other));
+        }
         write_atomically(&dir.join(name), &serde_json::to_vec_pretty(record)?)
     }
 
-    /// The record of a container's interface, if there is one.
+    /// The record of a container's interface, if there is one (under its name, or under the
+    /// name older releases gave it).
     pub fn read_record(
         &self,
         container_id: &str,
         ifname: &str,
     ) -> io::Result<Option<WorkloadRecord>> {
-        let path = self
-            .records()
-            .join(WorkloadRecord::file_name(container_id, ifname));
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        for path in self.record_paths(container_id, ifname) {
+            match read_record_file(&path)? {
+                Some(record) if record.is_of(container_id, ifname) => return Ok(Some(record)),
+                Some(other) => {
+                    return Err(collision(&path.display().to_string(), &other));
+                }
+                None => {}
+            }
         }
+        Ok(None)
+    }
+
+    /// Where the record of a container's interface may be: its name, then the legacy one
+    /// (only when that is a name a file may have).
+    fn record_paths(&self, container_id: &str, ifname: &str) -> Vec<PathBuf> {
+        let mut paths = vec![
+            self.records()
+                .join(WorkloadRecord::file_name(container_id, ifname)),
+        ];
+        let legacy = WorkloadRecord::legacy_file_name(container_id, ifname);
+        if legacy.len() <= 255 && !legacy.contains('/') {
+            paths.push(self.records().join(legacy));
+        }
+        paths
     }
 
     /// When the records directory last changed (a record written, replaced or removed);
@@ -156,15 +203,21 @@ impl HostDir {
             .ok()
     }
 
-    /// Removes a record; one that is not there is fine (DEL is idempotent).
+    /// Removes a record; one that is not there is fine (DEL is idempotent). Another pair's
+    /// record is left alone.
     pub fn remove_record(&self, container_id: &str, ifname: &str) -> io::Result<()> {
-        let path = self
-            .records()
-            .join(WorkloadRecord::file_name(container_id, ifname));
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        for path in self.record_paths(container_id, ifname) {
+            match read_record_file(&path) {
+                Ok(Some(record)) if !record.is_of(container_id, ifname) => continue,
+                // Gone, or not a record at all: removed (DEL must not stick on junk).
+                Ok(_) | Err(_) => {}
+            }
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     /// Every record, sorted by file name, and a message for each file that is not one (left
@@ -181,14 +234,10 @@ impl HostDir {
             .collect();
         paths.sort();
         for path in paths {
-            match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    serde_json::from_slice::<WorkloadRecord>(&b).map_err(|e| e.to_string())
-                }) {
-                Ok(record) => records.push(record),
+            match read_record_file(&path) {
+                Ok(Some(record)) => records.push(record),
                 // Gone between listing and reading: DEL ran.
-                Err(_) if !path.exists() => {}
+                Ok(None) => {}
                 Err(e) => problems.push(format!("{}: not a workload record: {e}", path.display())),
             }
         }
@@ -208,6 +257,35 @@ impl HostDir {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The largest record read: a record is a few hundred bytes.
+const MAX_RECORD: u64 = 64 * 1024;
+
+/// The record in the file at `path`; None if there is no such file.
+fn read_record_file(path: &Path) -> io::Result<Option<WorkloadRecord>> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RECORD {
+        return Err(io::Error::other(format!(
+            "{}: longer than a record may be ({MAX_RECORD} bytes)",
+            path.display()
+        )));
+    }
+    Ok(Some(serde_json::from_slice(&bytes)?))
+}
+
+fn collision(name: &str, other: &WorkloadRecord) -> io::Error {
+    io::Error::other(format!(
+        "record {name} is container {}'s {} (the names' digests collide): not taken",
+        other.container_id, other.ifname
+    ))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -249,6 +327,7 @@ mod tests {
             netns: "/run/netns/x".into(),
             host_ifname: "dpabc".into(),
             addr: Ipv4Addr::new(198, 18, 1, 5),
+            ipam_subnet: None,
         };
         dir.write_record(&record).unwrap();
         std::fs::write(dir.records().join("junk.json"), "{").unwrap();
@@ -260,6 +339,53 @@ mod tests {
         dir.remove_record("abc", "eth0").unwrap();
         dir.remove_record("abc", "eth0").unwrap();
         assert_eq!(dir.read_record("abc", "eth0").unwrap(), None);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn record_names_are_unambiguous_bounded_and_checked() {
+        let root = std::env::temp_dir().join(format!("workloads-names-{}", std::process::id()));
+        let dir = HostDir { root: root.clone() };
+        let record = |id: &str, ifname: &str, host_ifname: &str| WorkloadRecord {
+            container_id: id.into(),
+            ifname: ifname.into(),
+            netns: "/run/netns/x".into(),
+            host_ifname: host_ifname.into(),
+            addr: Ipv4Addr::new(198, 18, 1, 5),
+            ipam_subnet: Some("198.18.1.0/24".into()),
+        };
+        // ("a-b", "c") and ("a", "b-c") shared a file name once.
+        let (ab_c, a_bc) = (record("a-b", "c", "dp1"), record("a", "b-c", "dp2"));
+        dir.write_record(&ab_c).unwrap();
+        dir.write_record(&a_bc).unwrap();
+        assert_eq!(dir.read_record("a-b", "c").unwrap(), Some(ab_c));
+        assert_eq!(dir.read_record("a", "b-c").unwrap(), Some(a_bc.clone()));
+        // A container id as long as the spec allows still makes a short name.
+        let long = "f".repeat(1000);
+        assert_eq!(WorkloadRecord::file_name(&long, "eth0").len(), 21);
+        let long_record = record(&long, "eth0", "dp3");
+        dir.write_record(&long_record).unwrap();
+        assert_eq!(dir.read_record(&long, "eth0").unwrap(), Some(long_record));
+        dir.remove_record(&long, "eth0").unwrap();
+        assert_eq!(dir.read_record(&long, "eth0").unwrap(), None);
+        // A file under a pair's name holding another pair's record (a collision) is refused
+        // on read and write, and left alone by the pair's DEL.
+        let name = dir.records().join(WorkloadRecord::file_name("x", "eth0"));
+        std::fs::write(&name, serde_json::to_vec(&a_bc).unwrap()).unwrap();
+        assert!(dir.read_record("x", "eth0").is_err());
+        assert!(dir.write_record(&record("x", "eth0", "dp4")).is_err());
+        dir.remove_record("x", "eth0").unwrap();
+        assert!(name.exists());
+        // A record an older release wrote under `{id}-{ifname}.json` is found and removed.
+        let old = record("old", "eth0", "dp5");
+        std::fs::write(
+            dir.records().join("old-eth0.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(dir.read_record("old", "eth0").unwrap(), Some(old));
+        dir.remove_record("old", "eth0").unwrap();
+        assert!(!dir.records().join("old-eth0.json").exists());
         std::fs::remove_dir_all(root).unwrap();
     }
 }

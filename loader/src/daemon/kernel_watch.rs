@@ -1,14 +1,16 @@
 //! Following the kernel through netlink notifications (rtnetlink's multicast groups, read in
 //! this process): a route change marks the kernel's routing table changed (for
-//! `--routes-from-kernel`); a link, address or neighbour change marks the system changed, and
-//! the watcher resolves the plan afresh (an interface gone, a workload's MAC changed under its
-//! address, a next hop that answered ARP). A full re-read every 30 s catches anything a
-//! notification could miss (a full socket buffer drops messages).
+//! `--routes-from-kernel`); a link or address change, or a neighbour change where the plan
+//! uses or waits for that neighbour, marks the system changed, and the watcher resolves the
+//! plan afresh (an interface gone, a workload's MAC changed under its address, a next hop that
+//! answered ARP). Other neighbours (a workload can make new ones at will, with forged ARP
+//! senders) wake nothing. A full re-read every 30 s catches anything a notification could miss
+//! (a full socket buffer drops messages).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -32,11 +34,23 @@ const RESYNC: Duration = Duration::from_secs(30);
 pub struct KernelEvents {
     /// The kernel's IPv4 routes may have changed.
     pub routes: Arc<AtomicBool>,
-    /// Links, addresses or neighbours changed: the plan's interfaces and MACs may be stale.
+    /// Links, addresses or watched neighbours changed: the plan's interfaces and MACs may be
+    /// stale.
     pub system: Arc<AtomicBool>,
+    /// The neighbours whose changes matter: those the plan uses (next hops, tunnel endpoints,
+    /// workloads) and those it waits for (next hops that did not answer). Kept by the route
+    /// follower after each plan.
+    pub watched_neighbours: Arc<Mutex<HashSet<Ipv4Addr>>>,
 }
 
 impl KernelEvents {
+    fn watches(&self, addr: Ipv4Addr) -> bool {
+        self.watched_neighbours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&addr)
+    }
+
     fn mark_all(&self) {
         self.routes.store(true, Ordering::Relaxed);
         self.system.store(true, Ordering::Relaxed);
@@ -79,14 +93,13 @@ pub fn spawn(events: KernelEvents) -> std::io::Result<()> {
                 | RouteNetlinkMessage::DelAddress(_) => {
                     events.system.store(true, Ordering::Relaxed)
                 }
-                RouteNetlinkMessage::NewNeighbour(n) => {
-                    if neighbours.update(n, false) {
-                        events.system.store(true, Ordering::Relaxed);
-                    }
-                }
-                RouteNetlinkMessage::DelNeighbour(n) => {
-                    if neighbours.update(n, true) {
-                        events.system.store(true, Ordering::Relaxed);
+                RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
+                    let deleted = matches!(message, RouteNetlinkMessage::DelNeighbour(_));
+                    match neighbours.update(n, deleted) {
+                        Some(addr) if events.watches(addr) => {
+                            events.system.store(true, Ordering::Relaxed)
+                        }
+                        _ => continue,
                     }
                 }
                 _ => continue,
@@ -105,8 +118,8 @@ pub fn spawn(events: KernelEvents) -> std::io::Result<()> {
 struct NeighbourMacs(HashMap<(u32, Ipv4Addr), Option<Vec<u8>>>);
 
 impl NeighbourMacs {
-    /// Records `message`; true if the neighbour's MAC is new, changed or gone.
-    fn update(&mut self, message: &NeighbourMessage, deleted: bool) -> bool {
+    /// Records `message`; the neighbour's address if its MAC is new, changed or gone.
+    fn update(&mut self, message: &NeighbourMessage, deleted: bool) -> Option<Ipv4Addr> {
         let mut addr = None;
         let mut mac = None;
         for attribute in &message.attributes {
@@ -116,13 +129,13 @@ impl NeighbourMacs {
                 _ => {}
             }
         }
-        let Some(addr) = addr else {
-            return false;
-        };
+        let addr = addr?;
         let key = (message.header.ifindex, addr);
-        if deleted {
-            return self.0.remove(&key).is_some_and(|mac| mac.is_some());
-        }
-        self.0.insert(key, mac.clone()) != Some(mac)
+        let changed = if deleted {
+            self.0.remove(&key).is_some_and(|mac| mac.is_some())
+        } else {
+            self.0.insert(key, mac.clone()) != Some(mac)
+        };
+        changed.then_some(addr)
     }
 }

@@ -16,6 +16,9 @@ pub type Pending = (Request, oneshot::Sender<Reply>);
 
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request line read: a request is a few hundred bytes; a client that sends more
+/// is answered that it is no request, and holds no more memory than this.
+const MAX_REQUEST: u64 = 4096;
 
 /// Listens at `path` (replacing a socket a killed loader left) on the current runtime.
 pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Pending>> {
@@ -46,10 +49,14 @@ pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Pending>> {
 }
 
 async fn answer(stream: UnixStream, requests: mpsc::Sender<Pending>) {
+    use tokio::io::AsyncReadExt;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let read =
-        tokio::time::timeout(REQUEST_TIMEOUT, BufReader::new(read).read_line(&mut line)).await;
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line),
+    )
+    .await;
     let reply = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
             Ok(request) => {

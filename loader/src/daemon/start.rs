@@ -12,7 +12,7 @@ use dataplane::{
         policy::{self, Policy},
         render_line_errors,
         route_table::{self as config, Attach, Config},
-        services::{self, Services},
+        services::{self, RecordBounds, Services},
     },
     plan::{kernel_routes::KernelRouteFilter, sources::Desired},
     system::workloads::HostDir,
@@ -39,6 +39,8 @@ pub struct RunSettings<'a> {
     pub config_path: &'a Path,
     pub policy_path: Option<&'a Path>,
     pub services_path: Option<&'a Path>,
+    /// Where every service's virtual address must lie.
+    pub service_range: Ipv4Prefix,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub bpffs: &'a Path,
     pub options: LoadOptions,
@@ -73,9 +75,16 @@ pub struct Inputs {
 pub fn gather(
     settings: &RunSettings,
     runtime: &tokio::runtime::Runtime,
-    counters: &LoaderCounters,
+    counters: &Arc<LoaderCounters>,
 ) -> Result<Inputs> {
     let config = config::load(settings.config_path)?;
+    if let Some(args) = &settings.cluster_args {
+        let (services, cluster) = (settings.service_range, args.cluster_cidr);
+        anyhow::ensure!(
+            !services.covers(&cluster) && !cluster.covers(&services),
+            "--service-cidr {services} overlaps --cluster-cidr {cluster}: a service could take over a workload's address"
+        );
+    }
     let (cluster, cluster_feed) = match &settings.cluster_args {
         Some(args) => {
             let (store, record, feed) =
@@ -108,16 +117,25 @@ pub fn gather(
             render_line_errors(&settings.config_path.display().to_string(), &errors)
         )
     })?;
-    counters.unresolved_routes.store(
-        desired.unresolved as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    Refusals {
+        counters: counters.clone(),
+    }
+    .left_out(&desired);
     let policy = match settings.policy_path {
         Some(path) => policy::load(path)?,
         None => Policy::default(),
     };
     let services = match settings.services_path {
-        Some(path) => services::load(path)?,
+        Some(path) => {
+            let services = services::load(path)?;
+            services::in_range(&services, settings.service_range).map_err(|errors| {
+                anyhow::anyhow!(
+                    "services not applied:\n{}",
+                    render_line_errors(&path.display().to_string(), &errors)
+                )
+            })?;
+            services
+        }
         None => Services::default(),
     };
     Ok(Inputs {
@@ -173,19 +191,23 @@ pub fn follow_sources(
         StoreServices {
             records,
             store_prefix: store.prefix.clone(),
-            cluster: cluster_cidr,
+            bounds: RecordBounds {
+                cluster: cluster_cidr,
+                services: settings.service_range,
+            },
         }
     });
     let mut routes = RouteFollower::new(RouteStart {
         path: settings.config_path,
         config,
-        applied: desired.plan,
+        applied: desired.plan.clone(),
         feeds,
         system_changed: events.system.clone(),
+        watched_neighbours: events.watched_neighbours.clone(),
         state: loader_state,
         refusals: refusals.clone(),
     });
-    routes.warn_once(&desired.warnings);
+    routes.started_with(&desired);
     let mut watcher = Watcher::new(routes);
     if let Some(path) = settings.policy_path {
         watcher.follow(PolicyFollower::new(path, refusals.clone()));
@@ -195,6 +217,7 @@ pub fn follow_sources(
         watcher.follow(ServicesFollower::new(
             services_file,
             store_services,
+            settings.service_range,
             refusals,
         ));
     }

@@ -61,6 +61,7 @@ fn record(container: &str, host_ifname: &str, addr: &str) -> WorkloadRecord {
         netns: format!("/run/netns/{container}"),
         host_ifname: host_ifname.into(),
         addr: addr.parse().unwrap(),
+        ipam_subnet: None,
     }
 }
 
@@ -257,6 +258,43 @@ fn a_workload_on_an_interface_the_table_declares_is_refused_with_a_warning() {
 }
 
 #[test]
+fn a_record_naming_an_interface_that_is_no_workload_veth_is_refused() {
+    let mut system = host();
+    // A veth whose peer stays on the host (a bench's, say) is no workload's either.
+    system.links.push(link("veth9", 9, Some("veth")));
+    let workloads = [
+        record("loopback", "lo", "198.18.1.20"),
+        record("underlay", "eth0", "198.18.1.21"),
+        record("inner", "veth9", "198.18.1.22"),
+        record("real", "cali1", "198.18.1.2"),
+    ];
+    let desired = sources::desired(&table(TABLE), &feeds(&workloads), &system).unwrap();
+    assert_eq!(desired.workloads, 1);
+    let attached: Vec<&str> = desired
+        .plan
+        .attachments
+        .iter()
+        .map(|a| a.ifname.as_str())
+        .collect();
+    assert_eq!(
+        attached,
+        ["eth0", "cali1"],
+        "eth0 for the table's line only"
+    );
+    for name in ["loopback", "underlay", "inner"] {
+        assert!(
+            desired
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("workload {name}:"))
+                    && w.contains("is not a workload's interface")),
+            "{name}: {:?}",
+            desired.warnings
+        );
+    }
+}
+
+#[test]
 fn problems_of_the_records_directory_are_warnings() {
     let problems = ["records/x.json: not a workload record".to_string()];
     let feeds = Feeds {
@@ -292,15 +330,15 @@ fn a_changed_table_that_resolves_is_taken() {
 }
 
 #[test]
-fn a_changed_table_with_a_bad_line_is_refused_on_that_line() {
+fn a_changed_table_is_taken_without_the_lines_the_host_cannot_realise_now() {
     let running = table(TABLE);
     let system = host();
     let applied = plan_of(&running, feeds(&[]), &system);
-    // Its next hop does not answer ARP.
+    // Line 3's next hop does not answer ARP; line 4 is fine.
     let changed = table(&format!(
-        "{TABLE}route 198.18.3.0/24 via 198.19.0.9 dev eth0\n"
+        "{TABLE}route 198.18.3.0/24 via 198.19.0.9 dev eth0\nroute 198.18.4.0/24 via 198.19.0.3 dev eth0\n"
     ));
-    let refused = decide(
+    let decision = decide_now(
         &Inputs {
             running: &running,
             candidate: Some(Candidate {
@@ -311,13 +349,79 @@ fn a_changed_table_with_a_bad_line_is_refused_on_that_line() {
             applied: &applied,
         },
         &system,
-    )
-    .unwrap_err();
-    let Refused::Table(errors) = refused else {
-        panic!("the changed table is what is refused: {refused:?}");
+    );
+    assert_eq!(decision.table, TableOutcome::Taken);
+    let desired = &decision.desired;
+    assert!(!desired.plan.routes.contains_key(&prefix("198.18.3.0/24")));
+    assert!(desired.plan.routes.contains_key(&prefix("198.18.4.0/24")));
+    assert!(desired.plan.routes.contains_key(&prefix("198.18.2.0/24")));
+    assert_eq!(desired.table_lines_left_out, 1);
+    assert_eq!(
+        desired.warnings,
+        [
+            "route table line 3: no MAC address for 198.19.0.9 on `eth0`: it did not answer ARP within 3 s: left out, its packets go to the kernel (tried again later)"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_interface_is_left_out_with_its_routes_and_the_rest_taken() {
+    // cali7 does not exist: its line and its route's are left out; the workloads still come.
+    let running = table(&format!(
+        "{TABLE}interface cali7\nroute 198.18.1.7/32 dev cali7\n"
+    ));
+    let workloads = [record("a", "cali1", "198.18.1.2")];
+    let desired = sources::desired(&running, &feeds(&workloads), &host()).unwrap();
+    assert_eq!(desired.table_lines_left_out, 2);
+    assert!(!desired.plan.attachments.iter().any(|a| a.ifname == "cali7"));
+    assert!(desired.plan.routes.contains_key(&prefix("198.18.2.0/24")));
+    assert!(desired.plan.routes.contains_key(&prefix("198.18.1.2/32")));
+    assert!(
+        desired.warnings[0].starts_with("route table line 3: interface `cali7` does not exist")
+    );
+    assert!(
+        desired.warnings[1].starts_with("route table line 4: its interface `cali7` is left out")
+    );
+}
+
+#[test]
+fn an_unusable_vxlan_statement_is_left_out_with_the_vxlan_routes() {
+    // cali3 has no IPv4 address to source the tunnel from.
+    let running = table(&format!(
+        "{TABLE}interface cali3\nvxlan dev cali3 vni 7\nroute 198.18.9.0/24 vxlan 198.19.0.2 mac 02:00:00:00:00:09\n"
+    ));
+    let desired = sources::desired(&running, &feeds(&[]), &host()).unwrap();
+    assert_eq!(desired.table_lines_left_out, 2, "{:?}", desired.warnings);
+    assert_eq!(desired.plan.vxlan, None);
+    assert!(!desired.plan.routes.contains_key(&prefix("198.18.9.0/24")));
+    assert!(desired.plan.routes.contains_key(&prefix("198.18.2.0/24")));
+    assert!(
+        desired.warnings[1].contains("the `vxlan` statement is left out"),
+        "{:?}",
+        desired.warnings
+    );
+}
+
+#[test]
+fn a_dead_next_hop_is_waited_for_once_per_pass_however_many_lines_and_feeds_use_it() {
+    let mut text = String::from(TABLE);
+    for i in 0..20 {
+        text.push_str(&format!("route 10.0.{i}.0/24 via 198.19.0.9 dev eth0\n"));
+    }
+    let records = BTreeMap::from([host_record("dead", "198.18.8.0/24", "198.19.0.9")]);
+    let feeds = Feeds {
+        cluster: Some(ClusterRecords {
+            records: &records,
+            own: prefix("198.18.1.0/24"),
+            underlay_if: "eth0",
+        }),
+        ..feeds(&[])
     };
-    assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].line, 3);
+    let system = host();
+    let desired = sources::desired(&table(&text), &feeds, &system).unwrap();
+    assert_eq!((desired.table_lines_left_out, desired.unresolved), (20, 1));
+    // 198.19.0.2 and 198.19.0.9, once each.
+    assert_eq!(system.lookups.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
 
 #[test]
@@ -387,27 +491,32 @@ fn removing_half_or_less_is_not_held() {
 }
 
 #[test]
-fn a_held_table_whose_running_one_no_longer_resolves_decides_nothing_about_it() {
-    let running = table(TABLE);
+fn neighbours_in_the_host_s_table_cost_one_read_per_pass_not_a_lookup_each() {
     let mut system = host();
-    let applied = plan_of(&running, feeds(&[]), &system);
-    // The running table's next hop stops answering; the changed one removes its only route.
-    system.neighbours.clear();
-    let emptied = table("interface eth0\n");
-    let refused = decide(
-        &Inputs {
-            running: &running,
-            candidate: Some(Candidate {
-                config: &emptied,
-                stable: Duration::ZERO,
-            }),
-            feeds: feeds(&[]),
-            applied: &applied,
-        },
-        &system,
-    )
-    .unwrap_err();
-    assert!(matches!(refused, Refused::Running(_)), "{refused:?}");
+    // The table holds the underlay neighbour and the workload; nothing else is asked.
+    system.table = vec![
+        ("198.19.0.2".parse().unwrap(), "eth0", [0xaa; 6]),
+        ("198.18.1.2".parse().unwrap(), "cali1", [0x11; 6]),
+    ];
+    let workloads = [record("a", "cali1", "198.18.1.2")];
+    let records = BTreeMap::from([host_record("k", "198.18.7.0/24", "198.19.0.2")]);
+    let feeds = Feeds {
+        cluster: Some(ClusterRecords {
+            records: &records,
+            own: prefix("198.18.1.0/24"),
+            underlay_if: "eth0",
+        }),
+        ..feeds(&workloads)
+    };
+    let desired = sources::desired(&table(TABLE), &feeds, &system).unwrap();
+    assert_eq!(desired.plan.routes.len(), 3);
+    assert_eq!(system.lookups.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        system
+            .table_reads
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -439,6 +548,12 @@ fn a_system_that_cannot_be_read_is_no_route_s_fault() {
             &self,
             _: &str,
         ) -> Result<Vec<KernelRoute>, crate::system::netinfo::NetInfoError> {
+            Ok(Vec::new())
+        }
+        fn neighbour_table(
+            &self,
+        ) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, crate::system::netinfo::NetInfoError>
+        {
             Ok(Vec::new())
         }
     }

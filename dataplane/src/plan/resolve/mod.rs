@@ -34,6 +34,10 @@ pub trait System: Sync {
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError>;
     /// The routes of the kernel's routing table `table` (as `ip route show table` names it).
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError>;
+    /// Every neighbour the host knows a MAC for now, as (address, interface, MAC): read once
+    /// per pass of planning, so that known neighbours cost no lookup of their own (only those
+    /// missing from it are asked for with [`System::neighbour_mac`]).
+    fn neighbour_table(&self) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError>;
 }
 
 /// The current network namespace, read through iproute2.
@@ -52,29 +56,47 @@ impl System for LiveSystem {
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         netinfo::kernel_routes(table)
     }
+    fn neighbour_table(&self) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError> {
+        netinfo::neighbour_table()
+    }
 }
 
 /// Neighbour MACs already asked for, by address and interface (`None`: no answer).
 type KnownNeighbours = std::collections::HashMap<(Ipv4Addr, String), Option<[u8; 6]>>;
 
-/// A [`System`] that asks its inner one once per neighbour and interface.
-struct NeighbourCache<'a> {
+/// A [`System`] that asks its inner one once per neighbour and interface (for one pass of
+/// planning: an answer, or the lack of one, is kept only as long as the cache).
+pub(crate) struct NeighbourCache<'a> {
     inner: &'a dyn System,
     known: std::sync::Mutex<KnownNeighbours>,
+    /// Whether the host's neighbour table has been read into `known`.
+    table_read: std::sync::Once,
 }
 
 /// How many neighbours are asked at once.
 const NEIGHBOUR_QUERIES_AT_ONCE: usize = 64;
 
 impl<'a> NeighbourCache<'a> {
-    fn new(inner: &'a dyn System) -> Self {
+    pub(crate) fn new(inner: &'a dyn System) -> Self {
         Self {
             inner,
             known: Default::default(),
+            table_read: std::sync::Once::new(),
         }
     }
 
+    /// What is known, the host's neighbour table read in first (once): a neighbour it holds
+    /// costs no lookup of its own. A table that cannot be read leaves every neighbour to its
+    /// own lookup.
     fn known(&self) -> std::sync::MutexGuard<'_, KnownNeighbours> {
+        self.table_read.call_once(|| {
+            if let Ok(table) = self.inner.neighbour_table() {
+                let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+                for (addr, dev, mac) in table {
+                    known.insert((addr, dev), Some(mac));
+                }
+            }
+        });
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -119,6 +141,15 @@ impl System for NeighbourCache<'_> {
     }
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         self.inner.kernel_routes(table)
+    }
+    /// What this cache knows (the table it read, and the answers since): a cache over this
+    /// one reads no table of its own.
+    fn neighbour_table(&self) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError> {
+        Ok(self
+            .known()
+            .iter()
+            .filter_map(|((addr, dev), mac)| Some((*addr, dev.clone(), (*mac)?)))
+            .collect())
     }
 }
 

@@ -206,6 +206,9 @@ impl System for Unanswering {
     fn kernel_routes(&self, _: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         Ok(Vec::new())
     }
+    fn neighbour_table(&self) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError> {
+        Ok(Vec::new())
+    }
 }
 
 #[test]

@@ -24,11 +24,20 @@ pub struct Link {
     pub kind: Option<String>,
     pub mtu: u32,
     pub up: bool,
+    /// Whether the link's other end lives in another network namespace (a veth whose peer was
+    /// moved into a container's, say): the kernel names that namespace for such links only.
+    pub peer_elsewhere: bool,
 }
 
 impl Link {
     pub fn is_veth(&self) -> bool {
         self.kind.as_deref() == Some("veth")
+    }
+
+    /// Whether this can be a workload's interface: the host end of a veth whose other end is
+    /// in another network namespace (never `lo`, the underlay, or a veth within the host).
+    pub fn is_workload_veth(&self) -> bool {
+        self.is_veth() && self.peer_elsewhere
     }
 }
 
@@ -117,6 +126,16 @@ pub fn neighbour(addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoEr
         Some(ifindex) => rtnl::neighbour(addr, ifindex),
         None => Ok(None),
     }
+}
+
+/// Every usable neighbour of the table as (address, interface name, MAC): one dump.
+pub fn neighbour_table() -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError> {
+    let names: std::collections::HashMap<u32, String> =
+        links()?.into_iter().map(|l| (l.ifindex, l.name)).collect();
+    Ok(rtnl::neighbours()?
+        .into_iter()
+        .filter_map(|(ifindex, addr, mac)| Some((addr, names.get(&ifindex)?.clone(), mac)))
+        .collect())
 }
 
 /// The MAC of `addr` on `dev`: from the neighbour table, or by asking the kernel to resolve it

@@ -89,11 +89,13 @@ fn to_link(message: LinkMessage) -> Link {
         kind: None,
         mtu: 0,
         up: message.header.flags.contains(LinkFlags::Up),
+        peer_elsewhere: false,
     };
     for attribute in message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name,
             LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+            LinkAttribute::LinkNetNsId(_) => link.peer_elsewhere = true,
             LinkAttribute::Address(bytes) => link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 link.kind = infos.into_iter().find_map(|info| match info {
@@ -146,34 +148,48 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// The usable MAC the neighbour table holds for `addr` on interface `ifindex`.
-pub fn neighbour(addr: Ipv4Addr, ifindex: u32) -> Result<Option<[u8; 6]>, NetInfoError> {
+/// Every usable IPv4 neighbour (interface index, address, MAC): one dump of the table,
+/// without the entries still being resolved or that failed to.
+pub fn neighbours() -> Result<Vec<(u32, Ipv4Addr, [u8; 6])>, NetInfoError> {
     let mut request = NeighbourMessage::default();
     request.header.family = AddressFamily::Inet;
     let answers = dump("neighbours", RouteNetlinkMessage::GetNeighbour(request))?;
-    Ok(answers.into_iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == ifindex => {
-            if matches!(
-                n.header.state,
-                NeighbourState::Failed | NeighbourState::Incomplete
-            ) {
-                return None;
-            }
-            let mut dst = None;
-            let mut mac = None;
-            for attribute in &n.attributes {
-                match attribute {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
-                    NeighbourAttribute::LinkLayerAddress(bytes) => {
-                        mac = <[u8; 6]>::try_from(bytes.as_slice()).ok()
-                    }
-                    _ => {}
+    Ok(answers
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => {
+                if matches!(
+                    n.header.state,
+                    NeighbourState::Failed | NeighbourState::Incomplete
+                ) {
+                    return None;
                 }
+                let mut dst = None;
+                let mut mac = None;
+                for attribute in &n.attributes {
+                    match attribute {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                            dst = Some(*a)
+                        }
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            mac = <[u8; 6]>::try_from(bytes.as_slice()).ok()
+                        }
+                        _ => {}
+                    }
+                }
+                Some((n.header.ifindex, dst?, mac?))
             }
-            (dst == Some(addr)).then_some(mac).flatten()
-        }
-        _ => None,
-    }))
+            _ => None,
+        })
+        .collect())
+}
+
+/// The usable MAC the neighbour table holds for `addr` on interface `ifindex`.
+pub fn neighbour(addr: Ipv4Addr, ifindex: u32) -> Result<Option<[u8; 6]>, NetInfoError> {
+    Ok(neighbours()?
+        .into_iter()
+        .find(|(i, a, _)| *i == ifindex && *a == addr)
+        .map(|(_, _, mac)| mac))
 }
 
 /// Runs `read` in the network namespace whose file is `netns` (on a thread of its own, which

@@ -16,6 +16,7 @@ use std::sync::{Arc, atomic::Ordering};
 use dataplane::{
     kernel::{Dataplane, DataplaneError},
     model::LineError,
+    plan::sources::Desired,
 };
 use tracing::error;
 
@@ -54,5 +55,18 @@ impl Refusals {
     /// Counts a change that was not applied.
     pub fn count(&self) {
         self.counters.apply_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the gauges of what the last plan left out.
+    pub fn left_out(&self, desired: &Desired) {
+        let counters = &self.counters;
+        let set = |gauge: &std::sync::atomic::AtomicU64, n: usize| {
+            gauge.store(n as u64, Ordering::Relaxed)
+        };
+        set(&counters.unresolved_routes, desired.unresolved);
+        set(
+            &counters.unresolved_table_lines,
+            desired.table_lines_left_out,
+        );
     }
 }

@@ -4,16 +4,18 @@
 //! change and keeps the loader's record true. A table that fails is reported (file and line)
 //! and the running dataplane keeps its last good table untouched.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
+    net::Ipv4Addr,
     path::Path,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use dataplane::{
+    common::NextHopKind,
     kernel::Dataplane,
     model::{
         Ipv4Prefix, LineError,
@@ -25,10 +27,11 @@ use dataplane::{
         reconcile::{self, Candidate, Inputs, Refused, TableOutcome},
         resolve::LiveSystem,
         sources::Desired,
+        unanswered::{RETRY_UNANSWERED, RememberUnanswered},
     },
     system::workloads::Reply,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{Follower, Refusals, feeds::RouteFeeds, file::FollowedFile};
 use crate::state::{self, AttachmentRecord, LoaderState};
@@ -43,8 +46,10 @@ pub struct RouteFollower {
     feeds: RouteFeeds,
     /// What the maps hold now.
     applied: Plan,
-    /// Set by the kernel's notifications when links, addresses or neighbours changed.
+    /// Set by the kernel's notifications when links, addresses or watched neighbours changed.
     system_changed: Arc<AtomicBool>,
+    /// The neighbours whose changes the kernel's notifications report (see [`Self::watch`]).
+    watched_neighbours: Arc<Mutex<HashSet<Ipv4Addr>>>,
     /// The loader's record, rewritten when the attachments change.
     state: LoaderState,
     /// Warnings as last given: repeated ones are not logged again.
@@ -52,6 +57,10 @@ pub struct RouteFollower {
     /// A big removal is waiting (announced once).
     big_removal_announced: bool,
     refusals: Refusals,
+    /// The host, with the neighbours that did not answer remembered between looks.
+    system: RememberUnanswered<LiveSystem>,
+    /// When to plan again because the last plan left something out (None: nothing was).
+    retry_at: Option<Instant>,
 }
 
 /// Everything [`RouteFollower::new`] starts from.
@@ -62,6 +71,7 @@ pub struct RouteStart<'a> {
     pub applied: Plan,
     pub feeds: RouteFeeds,
     pub system_changed: Arc<AtomicBool>,
+    pub watched_neighbours: Arc<Mutex<HashSet<Ipv4Addr>>>,
     pub state: LoaderState,
     pub refusals: Refusals,
 }
@@ -74,15 +84,46 @@ impl RouteFollower {
             feeds: start.feeds,
             applied: start.applied,
             system_changed: start.system_changed,
+            watched_neighbours: start.watched_neighbours,
             state: start.state,
             warned: BTreeSet::new(),
             big_removal_announced: false,
             refusals: start.refusals,
+            system: RememberUnanswered::new(LiveSystem, RETRY_UNANSWERED),
+            retry_at: None,
         }
     }
 
+    /// Reports what the plan the dataplane started with left out, and plans again later if
+    /// it left something out.
+    pub fn started_with(&mut self, desired: &Desired) {
+        self.warn_once(&desired.warnings);
+        self.schedule_retry(desired);
+        self.watch(&desired.plan);
+    }
+
+    /// Keeps the set of neighbours worth waking for: the workloads the plan routes to, the
+    /// next hops and tunnel endpoints it uses, and those it waits for.
+    fn watch(&self, plan: &Plan) {
+        let local = plan
+            .routes
+            .iter()
+            .filter(|(prefix, nh)| {
+                nh.kind == NextHopKind::Local as u32 && prefix.prefix_len() == 32
+            })
+            .map(|(prefix, _)| prefix.addr());
+        let watched: HashSet<Ipv4Addr> = local
+            .chain(plan.peers.iter().copied())
+            .chain(self.system.silent_addrs())
+            .collect();
+        *self
+            .watched_neighbours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = watched;
+    }
+
     /// Logs the warnings that are new since the last resolution.
-    pub fn warn_once(&mut self, warnings: &[String]) {
+    fn warn_once(&mut self, warnings: &[String]) {
         let now: BTreeSet<String> = warnings.iter().cloned().collect();
         for w in now.difference(&self.warned) {
             warn!("{w}");
@@ -151,8 +192,9 @@ impl RouteFollower {
         }
     }
 
-    /// Whether any feed or the host changed since the last look (each flag is taken).
-    fn feeds_changed(&self) -> bool {
+    /// Whether any feed or the host changed since the last look (each flag is taken), or
+    /// what the last plan left out is due to be tried again.
+    fn feeds_changed(&mut self) -> bool {
         let kernel = self.feeds.kernel.as_ref().is_some_and(|k| k.take_changed());
         let cluster = self
             .feeds
@@ -160,7 +202,22 @@ impl RouteFollower {
             .as_ref()
             .is_some_and(|c| c.take_changed());
         let system = self.system_changed.swap(false, Ordering::Relaxed);
-        kernel || cluster || system
+        let retry = self.retry_at.is_some_and(|at| Instant::now() >= at);
+        if retry {
+            self.retry_at = None;
+        }
+        kernel || cluster || system || retry
+    }
+
+    /// Plans again later if this plan left something out: when the first silent neighbour
+    /// may be asked again (a missing interface comes back with a link notification, but is
+    /// looked for then too).
+    fn schedule_retry(&mut self, desired: &Desired) {
+        self.retry_at = (desired.unresolved + desired.table_lines_left_out > 0).then(|| {
+            self.system
+                .next_retry()
+                .unwrap_or_else(|| Instant::now() + RETRY_UNANSWERED)
+        });
     }
 
     /// Gathers the sources; if one changed (or `force`), asks the core for the plan and
@@ -178,6 +235,7 @@ impl RouteFollower {
         }
         let workloads = fresh.unwrap_or_else(|| self.feeds.workloads.taken());
         let records = self.feeds.cluster_records();
+        self.refusals.counters.plans.fetch_add(1, Ordering::Relaxed);
         let decided = reconcile::decide(
             &Inputs {
                 running: &self.config,
@@ -188,7 +246,7 @@ impl RouteFollower {
                 feeds: self.feeds.view(&workloads, records.as_ref()),
                 applied: &self.applied,
             },
-            &LiveSystem,
+            &self.system,
         );
         let decision = match decided {
             Ok(decision) => decision,
@@ -203,10 +261,9 @@ impl RouteFollower {
             Err(Refused::Running(errors)) => return Err(render(&errors)),
         };
         self.announce_big_removal(&decision.table);
-        self.refusals
-            .counters
-            .unresolved_routes
-            .store(decision.desired.unresolved as u64, Ordering::Relaxed);
+        self.refusals.left_out(&decision.desired);
+        self.schedule_retry(&decision.desired);
+        self.watch(&decision.desired.plan);
         self.warn_once(&decision.desired.warnings);
         if decision.table == TableOutcome::Taken
             && let Some((config, _)) = candidate
@@ -256,24 +313,36 @@ impl RouteFollower {
             self.refusals.apply(&file, &e, TABLE_REFUSED);
             return Err(e.to_string());
         }
+        let mut plan = plan;
         if plan.attachments != self.applied.attachments {
-            match dataplane.update_attachments(&self.applied.attachments, &plan.attachments) {
-                Ok(report) => {
-                    for ifname in &report.attached {
-                        info!(%ifname, "attached");
+            let report =
+                match dataplane.update_attachments(&self.applied.attachments, &plan.attachments) {
+                    Ok(report) => report,
+                    Err(e) => {
+                        // The maps hold the new plan; the attachments stay as they were, and
+                        // the next look tries again.
+                        self.refusals.apply(&file, &e, "attachments not changed");
+                        self.applied.routes = plan.routes;
+                        self.system_changed.store(true, Ordering::Relaxed);
+                        return Err(e.to_string());
                     }
-                    for path in &report.released {
-                        info!(link = %path.display(), "released the link of an interface no longer in the plan");
-                    }
-                }
-                Err(e) => {
-                    // The maps hold the new plan; the attachments stay as they were, and the
-                    // next change tries again.
-                    self.refusals.apply(&file, &e, "attachments not changed");
-                    self.applied.routes = plan.routes;
-                    self.system_changed.store(true, Ordering::Relaxed);
-                    return Err(e.to_string());
-                }
+                };
+            for ifname in &report.attached {
+                info!(%ifname, "attached");
+            }
+            for path in &report.released {
+                info!(link = %path.display(), "released the link of an interface no longer in the plan");
+            }
+            // An interface that could not be attached holds up no other: it is left out of
+            // what is attached (the plugin's check for its workload fails) and tried again.
+            for (ifname, error) in &report.failed {
+                error!(%ifname, %error, "cannot attach; trying again later");
+                self.refusals.count();
+            }
+            if !report.failed.is_empty() {
+                plan.attachments
+                    .retain(|a| !report.failed.iter().any(|(ifname, _)| *ifname == a.ifname));
+                self.retry_at = Some(Instant::now() + RETRY_UNANSWERED);
             }
             self.record_attachments(&plan);
         }

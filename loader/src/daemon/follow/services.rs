@@ -13,7 +13,7 @@ use dataplane::{
     kernel::Dataplane,
     model::{
         Ipv4Prefix,
-        services::{self, Services},
+        services::{self, RecordBounds, Services},
     },
 };
 use tracing::{info, warn};
@@ -23,12 +23,13 @@ use crate::daemon::cluster_services::ServiceRecords;
 
 const REFUSED: &str = "services not applied; keeping the running ones";
 
-/// The store's services, and what their backends must lie in.
+/// The store's services, and where their addresses must lie.
 pub struct StoreServices {
     pub records: Arc<ServiceRecords>,
     pub store_prefix: String,
-    /// The cluster's workload range (`--cluster-cidr`).
-    pub cluster: Ipv4Prefix,
+    /// The cluster's workload range (`--cluster-cidr`) for backends, the service range
+    /// (`--service-cidr`) for virtual addresses.
+    pub bounds: RecordBounds,
 }
 
 /// Where the services come from: the file (as last parsed) and the store.
@@ -36,6 +37,8 @@ pub struct ServicesFollower {
     file: Option<FollowedFile>,
     from_file: Services,
     store: Option<StoreServices>,
+    /// Where the file's services' virtual addresses must lie.
+    range: Ipv4Prefix,
     /// Store records refused, as they were: a record is reported again only once it changes.
     refused: BTreeMap<String, Vec<u8>>,
     refusals: Refusals,
@@ -47,6 +50,7 @@ impl ServicesFollower {
     pub fn new(
         file: Option<(&Path, Services)>,
         store: Option<StoreServices>,
+        range: Ipv4Prefix,
         refusals: Refusals,
     ) -> Self {
         let (file, from_file) = match file {
@@ -57,6 +61,7 @@ impl ServicesFollower {
             file,
             from_file,
             store,
+            range,
             refused: BTreeMap::new(),
             refusals,
         }
@@ -73,12 +78,8 @@ impl ServicesFollower {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let (all, refused) = services::with_records(
-            &self.from_file,
-            &records,
-            &store.store_prefix,
-            store.cluster,
-        );
+        let (all, refused) =
+            services::with_records(&self.from_file, &records, &store.store_prefix, store.bounds);
         let mut now = BTreeMap::new();
         for (key, why) in refused {
             let value = records.get(&key).cloned().unwrap_or_default();
@@ -101,7 +102,10 @@ impl ServicesFollower {
             return false;
         };
         followed.take();
-        match services::parse(&text) {
+        match services::parse(&text).and_then(|parsed| {
+            services::in_range(&parsed, self.range)?;
+            Ok(parsed)
+        }) {
             Ok(parsed) => {
                 self.from_file = parsed;
                 true
