@@ -109,6 +109,7 @@ pub fn add(env: &Env, conf: &NetConf, raw: &Value) -> Result<Value, CniError> {
         netns: netns.display().to_string(),
         host_ifname: host_ifname.clone(),
         addr,
+        ipam_subnet: facts.subnet.clone(),
     };
     let undo_record = |e: CniError| {
         let _ = host.remove_record(&env.container_id, &env.ifname);
@@ -169,6 +170,9 @@ pub fn del(env: &Env, raw: &Value) -> Result<(), CniError> {
         .read_record(&env.container_id, &env.ifname)
         .ok()
         .flatten();
+    // The range the address came from, as ADD recorded it: released even when the loader's
+    // published facts are gone (`loader detach`) or changed by then.
+    let recorded_subnet = record.as_ref().and_then(|r| r.ipam_subnet.clone());
     let host_ifname = record
         .map(|r| r.host_ifname)
         .unwrap_or_else(|| host_ifname(&env.container_id, &env.ifname));
@@ -182,8 +186,8 @@ pub fn del(env: &Env, raw: &Value) -> Result<(), CniError> {
     if let Err(e) = sync(&host) {
         eprintln!("ebpf-dataplane: DEL: {e}");
     }
-    let facts = facts(&host)?;
-    match ipam::configuration(raw, facts.subnet.as_deref()) {
+    let subnet = recorded_subnet.or(facts(&host)?.subnet);
+    match ipam::configuration(raw, subnet.as_deref()) {
         Ok(ipam_conf) => {
             ipam::delegate(env, "DEL", &ipam_conf)?;
         }

@@ -42,9 +42,11 @@ pub enum Command {
     /// A loader started on a pinned dataplane adopts it: same maps (routes and counters carry
     /// on), its programs swapped into the existing links atomically, no packet lost.
     ///
-    /// A route table that does not parse or cannot be resolved (missing interface, next hop
-    /// that does not answer ARP), or does not fit the maps, is reported with its line numbers,
-    /// and nothing is loaded, attached or changed.
+    /// A route table that does not parse, or does not fit the maps, is reported with its line
+    /// numbers, and nothing is loaded, attached or changed. A line that parses but cannot be
+    /// realised on the host now (a missing interface, a next hop that does not answer ARP)
+    /// is left out with a warning and counted (its packets go to the kernel), the rest is
+    /// applied, and the line is tried again.
     Run {
         /// The route table (format: docs/formats.md, "Route table").
         #[arg(long, short, value_name = "FILE")]
@@ -65,6 +67,13 @@ pub enum Command {
         /// file's.
         #[arg(long, value_name = "FILE")]
         services: Option<PathBuf>,
+        /// The service range: every service's virtual address (the file's and the store's)
+        /// must lie in it, as Kubernetes' --service-cluster-ip-range. The service lookup runs
+        /// before routing, so a service anywhere else would take that destination over; a
+        /// file with such a service is refused on its line, a store record refused and
+        /// counted (`service_front_outside_range`). Must not overlap --cluster-cidr.
+        #[arg(long, value_name = "CIDR", default_value = dataplane::model::services::DEFAULT_SERVICE_RANGE)]
+        service_cidr: dataplane::model::Ipv4Prefix,
         /// Capacity of the service map (services). Fixed when the dataplane is first pinned,
         /// like every capacity here: changing it needs `loader detach` first.
         #[arg(long, value_name = "N", default_value_t = dataplane::common::maps::MAX_SERVICES,

@@ -852,6 +852,13 @@ fn services_from_the_store(fabric: &Fabric, ep: &str, metrics_addr: &str) {
                     0,
                 ),
                 (key("exfil"), service("10.96.0.21:80", "10.9.9.9:80"), 0),
+                // Host 2's workload's own address and port as a service front: a record that
+                // would hand that destination to another backend for every host's workloads.
+                (
+                    key("hijack"),
+                    service(&server.to_string(), "198.18.1.9:8080"),
+                    0,
+                ),
                 (key("broken"), "{nope".into(), 0),
                 (
                     key("echo-again"),
@@ -881,21 +888,54 @@ fn services_from_the_store(fabric: &Fabric, ep: &str, metrics_addr: &str) {
             ask("10.96.0.21:80").is_err(),
             "a service with a backend outside the cluster was applied"
         );
+        assert_eq!(
+            ask(&server.to_string()).unwrap(),
+            "host 2",
+            "a service record took over a workload's address"
+        );
         stop.store(true, Ordering::Relaxed);
     });
-    let metrics = scrape_metrics(fabric.hosts[&1].ns.name(), metrics_addr);
-    for reason in [
+    // Each refusal counted once, the last record's as soon as the loader has taken it (the
+    // records arrive over the watch, not necessarily in one batch).
+    let counted_once = |metrics: &str, reason: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(&format!(
+                "dataplane_cluster_records_refused_total{{reason=\"{reason}\"}}"
+            )) && l.ends_with(" 1")
+        })
+    };
+    let reasons = [
         "service_backend_outside_cluster",
+        "service_front_outside_range",
         "service_malformed",
         "service_conflict",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l.starts_with(&format!(
-                "dataplane_cluster_records_refused_total{{reason=\"{reason}\"}}"
-            )) && l.ends_with(" 1")),
-            "host 1 did not count one {reason} refusal:\n{metrics}"
-        );
+    ];
+    let host1 = fabric.hosts[&1].ns.name();
+    let all_counted = || {
+        let metrics = scrape_metrics(host1, metrics_addr);
+        reasons.iter().all(|r| counted_once(&metrics, r))
+    };
+    if !wait_until_or_not(Duration::from_secs(5), all_counted) {
+        let metrics = scrape_metrics(host1, metrics_addr);
+        for reason in reasons {
+            assert!(
+                counted_once(&metrics, reason),
+                "host 1 did not count one {reason} refusal:\n{metrics}"
+            );
+        }
     }
+}
+
+/// Whether `ok` holds within `within` (looked at every 100 ms).
+fn wait_until_or_not(within: Duration, ok: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while !ok() {
+        if started.elapsed() >= within {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 /// Turns on etcd's authentication: a root user (which etcd requires first) and `user` with

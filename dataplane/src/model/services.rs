@@ -10,6 +10,11 @@
 //! at random for each new connection. Names are unique; so is each (VIP, port, protocol); a
 //! service has at least one backend and names each once; a backend address is no service's
 //! virtual address (a connection is translated once).
+//!
+//! A service's virtual address lies in the host's service range ([`DEFAULT_SERVICE_RANGE`]
+//! unless the operator gives another, as Kubernetes' `--service-cluster-ip-range`): the
+//! service lookup runs before routing, so a service on any other address (a workload's, a
+//! host's, 8.8.8.8) would take that destination over for every workload ([`in_range`]).
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
@@ -17,6 +22,9 @@ use std::{
 };
 
 use super::{FileError, Ipv4Prefix, LineError, all_or_errors, load_file, statements};
+
+/// The service range when the operator names none: Kubernetes' (kubeadm's) default.
+pub const DEFAULT_SERVICE_RANGE: &str = "10.96.0.0/12";
 
 /// A service's transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,6 +114,9 @@ pub enum RecordRefusal {
     /// Its name or its address, port and protocol are another service's already (the file's
     /// win, then the record with the first key).
     Conflict(String),
+    /// Its virtual address is outside the service range: it would take over a destination
+    /// that is not a service's.
+    FrontOutsideRange(SocketAddrV4),
 }
 
 impl RecordRefusal {
@@ -114,6 +125,7 @@ impl RecordRefusal {
             RecordRefusal::Malformed(_) => "service_malformed",
             RecordRefusal::BackendOutsideCluster(_) => "service_backend_outside_cluster",
             RecordRefusal::Conflict(_) => "service_conflict",
+            RecordRefusal::FrontOutsideRange(_) => "service_front_outside_range",
         }
     }
 }
@@ -126,26 +138,37 @@ impl std::fmt::Display for RecordRefusal {
                 write!(f, "backend {b} is outside the cluster's workloads")
             }
             RecordRefusal::Conflict(why) => f.write_str(why),
+            RecordRefusal::FrontOutsideRange(front) => {
+                write!(f, "virtual address {front} is outside the service range")
+            }
         }
     }
 }
 
+/// What the store's service records must keep to, besides the file format's rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordBounds {
+    /// The cluster's workload range: every backend lies in it.
+    pub cluster: Ipv4Prefix,
+    /// The service range: every virtual address lies in it.
+    pub services: Ipv4Prefix,
+}
+
 /// The file's services and the store's service `records` (key -> value) together: each
-/// record checked as the file format checks a line, its backends within `cluster` (the
-/// workloads' range), and against every service taken before it. Returns the services and
-/// each refused record's key with why.
+/// record checked as the file format checks a line, within `bounds`, and against every
+/// service taken before it. Returns the services and each refused record's key with why.
 pub fn with_records(
     file: &Services,
     records: &BTreeMap<String, Vec<u8>>,
     store_prefix: &str,
-    cluster: Ipv4Prefix,
+    bounds: RecordBounds,
 ) -> (Services, Vec<(String, RecordRefusal)>) {
     let dir = store_dir(store_prefix);
     let mut all = file.clone();
     let mut refused = Vec::new();
     for (key, value) in records {
         let name = key.strip_prefix(&dir).unwrap_or(key);
-        match from_record(name, value, cluster).and_then(|s| all.admit(s)) {
+        match from_record(name, value, bounds).and_then(|s| all.admit(s)) {
             Ok(()) => {}
             Err(why) => refused.push((key.clone(), why)),
         }
@@ -154,7 +177,7 @@ pub fn with_records(
 }
 
 /// The service a store record describes.
-fn from_record(name: &str, value: &[u8], cluster: Ipv4Prefix) -> Result<Service, RecordRefusal> {
+fn from_record(name: &str, value: &[u8], bounds: RecordBounds) -> Result<Service, RecordRefusal> {
     let record: ServiceRecord =
         serde_json::from_slice(value).map_err(|e| RecordRefusal::Malformed(e.to_string()))?;
     // The file format's own checks, on the record written as a line of it.
@@ -167,10 +190,35 @@ fn from_record(name: &str, value: &[u8], cluster: Ipv4Prefix) -> Result<Service,
     );
     let words: Vec<&str> = line.split_whitespace().collect();
     let service = parse_service(&words, 0).map_err(RecordRefusal::Malformed)?;
-    if let Some(outside) = service.backends.iter().find(|b| !cluster.contains(*b.ip())) {
+    if !bounds.services.contains(*service.front.ip()) {
+        return Err(RecordRefusal::FrontOutsideRange(service.front));
+    }
+    if let Some(outside) = service
+        .backends
+        .iter()
+        .find(|b| !bounds.cluster.contains(*b.ip()))
+    {
         return Err(RecordRefusal::BackendOutsideCluster(*outside));
     }
     Ok(service)
+}
+
+/// Checks that every service's virtual address lies in the service range `range`; the
+/// services that do not are reported on their lines.
+pub fn in_range(services: &Services, range: Ipv4Prefix) -> Result<(), Vec<LineError>> {
+    let errors: Vec<LineError> = services
+        .services
+        .values()
+        .filter(|s| !range.contains(*s.front.ip()))
+        .map(|s| LineError {
+            line: s.line,
+            message: format!(
+                "virtual address {} is outside the service range {range} (--service-cidr): a service there would take over a destination that is not a service's",
+                s.front.ip()
+            ),
+        })
+        .collect();
+    all_or_errors((), errors)
 }
 
 impl Services {
@@ -353,9 +401,12 @@ service dns 10.96.0.11:53 udp 198.18.2.3:5353   # one backend
     }
 
     #[test]
-    fn store_records_join_the_file_unless_malformed_outside_the_cluster_or_in_conflict() {
+    fn store_records_join_the_file_unless_malformed_out_of_bounds_or_in_conflict() {
         let file = parse(FILE).unwrap();
-        let cluster: Ipv4Prefix = "198.18.0.0/16".parse().unwrap();
+        let bounds = RecordBounds {
+            cluster: "198.18.0.0/16".parse().unwrap(),
+            services: DEFAULT_SERVICE_RANGE.parse().unwrap(),
+        };
         let key = |name: &str| format!("/ebpf-dataplane/services/{name}");
         let records: BTreeMap<String, Vec<u8>> = [
             (
@@ -367,6 +418,10 @@ service dns 10.96.0.11:53 udp 198.18.2.3:5353   # one backend
                 r#"{"front":"10.96.0.21:80","protocol":"tcp","backends":["10.9.9.9:80"]}"#,
             ),
             ("broken", "{nope"),
+            (
+                "hijack",
+                r#"{"front":"198.18.1.3:8080","protocol":"tcp","backends":["198.18.2.2:8080"]}"#,
+            ),
             (
                 "extra-field",
                 r#"{"front":"10.96.0.22:80","protocol":"tcp","backends":["198.18.2.2:1"],"x":1}"#,
@@ -387,7 +442,7 @@ service dns 10.96.0.11:53 udp 198.18.2.3:5353   # one backend
         .into_iter()
         .map(|(name, value)| (key(name), value.as_bytes().to_vec()))
         .collect();
-        let (all, refused) = with_records(&file, &records, "/ebpf-dataplane", cluster);
+        let (all, refused) = with_records(&file, &records, "/ebpf-dataplane", bounds);
         assert_eq!(all.services.len(), 3, "the file's two and `echo`");
         assert_eq!(
             all.backends_of("10.96.0.20:80".parse().unwrap(), Transport::Tcp),
@@ -403,10 +458,31 @@ service dns 10.96.0.11:53 udp 198.18.2.3:5353   # one backend
                 (key("broken"), "service_malformed"),
                 (key("exfil"), "service_backend_outside_cluster"),
                 (key("extra-field"), "service_malformed"),
+                (key("hijack"), "service_front_outside_range"),
                 (key("no-backend"), "service_malformed"),
                 (key("same-front"), "service_conflict"),
                 (key("web"), "service_conflict"),
             ])
+        );
+    }
+
+    #[test]
+    fn a_service_outside_the_service_range_is_refused_on_its_line() {
+        let range: Ipv4Prefix = DEFAULT_SERVICE_RANGE.parse().unwrap();
+        assert_eq!(in_range(&parse(FILE).unwrap(), range), Ok(()));
+        // A workload's own address and port, and a public resolver: both would be taken over.
+        let text = "\
+service web 10.96.0.10:80 tcp 198.18.1.5:8080
+service hijack 198.18.1.3:8080 tcp 198.18.1.4:8080
+service dns 8.8.8.8:53 udp 198.18.1.4:53
+";
+        let errors = in_range(&parse(text).unwrap(), range).unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 3]);
+        assert!(
+            errors[0]
+                .message
+                .contains("outside the service range 10.96.0.0/12")
         );
     }
 

@@ -47,6 +47,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             ebpf_log,
             policy,
             services,
+            service_cidr,
             max_services,
             max_service_backends,
             max_service_flows,
@@ -58,6 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             config_path: &config,
             policy_path: policy.as_deref(),
             services_path: services.as_deref(),
+            service_range: service_cidr,
             metrics_addr: metrics,
             bpffs: &bpffs,
             options: LoadOptions {
