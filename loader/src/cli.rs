@@ -274,6 +274,11 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(i64).range(2..=3600))]
     pub etcd_lease_ttl: i64,
+    /// Where the host keeps what must outlive a reboot: the prefix it held (asked for again
+    /// when it rejoins, even after its record expired), under a directory named after the
+    /// host.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ebpf-dataplane")]
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Mirroring the kernel's routes into the maps.

@@ -29,6 +29,8 @@ pub struct LoaderCounters {
     pub apply_errors: AtomicU64,
     /// Feed routes left out at the last resolution for want of a next hop's MAC.
     pub unresolved_routes: AtomicU64,
+    /// 1 while this host has withdrawn from its prefix (another host holds it), else 0.
+    pub prefix_withdrawn: AtomicU64,
     /// Times the route sources were planned afresh (something changed, or a retry was due).
     pub plans: AtomicU64,
     /// Route table lines left out at the last resolution (a next hop that does not answer, an
@@ -184,6 +186,18 @@ pub fn render(
         t,
         "dataplane_feed_routes_unresolved {}",
         loader.unresolved_routes.load(Ordering::Relaxed)
+    )?;
+    family(
+        &mut t,
+        "dataplane_cluster_prefix_withdrawn",
+        "gauge",
+        "1 while this host's prefix is another host's (it was away longer than its lease): the \
+         host withdraws from it instead of serving it twice.",
+    )?;
+    writeln!(
+        t,
+        "dataplane_cluster_prefix_withdrawn {}",
+        loader.prefix_withdrawn.load(Ordering::Relaxed)
     )?;
     family(
         &mut t,

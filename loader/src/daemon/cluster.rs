@@ -45,6 +45,8 @@ pub struct View {
     pub changed: AtomicBool,
     /// Set while a session is up.
     pub connected: AtomicBool,
+    /// Set while this host's prefix is another host's: the host serves it no more.
+    pub withdrawn: AtomicBool,
 }
 
 /// Claims `record` under a new lease: succeeds if the key is free, or holds a record of ours
@@ -234,10 +236,15 @@ async fn session(
         *lease = client.lease_grant(store.lease_ttl, None).await?.id();
     }
     if !claim(&mut client, store, own, *lease).await? {
+        withdraw(view, own, counters);
         bail!(
             "prefix {} was taken by another host while this one was away",
             own.prefix
         );
+    }
+    if view.withdrawn.swap(false, Ordering::Relaxed) {
+        counters.prefix_withdrawn.store(0, Ordering::Relaxed);
+        warn!(prefix = %own.prefix, "this host's prefix is free again and claimed back: serving it");
     }
     let (mut keeper, mut keep_alive) = client.lease_keep_alive(*lease).await?;
     let own_key = cluster::record_key(&store.prefix, &own.prefix);
@@ -335,6 +342,26 @@ async fn session(
             }
         }
     }
+}
+
+/// This host's prefix is another host's now (this one was away longer than its lease, and the
+/// other claimed it): rather than serve one prefix from two hosts, this one withdraws. Its
+/// routes to the cluster go (its view of the records is emptied), the plugin is told it has no
+/// prefix (new containers are refused), and it says so loudly; every session after tries to
+/// claim the prefix back, and serves it again once it is free.
+fn withdraw(view: &View, own: &HostRecord, counters: &LoaderCounters) {
+    if !view.withdrawn.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            prefix = %own.prefix,
+            "this host's prefix was claimed by another host while this one was away: withdrawing (routes to the cluster removed, new containers refused) until it is free again"
+        );
+    }
+    counters.prefix_withdrawn.store(1, Ordering::Relaxed);
+    view.records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    view.changed.store(true, Ordering::Relaxed);
 }
 
 /// The first IPv4 address of interface `ifname` in this network namespace, and the network

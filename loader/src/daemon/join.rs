@@ -18,9 +18,42 @@ use super::{
 };
 use crate::{cli::ClusterArgs, metrics::LoaderCounters};
 
-/// Where a host remembers the prefix it held, to ask for it again after a restart.
-fn remembered_prefix_path() -> Result<std::path::PathBuf> {
-    Ok(crate::state::path()?.with_file_name("cluster-prefix"))
+/// Where a host remembers the prefix it held, to ask for it again after a restart or a
+/// reboot: under the state directory (kept across reboots, unlike /run), in a directory named
+/// after the host (its record's name), so that hosts that are namespaces of one machine keep
+/// theirs apart.
+fn remembered_prefix_path(state_dir: &std::path::Path, host: &str) -> std::path::PathBuf {
+    let safe: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let safe = if safe.is_empty() || safe.starts_with('.') {
+        format!("host{safe}")
+    } else {
+        safe
+    };
+    state_dir.join(safe).join("cluster-prefix")
+}
+
+/// Where releases before the state directory kept it (lost on reboot): still read.
+fn legacy_remembered_prefix_path() -> Option<std::path::PathBuf> {
+    Some(crate::state::path().ok()?.with_file_name("cluster-prefix"))
+}
+
+/// The prefix this host remembers holding, if any.
+fn remembered_prefix(path: &std::path::Path) -> Option<dataplane::model::Ipv4Prefix> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    read(path).or_else(|| read(&legacy_remembered_prefix_path()?))
 }
 
 /// Joins the cluster: publishes this host's record and reads the others'.
@@ -49,6 +82,7 @@ pub fn join_cluster(
         bail!("--cluster-encap vxlan needs a `vxlan` statement in the route table");
     }
     let (underlay, underlay_network) = cluster::underlay_address(&underlay_if)?;
+    let remembered_path = remembered_prefix_path(&args.state_dir, &host);
     let template = cluster::template(config, underlay, encap, host);
     let rules = RecordRules {
         store_prefix: args.store.etcd_prefix.clone(),
@@ -70,15 +104,12 @@ pub fn join_cluster(
             );
         }
     }
-    let remembered_path = remembered_prefix_path()?;
     let choice = match args.host_prefix {
         Some(prefix) => PrefixChoice::Given(prefix),
         None => PrefixChoice::Allocate {
             cidr: args.cluster_cidr,
             len: args.subnet_len,
-            remembered: std::fs::read_to_string(&remembered_path)
-                .ok()
-                .and_then(|t| t.trim().parse().ok()),
+            remembered: remembered_prefix(&remembered_path),
         },
     };
     let store = cluster::Store::new(&args.store, args.etcd_lease_ttl, Some(rules))?;
@@ -99,10 +130,9 @@ pub fn join_cluster(
         lease,
         records,
     } = joined;
-    if let Some(dir) = remembered_path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = remember(&remembered_path, &record.prefix.to_string()) {
+        warn!(path = %remembered_path.display(), error = %e, "cannot remember this host's prefix; after a reboot it may get another");
     }
-    let _ = std::fs::write(&remembered_path, record.prefix.to_string());
     let view = Arc::new(cluster::View::default());
     for (key, why) in &records.refused {
         cluster::report_refused(key, why, false, counters);
@@ -115,4 +145,37 @@ pub fn join_cluster(
         underlay_if,
     };
     Ok((store, (record, lease), feed))
+}
+
+/// Writes `prefix` to `path` atomically (write, then rename).
+fn remember(path: &std::path::Path, prefix: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, prefix)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_remembers_its_prefix_under_a_directory_of_its_own_name() {
+        let dir = std::path::Path::new("/var/lib/x");
+        assert_eq!(
+            remembered_prefix_path(dir, "node-1.example"),
+            dir.join("node-1.example/cluster-prefix")
+        );
+        // Whatever a name holds, the path stays under the state directory.
+        assert_eq!(
+            remembered_prefix_path(dir, "../../etc"),
+            dir.join("host.._.._etc/cluster-prefix")
+        );
+        assert_eq!(
+            remembered_prefix_path(dir, ""),
+            dir.join("host/cluster-prefix")
+        );
+    }
 }

@@ -61,6 +61,8 @@ pub struct RouteFollower {
     system: RememberUnanswered<LiveSystem>,
     /// When to plan again because the last plan left something out (None: nothing was).
     retry_at: Option<Instant>,
+    /// Whether the plugin was last told that this host has withdrawn from its prefix.
+    published_withdrawn: bool,
 }
 
 /// Everything [`RouteFollower::new`] starts from.
@@ -91,6 +93,7 @@ impl RouteFollower {
             refusals: start.refusals,
             system: RememberUnanswered::new(LiveSystem, RETRY_UNANSWERED),
             retry_at: None,
+            published_withdrawn: false,
         }
     }
 
@@ -224,6 +227,7 @@ impl RouteFollower {
     /// applies its difference. The error says why a change was not applied.
     fn reconcile(&mut self, dataplane: &mut Dataplane, force: bool) -> Result<(), String> {
         let started = Instant::now();
+        self.publish_ownership();
         let candidate = self.changed_table();
         let feeds_changed = self.feeds_changed();
         let fresh = self.feeds.workloads.read_if_changed(force);
@@ -276,6 +280,26 @@ impl RouteFollower {
             return Ok(());
         }
         self.apply(dataplane, decision.desired, started)
+    }
+
+    /// Tells the plugin whether this host has a prefix to hand out: none while it has
+    /// withdrawn from it (another host holds it), so that no new container gets an address
+    /// there.
+    fn publish_ownership(&mut self) {
+        let Some(cluster) = &self.feeds.cluster else {
+            return;
+        };
+        let withdrawn = cluster.view.withdrawn.load(Ordering::Relaxed);
+        if withdrawn == self.published_withdrawn {
+            return;
+        }
+        let dir = &self.feeds.workloads.dir;
+        let mut facts = dir.read_facts().ok().flatten().unwrap_or_default();
+        facts.subnet = (!withdrawn).then(|| cluster.own.to_string());
+        match dir.write_facts(&facts) {
+            Ok(()) => self.published_withdrawn = withdrawn,
+            Err(e) => warn!(error = %e, "cannot tell the plugin about this host's prefix"),
+        }
     }
 
     /// Most of the table gone at once looks like a file caught truncated: the core holds it
