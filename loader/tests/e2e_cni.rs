@@ -632,6 +632,20 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
     };
     let _loader = bed.start_loader(0, Attach::Tc);
     let host = bed.host(0);
+    // A dead next hop in the route table (198.19.0.99 never answers ARP): its line is left
+    // out, and the containers below come and go regardless.
+    let table_path = bed.dir.join("host0.routes");
+    let table = std::fs::read_to_string(&table_path).unwrap();
+    std::fs::write(
+        &table_path,
+        format!(
+            "{table}route 198.18.99.0/24 via 198.19.0.99 dev eth0\nroute 198.18.77.0/24 via 198.19.0.2 dev eth0\n"
+        ),
+    )
+    .unwrap();
+    wait_for_table(host, "took the table with a dead next hop", |t| {
+        has_route(t, "198.18.77.0/24")
+    });
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "dpnet",
@@ -689,10 +703,13 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
         20,
         "every ADD routed before it returned"
     );
+    assert!(
+        !has_route(&routes(host), "198.18.99.0/24"),
+        "the dead next hop's line is left out"
+    );
 
     // A route table change that would remove most routes waits 10 s (a truncated file looks
     // like that); containers still come and go meanwhile, against the running table.
-    let table_path = bed.dir.join("host0.routes");
     let table = std::fs::read_to_string(&table_path).unwrap();
     let mut big = table.clone();
     for i in 0..100 {
@@ -701,7 +718,7 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
         ));
     }
     std::fs::write(&table_path, &big).unwrap();
-    assert!(routes_become(host, Duration::from_secs(3), |t| t.len() == 121));
+    assert!(routes_become(host, Duration::from_secs(3), |t| t.len() == 122));
     std::fs::write(&table_path, &table).unwrap();
     thread::sleep(Duration::from_millis(600)); // settled, and waiting out its 10 s
     let late = Netns::create("cni-late").unwrap();
@@ -713,14 +730,14 @@ fn the_plugin_answers_add_check_and_del_as_the_spec_says() {
     );
     assert_eq!(
         routes(host).len(),
-        122,
+        123,
         "the new container routed, the 100 routes still there"
     );
     let out = plugin_run(host, "DEL", "direct-late", Some(late.name()), &conf);
     assert!(out.status.success());
-    assert_eq!(routes(host).len(), 121);
+    assert_eq!(routes(host).len(), 122);
     assert!(
-        routes_become(host, Duration::from_secs(15), |t| t.len() == 21),
+        routes_become(host, Duration::from_secs(15), |t| t.len() == 22),
         "the removal applied once it had stayed"
     );
 

@@ -39,6 +39,13 @@ impl System for FakeSystem {
             .find(|(a, d, _)| *a == addr && *d == dev)
             .map(|n| n.2))
     }
+    fn neighbour_mac_now(
+        &self,
+        addr: Ipv4Addr,
+        dev: &str,
+    ) -> Result<Option<[u8; 6]>, NetInfoError> {
+        self.neighbour_mac(addr, dev)
+    }
     fn kernel_routes(&self, _table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         Ok(self.kernel.clone())
     }

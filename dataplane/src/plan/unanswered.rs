@@ -2,10 +2,12 @@
 //!
 //! A next hop that does not answer ARP costs a wait (`resolve::NEIGHBOUR_TIMEOUT`) each time
 //! it is asked for, and the daemon plans on every change of the host and on every request of
-//! the CNI plugin, which waits for the answer. [`RememberUnanswered`] asks such a neighbour
-//! again only once a period has passed since it last failed to answer (the first period
-//! given, doubled after each silence up to [`MAX_RETRY_PERIOD`]); in between it answers "no
-//! MAC" at once, so a dead next hop costs one wait per period, not one per look.
+//! the CNI plugin, which waits for the answer. [`RememberUnanswered`] waits for a neighbour
+//! once; after it stayed silent, it answers "no MAC" at once, and looks again (in the table,
+//! with the kernel asked to resolve it, never waiting) once a period has passed (the first
+//! period given, doubled after each silence up to [`MAX_RETRY_PERIOD`]). A neighbour that
+//! answers in between arrives as a kernel notification, which wakes a new plan (the silent
+//! neighbours are watched). So a dead next hop costs one wait in all, never one per look.
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
@@ -74,7 +76,11 @@ impl<S: System> System for RememberUnanswered<S> {
         if known.is_some_and(|s| s.since.elapsed() < s.period) {
             return Ok(None);
         }
-        let mac = self.inner.neighbour_mac(addr, dev)?;
+        // Waited for once; once silent, looked at again without waiting.
+        let mac = match known {
+            None => self.inner.neighbour_mac(addr, dev)?,
+            Some(_) => self.inner.neighbour_mac_now(addr, dev)?,
+        };
         let mut silent = self.silent();
         match mac {
             Some(_) => {
@@ -95,11 +101,24 @@ impl<S: System> System for RememberUnanswered<S> {
         }
         Ok(mac)
     }
+    fn neighbour_mac_now(
+        &self,
+        addr: Ipv4Addr,
+        dev: &str,
+    ) -> Result<Option<[u8; 6]>, NetInfoError> {
+        self.inner.neighbour_mac_now(addr, dev)
+    }
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         self.inner.kernel_routes(table)
     }
+    /// The host's table; a silent neighbour found in it is silent no more.
     fn neighbour_table(&self) -> Result<Vec<(Ipv4Addr, String, [u8; 6])>, NetInfoError> {
-        self.inner.neighbour_table()
+        let table = self.inner.neighbour_table()?;
+        let mut silent = self.silent();
+        for (addr, dev, _) in &table {
+            silent.remove(&(*addr, dev.clone()));
+        }
+        Ok(table)
     }
 }
 

@@ -544,6 +544,13 @@ fn a_system_that_cannot_be_read_is_no_route_s_fault() {
         ) -> Result<Option<[u8; 6]>, crate::system::netinfo::NetInfoError> {
             Ok(None)
         }
+        fn neighbour_mac_now(
+            &self,
+            _: Ipv4Addr,
+            _: &str,
+        ) -> Result<Option<[u8; 6]>, crate::system::netinfo::NetInfoError> {
+            Ok(None)
+        }
         fn kernel_routes(
             &self,
             _: &str,

@@ -32,6 +32,10 @@ pub trait System: Sync {
     /// Every IPv4 address with the interface that carries it.
     fn ipv4_addrs(&self) -> Result<Vec<(String, Ipv4Addr)>, NetInfoError>;
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError>;
+    /// As [`System::neighbour_mac`], without waiting: the table's answer now, the kernel asked
+    /// to resolve the neighbour if it has none (its answer arrives as a notification).
+    fn neighbour_mac_now(&self, addr: Ipv4Addr, dev: &str)
+    -> Result<Option<[u8; 6]>, NetInfoError>;
     /// The routes of the kernel's routing table `table` (as `ip route show table` names it).
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError>;
     /// Every neighbour the host knows a MAC for now, as (address, interface, MAC): read once
@@ -52,6 +56,13 @@ impl System for LiveSystem {
     }
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
         netinfo::resolve_neighbour(addr, dev, NEIGHBOUR_TIMEOUT)
+    }
+    fn neighbour_mac_now(
+        &self,
+        addr: Ipv4Addr,
+        dev: &str,
+    ) -> Result<Option<[u8; 6]>, NetInfoError> {
+        netinfo::resolve_neighbour(addr, dev, Duration::ZERO)
     }
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         netinfo::kernel_routes(table)
@@ -138,6 +149,13 @@ impl System for NeighbourCache<'_> {
         let mac = self.inner.neighbour_mac(addr, dev)?;
         self.known().insert(key, mac);
         Ok(mac)
+    }
+    fn neighbour_mac_now(
+        &self,
+        addr: Ipv4Addr,
+        dev: &str,
+    ) -> Result<Option<[u8; 6]>, NetInfoError> {
+        self.inner.neighbour_mac_now(addr, dev)
     }
     fn kernel_routes(&self, table: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         self.inner.kernel_routes(table)

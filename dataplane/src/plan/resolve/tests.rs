@@ -203,6 +203,9 @@ impl System for Unanswering {
         self.in_flight.fetch_sub(1, SeqCst);
         Ok(None)
     }
+    fn neighbour_mac_now(&self, _: Ipv4Addr, _: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
+        Ok(None)
+    }
     fn kernel_routes(&self, _: &str) -> Result<Vec<KernelRoute>, NetInfoError> {
         Ok(Vec::new())
     }
