@@ -180,6 +180,14 @@ numbered_slots! {
         /// To a service, but its backend could not be found (the service changed under the
         /// packet), or the flow could not be recorded: refused, the client retries.
         DropServiceNoBackend = 33 => "drop_service_no_backend",
+        /// From a workload, an ARP frame that is not IPv4-over-Ethernet ARP, or whose sender
+        /// address is not the workload's own (nor 0.0.0.0, a probe): it would plant a
+        /// neighbour on the host for an address that is not the workload's.
+        DropArpFromWorkload = 34 => "drop_arp_from_workload",
+        /// From a workload, an IPv4 packet in a broadcast or multicast frame: the kernel would
+        /// take it (for its own addresses too) with no source check and no egress rule on the
+        /// way. A workload speaks unicast IPv4 and ARP.
+        DropNotUnicastFromWorkload = 35 => "drop_not_unicast_from_workload",
     }
 }
 

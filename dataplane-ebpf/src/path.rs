@@ -57,10 +57,13 @@ pub enum Pass {
     Translated,
 }
 
-/// The network protocols the programs route.
+/// The network protocols the programs route, and ARP from a workload (checked, then the
+/// kernel's).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Ipv4,
+    /// ARP from a workload: checked as the workload's own before the kernel answers it.
+    Arp,
 }
 
 /// Bytes of header the route steps read (the longest of the families').
@@ -84,15 +87,16 @@ pub fn process<H: Shim>(h: &H, role: Role) -> Outcome {
     let frame = h.headers(HEADERS_LEN);
     match network_layer(frame, role) {
         Ok(Family::Ipv4) => ipv4::process(h, frame, from),
+        Ok(Family::Arp) => ipv4::arp::from_workload(frame, from.ifindex),
         Err(outcome) => outcome,
     }
 }
 
 /// The Ethernet step: which family the frame in `frame` carries, if it is unicast to a
-/// family the programs route; otherwise how it leaves. ARP, broadcast and multicast go to the
-/// kernel; so does any other protocol from the underlay, but not from a workload: it speaks
-/// IPv4 and ARP only, and nothing else of its may reach the kernel, which could forward it
-/// where no policy looks.
+/// family the programs route (or ARP from a workload, to be checked); otherwise how it
+/// leaves. From the underlay, ARP, broadcast, multicast and any other protocol go to the
+/// kernel. A workload speaks unicast IPv4 and ARP only: nothing else of its may reach the
+/// kernel, which could take it (or forward it) where no source check or policy looks.
 #[inline(always)]
 pub fn network_layer(frame: Frame, role: Role) -> Result<Family, Outcome> {
     // SAFETY: `frame` is current (the caller's, as every `Frame`), the reference is read at
@@ -102,7 +106,10 @@ pub fn network_layer(frame: Frame, role: Role) -> Result<Family, Outcome> {
         Err(_) => return Err(Outcome::Pass(Counter::PassMalformed)),
     };
     if ether_type == ETHERTYPE_ARP {
-        return Err(Outcome::Pass(Counter::PassArp));
+        return match role {
+            Role::Workload => Ok(Family::Arp),
+            Role::Underlay => Err(Outcome::Pass(Counter::PassArp)),
+        };
     }
     if ether_type != ETHERTYPE_IPV4 {
         return Err(match role {
@@ -111,8 +118,12 @@ pub fn network_layer(frame: Frame, role: Role) -> Result<Family, Outcome> {
         });
     }
     if dst_mac0 & 1 != 0 {
-        // Broadcast or multicast: the kernel's to handle (it does not forward them).
-        return Err(Outcome::Pass(Counter::PassNotUnicast));
+        // Broadcast or multicast: the kernel's to handle (it does not forward them), but it
+        // takes them for its own addresses too, so never a workload's.
+        return Err(match role {
+            Role::Workload => Outcome::Drop(Counter::DropNotUnicastFromWorkload),
+            Role::Underlay => Outcome::Pass(Counter::PassNotUnicast),
+        });
     }
     Ok(Family::Ipv4)
 }
@@ -129,7 +140,7 @@ pub fn decapsulate<H: Shim>(h: &H, strip: usize, from: Ingress) -> Outcome {
     let frame = h.headers(HEADERS_LEN);
     match network_layer(frame, from.role) {
         Ok(Family::Ipv4) => ipv4::process_decapsulated(h, frame, from),
-        Err(_) => Outcome::Drop(Counter::DropVxlanInner),
+        Ok(Family::Arp) | Err(_) => Outcome::Drop(Counter::DropVxlanInner),
     }
 }
 

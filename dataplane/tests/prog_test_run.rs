@@ -178,19 +178,87 @@ fn arp_and_other_protocols_go_to_the_kernel() {
 }
 
 #[test]
-fn broadcast_and_multicast_frames_go_to_the_kernel() {
+fn broadcast_and_multicast_frames_from_the_underlay_go_to_the_kernel_and_a_workload_s_are_dropped()
+{
     netlab::root_or_skip!();
     let fx = Fixture::new(true);
-    assert_passed(
-        &fx,
-        &frame([0xff; 6], 0x0800, LOCAL_WORKLOAD, 64, 0),
-        "pass_not_unicast",
-    );
-    assert_passed(
-        &fx,
-        &frame([0x01, 0x00, 0x5e, 0, 0, 1], 0x0800, LOCAL_WORKLOAD, 64, 0),
-        "pass_not_unicast",
-    );
+    let broadcast = frame([0xff; 6], 0x0800, HOST_ADDR, 64, 0);
+    let multicast = frame([0x01, 0x00, 0x5e, 0, 0, 1], 0x0800, HOST_ADDR, 64, 0);
+    for input in [&broadcast, &multicast] {
+        assert_passed(&fx, input, "pass_not_unicast");
+        both_hooks(|hook| {
+            // From the workload, in its own name or not: the kernel would take it for the
+            // host's own address past the source check and policy.
+            for source in [LOCAL_WORKLOAD, Ipv4Addr::new(198, 18, 9, 9)] {
+                let forged = from_source(input, source);
+                let (verdict, out) = fx.run_counted_from(
+                    hook,
+                    Role::Workload,
+                    &forged,
+                    &["drop_not_unicast_from_workload"],
+                );
+                assert_eq!(
+                    verdict,
+                    drop_verdict(hook),
+                    "{hook:?}: {source} in a group frame"
+                );
+                assert_eq!(out, forged);
+            }
+        });
+    }
+}
+
+/// An ARP request as a workload sends it: who has `target`, tell `sender`.
+fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mac = [0x02, 0, 0, 0, 0, 0x42];
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+#[test]
+fn a_workload_s_arp_in_its_own_name_goes_to_the_kernel_and_forged_ones_are_dropped() {
+    netlab::root_or_skip!();
+    let fx = Fixture::new(true);
+    both_hooks(|hook| {
+        // Controls: in its own name, and a probe (sender 0.0.0.0).
+        for sender in [LOCAL_WORKLOAD, Ipv4Addr::UNSPECIFIED] {
+            let own = arp_request(sender, HOST_ADDR);
+            let (verdict, out) = fx.run_counted_from(hook, Role::Workload, &own, &["pass_arp"]);
+            assert_eq!(
+                verdict,
+                verdicts(hook).0,
+                "{hook:?}: ARP from {sender} passes"
+            );
+            assert_eq!(out, own);
+        }
+        let mut not_ipv4 = arp_request(LOCAL_WORKLOAD, HOST_ADDR);
+        not_ipv4[16] = 0x86; // an IPv6 "ARP"
+        for forged in [
+            arp_request(Ipv4Addr::new(198, 18, 2, 7), HOST_ADDR), // another host's workload
+            arp_request(Ipv4Addr::new(198, 19, 0, 2), HOST_ADDR), // the host's peer
+            arp_request(Ipv4Addr::new(198, 18, 1, 9), HOST_ADDR), // nobody's
+            not_ipv4,
+            arp_request(LOCAL_WORKLOAD, HOST_ADDR)[..30].to_vec(), // cut short
+        ] {
+            let (verdict, _) =
+                fx.run_counted_from(hook, Role::Workload, &forged, &["drop_arp_from_workload"]);
+            assert_eq!(verdict, drop_verdict(hook), "{hook:?}: forged ARP refused");
+        }
+        // From the underlay, ARP is the kernel's, whoever it names.
+        let (verdict, _) = fx.run_counted(
+            hook,
+            &arp_request(Ipv4Addr::new(198, 19, 0, 9), HOST_ADDR),
+            &["pass_arp"],
+        );
+        assert_eq!(verdict, verdicts(hook).0);
+    });
 }
 
 #[test]
@@ -874,8 +942,8 @@ fn a_workload_speaks_ipv4_and_arp_only() {
                 "{hook:?}: refused from a workload"
             );
         }
-        let mut arp = from_source(&to_remote, LOCAL_WORKLOAD);
-        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        // ARP in its own name is the kernel's (what else ARP may be: the ARP test above).
+        let arp = arp_request(LOCAL_WORKLOAD, HOST_ADDR);
         let (verdict, _) = fx.run_counted_from(hook, Role::Workload, &arp, &["pass_arp"]);
         assert_eq!(verdict, verdicts(hook).0, "{hook:?}: ARP is the kernel's");
         // From the underlay, the kernel's.

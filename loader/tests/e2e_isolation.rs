@@ -94,15 +94,17 @@ fn isolation(attach: Attach) {
     assert!(ping(&a1.ns, b1.addr, 1).unwrap(), "a1 -> b1 ping");
 
     spoofed_sources_are_dropped(h0, hook, host0, a1, a2, b1);
+    group_frames_from_a_workload_are_dropped(h0, hook, host0, a2);
     the_two_way_flow_trick_fails(h0, hook, host0, a1, a2);
     vxlan_from_a_workload_is_not_decapsulated(h0, hook, host0, a2);
     vxlan_from_an_unknown_underlay_host_is_dropped(h0, hook, host0, host1, a2);
     vlan_tagged_frames_are_not_forwarded(h0, hook, host0, a2, b1);
     path_mtu_discovery_works_through_the_tunnel(h0, hook, a1, b1);
     a_flood_of_new_flows_does_not_cut_a_connection(h0, hook, a1, a2, b1, b2);
+    forged_arp_from_a_workload_is_dropped(h0, hook, host0, a2);
     if attach == Attach::Tc {
         // The loader's side, the same whatever the attach kind: once is enough.
-        an_arp_storm_costs_the_loader_nothing(h0, host0, a2, loader0.pid());
+        an_arp_storm_costs_the_loader_nothing(h0, host0, host1, loader0.pid());
     }
 }
 
@@ -127,6 +129,86 @@ fn full_mtu(host: &Host, w: &Workload) {
     host.ns
         .ip(&["link", "set", &w.host_if, "mtu", "1500"])
         .unwrap();
+}
+
+/// UDP to a listener on the host's own address, from `a2` in a broadcast frame (in its own
+/// name and another's) and in a multicast frame: the kernel would take each for its own
+/// address, past the source check and policy; the programs drop and count them. The same
+/// datagram sent the ordinary way (unicast, a2's egress allows it: the control) arrives.
+fn group_frames_from_a_workload_are_dropped(
+    h0: &str,
+    hook: &'static str,
+    host0: &Host,
+    a2: &Workload,
+) {
+    let wire = Wire::of(host0, a2).unwrap();
+    let to = at(host0.underlay_addr, 9001);
+    let sink = UdpSink::start(&host0.ns, to).unwrap();
+    let counters = Counters::start(h0, hook);
+    let group = |dst_mac: [u8; 6], from: Ipv4Addr, payload: &[u8]| {
+        let mut frame = wire.udp(at(from, 1234), to, payload);
+        frame[..6].copy_from_slice(&dst_mac);
+        frame
+    };
+    send_raw(
+        &a2.ns,
+        "eth0",
+        &[
+            group([0xff; 6], a2.addr, b"broadcast"),
+            group(
+                [0xff; 6],
+                Ipv4Addr::new(198, 18, 9, 9),
+                b"broadcast, forged",
+            ),
+            group([0x01, 0x00, 0x5e, 0, 0, 1], a2.addr, b"multicast"),
+        ],
+    )
+    .unwrap();
+    send_udp(&a2.ns, at(a2.addr, 0), to, b"control").unwrap();
+    let got = payloads(&sink.finish(SETTLE));
+    assert_eq!(
+        got,
+        ["control"],
+        "{hook}: only the unicast datagram arrives"
+    );
+    assert_eq!(counters.moved("drop_not_unicast_from_workload"), 3);
+}
+
+/// ARP requests from `a2` in other addresses' names (another workload's, the host's peer's):
+/// dropped and counted, no neighbour planted on the host; its own (the control) answered.
+fn forged_arp_from_a_workload_is_dropped(
+    h0: &str,
+    hook: &'static str,
+    host0: &Host,
+    a2: &Workload,
+) {
+    let mac = [0x02, 0xa4, 0, 0, 0, 0x77];
+    let counters = Counters::start(h0, hook);
+    let forged = [Ipv4Addr::new(198, 18, 2, 9), Ipv4Addr::new(198, 19, 0, 77)];
+    let frames: Vec<Vec<u8>> = forged
+        .iter()
+        .chain([&a2.addr])
+        .map(|sender| arp_request(mac, *sender, host0.underlay_addr))
+        .collect();
+    send_raw(&a2.ns, "eth0", &frames).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(counters.moved("drop_arp_from_workload"), 2);
+    assert_eq!(
+        counters.moved("pass_arp"),
+        1,
+        "{hook}: its own ARP is the kernel's"
+    );
+    let neighbours = host0
+        .ns
+        .ip(&["-4", "neigh", "show", "dev", &a2.host_if])
+        .unwrap();
+    let neighbours = String::from_utf8_lossy(&neighbours.stdout);
+    for sender in forged {
+        assert!(
+            !neighbours.contains(&format!("{sender} ")),
+            "{hook}: a forged sender became a neighbour: {neighbours}"
+        );
+    }
 }
 
 /// Raw frames from `a2` claiming the victim's and an outside address: dropped and counted;
@@ -401,15 +483,16 @@ struct LoaderLoad {
     sync_max: Duration,
 }
 
-/// A workload's ARP storm of forged senders (each a new neighbour of the host, which answers
-/// for its own address) wakes the loader for nothing: its CPU and the time a
+/// An ARP storm of forged senders from the underlay (each a new neighbour of the host, which
+/// answers for its own address; from a workload the programs refuse them, see above) wakes
+/// the loader for nothing: its CPU and the time a
 /// plugin's sync takes stay what they were in a quiet window just before (the control,
 /// measured the same way in the same run).
-fn an_arp_storm_costs_the_loader_nothing(h0: &str, host0: &Host, a2: &Workload, loader: u32) {
+fn an_arp_storm_costs_the_loader_nothing(h0: &str, host0: &Host, host1: &Host, loader: u32) {
     let quiet = loader_load(h0, loader, || {});
     let neighbours_before = neighbour_count(&host0.ns);
     // Asking for the host's own address: the kernel answers, and learns each sender.
-    let storm = loader_load(h0, loader, || arp_storm(a2, host0.underlay_addr));
+    let storm = loader_load(h0, loader, || arp_storm(&host1.ns, host0.underlay_addr));
     let made = neighbour_count(&host0.ns).saturating_sub(neighbours_before);
     eprintln!("ARP storm: {made} new neighbours on the host; quiet {quiet:?}, storm {storm:?}");
     assert!(
@@ -501,20 +584,19 @@ fn neighbour_count(ns: &Netns) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// ARP requests from `w` for `target`, from 240 sender addresses no workload has (in the
-/// other host's prefix, which this host routes, so that its reverse-path check lets them by),
-/// each round with new MACs: 3,000 over 3 s.
-fn arp_storm(w: &Workload, target: Ipv4Addr) {
+/// ARP requests out of `ns`'s `eth0` for `target`, from 240 sender addresses of the
+/// underlay's network that no host has, each round with new MACs: 3,000 over 3 s.
+fn arp_storm(ns: &Netns, target: Ipv4Addr) {
     for round in 0..30u32 {
         let frames: Vec<Vec<u8>> = (0..100u32)
             .map(|i| {
                 let n = round * 100 + i;
                 let mac = [0x02, 0xa4, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8];
-                let sender = Ipv4Addr::new(198, 18, 2, 10 + (n % 240) as u8);
+                let sender = Ipv4Addr::new(198, 19, 0, 10 + (n % 240) as u8);
                 arp_request(mac, sender, target)
             })
             .collect();
-        send_raw(&w.ns, "eth0", &frames).unwrap();
+        send_raw(ns, "eth0", &frames).unwrap();
         thread::sleep(Duration::from_millis(100));
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! The IPv4 header is always right after the Ethernet header ([`IP_AT`]): a VLAN-tagged frame
 //! is never routed.
+pub mod arp;
 mod decision;
 mod icmp;
 mod path;

@@ -75,7 +75,7 @@ pub fn route(frame: Frame, frame_len: usize, from: Ingress, pass: Pass) -> Decis
 /// so a workload's own /32 and any prefix a `route ... dev` line hands it both count). The
 /// common case, the workload's own /32, is answered by a hash keyed by the interface first.
 #[inline(always)]
-fn source_belongs(src: [u8; 4], ifindex: u32) -> bool {
+pub fn source_belongs(src: [u8; 4], ifindex: u32) -> bool {
     // SAFETY: `HashMap::get`'s caveat: an entry removed meanwhile may be reused for another
     // key. The address is compared at once, and a stale one answers for one packet as the
     // table stood a moment before.
