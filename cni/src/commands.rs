@@ -118,7 +118,10 @@ pub fn add(env: &Env, conf: &NetConf, raw: &Value) -> Result<Value, CniError> {
     host.write_record(&record)
         .map_err(io_error("writing the workload's record"))
         .map_err(undo_record)?;
-    sync(&host).map_err(undo_record)?;
+    // No container runs without the programs on its interface: with no loader to attach
+    // them, ADD is refused (undone) with the spec's "try again later", and the runtime
+    // retries once a loader answers.
+    sync(&host, Absent::Refuse).map_err(undo_record)?;
     // The loader took the records; this one may still have lost to another source (the
     // route table naming the same address, say): ADD succeeds only if it is in place.
     match loader_link::ask(
@@ -183,7 +186,7 @@ pub fn del(env: &Env, raw: &Value) -> Result<(), CniError> {
         .map_err(io_error("removing the workload's record"))?;
     // The loader drops the route and the attachment now rather than at its next look; a
     // loader that refuses does not make DEL fail (the interface is gone either way).
-    if let Err(e) = sync(&host) {
+    if let Err(e) = sync(&host, Absent::Fine) {
         eprintln!("ebpf-dataplane: DEL: {e}");
     }
     let subnet = recorded_subnet.or(facts(&host)?.subnet);
@@ -298,9 +301,18 @@ fn check_container(netns: &Path, ifname: &str, addr: Ipv4Addr) -> Result<(), Cni
     Ok(())
 }
 
-/// Has the loader take the records as they are now; no loader running is fine (it takes them
-/// when it starts), a loader that refuses is not.
-fn sync(host: &HostDir) -> Result<(), CniError> {
+/// What a missing loader means to a request.
+#[derive(Clone, Copy)]
+enum Absent {
+    /// The change must not stand without a loader (ADD: an interface without the programs).
+    Refuse,
+    /// The change stands; the loader takes the records when it starts (DEL).
+    Fine,
+}
+
+/// Has the loader take the records as they are now; a loader that refuses is an error, and
+/// so is none running when `absent` says so.
+fn sync(host: &HostDir, absent: Absent) -> Result<(), CniError> {
     match loader_link::ask(host, &Request::Sync) {
         Ok(Answer::Reply(reply)) if reply.ok => Ok(()),
         Ok(Answer::Reply(reply)) => Err(CniError::new(
@@ -308,12 +320,18 @@ fn sync(host: &HostDir) -> Result<(), CniError> {
             "the loader did not take the workload",
         )
         .with_details(reply.error.unwrap_or_default())),
-        Ok(Answer::NoLoader) => {
-            eprintln!(
-                "ebpf-dataplane: no loader runs on this host; it takes the workload when it starts"
-            );
-            Ok(())
-        }
+        Ok(Answer::NoLoader) => match absent {
+            Absent::Refuse => Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                "no loader runs on this host: a container is not wired without the dataplane's programs on its interface; try again once the loader runs",
+            )),
+            Absent::Fine => {
+                eprintln!(
+                    "ebpf-dataplane: no loader runs on this host; it takes the change when it starts"
+                );
+                Ok(())
+            }
+        },
         Err(e) => Err(CniError::new(code::TRY_AGAIN_LATER, e)),
     }
 }
