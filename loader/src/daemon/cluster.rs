@@ -18,7 +18,6 @@
 //!   another writer overwrites or deletes this host's own record, the host writes it back.
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -29,7 +28,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use dataplane::model::{
     Ipv4Prefix,
-    cluster::{self, Encap, HostRecord, Refusal},
+    cluster::{self, HostRecord, Refusal},
 };
 use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use tracing::{info, warn};
@@ -362,40 +361,4 @@ fn withdraw(view: &View, own: &HostRecord, counters: &LoaderCounters) {
         .unwrap_or_else(|e| e.into_inner())
         .clear();
     view.changed.store(true, Ordering::Relaxed);
-}
-
-/// The first IPv4 address of interface `ifname` in this network namespace, and the network
-/// it is in (where the other hosts' underlay addresses must lie).
-pub fn underlay_address(ifname: &str) -> Result<(Ipv4Addr, Ipv4Prefix)> {
-    let (addr, len) = dataplane::system::netinfo::ipv4_network_of(ifname)?
-        .with_context(|| format!("`{ifname}` has no IPv4 address (the cluster underlay)"))?;
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    let network =
-        Ipv4Prefix::new(Ipv4Addr::from(u32::from(addr) & mask), len).map_err(anyhow::Error::msg)?;
-    Ok((addr, network))
-}
-
-/// The record template of this host (its prefix is filled in by [`join`]).
-pub fn template(
-    config: &dataplane::model::route_table::Config,
-    underlay: Ipv4Addr,
-    encap: Encap,
-    host: String,
-) -> HostRecord {
-    let vxlan = config.vxlan.as_ref();
-    HostRecord {
-        prefix: Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
-        underlay,
-        encap,
-        vtep_mac: (encap == Encap::Vxlan).then(|| {
-            vxlan
-                .and_then(|v| v.mac)
-                .unwrap_or_else(|| dataplane::plan::resolve::default_vtep_mac(underlay))
-        }),
-        vni: (encap == Encap::Vxlan)
-            .then(|| vxlan.and_then(|v| v.vnis.first().copied()).unwrap_or(1)),
-        port: (encap == Encap::Vxlan)
-            .then(|| vxlan.map_or(dataplane::common::vxlan::VXLAN_DEFAULT_PORT, |v| v.port)),
-        host,
-    }
 }

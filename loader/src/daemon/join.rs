@@ -1,12 +1,14 @@
 //! Joining the cluster at start: this host's record published (its prefix given, remembered,
 //! or allocated), and the other hosts' records read as the first view.
 use std::{
+    net::Ipv4Addr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use dataplane::model::{
+    Ipv4Prefix,
     cluster::{Encap, HostRecord, RecordRules},
     route_table::Config,
 };
@@ -81,9 +83,9 @@ pub fn join_cluster(
     if encap == Encap::Vxlan && config.vxlan.is_none() {
         bail!("--cluster-encap vxlan needs a `vxlan` statement in the route table");
     }
-    let (underlay, underlay_network) = cluster::underlay_address(&underlay_if)?;
+    let (underlay, underlay_network) = underlay_address(&underlay_if)?;
     let remembered_path = remembered_prefix_path(&args.state_dir, &host);
-    let template = cluster::template(config, underlay, encap, host);
+    let template = template(config, underlay, encap, host);
     let rules = RecordRules {
         store_prefix: args.store.etcd_prefix.clone(),
         cluster: args.cluster_cidr,
@@ -143,6 +145,7 @@ pub fn join_cluster(
         view,
         own: record.prefix,
         underlay_if,
+        published_withdrawn: false,
     };
     Ok((store, (record, lease), feed))
 }
@@ -155,6 +158,42 @@ fn remember(path: &std::path::Path, prefix: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, prefix)?;
     std::fs::rename(&tmp, path)
+}
+
+/// The first IPv4 address of interface `ifname` in this network namespace, and the network
+/// it is in (where the other hosts' underlay addresses must lie).
+pub fn underlay_address(ifname: &str) -> Result<(Ipv4Addr, Ipv4Prefix)> {
+    let (addr, len) = dataplane::system::netinfo::ipv4_network_of(ifname)?
+        .with_context(|| format!("`{ifname}` has no IPv4 address (the cluster underlay)"))?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let network =
+        Ipv4Prefix::new(Ipv4Addr::from(u32::from(addr) & mask), len).map_err(anyhow::Error::msg)?;
+    Ok((addr, network))
+}
+
+/// The record template of this host (its prefix is filled in by [`join`]).
+pub fn template(
+    config: &dataplane::model::route_table::Config,
+    underlay: Ipv4Addr,
+    encap: Encap,
+    host: String,
+) -> HostRecord {
+    let vxlan = config.vxlan.as_ref();
+    HostRecord {
+        prefix: Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0).expect("0/0"),
+        underlay,
+        encap,
+        vtep_mac: (encap == Encap::Vxlan).then(|| {
+            vxlan
+                .and_then(|v| v.mac)
+                .unwrap_or_else(|| dataplane::plan::resolve::default_vtep_mac(underlay))
+        }),
+        vni: (encap == Encap::Vxlan)
+            .then(|| vxlan.and_then(|v| v.vnis.first().copied()).unwrap_or(1)),
+        port: (encap == Encap::Vxlan)
+            .then(|| vxlan.map_or(dataplane::common::vxlan::VXLAN_DEFAULT_PORT, |v| v.port)),
+        host,
+    }
 }
 
 #[cfg(test)]

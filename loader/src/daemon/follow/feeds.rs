@@ -113,6 +113,8 @@ pub struct ClusterFeed {
     pub own: Ipv4Prefix,
     /// The interface routed records are reached through.
     pub underlay_if: String,
+    /// Whether the plugin was last told that this host has withdrawn from its prefix.
+    pub published_withdrawn: bool,
 }
 
 impl ClusterFeed {
@@ -160,6 +162,26 @@ impl RouteFeeds {
                     own: feed.own,
                     underlay_if: &feed.underlay_if,
                 }),
+        }
+    }
+
+    /// Tells the plugin whether this host has a prefix to hand out: none while it has
+    /// withdrawn from it (another host holds it), so that no new container gets an address
+    /// there.
+    pub fn publish_ownership(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let withdrawn = cluster.view.withdrawn.load(Ordering::Relaxed);
+        if withdrawn == cluster.published_withdrawn {
+            return;
+        }
+        let dir = &self.workloads.dir;
+        let mut facts = dir.read_facts().ok().flatten().unwrap_or_default();
+        facts.subnet = (!withdrawn).then(|| cluster.own.to_string());
+        match dir.write_facts(&facts) {
+            Ok(()) => cluster.published_withdrawn = withdrawn,
+            Err(e) => tracing::warn!(error = %e, "cannot tell the plugin about this host's prefix"),
         }
     }
 

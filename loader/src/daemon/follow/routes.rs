@@ -18,7 +18,7 @@ use dataplane::{
     common::NextHopKind,
     kernel::Dataplane,
     model::{
-        Ipv4Prefix, LineError,
+        LineError,
         mac::format_mac,
         route_table::{self as config, Config},
     },
@@ -61,8 +61,6 @@ pub struct RouteFollower {
     system: RememberUnanswered<LiveSystem>,
     /// When to plan again because the last plan left something out (None: nothing was).
     retry_at: Option<Instant>,
-    /// Whether the plugin was last told that this host has withdrawn from its prefix.
-    published_withdrawn: bool,
 }
 
 /// Everything [`RouteFollower::new`] starts from.
@@ -93,7 +91,6 @@ impl RouteFollower {
             refusals: start.refusals,
             system: RememberUnanswered::new(LiveSystem, RETRY_UNANSWERED),
             retry_at: None,
-            published_withdrawn: false,
         }
     }
 
@@ -149,34 +146,9 @@ impl RouteFollower {
         }
     }
 
-    /// Whether the workload behind `host_ifname` is attached and its address routed to it.
-    pub fn check(&self, host_ifname: &str, addr: std::net::Ipv4Addr) -> Reply {
-        let fail = |error: String| Reply {
-            ok: false,
-            error: Some(error),
-        };
-        let Some(attachment) = self
-            .applied
-            .attachments
-            .iter()
-            .find(|a| a.ifname == host_ifname)
-        else {
-            return fail(format!(
-                "the dataplane is not attached to `{host_ifname}` (see the loader's log)"
-            ));
-        };
-        let prefix = Ipv4Prefix::new(addr, 32).expect("a /32 has no host bits");
-        match self.applied.routes.get(&prefix) {
-            Some(nh) if nh.ifindex == attachment.ifindex => Reply {
-                ok: true,
-                error: None,
-            },
-            Some(nh) => fail(format!(
-                "the dataplane routes {addr} to interface {} instead of `{host_ifname}` ({})",
-                nh.ifindex, attachment.ifindex
-            )),
-            None => fail(format!("the dataplane has no route to {addr}")),
-        }
+    /// What the maps hold now.
+    pub fn applied(&self) -> &Plan {
+        &self.applied
     }
 
     /// The route table, parsed, and how long the file has held it, if it changed and has
@@ -227,7 +199,7 @@ impl RouteFollower {
     /// applies its difference. The error says why a change was not applied.
     fn reconcile(&mut self, dataplane: &mut Dataplane, force: bool) -> Result<(), String> {
         let started = Instant::now();
-        self.publish_ownership();
+        self.feeds.publish_ownership();
         let candidate = self.changed_table();
         let feeds_changed = self.feeds_changed();
         let fresh = self.feeds.workloads.read_if_changed(force);
@@ -280,26 +252,6 @@ impl RouteFollower {
             return Ok(());
         }
         self.apply(dataplane, decision.desired, started)
-    }
-
-    /// Tells the plugin whether this host has a prefix to hand out: none while it has
-    /// withdrawn from it (another host holds it), so that no new container gets an address
-    /// there.
-    fn publish_ownership(&mut self) {
-        let Some(cluster) = &self.feeds.cluster else {
-            return;
-        };
-        let withdrawn = cluster.view.withdrawn.load(Ordering::Relaxed);
-        if withdrawn == self.published_withdrawn {
-            return;
-        }
-        let dir = &self.feeds.workloads.dir;
-        let mut facts = dir.read_facts().ok().flatten().unwrap_or_default();
-        facts.subnet = (!withdrawn).then(|| cluster.own.to_string());
-        match dir.write_facts(&facts) {
-            Ok(()) => self.published_withdrawn = withdrawn,
-            Err(e) => warn!(error = %e, "cannot tell the plugin about this host's prefix"),
-        }
     }
 
     /// Most of the table gone at once looks like a file caught truncated: the core holds it
