@@ -79,6 +79,19 @@ fn decide_now(inputs: &Inputs, system: &FakeSystem) -> Decision {
     decide(inputs, system).expect("a plan")
 }
 
+/// `changed` offered just now over `running`, the maps holding `applied`, no feed.
+fn offered<'a>(running: &'a Config, changed: &'a Config, applied: &'a Plan) -> Inputs<'a> {
+    Inputs {
+        running,
+        candidate: Some(Candidate {
+            config: changed,
+            stable: Duration::ZERO,
+        }),
+        feeds: feeds(&[]),
+        applied,
+    }
+}
+
 /// The plan for `running` and `feeds` with nothing installed yet.
 fn plan_of(running: &Config, feeds: Feeds, system: &FakeSystem) -> Plan {
     decide_now(
@@ -313,18 +326,7 @@ fn a_changed_table_that_resolves_is_taken() {
     let changed = table(&format!(
         "{TABLE}route 198.18.3.0/24 via 198.19.0.2 dev eth0\n"
     ));
-    let decision = decide_now(
-        &Inputs {
-            running: &running,
-            candidate: Some(Candidate {
-                config: &changed,
-                stable: Duration::ZERO,
-            }),
-            feeds: feeds(&[]),
-            applied: &applied,
-        },
-        &system,
-    );
+    let decision = decide_now(&offered(&running, &changed, &applied), &system);
     assert_eq!(decision.table, TableOutcome::Taken);
     assert_eq!(decision.desired.plan.routes.len(), 2);
 }
@@ -338,18 +340,7 @@ fn a_changed_table_is_taken_without_the_lines_the_host_cannot_realise_now() {
     let changed = table(&format!(
         "{TABLE}route 198.18.3.0/24 via 198.19.0.9 dev eth0\nroute 198.18.4.0/24 via 198.19.0.3 dev eth0\n"
     ));
-    let decision = decide_now(
-        &Inputs {
-            running: &running,
-            candidate: Some(Candidate {
-                config: &changed,
-                stable: Duration::ZERO,
-            }),
-            feeds: feeds(&[]),
-            applied: &applied,
-        },
-        &system,
-    );
+    let decision = decide_now(&offered(&running, &changed, &applied), &system);
     assert_eq!(decision.table, TableOutcome::Taken);
     let desired = &decision.desired;
     assert!(!desired.plan.routes.contains_key(&prefix("198.18.3.0/24")));
@@ -475,18 +466,7 @@ fn removing_half_or_less_is_not_held() {
     let system = host();
     let applied = plan_of(&running, feeds(&[]), &system);
     let halved = table("interface eth0\nroute 10.0.0.0/24 via 198.19.0.2 dev eth0\n");
-    let decision = decide_now(
-        &Inputs {
-            running: &running,
-            candidate: Some(Candidate {
-                config: &halved,
-                stable: Duration::ZERO,
-            }),
-            feeds: feeds(&[]),
-            applied: &applied,
-        },
-        &system,
-    );
+    let decision = decide_now(&offered(&running, &halved, &applied), &system);
     assert_eq!(decision.table, TableOutcome::Taken);
 }
 
