@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(hooks, ["xdp", "tc"]);
         assert_eq!(Hook::from_u32(1), Some(Hook::Tc));
         // Numbers and names are an ABI: a few pinned, first, last and in between.
-        assert_eq!(Counter::COUNT, 34);
+        assert_eq!(Counter::COUNT, 36);
         assert_eq!(Counter::Rx as u32, 0);
         assert_eq!(Counter::PassTooBig as u32, 12);
         assert_eq!(Counter::PassTooBig.name(), "pass_too_big");
@@ -254,18 +254,21 @@ mod tests {
             Counter::DropServiceNoBackend.name(),
             "drop_service_no_backend"
         );
+        assert_eq!(Counter::DropNotUnicastFromWorkload as u32, 35);
+        assert_eq!(
+            Counter::DropNotUnicastFromWorkload.name(),
+            "drop_not_unicast_from_workload"
+        );
     }
 
     #[test]
     fn counter_indices_do_not_overlap_between_hooks() {
+        let last = Counter::ALL[Counter::ALL.len() - 1];
         assert_eq!(
-            counter_index(Hook::Xdp, Counter::DropServiceNoBackend) + 1,
+            counter_index(Hook::Xdp, last) + 1,
             counter_index(Hook::Tc, Counter::Rx)
         );
-        assert_eq!(
-            counter_index(Hook::Tc, Counter::DropServiceNoBackend) + 1,
-            COUNTERS_LEN
-        );
+        assert_eq!(counter_index(Hook::Tc, last) + 1, COUNTERS_LEN);
     }
 
     #[test]
