@@ -131,13 +131,22 @@ pub fn add(env: &Env, conf: &NetConf, raw: &Value) -> Result<Value, CniError> {
             addr,
         },
     ) {
-        Ok(Answer::Reply(reply)) if !reply.ok => {
+        Ok(Answer::Reply(reply)) if reply.ok => {}
+        Ok(Answer::Reply(reply)) => {
             return Err(undo_record(
                 CniError::new(code::DATAPLANE, "the loader did not take the workload")
                     .with_details(reply.error.unwrap_or_default()),
             ));
         }
-        _ => {}
+        // The loader went away between its sync and this check: nothing vouches for the
+        // programs on the interface, so the container is not wired.
+        Ok(Answer::NoLoader) => {
+            return Err(undo_record(CniError::new(
+                code::TRY_AGAIN_LATER,
+                "the loader stopped before it confirmed the workload; try again",
+            )));
+        }
+        Err(e) => return Err(undo_record(CniError::new(code::TRY_AGAIN_LATER, e))),
     }
     let macs = (|| -> Result<_, CniError> {
         let host_mac = netinfo::links()

@@ -240,11 +240,14 @@ fn a_workload_s_arp_in_its_own_name_goes_to_the_kernel_and_forged_ones_are_dropp
         }
         let mut not_ipv4 = arp_request(LOCAL_WORKLOAD, HOST_ADDR);
         not_ipv4[16] = 0x86; // an IPv6 "ARP"
+        let mut other_mac = arp_request(LOCAL_WORKLOAD, HOST_ADDR);
+        other_mac[22 + 5] = 0x43; // a sender MAC that is not the frame's
         for forged in [
             arp_request(Ipv4Addr::new(198, 18, 2, 7), HOST_ADDR), // another host's workload
             arp_request(Ipv4Addr::new(198, 19, 0, 2), HOST_ADDR), // the host's peer
             arp_request(Ipv4Addr::new(198, 18, 1, 9), HOST_ADDR), // nobody's
             not_ipv4,
+            other_mac,
             arp_request(LOCAL_WORKLOAD, HOST_ADDR)[..30].to_vec(), // cut short
         ] {
             let (verdict, _) =

@@ -31,16 +31,22 @@ unsafe impl Plain for ArpHdr {}
 const ETHERNET_IPV4: ([u8; 2], [u8; 2], u8, u8) = ([0, 1], [0x08, 0x00], 6, 4);
 
 /// The fate of an ARP frame in `frame` from the workload behind `ifindex`: to the kernel if
-/// it is IPv4-over-Ethernet ARP in the workload's own name (or a probe's, 0.0.0.0); dropped
-/// and counted otherwise.
+/// it is IPv4-over-Ethernet ARP in the workload's own name (or a probe's, 0.0.0.0) from the
+/// MAC the frame comes from; dropped and counted otherwise. (A sender MAC other than the
+/// frame's would have the host's entry for the workload flip at the workload's will.)
 #[inline(always)]
 pub fn from_workload(frame: Frame, ifindex: u32) -> Outcome {
-    // SAFETY: `frame` is the caller's current one; the reference is read at once and dropped,
-    // and nothing writes the frame meanwhile.
+    // SAFETY: `frame` is the caller's current one; both references are shared, read at
+    // once and dropped, and nothing writes the frame meanwhile. (One check at a time: the
+    // verifier follows each.)
+    let Ok(eth) = (unsafe { ref_at::<EthHdr>(frame, 0) }) else {
+        return Outcome::Drop(Counter::DropArpFromWorkload);
+    };
+    // SAFETY: as above.
     let Ok(arp) = (unsafe { ref_at::<ArpHdr>(frame, EthHdr::LEN) }) else {
         return Outcome::Drop(Counter::DropArpFromWorkload);
     };
-    if (arp.htype, arp.ptype, arp.hlen, arp.plen) != ETHERNET_IPV4 {
+    if (arp.htype, arp.ptype, arp.hlen, arp.plen) != ETHERNET_IPV4 || arp.sha != eth.src_addr {
         return Outcome::Drop(Counter::DropArpFromWorkload);
     }
     let sender = arp.spa;

@@ -231,6 +231,9 @@ fn workload_sources(plan: &Plan) -> BTreeMap<u32, Ipv4Key> {
                 .or_insert_with(|| prefix.addr().octets());
         }
     }
+    for (ifindex, addr) in &plan.unresolved_workloads {
+        sources.entry(*ifindex).or_insert_with(|| addr.octets());
+    }
     sources
 }
 

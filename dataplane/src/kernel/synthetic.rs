@@ -105,6 +105,7 @@ pub fn plan(with_tx_port: bool) -> Plan {
             mac: LOCAL_VTEP_MAC,
         }),
         peers: BTreeSet::from([REMOTE_VTEP]),
+        unresolved_workloads: BTreeMap::new(),
     }
 }
 

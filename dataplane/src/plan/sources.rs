@@ -12,7 +12,10 @@
 //! listed (workloads, kernel, cluster).
 //!
 //! No I/O of its own: everything about the host is asked of a [`System`].
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use super::{
     Plan,
@@ -80,11 +83,13 @@ pub fn desired(
     feeds: &Feeds,
     system: &dyn System,
 ) -> Result<Desired, Vec<LineError>> {
+    let original = config;
     // One answer per neighbour for the whole pass: a next hop that does not answer is waited
     // for once, not again for each feed and each retry of the table.
     let system: &dyn System = &NeighbourCache::new(system);
     let mut warnings = feeds.workload_problems.to_vec();
     let (config, mut plan, table_lines_left_out) = realisable_table(config, system, &mut warnings)?;
+    note_unresolved_workloads(&mut plan, &unanswered_local_routes(original, &config));
     let config = &config;
     let mut merger = Merger {
         config,
@@ -118,6 +123,33 @@ pub fn desired(
         table_lines_left_out,
         warnings: merger.warnings,
     })
+}
+
+/// The local /32s of `original` left out of `realised` whose interface `realised` still
+/// declares: workloads that have not answered ARP yet, by interface name.
+fn unanswered_local_routes(original: &Config, realised: &Config) -> Vec<(String, Ipv4Addr)> {
+    original
+        .routes
+        .iter()
+        .filter(|r| r.prefix.prefix_len() == 32 && !realised.routes.contains(r))
+        .filter_map(|r| match &r.target {
+            Target::Local { dev } if realised.interface(dev).is_some() => {
+                Some((dev.clone(), r.prefix.addr()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Records, for the source check, the addresses of attached workload interfaces whose /32 is
+/// not routed yet (`(interface, address)`): a workload that has not answered ARP must still be
+/// able to, in its own name, or the host never learns its MAC.
+fn note_unresolved_workloads(plan: &mut Plan, unanswered: &[(String, Ipv4Addr)]) {
+    for (dev, addr) in unanswered {
+        if let Some(a) = plan.attachments.iter().find(|a| a.ifname == *dev) {
+            plan.unresolved_workloads.entry(a.ifindex).or_insert(*addr);
+        }
+    }
 }
 
 /// The route table less the lines that cannot be realised on this host now, each with a
@@ -334,6 +366,7 @@ impl Merger<'_> {
             !taken
         });
         interfaces.retain(|i| !refused_lines.contains(&i.line));
+        let mut unanswered = Vec::new();
         let described: BTreeMap<usize, String> = routes
             .iter()
             .map(|r| (r.line, format!("{} {:?}", r.prefix, r.target)))
@@ -362,12 +395,29 @@ impl Merger<'_> {
                         e.message
                     ));
                 }
+                // A workload that does not answer ARP stays attached (its interface carries
+                // nothing the programs do not see), its address still its own for the source
+                // check; only its route waits for its MAC.
+                let keep_interfaces = what == "workload";
+                if keep_interfaces {
+                    unanswered.extend(
+                        feed.routes
+                            .iter()
+                            .filter(|r| bad.contains(&r.line))
+                            .map(|r| (r.target.dev().to_string(), r.prefix.addr())),
+                    );
+                }
                 feed.routes.retain(|r| !bad.contains(&r.line));
-                feed.interfaces.retain(|i| !bad.contains(&i.line));
+                feed.interfaces
+                    .retain(|i| keep_interfaces || !bad.contains(&i.line));
                 resolve::resolve(&feed, self.system)?
             }
         };
         let added = resolved.routes.len();
+        let mut resolved = resolved;
+        note_unresolved_workloads(&mut resolved, &unanswered);
+        plan.unresolved_workloads
+            .extend(std::mem::take(&mut resolved.unresolved_workloads));
         // The table's interfaces are attached already.
         plan.attachments.extend(
             resolved

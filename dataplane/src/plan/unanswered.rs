@@ -36,6 +36,8 @@ pub struct RememberUnanswered<S> {
     retry_after: Duration,
     /// The silent neighbours, by address and interface.
     silent: Mutex<HashMap<(Ipv4Addr, String), Silence>>,
+    /// The neighbours asked for in the current pass ([`RememberUnanswered::begin_pass`]).
+    asked: Mutex<std::collections::HashSet<(Ipv4Addr, String)>>,
 }
 
 impl<S: System> RememberUnanswered<S> {
@@ -44,7 +46,20 @@ impl<S: System> RememberUnanswered<S> {
             inner,
             retry_after,
             silent: Mutex::default(),
+            asked: Mutex::default(),
         }
+    }
+
+    /// Starts a pass of planning: what it does not ask for again is no longer waited for.
+    pub fn begin_pass(&self) {
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Ends a pass: a silent neighbour no line or feed asked for in it (its line removed,
+    /// its host gone) is forgotten, so that it neither schedules retries nor stays watched.
+    pub fn end_pass(&self) {
+        let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        self.silent().retain(|key, _| asked.contains(key));
     }
 
     fn silent(&self) -> std::sync::MutexGuard<'_, HashMap<(Ipv4Addr, String), Silence>> {
@@ -72,6 +87,10 @@ impl<S: System> System for RememberUnanswered<S> {
     }
     fn neighbour_mac(&self, addr: Ipv4Addr, dev: &str) -> Result<Option<[u8; 6]>, NetInfoError> {
         let key = (addr, dev.to_string());
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
         let known = self.silent().get(&key).copied();
         if known.is_some_and(|s| s.since.elapsed() < s.period) {
             return Ok(None);
@@ -167,6 +186,25 @@ mod tests {
             again >= Instant::now() + Duration::from_millis(300),
             "the period doubled"
         );
+    }
+
+    #[test]
+    fn a_silent_neighbour_no_pass_asks_for_is_forgotten() {
+        let addr: Ipv4Addr = "198.19.0.9".parse().unwrap();
+        let system = RememberUnanswered::new(FakeSystem::default(), Duration::from_secs(5));
+        system.begin_pass();
+        assert_eq!(system.neighbour_mac(addr, "eth0").unwrap(), None);
+        system.end_pass();
+        assert_eq!(
+            system.silent_addrs(),
+            [addr],
+            "asked in the pass: still waited for"
+        );
+        // Its line was removed: the next pass does not ask.
+        system.begin_pass();
+        system.end_pass();
+        assert_eq!(system.next_retry(), None);
+        assert!(system.silent_addrs().is_empty());
     }
 
     #[test]

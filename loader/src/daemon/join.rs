@@ -58,13 +58,15 @@ fn remembered_prefix(path: &std::path::Path) -> Option<dataplane::model::Ipv4Pre
     read(path).or_else(|| read(&legacy_remembered_prefix_path()?))
 }
 
-/// Joins the cluster: publishes this host's record and reads the others'.
+/// Joins the cluster: publishes this host's record and reads the others'. `local`: the
+/// addresses this host's containers hold now.
 pub fn join_cluster(
     runtime: &tokio::runtime::Runtime,
     args: &ClusterArgs,
     config: &Config,
     host: String,
     counters: &LoaderCounters,
+    local: &[Ipv4Addr],
 ) -> Result<(cluster::Store, (HostRecord, i64), ClusterFeed)> {
     let underlay_if = match (&args.cluster_underlay, &config.vxlan) {
         (Some(name), _) => name.clone(),
@@ -132,6 +134,21 @@ pub fn join_cluster(
         lease,
         records,
     } = joined;
+    if let PrefixChoice::Allocate {
+        remembered: Some(old),
+        ..
+    } = &choice
+        && *old != record.prefix
+    {
+        // Claimed by another host while this one was away (longer than its lease).
+        let stranded = local.iter().filter(|a| old.contains(**a)).count();
+        if stranded > 0 {
+            bail!(
+                "this host held {old}, which another host claimed while it was away; {stranded} of its containers have addresses in it, which would then be served from two hosts: not starting (remove those containers, or free {old} in the store)"
+            );
+        }
+        warn!(%old, new = %record.prefix, "this host's former prefix is another host's now: it serves a new one");
+    }
     if let Err(e) = remember(&remembered_path, &record.prefix.to_string()) {
         warn!(path = %remembered_path.display(), error = %e, "cannot remember this host's prefix; after a reboot it may get another");
     }

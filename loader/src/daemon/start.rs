@@ -14,7 +14,12 @@ use dataplane::{
         route_table::{self as config, Attach, Config},
         services::{self, RecordBounds, Services},
     },
-    plan::{kernel_routes::KernelRouteFilter, sources::Desired},
+    plan::{
+        kernel_routes::KernelRouteFilter,
+        resolve::LiveSystem,
+        sources::Desired,
+        unanswered::{RETRY_UNANSWERED, RememberUnanswered},
+    },
     system::workloads::HostDir,
 };
 
@@ -67,6 +72,8 @@ pub struct Inputs {
     pub host_dir: HostDir,
     /// The kernel's notifications, shared with the feeds that they mark changed.
     pub events: KernelEvents,
+    /// The host, with the neighbours that did not answer at start remembered.
+    pub system: RememberUnanswered<LiveSystem>,
 }
 
 /// Reads every input (the route table, the cluster's records after joining it, the CNI
@@ -85,17 +92,24 @@ pub fn gather(
             "--service-cidr {services} overlaps --cluster-cidr {cluster}: a service could take over a workload's address"
         );
     }
+    let host_dir = HostDir::current()?;
+    let taken_at = host_dir.records_changed_at();
+    let (records, problems) = host_dir.read_records();
     let (cluster, cluster_feed) = match &settings.cluster_args {
         Some(args) => {
-            let (store, record, feed) =
-                join_cluster(runtime, args, &config, settings.host.clone(), counters)?;
+            let local: Vec<std::net::Ipv4Addr> = records.iter().map(|r| r.addr).collect();
+            let (store, record, feed) = join_cluster(
+                runtime,
+                args,
+                &config,
+                settings.host.clone(),
+                counters,
+                &local,
+            )?;
             (Some((store, record, args.cluster_cidr)), Some(feed))
         }
         None => (None, None),
     };
-    let host_dir = HostDir::current()?;
-    let taken_at = host_dir.records_changed_at();
-    let (records, problems) = host_dir.read_records();
     let events = KernelEvents::default();
     let feeds = RouteFeeds {
         workloads: WorkloadFeed {
@@ -111,7 +125,13 @@ pub fn gather(
         }),
         cluster: cluster_feed,
     };
-    let desired = feeds.desired(&config).map_err(|errors| {
+    // The host as the route follower will ask it, neighbours that stay silent remembered from
+    // this first plan on (and watched for their answer).
+    let system = RememberUnanswered::new(LiveSystem, RETRY_UNANSWERED);
+    system.begin_pass();
+    let desired = feeds.desired(&config, &system);
+    system.end_pass();
+    let desired = desired.map_err(|errors| {
         anyhow::anyhow!(
             "cannot realise the route table:\n{}",
             render_line_errors(&settings.config_path.display().to_string(), &errors)
@@ -147,6 +167,7 @@ pub fn gather(
         cluster,
         host_dir,
         events,
+        system,
     })
 }
 
@@ -166,6 +187,7 @@ pub fn follow_sources(
         desired,
         cluster,
         events,
+        system,
         ..
     } = inputs;
     let refusals = Refusals {
@@ -206,6 +228,7 @@ pub fn follow_sources(
         watched_neighbours: events.watched_neighbours.clone(),
         state: loader_state,
         refusals: refusals.clone(),
+        system,
     });
     routes.started_with(&desired);
     let mut watcher = Watcher::new(routes);

@@ -356,6 +356,38 @@ fn a_changed_table_is_taken_without_the_lines_the_host_cannot_realise_now() {
 }
 
 #[test]
+fn a_workload_that_has_not_answered_arp_stays_attached_and_its_address_its_own() {
+    // cali3's workload (198.18.1.4) and a CNI workload on cali2 (198.18.1.5) do not answer.
+    let running = table(&format!(
+        "{TABLE}interface cali3\nroute 198.18.1.4/32 dev cali3\n"
+    ));
+    let workloads = [record("silent", "cali2", "198.18.1.5")];
+    let desired = sources::desired(&running, &feeds(&workloads), &host()).unwrap();
+    assert!(!desired.plan.routes.contains_key(&prefix("198.18.1.4/32")));
+    assert!(!desired.plan.routes.contains_key(&prefix("198.18.1.5/32")));
+    let attached: Vec<&str> = desired
+        .plan
+        .attachments
+        .iter()
+        .map(|a| a.ifname.as_str())
+        .collect();
+    assert_eq!(
+        attached,
+        ["eth0", "cali3", "cali2"],
+        "both stay under the programs"
+    );
+    // The source check knows their addresses, so their ARP is theirs to send.
+    assert_eq!(
+        desired.plan.unresolved_workloads,
+        BTreeMap::from([
+            (5, "198.18.1.4".parse().unwrap()),
+            (4, "198.18.1.5".parse().unwrap())
+        ])
+    );
+    assert_eq!((desired.table_lines_left_out, desired.unresolved), (1, 1));
+}
+
+#[test]
 fn a_missing_interface_is_left_out_with_its_routes_and_the_rest_taken() {
     // cali7 does not exist: its line and its route's are left out; the workloads still come.
     let running = table(&format!(

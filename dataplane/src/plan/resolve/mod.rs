@@ -193,6 +193,10 @@ pub struct Plan {
     /// The underlay addresses of the hosts the routes lead to (next hops and VTEPs): the only
     /// sources VXLAN is accepted from. A peer reached routed may still send VXLAN here.
     pub peers: BTreeSet<Ipv4Addr>,
+    /// Attached workload interfaces whose own address is not routed yet (the workload has not
+    /// answered ARP, so its MAC is unknown), by ifindex: the source check still knows the
+    /// address as theirs, so that their ARP, which teaches the host their MAC, is not refused.
+    pub unresolved_workloads: BTreeMap<u32, Ipv4Addr>,
 }
 
 /// Resolves `config` against `system`. Reports every problem, each with its line.
@@ -287,6 +291,7 @@ pub fn resolve(config: &Config, system: &dyn System) -> Result<Plan, Vec<LineErr
         host_addrs,
         vxlan,
         peers,
+        unresolved_workloads: BTreeMap::new(),
     })
 }
 

@@ -18,7 +18,7 @@ use dataplane::{
     },
     plan::{
         kernel_routes::KernelRouteFilter,
-        resolve::LiveSystem,
+        resolve::System,
         sources::{self, ClusterRecords, Desired, Feeds},
     },
     system::workloads::{HostDir, WorkloadRecord},
@@ -191,13 +191,9 @@ impl RouteFeeds {
     }
 
     /// What the maps should hold for `config` with the feeds as last taken.
-    pub fn desired(&self, config: &Config) -> Result<Desired, Vec<LineError>> {
+    pub fn desired(&self, config: &Config, system: &dyn System) -> Result<Desired, Vec<LineError>> {
         let workloads = self.workloads.taken();
         let records = self.cluster_records();
-        sources::desired(
-            config,
-            &self.view(&workloads, records.as_ref()),
-            &LiveSystem,
-        )
+        sources::desired(config, &self.view(&workloads, records.as_ref()), system)
     }
 }

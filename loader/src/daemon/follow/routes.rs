@@ -74,6 +74,8 @@ pub struct RouteStart<'a> {
     pub watched_neighbours: Arc<Mutex<HashSet<Ipv4Addr>>>,
     pub state: LoaderState,
     pub refusals: Refusals,
+    /// The host, as the start asked it (the neighbours silent then remembered).
+    pub system: RememberUnanswered<LiveSystem>,
 }
 
 impl RouteFollower {
@@ -89,7 +91,7 @@ impl RouteFollower {
             warned: BTreeSet::new(),
             big_removal_announced: false,
             refusals: start.refusals,
-            system: RememberUnanswered::new(LiveSystem, RETRY_UNANSWERED),
+            system: start.system,
             retry_at: None,
         }
     }
@@ -188,10 +190,13 @@ impl RouteFollower {
     /// may be asked again (a missing interface comes back with a link notification, but is
     /// looked for then too).
     fn schedule_retry(&mut self, desired: &Desired) {
+        // Never sooner than a second from now: a retry is a whole pass of planning.
+        let soonest = Instant::now() + std::time::Duration::from_secs(1);
         self.retry_at = (desired.unresolved + desired.table_lines_left_out > 0).then(|| {
             self.system
                 .next_retry()
                 .unwrap_or_else(|| Instant::now() + RETRY_UNANSWERED)
+                .max(soonest)
         });
     }
 
@@ -212,6 +217,7 @@ impl RouteFollower {
         let workloads = fresh.unwrap_or_else(|| self.feeds.workloads.taken());
         let records = self.feeds.cluster_records();
         self.refusals.counters.plans.fetch_add(1, Ordering::Relaxed);
+        self.system.begin_pass();
         let decided = reconcile::decide(
             &Inputs {
                 running: &self.config,
@@ -224,9 +230,12 @@ impl RouteFollower {
             },
             &self.system,
         );
+        self.system.end_pass();
         let decision = match decided {
             Ok(decision) => decision,
             Err(Refused::Table(errors)) => {
+                // Whatever refused it may pass: tried again, even if nothing else changes.
+                self.retry_at = Some(Instant::now() + RETRY_UNANSWERED);
                 if candidate.is_some() {
                     self.table.take();
                 }
@@ -234,7 +243,10 @@ impl RouteFollower {
                     .lines(&self.table.name(), &errors, TABLE_REFUSED);
                 return Err(render(&errors));
             }
-            Err(Refused::Running(errors)) => return Err(render(&errors)),
+            Err(Refused::Running(errors)) => {
+                self.retry_at = Some(Instant::now() + RETRY_UNANSWERED);
+                return Err(render(&errors));
+            }
         };
         self.announce_big_removal(&decision.table);
         self.refusals.left_out(&decision.desired);
