@@ -48,36 +48,9 @@ pub fn service_of(flow: &FlowKey) -> Option<ServiceValue> {
     unsafe { SERVICES.get(key) }.copied()
 }
 
-/// A new connection's two entries, to be recorded once policy has admitted its first packet
-/// ([`NewFlow::record`]): a packet that policy refuses leaves no state behind.
-#[derive(Clone, Copy)]
-pub struct NewFlow {
-    flow: FlowKey,
-    to_backend: ServiceFlow,
-    reply: FlowKey,
-    to_front: ServiceFlow,
-}
-
-impl NewFlow {
-    /// Records the connection both ways, counted in `hook`'s counters; the counter slot of
-    /// the refusal if a map would not take it.
-    #[inline(always)]
-    pub fn record(&self, hook: Hook) -> Result<(), Counter> {
-        // The reply side first: a reply can never arrive before the flow is recorded that way.
-        let recorded = SERVICE_REPLIES.insert(self.reply, self.to_front, 0).is_ok()
-            && SERVICE_FLOWS.insert(self.flow, self.to_backend, 0).is_ok();
-        if !recorded {
-            return Err(Counter::DropServiceNoBackend);
-        }
-        count(hook, Counter::ServiceNewFlow);
-        Ok(())
-    }
-}
-
-/// The backend the client's `flow` to `service` goes to: the one it got before (counted in
-/// `hook`'s counters), or a new draw, returned with the entries that record it (the caller
-/// records them once policy admits the packet). `opens`: the packet opens a connection (a TCP
-/// SYN): if the service's backends changed since the flow was recorded, it is a new
+/// The backend the client's `flow` to `service` goes to: the one it got before, or a new draw
+/// (recorded both ways), counted in `hook`'s counters. `opens`: the packet opens a connection
+/// (a TCP SYN): if the service's backends changed since the flow was recorded, it is a new
 /// connection on a reused port (conntrack starts a new one too) and gets a new draw; a SYN
 /// sent again to an unchanged service keeps its backend. `Err` with the counter slot of a
 /// refusal.
@@ -87,14 +60,14 @@ pub fn backend_for(
     flow: &FlowKey,
     service: &ServiceValue,
     opens: bool,
-) -> Result<(Endpoint, Option<NewFlow>), Counter> {
+) -> Result<Endpoint, Counter> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(known) = recall(&SERVICE_FLOWS, flow, now)
         && !(opens && known.generation != service.generation)
     {
         count(hook, Counter::ServiceEstablished);
-        return Ok((known.endpoint, None));
+        return Ok(known.endpoint);
     }
     if service.backends == 0 {
         return Err(Counter::DropServiceNoBackend);
@@ -122,6 +95,7 @@ pub fn backend_for(
         proto: flow.proto,
         _pad: [0; 3],
     };
+    // The reply side first: a reply can never arrive before the flow is recorded that way.
     let to_front = ServiceFlow {
         endpoint: front,
         seen_ns: now,
@@ -133,15 +107,13 @@ pub fn backend_for(
         seen_ns: now,
         ..to_front
     };
-    Ok((
-        backend,
-        Some(NewFlow {
-            flow: *flow,
-            to_backend,
-            reply,
-            to_front,
-        }),
-    ))
+    let recorded = SERVICE_REPLIES.insert(reply, to_front, 0).is_ok()
+        && SERVICE_FLOWS.insert(*flow, to_backend, 0).is_ok();
+    if !recorded {
+        return Err(Counter::DropServiceNoBackend);
+    }
+    count(hook, Counter::ServiceNewFlow);
+    Ok(backend)
 }
 
 /// The service address a backend's reply `flow` must come from, if it is one.
