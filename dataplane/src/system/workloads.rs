@@ -32,8 +32,9 @@ pub struct WorkloadRecord {
     /// The host end of the veth: the interface the loader attaches to.
     pub host_ifname: String,
     pub addr: Ipv4Addr,
-    /// The range the address was allocated from (the one handed to the IPAM plugin), so that
-    /// DEL releases it whatever the loader's state by then.
+    /// The prefix the loader published when ADD ran: the range an `ipam` section that names
+    /// none was given, kept so that DEL releases the address whatever the loader's state by
+    /// then. (A configuration that names its own range does not need it.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam_subnet: Option<String>,
 }
