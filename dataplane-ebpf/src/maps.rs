@@ -89,3 +89,9 @@ pub static SERVICE_REPLIES: LruHashMap<FlowKey, ServiceFlow> =
 
 #[map]
 pub static SERVICES_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-CPU scratch: a new service connection waiting for policy's word on its first packet
+/// (not pinned: nothing outlives a program run in it).
+#[map]
+pub static SERVICE_PENDING: PerCpuArray<crate::ipv4::services::NewFlow> =
+    PerCpuArray::with_max_entries(1, 0);

@@ -277,18 +277,21 @@ fn a_service_is_no_way_around_policy() {
     );
     both_hooks(|hook| {
         // Policy judges the backend the service leads to, as kube-proxy's DNAT before the
-        // filter table makes netfilter judge it.
+        // filter table makes netfilter judge it; a refused connection leaves no state behind
+        // (no `service_new_flow`, no entry in the flow maps), so a workload cannot churn them
+        // with connections its policy refuses.
         let denied = l4(
             TCP,
             client(client_port(hook, 500)),
             SocketAddrV4::new(VIP, 80),
             true,
         );
-        fx.run_counted_from(
-            hook,
-            Role::Workload,
-            &denied,
-            &["drop_policy_egress", "service_new_flow"],
+        let flows_before = service_flows(&fx);
+        fx.run_counted_from(hook, Role::Workload, &denied, &["drop_policy_egress"]);
+        assert_eq!(
+            service_flows(&fx),
+            flows_before,
+            "{hook:?}: state for a refused packet"
         );
         let allowed = l4(
             TCP,
@@ -303,5 +306,21 @@ fn a_service_is_no_way_around_policy() {
             &["forwarded", "service_new_flow", "policy_new_flow"],
         );
         assert_eq!(endpoints_and_checksums(&out).1.port(), 9090);
+        assert_eq!(
+            service_flows(&fx),
+            flows_before + 1,
+            "{hook:?}: the admitted one recorded"
+        );
     });
+}
+
+/// Entries in `SERVICE_FLOWS` (the client side of every recorded connection).
+fn service_flows(fx: &Fixture) -> u64 {
+    let ids = fx.dataplane.kernel_ids().unwrap();
+    dataplane::kernel::inspect::map_fill(&ids)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == dataplane::common::maps::map_names::SERVICE_FLOWS)
+        .expect("the service flow map")
+        .entries
 }

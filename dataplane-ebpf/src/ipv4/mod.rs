@@ -11,7 +11,7 @@ mod icmp;
 mod path;
 mod policy;
 mod route;
-mod services;
+pub mod services;
 
 use dataplane_common::checksum::ipv4_decrement_ttl;
 use network_types::ip::IpProto;

@@ -32,7 +32,7 @@ pub fn process<H: Shim>(h: &H, frame: Frame, from: Ingress) -> Outcome {
     match route(frame, h.frame_len(), from, Pass::Arrived) {
         Decision::Decap { strip } => decapsulate(h, strip, from),
         Decision::ToService { service, flow } => to_service(h, &service, &flow, from),
-        decision => forward(h, decision, from, false),
+        decision => forward(h, decision, from, false, false),
     }
 }
 
@@ -41,16 +41,17 @@ pub fn process<H: Shim>(h: &H, frame: Frame, from: Ingress) -> Outcome {
 #[inline(always)]
 pub fn process_decapsulated<H: Shim>(h: &H, frame: Frame, from: Ingress) -> Outcome {
     let inner = route(frame, h.frame_len(), from, Pass::Decapsulated);
-    forward(h, only_to_local_workload(inner), from, true)
+    forward(h, only_to_local_workload(inner), from, true, false)
 }
 
 /// Sends a workload's `flow` to a service on to the service's backend for it: the
-/// destination rewritten, the packet routed again.
+/// destination rewritten, the packet routed again, a new connection recorded only once policy
+/// admits it.
 #[inline(always)]
 fn to_service<H: Shim>(h: &H, service: &ServiceValue, flow: &FlowKey, from: Ingress) -> Outcome {
     let opens = opens_a_connection(flow.proto, h.headers(0), L4_AT);
-    let backend = match services::backend_for(H::HOOK, flow, service, opens) {
-        Ok(backend) => backend,
+    let (backend, new) = match services::backend_for(H::HOOK, flow, service, opens) {
+        Ok(chosen) => chosen,
         Err(reason) => return Outcome::Drop(reason),
     };
     let front = Endpoint {
@@ -67,15 +68,22 @@ fn to_service<H: Shim>(h: &H, service: &ServiceValue, flow: &FlowKey, from: Ingr
         from,
         Pass::Translated,
     );
-    forward(h, translated, from, false)
+    forward(h, translated, from, false, new)
 }
 
-/// Carries out a routing decision: policy first, then encapsulation or a routed hop.
+/// Carries out a routing decision: policy first, then (only for what it admits) the new
+/// service connection held for it (`new_service_flow`), then encapsulation or a routed hop.
 #[inline(always)]
-fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool) -> Outcome {
+fn forward<H: Shim>(
+    h: &H,
+    decision: Decision,
+    from: Ingress,
+    decapsulated: bool,
+    new_service_flow: bool,
+) -> Outcome {
     let nh = match decision {
         Decision::Forward { nh } => nh,
-        Decision::ToKernel { reason } => return to_kernel(h, reason, from),
+        Decision::ToKernel { reason } => return to_kernel(h, reason, from, new_service_flow),
         Decision::Pass(reason) => return Outcome::Pass(reason),
         Decision::Drop(reason) => return Outcome::Drop(reason),
         // A tunnel inside a tunnel: the hooks decapsulate once.
@@ -94,6 +102,9 @@ fn forward<H: Shim>(h: &H, decision: Decision, from: Ingress, decapsulated: bool
     let from_workload = from.role == Role::Workload;
     if let Err(reason) = policy::admit(H::HOOK, ip, frame, from_workload, nh.is(NextHopKind::Local))
     {
+        return Outcome::Drop(reason);
+    }
+    if new_service_flow && let Err(reason) = services::record_held(H::HOOK) {
         return Outcome::Drop(reason);
     }
     if nh.is(NextHopKind::Vxlan) {
@@ -154,7 +165,7 @@ fn reply_from_service<H: Shim>(h: &H, nh: &NextHop, flow: &FlowKey, front: &Endp
 /// recorded, so their replies pass its ingress rules); a packet the programs cannot police
 /// (IPv4 options move the ports) is refused if a workload under policy is at either end.
 #[inline(always)]
-fn to_kernel<H: Shim>(h: &H, reason: Counter, from: Ingress) -> Outcome {
+fn to_kernel<H: Shim>(h: &H, reason: Counter, from: Ingress, new_service_flow: bool) -> Outcome {
     let frame = h.headers(0);
     // SAFETY: the frame as `route` read it (no helper since); only read, while only map
     // lookups run, and nothing holds a `&mut` into the frame.
@@ -170,6 +181,11 @@ fn to_kernel<H: Shim>(h: &H, reason: Counter, from: Ingress) -> Outcome {
         return Outcome::Pass(reason);
     }
     if from_workload && let Err(refused) = policy::admit(H::HOOK, ip, frame, true, false) {
+        return Outcome::Drop(refused);
+    }
+    // A service's backend the kernel routes (no route in the maps): its replies come back
+    // through the programs, which must know the connection to give them the service's address.
+    if new_service_flow && let Err(refused) = services::record_held(H::HOOK) {
         return Outcome::Drop(refused);
     }
     Outcome::Pass(reason)

@@ -10,7 +10,7 @@ use dataplane_common::{
 use super::{Ipv4Hdr, L4_AT, MF_AND_OFFSET, frags, l4_ports};
 use crate::{
     counters::count,
-    maps::{BACKENDS, SERVICE_FLOWS, SERVICE_REPLIES, SERVICES},
+    maps::{BACKENDS, SERVICE_FLOWS, SERVICE_PENDING, SERVICE_REPLIES, SERVICES},
     parse::{Frame, IPPROTO_TCP, IPPROTO_UDP},
     services::recall,
 };
@@ -48,26 +48,96 @@ pub fn service_of(flow: &FlowKey) -> Option<ServiceValue> {
     unsafe { SERVICES.get(key) }.copied()
 }
 
-/// The backend the client's `flow` to `service` goes to: the one it got before, or a new draw
-/// (recorded both ways), counted in `hook`'s counters. `opens`: the packet opens a connection
-/// (a TCP SYN): if the service's backends changed since the flow was recorded, it is a new
-/// connection on a reused port (conntrack starts a new one too) and gets a new draw; a SYN
-/// sent again to an unchanged service keeps its backend. `Err` with the counter slot of a
-/// refusal.
+/// A new connection, recorded once policy has admitted its first packet: a packet that policy
+/// refuses leaves no state behind. It waits for policy's word in [`SERVICE_PENDING`], one slot
+/// per CPU ([`hold`], [`record_held`]): the path carries a flag, not these bytes, on a stack of
+/// 512. (A program runs to its end on its CPU before another starts there, so a slot is never
+/// taken by another packet in between.)
+#[derive(Clone, Copy)]
+pub struct NewFlow {
+    flow: FlowKey,
+    backend: Endpoint,
+    generation: u32,
+    now: u64,
+}
+
+/// Keeps `new` until [`record_held`]; false if the slot cannot be had.
+#[inline(always)]
+fn hold(new: NewFlow) -> bool {
+    match SERVICE_PENDING.get_ptr_mut(0) {
+        Some(slot) => {
+            // SAFETY: the map's value for this CPU, valid while the program runs; nothing else
+            // uses it until this program ends (see `NewFlow`).
+            unsafe { *slot = new };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Records the connection [`hold`] kept, both ways, counted in `hook`'s counters; the counter
+/// slot of the refusal if a map would not take it.
+#[inline(always)]
+pub fn record_held(hook: Hook) -> Result<(), Counter> {
+    let Some(slot) = SERVICE_PENDING.get_ptr(0) else {
+        return Err(Counter::DropServiceNoBackend);
+    };
+    // SAFETY: as in `hold`: this CPU's value, written by this very run.
+    let new = unsafe { *slot };
+    let flow = &new.flow;
+    let reply = FlowKey {
+        src: new.backend.addr,
+        dst: flow.src,
+        sport: new.backend.port,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    let to_front = ServiceFlow {
+        endpoint: Endpoint {
+            addr: flow.dst,
+            port: flow.dport,
+            _pad: [0; 2],
+        },
+        seen_ns: new.now,
+        generation: new.generation,
+        _pad: 0,
+    };
+    // The reply side first: a reply can never arrive before the flow is recorded that way.
+    if SERVICE_REPLIES.insert(reply, to_front, 0).is_err() {
+        return Err(Counter::DropServiceNoBackend);
+    }
+    let to_backend = ServiceFlow {
+        endpoint: new.backend,
+        ..to_front
+    };
+    if SERVICE_FLOWS.insert(*flow, to_backend, 0).is_err() {
+        return Err(Counter::DropServiceNoBackend);
+    }
+    count(hook, Counter::ServiceNewFlow);
+    Ok(())
+}
+
+/// The backend the client's `flow` to `service` goes to, and whether the connection is new
+/// (then held for [`record_held`], once policy admits the packet): the one it got before
+/// (counted in `hook`'s counters), or a new draw. `opens`: the packet opens a connection (a TCP
+/// SYN): if the service's backends changed since the flow was recorded, it is a new connection
+/// on a reused port (conntrack starts a new one too) and gets a new draw; a SYN sent again to
+/// an unchanged service keeps its backend. `Err` with the counter slot of a refusal.
 #[inline(always)]
 pub fn backend_for(
     hook: Hook,
     flow: &FlowKey,
     service: &ServiceValue,
     opens: bool,
-) -> Result<Endpoint, Counter> {
+) -> Result<(Endpoint, bool), Counter> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(known) = recall(&SERVICE_FLOWS, flow, now)
         && !(opens && known.generation != service.generation)
     {
         count(hook, Counter::ServiceEstablished);
-        return Ok(known.endpoint);
+        return Ok((known.endpoint, false));
     }
     if service.backends == 0 {
         return Err(Counter::DropServiceNoBackend);
@@ -82,38 +152,16 @@ pub fn backend_for(
     let Some(backend) = (unsafe { BACKENDS.get(key) }).copied() else {
         return Err(Counter::DropServiceNoBackend);
     };
-    let front = Endpoint {
-        addr: flow.dst,
-        port: flow.dport,
-        _pad: [0; 2],
-    };
-    let reply = FlowKey {
-        src: backend.addr,
-        dst: flow.src,
-        sport: backend.port,
-        dport: flow.sport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    };
-    // The reply side first: a reply can never arrive before the flow is recorded that way.
-    let to_front = ServiceFlow {
-        endpoint: front,
-        seen_ns: now,
+    let held = hold(NewFlow {
+        flow: *flow,
+        backend,
         generation: service.generation,
-        _pad: 0,
-    };
-    let to_backend = ServiceFlow {
-        endpoint: backend,
-        seen_ns: now,
-        ..to_front
-    };
-    let recorded = SERVICE_REPLIES.insert(reply, to_front, 0).is_ok()
-        && SERVICE_FLOWS.insert(*flow, to_backend, 0).is_ok();
-    if !recorded {
+        now,
+    });
+    if !held {
         return Err(Counter::DropServiceNoBackend);
     }
-    count(hook, Counter::ServiceNewFlow);
-    Ok(backend)
+    Ok((backend, true))
 }
 
 /// The service address a backend's reply `flow` must come from, if it is one.
