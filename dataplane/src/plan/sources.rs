@@ -83,13 +83,11 @@ pub fn desired(
     feeds: &Feeds,
     system: &dyn System,
 ) -> Result<Desired, Vec<LineError>> {
-    let original = config;
     // One answer per neighbour for the whole pass: a next hop that does not answer is waited
     // for once, not again for each feed and each retry of the table.
     let system: &dyn System = &NeighbourCache::new(system);
     let mut warnings = feeds.workload_problems.to_vec();
     let (config, mut plan, table_lines_left_out) = realisable_table(config, system, &mut warnings)?;
-    note_unresolved_workloads(&mut plan, &unanswered_local_routes(original, &config));
     let config = &config;
     let mut merger = Merger {
         config,
@@ -125,25 +123,25 @@ pub fn desired(
     })
 }
 
-/// The local /32s of `original` left out of `realised` whose interface `realised` still
-/// declares: workloads that have not answered ARP yet, by interface name.
-fn unanswered_local_routes(original: &Config, realised: &Config) -> Vec<(String, Ipv4Addr)> {
-    original
-        .routes
+/// The workloads of `routes` (local /32s, by interface name and address) on the `bad` lines:
+/// left out for want of their MAC, their address still theirs.
+fn local_addrs_on<'a>(
+    routes: &'a [Route],
+    bad: &'a BTreeSet<usize>,
+) -> impl Iterator<Item = (String, Ipv4Addr)> + 'a {
+    routes
         .iter()
-        .filter(|r| r.prefix.prefix_len() == 32 && !realised.routes.contains(r))
+        .filter(|r| bad.contains(&r.line) && r.prefix.prefix_len() == 32)
         .filter_map(|r| match &r.target {
-            Target::Local { dev } if realised.interface(dev).is_some() => {
-                Some((dev.clone(), r.prefix.addr()))
-            }
+            Target::Local { dev } => Some((dev.clone(), r.prefix.addr())),
             _ => None,
         })
-        .collect()
 }
 
 /// Records, for the source check, the addresses of attached workload interfaces whose /32 is
-/// not routed yet (`(interface, address)`): a workload that has not answered ARP must still be
-/// able to, in its own name, or the host never learns its MAC.
+/// not routed yet (`(interface, address)`; an interface the plan does not attach is passed
+/// over): a workload that has not answered ARP must still be able to, in its own name, or the
+/// host never learns its MAC.
 fn note_unresolved_workloads(plan: &mut Plan, unanswered: &[(String, Ipv4Addr)]) {
     for (dev, addr) in unanswered {
         if let Some(a) = plan.attachments.iter().find(|a| a.ifname == *dev) {
@@ -163,9 +161,13 @@ fn realisable_table(
 ) -> Result<(Config, Plan, usize), Vec<LineError>> {
     let mut table = config.clone();
     let mut left_out = 0;
+    let mut unanswered = Vec::new();
     loop {
         let errors = match resolve::resolve(&table, system) {
-            Ok(plan) => return Ok((table, plan, left_out)),
+            Ok(mut plan) => {
+                note_unresolved_workloads(&mut plan, &unanswered);
+                return Ok((table, plan, left_out));
+            }
             Err(errors) => errors,
         };
         // Problems of the host as a whole are not any line's.
@@ -178,9 +180,11 @@ fn realisable_table(
                 e.line, e.message
             ));
         }
+        let bad: BTreeSet<usize> = errors.iter().map(|e| e.line).collect();
+        unanswered.extend(local_addrs_on(&table.routes, &bad));
         let before =
             table.interfaces.len() + table.routes.len() + usize::from(table.vxlan.is_some());
-        table = without_lines(table, &errors, warnings);
+        table = without_lines(table, &bad, warnings);
         let after =
             table.interfaces.len() + table.routes.len() + usize::from(table.vxlan.is_some());
         if after == before {
@@ -191,10 +195,9 @@ fn realisable_table(
     }
 }
 
-/// `table` less the lines `errors` name, and less what depends on them: the routes through an
+/// `table` less the `bad` lines, and less what depends on them: the routes through an
 /// interface left out, and the VXLAN routes when the `vxlan` statement is.
-fn without_lines(mut table: Config, errors: &[LineError], warnings: &mut Vec<String>) -> Config {
-    let bad: BTreeSet<usize> = errors.iter().map(|e| e.line).collect();
+fn without_lines(mut table: Config, bad: &BTreeSet<usize>, warnings: &mut Vec<String>) -> Config {
     let gone: BTreeSet<String> = table
         .interfaces
         .iter()
@@ -400,12 +403,7 @@ impl Merger<'_> {
                 // check; only its route waits for its MAC.
                 let keep_interfaces = what == "workload";
                 if keep_interfaces {
-                    unanswered.extend(
-                        feed.routes
-                            .iter()
-                            .filter(|r| bad.contains(&r.line))
-                            .map(|r| (r.target.dev().to_string(), r.prefix.addr())),
-                    );
+                    unanswered.extend(local_addrs_on(&feed.routes, &bad));
                 }
                 feed.routes.retain(|r| !bad.contains(&r.line));
                 feed.interfaces
@@ -414,10 +412,6 @@ impl Merger<'_> {
             }
         };
         let added = resolved.routes.len();
-        let mut resolved = resolved;
-        note_unresolved_workloads(&mut resolved, &unanswered);
-        plan.unresolved_workloads
-            .extend(std::mem::take(&mut resolved.unresolved_workloads));
         // The table's interfaces are attached already.
         plan.attachments.extend(
             resolved
@@ -428,6 +422,7 @@ impl Merger<'_> {
         plan.tx_ports.extend(resolved.tx_ports);
         plan.peers.extend(resolved.peers);
         plan.routes.extend(resolved.routes);
+        note_unresolved_workloads(plan, &unanswered);
         Ok(added)
     }
 }
