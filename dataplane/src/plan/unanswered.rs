@@ -36,7 +36,7 @@ pub struct RememberUnanswered<S> {
     retry_after: Duration,
     /// The silent neighbours, by address and interface.
     silent: Mutex<HashMap<(Ipv4Addr, String), Silence>>,
-    /// The neighbours asked for in the current pass ([`RememberUnanswered::begin_pass`]).
+    /// The neighbours asked for in the current pass ([`RememberUnanswered::pass`]).
     asked: Mutex<std::collections::HashSet<(Ipv4Addr, String)>>,
 }
 
@@ -50,14 +50,21 @@ impl<S: System> RememberUnanswered<S> {
         }
     }
 
-    /// Starts a pass of planning: what it does not ask for again is no longer waited for.
-    pub fn begin_pass(&self) {
+    /// Runs one pass of planning, `plan`, against this system; a silent neighbour the pass
+    /// does not ask for (its line removed, its host gone) is forgotten after it, so that it
+    /// neither schedules retries nor stays watched.
+    pub fn pass<T>(&self, plan: impl FnOnce(&Self) -> T) -> T {
+        self.begin_pass();
+        let planned = plan(self);
+        self.end_pass();
+        planned
+    }
+
+    fn begin_pass(&self) {
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Ends a pass: a silent neighbour no line or feed asked for in it (its line removed,
-    /// its host gone) is forgotten, so that it neither schedules retries nor stays watched.
-    pub fn end_pass(&self) {
+    fn end_pass(&self) {
         let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
         self.silent().retain(|key, _| asked.contains(key));
     }
@@ -192,17 +199,15 @@ mod tests {
     fn a_silent_neighbour_no_pass_asks_for_is_forgotten() {
         let addr: Ipv4Addr = "198.19.0.9".parse().unwrap();
         let system = RememberUnanswered::new(FakeSystem::default(), Duration::from_secs(5));
-        system.begin_pass();
-        assert_eq!(system.neighbour_mac(addr, "eth0").unwrap(), None);
-        system.end_pass();
+        let answer = system.pass(|s| s.neighbour_mac(addr, "eth0").unwrap());
+        assert_eq!(answer, None);
         assert_eq!(
             system.silent_addrs(),
             [addr],
             "asked in the pass: still waited for"
         );
         // Its line was removed: the next pass does not ask.
-        system.begin_pass();
-        system.end_pass();
+        system.pass(|_| ());
         assert_eq!(system.next_retry(), None);
         assert!(system.silent_addrs().is_empty());
     }

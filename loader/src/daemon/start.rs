@@ -128,9 +128,7 @@ pub fn gather(
     // The host as the route follower will ask it, neighbours that stay silent remembered from
     // this first plan on (and watched for their answer).
     let system = RememberUnanswered::new(LiveSystem, RETRY_UNANSWERED);
-    system.begin_pass();
-    let desired = feeds.desired(&config, &system);
-    system.end_pass();
+    let desired = system.pass(|system| feeds.desired(&config, system));
     let desired = desired.map_err(|errors| {
         anyhow::anyhow!(
             "cannot realise the route table:\n{}",

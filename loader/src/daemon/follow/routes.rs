@@ -217,20 +217,18 @@ impl RouteFollower {
         let workloads = fresh.unwrap_or_else(|| self.feeds.workloads.taken());
         let records = self.feeds.cluster_records();
         self.refusals.counters.plans.fetch_add(1, Ordering::Relaxed);
-        self.system.begin_pass();
-        let decided = reconcile::decide(
-            &Inputs {
-                running: &self.config,
-                candidate: candidate.as_ref().map(|(config, stable)| Candidate {
-                    config,
-                    stable: *stable,
-                }),
-                feeds: self.feeds.view(&workloads, records.as_ref()),
-                applied: &self.applied,
-            },
-            &self.system,
-        );
-        self.system.end_pass();
+        let inputs = Inputs {
+            running: &self.config,
+            candidate: candidate.as_ref().map(|(config, stable)| Candidate {
+                config,
+                stable: *stable,
+            }),
+            feeds: self.feeds.view(&workloads, records.as_ref()),
+            applied: &self.applied,
+        };
+        let decided = self
+            .system
+            .pass(|system| reconcile::decide(&inputs, system));
         let decision = match decided {
             Ok(decision) => decision,
             Err(Refused::Table(errors)) => {
