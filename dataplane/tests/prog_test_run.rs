@@ -208,18 +208,9 @@ fn broadcast_and_multicast_frames_from_the_underlay_go_to_the_kernel_and_a_workl
     }
 }
 
-/// An ARP request as a workload sends it: who has `target`, tell `sender`.
+/// An ARP request as the workload behind `lo` sends it: who has `target`, tell `sender`.
 fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mac = [0x02, 0, 0, 0, 0, 0x42];
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f
+    dataplane::kernel::synthetic::arp_request([0x02, 0, 0, 0, 0, 0x42], sender, target)
 }
 
 #[test]

@@ -16,7 +16,10 @@ use std::{
 };
 
 use common::*;
-use dataplane::{kernel::inspect::Stats, model::route_table::Attach};
+use dataplane::{
+    kernel::{inspect::Stats, synthetic::arp_request},
+    model::route_table::Attach,
+};
 use netlab::{
     craft::{UdpSink, Wire, at, send_raw, send_udp, udp_frame, vxlan_payload},
     netns::Netns,
@@ -599,19 +602,4 @@ fn arp_storm(ns: &Netns, target: Ipv4Addr) {
         send_raw(ns, "eth0", &frames).unwrap();
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// An Ethernet broadcast ARP request: who has `target`, tell `sender` at `mac`.
-fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(42);
-    frame.extend_from_slice(&[0xff; 6]);
-    frame.extend_from_slice(&mac);
-    frame.extend_from_slice(&[0x08, 0x06]);
-    // Ethernet, IPv4, 6- and 4-byte addresses, request.
-    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    frame.extend_from_slice(&mac);
-    frame.extend_from_slice(&sender.octets());
-    frame.extend_from_slice(&[0; 6]);
-    frame.extend_from_slice(&target.octets());
-    frame
 }

@@ -109,6 +109,22 @@ pub fn plan(with_tx_port: bool) -> Plan {
     }
 }
 
+/// An Ethernet broadcast ARP request (IPv4 over Ethernet): who has `target`, tell `sender`
+/// at `mac` (the frame's source MAC too).
+pub fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(42);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&[0x08, 0x06]);
+    // Ethernet, IPv4, 6- and 4-byte addresses, request.
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
 /// Ethernet + IPv4 (with `options` 4-byte words of options) + UDP with a 32-byte payload.
 pub fn frame(dst_mac: [u8; 6], ether_type: u16, dst: Ipv4Addr, ttl: u8, options: usize) -> Vec<u8> {
     let payload = [0x5au8; 32];
