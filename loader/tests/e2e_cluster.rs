@@ -76,10 +76,10 @@ fn cluster_records(fabric: &Fabric, endpoints: &str) -> Option<Vec<serde_json::V
 
 fn wait_until(what: &str, within: Duration, ok: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
-    while !ok() {
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_until_or_not(within, ok),
+        "{what}: not within {within:?}"
+    );
     started.elapsed()
 }
 
