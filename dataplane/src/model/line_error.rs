@@ -65,15 +65,31 @@ pub fn load_file<T>(
     path: &std::path::Path,
     parse: impl FnOnce(&str) -> Result<T, Vec<LineError>>,
 ) -> Result<T, FileError> {
+    load_file_as_read(path, parse).map(|(parsed, _)| parsed)
+}
+
+/// As [`load_file`], with the bytes that were parsed: what a process that follows the file
+/// holds, so that a change made after this read is seen as one.
+pub fn load_file_as_read<T>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&str) -> Result<T, Vec<LineError>>,
+) -> Result<(T, Vec<u8>), FileError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+    let bytes = std::fs::read(path).map_err(|source| FileError::Read {
         path: shown.clone(),
         source,
     })?;
-    parse(&text).map_err(|errors| FileError::Invalid {
-        path: shown,
-        errors,
-    })
+    let text = String::from_utf8(bytes).map_err(|e| FileError::Read {
+        path: shown.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })?;
+    match parse(&text) {
+        Ok(parsed) => Ok((parsed, text.into_bytes())),
+        Err(errors) => Err(FileError::Invalid {
+            path: shown,
+            errors,
+        }),
+    }
 }
 
 #[cfg(test)]

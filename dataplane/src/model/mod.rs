@@ -9,6 +9,7 @@ pub mod route_table;
 pub mod services;
 
 pub use line_error::{
-    FileError, LineError, all_or_errors, load_file, render_line_errors, statements,
+    FileError, LineError, all_or_errors, load_file, load_file_as_read, render_line_errors,
+    statements,
 };
 pub use prefix::Ipv4Prefix;

@@ -9,6 +9,7 @@ use dataplane::{
     model::{
         Ipv4Prefix,
         cluster::HostRecord,
+        load_file_as_read,
         policy::{self, Policy},
         render_line_errors,
         route_table::{self as config, Attach, Config},
@@ -64,6 +65,9 @@ pub struct Inputs {
     pub config: Config,
     pub policy: Policy,
     pub services: Services,
+    /// The bytes each followed file held when it was read here: a change made since is one
+    /// its follower takes.
+    pub read: ReadFiles,
     pub feeds: RouteFeeds,
     /// What the maps should hold at start.
     pub desired: Desired,
@@ -79,12 +83,19 @@ pub struct Inputs {
 /// Reads every input (the route table, the cluster's records after joining it, the CNI
 /// plugin's workloads, the kernel's routes, the policy, the services) and plans the maps from
 /// them; an input that cannot be used is an error here, before anything is loaded or attached.
+/// What the start read of each followed file.
+pub struct ReadFiles {
+    pub table: Vec<u8>,
+    pub policy: Option<Vec<u8>>,
+    pub services: Option<Vec<u8>>,
+}
+
 pub fn gather(
     settings: &RunSettings,
     runtime: &tokio::runtime::Runtime,
     counters: &Arc<LoaderCounters>,
 ) -> Result<Inputs> {
-    let config = config::load(settings.config_path)?;
+    let (config, table_read) = load_file_as_read(settings.config_path, config::parse)?;
     if let Some(args) = &settings.cluster_args {
         let (services, cluster) = (settings.service_range, args.cluster_cidr);
         anyhow::ensure!(
@@ -139,27 +150,35 @@ pub fn gather(
         counters: counters.clone(),
     }
     .left_out(&desired);
-    let policy = match settings.policy_path {
-        Some(path) => policy::load(path)?,
-        None => Policy::default(),
-    };
-    let services = match settings.services_path {
+    let (policy, policy_read) = match settings.policy_path {
         Some(path) => {
-            let services = services::load(path)?;
+            let (policy, read) = load_file_as_read(path, policy::parse)?;
+            (policy, Some(read))
+        }
+        None => (Policy::default(), None),
+    };
+    let (services, services_read) = match settings.services_path {
+        Some(path) => {
+            let (services, read) = load_file_as_read(path, services::parse)?;
             services::in_range(&services, settings.service_range).map_err(|errors| {
                 anyhow::anyhow!(
                     "services not applied:\n{}",
                     render_line_errors(&path.display().to_string(), &errors)
                 )
             })?;
-            services
+            (services, Some(read))
         }
-        None => Services::default(),
+        None => (Services::default(), None),
     };
     Ok(Inputs {
         config,
         policy,
         services,
+        read: ReadFiles {
+            table: table_read,
+            policy: policy_read,
+            services: services_read,
+        },
         feeds,
         desired,
         cluster,
@@ -181,6 +200,7 @@ pub fn follow_sources(
     let Inputs {
         config,
         services,
+        read,
         feeds,
         desired,
         cluster,
@@ -219,6 +239,7 @@ pub fn follow_sources(
     });
     let mut routes = RouteFollower::new(RouteStart {
         path: settings.config_path,
+        read: read.table,
         config,
         applied: desired.plan.clone(),
         feeds,
@@ -230,10 +251,13 @@ pub fn follow_sources(
     });
     routes.started_with(&desired);
     let mut watcher = Watcher::new(routes);
-    if let Some(path) = settings.policy_path {
-        watcher.follow(PolicyFollower::new(path, refusals.clone()));
+    if let Some((path, read)) = settings.policy_path.zip(read.policy) {
+        watcher.follow(PolicyFollower::new(path, read, refusals.clone()));
     }
-    let services_file = settings.services_path.map(|path| (path, services));
+    let services_file = settings
+        .services_path
+        .zip(read.services)
+        .map(|(path, read)| (path, services, read));
     if services_file.is_some() || store_services.is_some() {
         watcher.follow(ServicesFollower::new(
             services_file,

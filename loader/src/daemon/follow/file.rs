@@ -23,11 +23,12 @@ pub struct FollowedFile {
 }
 
 impl FollowedFile {
-    /// Starts following `path`, taken as already applied as it is now.
-    pub fn new(path: &Path) -> Self {
+    /// Starts following `path`, whose bytes `read` (as read when what the dataplane holds was
+    /// made from it) are taken as applied: a change written since is a change, however soon.
+    pub fn new(path: &Path, read: Vec<u8>) -> Self {
         Self {
             path: path.to_path_buf(),
-            seen: std::fs::read(path).ok(),
+            seen: Some(read),
             pending: None,
         }
     }
@@ -96,7 +97,7 @@ mod tests {
         let path = dir.join("table");
         std::fs::write(&path, "one").unwrap();
         let refusals = refusals();
-        let mut file = FollowedFile::new(&path);
+        let mut file = FollowedFile::new(&path, b"one".to_vec());
         assert_eq!(
             file.changed("table", &refusals),
             None,

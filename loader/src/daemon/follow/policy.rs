@@ -15,10 +15,10 @@ pub struct PolicyFollower {
 }
 
 impl PolicyFollower {
-    /// Follows the policy file at `path` (already applied as it is now).
-    pub fn new(path: &Path, refusals: Refusals) -> Self {
+    /// Follows the policy file at `path`, applied as it was `read`.
+    pub fn new(path: &Path, read: Vec<u8>, refusals: Refusals) -> Self {
         Self {
-            file: FollowedFile::new(path),
+            file: FollowedFile::new(path, read),
             refusals,
         }
     }

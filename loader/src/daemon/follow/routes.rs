@@ -66,6 +66,8 @@ pub struct RouteFollower {
 /// Everything [`RouteFollower::new`] starts from.
 pub struct RouteStart<'a> {
     pub path: &'a Path,
+    /// The table's bytes as the start read them.
+    pub read: Vec<u8>,
     /// The table the maps hold now, with the feeds: `applied`.
     pub config: Config,
     pub applied: Plan,
@@ -81,7 +83,7 @@ pub struct RouteStart<'a> {
 impl RouteFollower {
     pub fn new(start: RouteStart) -> Self {
         Self {
-            table: FollowedFile::new(start.path),
+            table: FollowedFile::new(start.path, start.read),
             config: start.config,
             feeds: start.feeds,
             applied: start.applied,

@@ -45,16 +45,16 @@ pub struct ServicesFollower {
 }
 
 impl ServicesFollower {
-    /// Follows the services file at `path` (already applied as it is now: `services`) if
-    /// given, and the store's services if given.
+    /// Follows the services file at `path` (applied as it was `read`: `services`) if given,
+    /// and the store's services if given.
     pub fn new(
-        file: Option<(&Path, Services)>,
+        file: Option<(&Path, Services, Vec<u8>)>,
         store: Option<StoreServices>,
         range: Ipv4Prefix,
         refusals: Refusals,
     ) -> Self {
         let (file, from_file) = match file {
-            Some((path, services)) => (Some(FollowedFile::new(path)), services),
+            Some((path, services, read)) => (Some(FollowedFile::new(path, read)), services),
             None => (None, Services::default()),
         };
         Self {
